@@ -1,0 +1,97 @@
+"""Validation of mail domains before they go anywhere near the directory.
+
+A From domain is chosen by whoever wrote the message.  Escaping (RFC 4515)
+alone does not make it safe: OpenLDAP's IA5 matching stops at a NUL, so an
+escaped ``example.org\\00.evil`` still equals ``example.org``.  So a domain is
+first checked against the host-name syntax of RFC 1035 §2.3.1 / RFC 5890
+(ASCII letters, digits and hyphens, IDNs as A-labels, at most 253 characters);
+only a name that passes is looked up, and then escaped as well.
+"""
+
+from __future__ import annotations
+
+import re
+
+import idna
+
+from ldapdkim.errors import InvalidDomain
+
+MAX_DOMAIN_LENGTH = 253
+MAX_LABEL_LENGTH = 63
+
+_LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
+
+
+def _shown(text: str) -> str:
+    """A short, printable rendering of hostile input for error messages."""
+    shown = text if len(text) <= 64 else text[:61] + "..."
+    return ascii(shown)
+
+
+def normalize_domain(text: str) -> str:
+    """Return ``text`` as a lowercase ASCII domain name, or raise :class:`InvalidDomain`.
+
+    IDNs are converted to A-labels (IDNA 2008 with UTS 46 mapping).  One
+    trailing dot is accepted and dropped.
+
+    >>> normalize_domain("Example.COM.")
+    'example.com'
+    >>> normalize_domain("bücher.example")
+    'xn--bcher-kva.example'
+    """
+    if not text:
+        raise InvalidDomain("empty domain")
+    if _FORBIDDEN.search(text):
+        raise InvalidDomain(
+            f"domain {_shown(text)} contains a control character, space or NUL; "
+            "it is not a host name"
+        )
+    if text.startswith("["):
+        raise InvalidDomain(f"address literal {_shown(text)} is not a domain that can be signed")
+    name = text[:-1] if text.endswith(".") else text
+    if not name.isascii():
+        try:
+            name = idna.encode(name, uts46=True).decode("ascii")
+        except idna.IDNAError as err:
+            raise InvalidDomain(f"domain {_shown(text)} is not a valid IDN: {err}") from None
+    name = name.lower()
+    if len(name) > MAX_DOMAIN_LENGTH:
+        raise InvalidDomain(
+            f"domain {_shown(text)} has {len(name)} characters; at most "
+            f"{MAX_DOMAIN_LENGTH} are allowed (RFC 1035)"
+        )
+    for label in name.split("."):
+        if not label:
+            raise InvalidDomain(f"domain {_shown(text)} has an empty label")
+        if len(label) > MAX_LABEL_LENGTH:
+            raise InvalidDomain(
+                f"domain {_shown(text)} has a label of {len(label)} characters; "
+                f"at most {MAX_LABEL_LENGTH} are allowed"
+            )
+        if not _LDH_LABEL.match(label):
+            raise InvalidDomain(
+                f"domain {_shown(text)}: label {_shown(label)} is not letters, digits "
+                "and inner hyphens (RFC 1035 host name)"
+            )
+    return name
+
+
+def parent_domains(domain: str) -> list[str]:
+    """The domain and each parent with at least two labels, most specific first.
+
+    >>> parent_domains("a.b.example.com")
+    ['a.b.example.com', 'b.example.com', 'example.com']
+    """
+    labels = domain.split(".")
+    if len(labels) < 2:
+        return [domain]
+    return [".".join(labels[i:]) for i in range(len(labels) - 1)]
+
+
+def domain_of_address(address: str) -> str:
+    """The normalized domain of ``local@domain``; raise :class:`InvalidDomain` if there is none."""
+    local, at, domain = address.rpartition("@")
+    if not at or not local:
+        raise InvalidDomain(f"address {_shown(address)} has no domain part")
+    return normalize_domain(domain)

@@ -1,0 +1,73 @@
+"""The exception tree of ldapdkim.
+
+Every error the project raises on purpose derives from :class:`LdapDkimError`,
+and its message says what went wrong, where, and how to fix it.  Messages never
+carry secrets: a private key or bind password is named by its attribute or
+keyword, never shown.
+
+::
+
+    LdapDkimError
+    ├── ConfigError            bad configuration file, keyword or value
+    ├── KeyFormatError         a key that cannot be used (not PEM, too short, ...)
+    ├── InvalidDomain          a From domain that fails validation (never sent to LDAP)
+    ├── DomainNotSigned        a valid domain that the directory does not sign for
+    │   └── DomainNotFound     ... because no policy entry covers it
+    ├── DirectoryError         the directory answered, but the data is wrong
+    │   └── AmbiguousDomain    two policy entries claim one domain
+    ├── DirectoryUnavailable   the directory did not answer (down, timeout, TLS, bind)
+    ├── MessageError           a message that cannot be signed as it is
+    └── DnsTemporaryError      a DNS lookup that timed out or failed temporarily
+"""
+
+from __future__ import annotations
+
+
+class LdapDkimError(Exception):
+    """Base of all errors raised by ldapdkim on purpose."""
+
+
+class ConfigError(LdapDkimError):
+    """The configuration file, one of its keywords, or a value is wrong.
+
+    The message starts with ``FILE:LINE:`` where the problem is in a file.
+    """
+
+
+class KeyFormatError(LdapDkimError):
+    """A private or public key cannot be used: not a key, wrong type, too short."""
+
+
+class InvalidDomain(LdapDkimError):
+    """A mail domain that is not a syntactically valid DNS host name.
+
+    Raised before any directory lookup, so hostile input never reaches LDAP.
+    """
+
+
+class DomainNotSigned(LdapDkimError):
+    """A valid domain that ldapdkim must not sign for; the message says why."""
+
+
+class DomainNotFound(DomainNotSigned):
+    """No policy entry in the directory covers the domain."""
+
+
+class DirectoryError(LdapDkimError):
+    """The directory answered, but what it holds is inconsistent or unusable."""
+
+
+class AmbiguousDomain(DirectoryError):
+    """More than one policy entry claims the same mail domain."""
+
+
+class DirectoryUnavailable(LdapDkimError):
+    """The directory could not be asked: unreachable, timed out, bind or TLS failure."""
+
+
+class MessageError(LdapDkimError):
+    """The message cannot be signed as it is (no From, several From, bad header)."""
+
+
+class DnsTemporaryError(LdapDkimError):
+    """A DNS query timed out or failed in a way that may pass (RFC 8601 temperror)."""

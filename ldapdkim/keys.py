@@ -1,0 +1,148 @@
+"""Key material: generate, parse, check and render DKIM keys.
+
+RSA keys (``rsa-sha256``, RFC 6376, at least 1024 bits per RFC 8301) and
+Ed25519 keys (``ed25519-sha256``, RFC 8463).  Private keys are stored as
+PKCS#8 PEM; DNS records carry the SubjectPublicKeyInfo (RSA) or the raw 32
+bytes of the public key (Ed25519, RFC 8463 §4.2), base64-encoded in ``p=``.
+
+Nothing here talks to LDAP or DNS, and no function puts key material into an
+exception message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from ldapdkim.errors import KeyFormatError
+from ldapdkim.model import Algorithm, PrivateKey
+
+DEFAULT_RSA_BITS = 2048
+MIN_RSA_BITS = 1024
+"""RFC 8301 §3.2: signers MUST use RSA keys of at least 1024 bits."""
+
+_BASE64 = re.compile(rb"\A[A-Za-z0-9+/=\s]+\Z")
+
+
+def generate(algorithm: Algorithm, bits: int = DEFAULT_RSA_BITS) -> PrivateKey:
+    """Generate a new private key for ``algorithm`` (``bits`` applies to RSA only)."""
+    if algorithm is Algorithm.ED25519_SHA256:
+        return ed25519.Ed25519PrivateKey.generate()
+    if bits < MIN_RSA_BITS:
+        raise KeyFormatError(
+            f"RSA keys of {bits} bits are refused; use at least {MIN_RSA_BITS} "
+            f"(RFC 8301), {DEFAULT_RSA_BITS} is the default"
+        )
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def algorithm_of(key: PrivateKey) -> Algorithm:
+    """The DKIM algorithm a private key signs with."""
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return Algorithm.ED25519_SHA256
+    return Algorithm.RSA_SHA256
+
+
+def key_bits(key: PrivateKey) -> int:
+    """Key size in bits (256 for Ed25519)."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        return key.key_size
+    return 256
+
+
+def private_pem(key: PrivateKey) -> bytes:
+    """The key as unencrypted PKCS#8 PEM, the form the directory stores."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def public_key_b64(key: PrivateKey) -> str:
+    """The ``p=`` value of the DNS key record for ``key``."""
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        raw = key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+    else:
+        raw = key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    return base64.b64encode(raw).decode("ascii")
+
+
+def txt_record(algorithm: Algorithm, public_b64: str) -> str:
+    """The DKIM key record text (RFC 6376 §3.6.1).
+
+    >>> txt_record(Algorithm.ED25519_SHA256, "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=")
+    'v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo='
+    """
+    return f"v=DKIM1; k={algorithm.key_type}; p={public_b64}"
+
+
+def load_private_key(data: bytes, *, where: str) -> PrivateKey:
+    """Parse a private key held as PEM, DER, base64 DER, or a raw Ed25519 seed in base64.
+
+    ``where`` names the key's origin (an entry DN, a file name) for the error
+    message; the key itself is never quoted.
+
+    Raises:
+        KeyFormatError: not a key, encrypted, or of a type DKIM cannot use.
+    """
+    data = data.strip()
+    candidates: list[bytes] = []
+    if data.startswith(b"-----BEGIN"):
+        try:
+            key = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError):
+            raise KeyFormatError(
+                f"{where}: the private key is not a readable, unencrypted PEM key"
+            ) from None
+        return _usable(key, where)
+    if _BASE64.match(data):
+        try:
+            candidates.append(base64.b64decode(b"".join(data.split()), validate=True))
+        except binascii.Error:
+            pass
+    candidates.append(data)
+    for der in candidates:
+        if len(der) == 32:
+            return ed25519.Ed25519PrivateKey.from_private_bytes(der)
+        try:
+            key = serialization.load_der_private_key(der, password=None)
+        except (ValueError, TypeError):
+            continue
+        return _usable(key, where)
+    raise KeyFormatError(
+        f"{where}: the private key is neither PEM, DER, base64 DER nor an Ed25519 seed; "
+        "regenerate it with 'ldapdkim genkey'"
+    )
+
+
+def _usable(key: object, where: str) -> PrivateKey:
+    if isinstance(key, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
+        return key
+    raise KeyFormatError(
+        f"{where}: a {type(key).__name__} cannot sign DKIM; use an RSA or Ed25519 key"
+    )
+
+
+def check_key(key: PrivateKey, algorithm: Algorithm, minimum_bits: int, *, where: str) -> None:
+    """Raise :class:`KeyFormatError` when ``key`` does not fit ``algorithm`` or is too short."""
+    actual = algorithm_of(key)
+    if actual is not algorithm:
+        raise KeyFormatError(
+            f"{where}: the entry says {algorithm.value} but holds a {actual.key_type} key; "
+            f"set the algorithm to {actual.value}"
+        )
+    bits = key_bits(key)
+    if isinstance(key, rsa.RSAPrivateKey) and bits < minimum_bits:
+        raise KeyFormatError(
+            f"{where}: RSA key of {bits} bits is shorter than MinimumKeyBits {minimum_bits}; "
+            "generate a longer one with 'ldapdkim genkey -b 2048'"
+        )

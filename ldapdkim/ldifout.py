@@ -1,0 +1,113 @@
+"""Render provisioning LDIF (RFC 2849) for domain and key entries.
+
+Domain entries are ``organizationalUnit`` entries named after the domain with
+the auxiliary ``dkimSignDomainPolicy`` class; key entries sit beneath them,
+named by selector.  DNs are built structurally from validated names, never by
+string formatting.  No directory connection is made here.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+
+import ldap.dn
+import ldif
+
+from ldapdkim import keys, schema
+from ldapdkim.model import KeyState, PrivateKey
+
+Record = tuple[str, dict[str, list[bytes]]]
+
+
+def child_dn(attribute: str, value: str, parent: str) -> str:
+    """The DN ``attribute=value,parent`` with ``value`` escaped per RFC 4514.
+
+    >>> child_dn("ou", "a,b", "dc=example,dc=com")
+    'ou=a\\\\,b,dc=example,dc=com'
+    """
+    rdn = [[(attribute, value, ldap.AVA_STRING)]]
+    return str(ldap.dn.dn2str(rdn + ldap.dn.str2dn(parent)))
+
+
+def domain_dn(domain: str, base: str) -> str:
+    """Where ``ldapdkim`` puts the entry of ``domain`` below ``base``."""
+    return child_dn("ou", domain, base)
+
+
+def domain_record(domain: str, base: str) -> Record:
+    """A new domain entry for ``domain`` with the default policy."""
+    return (
+        domain_dn(domain, base),
+        {
+            "objectClass": [b"organizationalUnit", schema.POLICY_CLASS.encode()],
+            "ou": [domain.encode()],
+            schema.DOMAIN_NAME: [domain.encode()],
+        },
+    )
+
+
+def generalized_time(moment: datetime) -> bytes:
+    """RFC 4517 GeneralizedTime in UTC, e.g. ``20261128120000Z``."""
+    return moment.astimezone(UTC).strftime("%Y%m%d%H%M%SZ").encode()
+
+
+def key_record(
+    parent_dn: str,
+    selector: str,
+    key: PrivateKey,
+    *,
+    state: KeyState = KeyState.ACTIVE,
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+    description: str | None = None,
+) -> Record:
+    """A key entry for ``key`` named ``dkimSignSelector=selector`` below ``parent_dn``."""
+    attrs: dict[str, list[bytes]] = {
+        "objectClass": [schema.KEY_CLASS.encode()],
+        schema.SELECTOR: [selector.encode()],
+        schema.ALGORITHM: [keys.algorithm_of(key).value.encode()],
+        schema.KEY_STATE: [state.value.encode()],
+        schema.PRIVATE_KEY: [keys.private_pem(key)],
+        schema.PUBLIC_KEY: [keys.public_key_b64(key).encode()],
+    }
+    if not_before is not None:
+        attrs[schema.NOT_BEFORE] = [generalized_time(not_before)]
+    if not_after is not None:
+        attrs[schema.NOT_AFTER] = [generalized_time(not_after)]
+    if description:
+        attrs["description"] = [description.encode()]
+    return child_dn(schema.SELECTOR, selector, parent_dn), attrs
+
+
+class LdifStream:
+    """Writes records as LDIF to a text stream, with a version line first."""
+
+    def __init__(self, out: io.TextIOBase | io.StringIO) -> None:
+        self._out = out
+        out.write("version: 1\n\n")
+        self._writer = ldif.LDIFWriter(out, base64_attrs=[schema.PRIVATE_KEY], cols=76)
+
+    def write(self, record: Record) -> None:
+        dn, attrs = record
+        self._writer.unparse(dn, attrs)
+
+    def write_all(self, records: Iterable[Record]) -> None:
+        for record in records:
+            self.write(record)
+
+
+def render(records: Sequence[Record] | Iterable[Record]) -> str:
+    """All ``records`` as one LDIF document."""
+    out = io.StringIO()
+    LdifStream(out).write_all(records)
+    return out.getvalue()
+
+
+def parse(text: str | bytes) -> list[tuple[str, Mapping[str, list[bytes]]]]:
+    """Parse an LDIF document of content records (used by tests and the ldif: backend)."""
+    data = text.encode() if isinstance(text, str) else text
+    parser = ldif.LDIFRecordList(io.BytesIO(data))
+    parser.parse()
+    return [(dn, entry) for dn, entry in parser.all_records]

@@ -1,0 +1,170 @@
+"""Typed values shared by every part of ldapdkim.
+
+Domains and selectors are lowercase ASCII ``str`` (IDNs as A-labels); messages
+are ``bytes``.  Private keys are held as parsed ``cryptography`` objects, so a
+key is decoded once when it is read from the directory, never per message, and
+they are excluded from ``repr`` so that they cannot end up in a log line.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+
+@enum.unique
+class Algorithm(enum.Enum):
+    """DKIM signing algorithms (``a=``) that ldapdkim signs with (RFC 6376, RFC 8463)."""
+
+    RSA_SHA256 = "rsa-sha256"
+    ED25519_SHA256 = "ed25519-sha256"
+
+    @property
+    def key_type(self) -> str:
+        """The ``k=`` tag of the DNS key record for this algorithm."""
+        return "rsa" if self is Algorithm.RSA_SHA256 else "ed25519"
+
+    @classmethod
+    def parse(cls, text: str) -> Algorithm:
+        """Return the algorithm named ``text``; raise ``ValueError`` naming the choices."""
+        try:
+            return cls(text.strip().lower())
+        except ValueError:
+            choices = ", ".join(a.value for a in cls)
+            raise ValueError(f"unknown algorithm {text!r}; use one of {choices}") from None
+
+
+@enum.unique
+class KeyState(enum.Enum):
+    """Life-cycle state of a key entry.  Only ``active`` keys sign."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+    RETIRED = "retired"
+    REVOKED = "revoked"
+
+    @classmethod
+    def parse(cls, text: str) -> KeyState:
+        try:
+            return cls(text.strip().lower())
+        except ValueError:
+            choices = ", ".join(s.value for s in cls)
+            raise ValueError(f"unknown key state {text!r}; use one of {choices}") from None
+
+
+@dataclass(frozen=True)
+class Canonicalization:
+    """The ``c=`` pair, header/body, each ``simple`` or ``relaxed`` (RFC 6376 §3.4)."""
+
+    header: str = "simple"
+    body: str = "simple"
+
+    @classmethod
+    def parse(cls, text: str) -> Canonicalization:
+        """Parse ``relaxed/simple``; a single word means header/simple (RFC 6376 §3.5 c=)."""
+        parts = text.strip().lower().split("/")
+        if len(parts) == 1:
+            parts.append("simple")
+        if len(parts) != 2 or any(p not in ("simple", "relaxed") for p in parts):
+            raise ValueError(
+                f"bad canonicalization {text!r}; use HEADER/BODY with each "
+                "'simple' or 'relaxed', e.g. relaxed/simple"
+            )
+        return cls(parts[0], parts[1])
+
+    def __str__(self) -> str:
+        return f"{self.header}/{self.body}"
+
+
+@dataclass(frozen=True)
+class DomainPolicy:
+    """The signing policy held on one domain entry (``dkimSignDomainPolicy``).
+
+    ``None`` in an optional field means "the configuration's default applies".
+    """
+
+    dn: str
+    names: tuple[str, ...]
+    enabled: bool | None = None
+    canonicalization: Canonicalization | None = None
+    sign_headers: tuple[str, ...] | None = None
+    oversign_headers: tuple[str, ...] | None = None
+    algorithms: tuple[Algorithm, ...] | None = None
+    identity: str | None = None
+    subdomains: bool | None = None
+    expire_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """One key entry (``dkimSignKey``) beneath a domain entry."""
+
+    dn: str
+    selector: str
+    algorithm: Algorithm
+    state: KeyState
+    private_key: PrivateKey | None = field(default=None, repr=False, compare=False)
+    public_key: str | None = None
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    problem: str | None = None
+    """Why this key cannot sign although its state may say so (bad PEM, too short)."""
+
+    def signs_at(self, now: datetime) -> bool:
+        """True when the key is active, usable and inside its validity window."""
+        if self.state is not KeyState.ACTIVE or self.private_key is None or self.problem:
+            return False
+        if self.not_before is not None and now < self.not_before:
+            return False
+        return not (self.not_after is not None and now >= self.not_after)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What the directory says about one From domain.
+
+    ``signing_domain`` is the ``d=`` to use: the From domain itself, or the
+    parent domain whose policy covers it (``SubDomains``).
+    """
+
+    domain: str
+    signing_domain: str
+    policy: DomainPolicy
+    keys: tuple[SigningKey, ...]
+
+    def active_keys(self, now: datetime) -> tuple[SigningKey, ...]:
+        """The keys that sign at ``now``, in a stable order (by algorithm, then selector)."""
+        usable = [k for k in self.keys if k.signs_at(now)]
+        return tuple(sorted(usable, key=lambda k: (k.algorithm.value, k.selector)))
+
+
+@enum.unique
+class DkimResult(enum.Enum):
+    """RFC 8601 §2.7.1 results of DKIM verification."""
+
+    NONE = "none"
+    PASS = "pass"
+    FAIL = "fail"
+    POLICY = "policy"
+    NEUTRAL = "neutral"
+    TEMPERROR = "temperror"
+    PERMERROR = "permerror"
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The verdict on one DKIM-Signature header field."""
+
+    result: DkimResult
+    domain: str
+    selector: str
+    algorithm: str
+    reason: str = ""
+    signature_prefix: str = ""
+    """The first characters of ``b=``, for RFC 6008 ``header.b``."""
+    identity: str = ""

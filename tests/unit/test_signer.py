@@ -1,0 +1,154 @@
+"""Signing and verifying one message, with keys made here and a table for DNS."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+
+import pytest
+
+from ldapdkim import keys
+from ldapdkim.errors import DnsTemporaryError, MessageError
+from ldapdkim.model import Algorithm, Canonicalization, DkimResult, KeyState, SigningKey
+from ldapdkim.signer import SigningParams, select_header_names, sign_message, verify_message
+
+MESSAGE = (
+    b"From: Alice <alice@example.com>\r\n"
+    b"To: bob@example.net\r\n"
+    b"Subject: a subject   with  odd   spacing\r\n"
+    b"Date: Sat, 28 Nov 2026 12:00:00 +0000\r\n"
+    b"Message-ID: <1@example.com>\r\n"
+    b"Received: from somewhere\r\n"
+    b"\r\n"
+    b"Hello,  world \r\n\r\n\r\n"
+)
+NOW = 1_795_000_000
+
+
+@cache
+def _key(algorithm: Algorithm) -> SigningKey:
+    private = keys.generate(algorithm)
+    selector = "r1" if algorithm is Algorithm.RSA_SHA256 else "e1"
+    return SigningKey("dn", selector, algorithm, KeyState.ACTIVE, private)
+
+
+def _dns(*signing_keys: SigningKey) -> Callable[[str], bytes | None]:
+    table = {
+        f"{k.selector}._domainkey.example.com": keys.txt_record(
+            k.algorithm, keys.public_key_b64(k.private_key)  # type: ignore[arg-type]
+        ).encode()
+        for k in signing_keys
+    }
+    return table.get
+
+
+def _signed(message: bytes, params: SigningParams, *signing_keys: SigningKey) -> bytes:
+    values = sign_message(message, "example.com", list(signing_keys), params, timestamp=NOW)
+    return b"".join(b"DKIM-Signature:" + v + b"\r\n" for v in values) + message
+
+
+@pytest.mark.parametrize("algorithm", list(Algorithm))
+@pytest.mark.parametrize("canon", ["simple/simple", "relaxed/relaxed", "relaxed/simple", "simple/relaxed"])
+def test_signature_verifies_for_every_algorithm_and_canonicalization(
+    algorithm: Algorithm, canon: str
+) -> None:
+    key = _key(algorithm)
+    signed = _signed(MESSAGE, SigningParams(Canonicalization.parse(canon)), key)
+    [result] = verify_message(signed, _dns(key))
+    assert result.result is DkimResult.PASS, result.reason
+    assert (result.domain, result.selector, result.algorithm) == ("example.com", key.selector, algorithm.value)
+
+
+def test_every_key_signs_so_rsa_and_ed25519_give_two_signatures() -> None:
+    rsa, ed = _key(Algorithm.RSA_SHA256), _key(Algorithm.ED25519_SHA256)
+    signed = _signed(MESSAGE, SigningParams(), rsa, ed)
+    results = verify_message(signed, _dns(rsa, ed))
+    assert [(r.algorithm, r.result) for r in results] == [
+        ("rsa-sha256", DkimResult.PASS), ("ed25519-sha256", DkimResult.PASS)
+    ]
+
+
+def test_changed_body_or_signed_header_fails() -> None:
+    key = _key(Algorithm.RSA_SHA256)
+    signed = _signed(MESSAGE, SigningParams(), key)
+    [body] = verify_message(signed.replace(b"Hello", b"Jello"), _dns(key))
+    [header] = verify_message(signed.replace(b"a subject", b"b subject"), _dns(key))
+    assert body.result is DkimResult.FAIL and "body" in body.reason
+    assert header.result is DkimResult.FAIL
+
+
+def test_from_is_oversigned_so_an_added_from_breaks_the_signature() -> None:
+    key = _key(Algorithm.RSA_SHA256)
+    signed = _signed(MESSAGE, SigningParams(), key)
+    assert b"h=from:to:subject:date:message-id:from;" in signed
+    forged = signed.replace(b"From: Alice", b"From: Mallory <m@evil.test>\r\nFrom: Alice")
+    [result] = verify_message(forged, _dns(key))
+    assert result.result is DkimResult.FAIL
+
+
+def test_header_selection_follows_sign_and_oversign_lists() -> None:
+    headers = [(b"From", b" a\r\n"), (b"To", b" b\r\n"), (b"X-Custom", b" c\r\n"), (b"To", b" d\r\n")]
+    params = SigningParams(sign_headers=("to", "x-custom"), oversign_headers=("to", "subject"))
+    assert select_header_names(headers, params) == [b"from", b"to", b"x-custom", b"to", b"subject", b"to"]
+
+
+def test_identity_and_expiry_tags_are_set_when_configured() -> None:
+    key = _key(Algorithm.ED25519_SHA256)
+    params = SigningParams(identity="@mail.example.com", expire_seconds=3600)
+    signed = _signed(MESSAGE, params, key)
+    assert b"i=@mail.example.com;" in signed
+    assert f"x={NOW + 3600};".encode() in signed.replace(b"\r\n\t", b" ")
+
+
+def test_signature_lines_stay_short_enough_for_any_mta() -> None:
+    key = _key(Algorithm.RSA_SHA256)
+    signed = _signed(MESSAGE, SigningParams(sign_headers=tuple(f"x-h{i}" for i in range(40))), key)
+    header_block = signed.split(b"\r\n\r\n", 1)[0]
+    assert max(len(line) for line in header_block.split(b"\r\n")) <= 80
+
+
+def test_lf_only_message_signs_as_its_crlf_form() -> None:
+    key = _key(Algorithm.RSA_SHA256)
+    lf = MESSAGE.replace(b"\r\n", b"\n")
+    values = sign_message(lf, "example.com", [key], SigningParams(), timestamp=NOW)
+    signed = b"".join(b"DKIM-Signature:" + v + b"\r\n" for v in values) + MESSAGE
+    [result] = verify_message(signed, _dns(key))
+    assert result.result is DkimResult.PASS
+
+
+def test_message_without_from_is_not_signed() -> None:
+    with pytest.raises(MessageError, match="no From"):
+        sign_message(b"To: b@example.net\r\n\r\nbody\r\n", "example.com",
+                     [_key(Algorithm.RSA_SHA256)], SigningParams(), timestamp=NOW)
+
+
+def test_missing_key_is_permerror_and_dns_trouble_is_temperror_never_fail() -> None:
+    key = _key(Algorithm.RSA_SHA256)
+    signed = _signed(MESSAGE, SigningParams(), key)
+
+    def timeout(name: str) -> bytes | None:
+        raise DnsTemporaryError(f"{name}: timed out")
+
+    [missing] = verify_message(signed, lambda name: None)
+    [trouble] = verify_message(signed, timeout)
+    assert missing.result is DkimResult.PERMERROR and "no key record" in missing.reason
+    assert trouble.result is DkimResult.TEMPERROR
+
+
+def test_key_shorter_than_the_minimum_is_permerror() -> None:
+    short = SigningKey("dn", "r1", Algorithm.RSA_SHA256, KeyState.ACTIVE, keys.generate(Algorithm.RSA_SHA256, 1024))
+    signed = _signed(MESSAGE, SigningParams(), short)
+    [result] = verify_message(signed, _dns(short), minimum_key_bits=2048)
+    assert result.result is DkimResult.PERMERROR
+
+
+def test_no_signature_gives_no_results() -> None:
+    assert verify_message(MESSAGE, lambda name: None) == []
+
+
+def test_only_the_configured_number_of_signatures_is_verified() -> None:
+    key = _key(Algorithm.ED25519_SHA256)
+    signed = MESSAGE
+    for _ in range(5):
+        signed = _signed(signed, SigningParams(), key)
+    assert len(verify_message(signed, _dns(key), max_signatures=3)) == 3

@@ -1,0 +1,43 @@
+"""TXT lookups for verification, through dnspython, with the ``Nameservers`` keyword.
+
+Timeouts and server failures raise :class:`DnsTemporaryError`, so that a
+verifier reports ``temperror`` and never ``fail`` for a key it could not fetch
+(RFC 6376 §6.1.2).  Answers are cached for their TTL by dnspython's cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dns.exception
+import dns.resolver
+
+from ldapdkim.errors import DnsTemporaryError
+
+
+class TxtLookup:
+    """Callable ``lookup(name) -> bytes | None``: the TXT record's strings joined."""
+
+    def __init__(self, nameservers: Sequence[tuple[str, int]] = (), timeout: float = 5.0) -> None:
+        if nameservers:
+            self._resolver = dns.resolver.Resolver(configure=False)
+            self._resolver.nameservers = [host for host, _ in nameservers]
+            self._resolver.nameserver_ports = {host: port for host, port in nameservers}
+        else:
+            self._resolver = dns.resolver.Resolver()
+        self._resolver.lifetime = timeout
+        self._resolver.cache = dns.resolver.LRUCache(10_000)
+
+    def __call__(self, name: str) -> bytes | None:
+        try:
+            answer = self._resolver.resolve(name, "TXT", search=False)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return None
+        except dns.exception.Timeout:
+            raise DnsTemporaryError(f"DNS query for {name} TXT timed out") from None
+        except (dns.resolver.NoNameservers, dns.exception.DNSException) as err:
+            raise DnsTemporaryError(f"DNS query for {name} TXT failed: {err}") from None
+        records = [b"".join(rdata.strings) for rdata in answer]
+        # RFC 6376 §3.6.2.2: several key records at one name make the result
+        # undefined; take the first, as most verifiers do.
+        return records[0] if records else None

@@ -1,0 +1,155 @@
+"""Turn directory entries into typed policies and keys.
+
+An entry is ``(dn, attributes)`` with attribute names lowercased and values as
+bytes, as both directory backends return them.  Bad values never raise out of
+here for a key: the key is returned with ``problem`` set, so one broken key
+entry cannot stop a domain's other keys from signing.  A broken policy value
+raises :class:`DirectoryError` naming the entry, attribute and fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta, timezone
+
+import ldap.dn
+
+from ldapdkim import keys, schema
+from ldapdkim.errors import DirectoryError, KeyFormatError
+from ldapdkim.model import Algorithm, Canonicalization, DomainPolicy, KeyState, SigningKey
+
+log = logging.getLogger(__name__)
+
+Attributes = Mapping[str, Sequence[bytes]]
+Entry = tuple[str, Attributes]
+
+
+def normalize_dn(dn: str) -> str:
+    """A DN in a form fit for comparison: parsed, lowercased, re-serialized."""
+    return str(ldap.dn.dn2str(ldap.dn.str2dn(dn.lower())))
+
+
+def parent_dn(dn: str) -> str:
+    """The normalized DN of the entry above ``dn``."""
+    return str(ldap.dn.dn2str(ldap.dn.str2dn(dn.lower())[1:]))
+
+
+def lower_keys(attrs: Mapping[str, Sequence[bytes]]) -> dict[str, Sequence[bytes]]:
+    """Attribute names are case-insensitive in LDAP; we index them in lowercase."""
+    return {name.lower(): values for name, values in attrs.items()}
+
+
+def _values(attrs: Attributes, name: str) -> list[str]:
+    return [v.decode("utf-8", "replace").strip() for v in attrs.get(name.lower(), ())]
+
+
+def _single(attrs: Attributes, name: str) -> str | None:
+    values = _values(attrs, name)
+    return values[0] if values else None
+
+
+def _boolean(dn: str, attrs: Attributes, name: str) -> bool | None:
+    value = _single(attrs, name)
+    if value is None:
+        return None
+    if value.upper() in ("TRUE", "FALSE"):
+        return value.upper() == "TRUE"
+    raise DirectoryError(f"entry {dn!r}: {name} is {value!r}; use TRUE or FALSE")
+
+
+_GENERALIZED_TIME = re.compile(r"(\d{10}|\d{12}|\d{14})(?:[.,]\d+)?(Z|[+-]\d{4})\Z")
+
+
+def parse_generalized_time(value: str) -> datetime:
+    """Parse RFC 4517 GeneralizedTime (``YYYYMMDDHH[MM[SS]][.f](Z|+hhmm)``) as an aware datetime.
+
+    >>> parse_generalized_time("20261128120000Z").isoformat()
+    '2026-11-28T12:00:00+00:00'
+    """
+    match = _GENERALIZED_TIME.match(value.strip())
+    if not match:
+        raise ValueError(f"{value!r} is not a GeneralizedTime such as 20261128120000Z")
+    digits, zone = match.groups()
+    digits = digits.ljust(14, "0")
+    moment = datetime.strptime(digits, "%Y%m%d%H%M%S")
+    if zone == "Z":
+        return moment.replace(tzinfo=UTC)
+    sign = 1 if zone[0] == "+" else -1
+    offset = timedelta(hours=int(zone[1:3]), minutes=int(zone[3:5]))
+    return moment.replace(tzinfo=timezone(sign * offset))
+
+
+def policy_from_entry(entry: Entry) -> DomainPolicy:
+    """The :class:`DomainPolicy` held on a ``dkimSignDomainPolicy`` entry."""
+    dn, attrs = entry
+    canon = _single(attrs, schema.CANONICALIZATION)
+    expire = _single(attrs, schema.EXPIRE_SECONDS)
+    algorithms = _values(attrs, schema.ALGORITHM)
+    try:
+        return DomainPolicy(
+            dn=dn,
+            names=tuple(sorted(v.lower() for v in _values(attrs, schema.DOMAIN_NAME))),
+            enabled=_boolean(dn, attrs, schema.ENABLED),
+            canonicalization=Canonicalization.parse(canon) if canon else None,
+            sign_headers=tuple(v.lower() for v in _values(attrs, schema.SIGN_HEADER)) or None,
+            oversign_headers=(
+                tuple(v.lower() for v in _values(attrs, schema.OVERSIGN_HEADER)) or None
+            ),
+            algorithms=tuple(Algorithm.parse(a) for a in algorithms) or None,
+            identity=_single(attrs, schema.IDENTITY),
+            subdomains=_boolean(dn, attrs, schema.SUBDOMAINS),
+            expire_seconds=int(expire) if expire else None,
+        )
+    except ValueError as err:
+        raise DirectoryError(f"entry {dn!r}: {err}") from None
+
+
+def key_from_entry(entry: Entry, minimum_bits: int) -> SigningKey:
+    """The :class:`SigningKey` of a ``dkimSignKey`` entry; problems go into ``problem``."""
+    dn, attrs = entry
+    selector = (_single(attrs, schema.SELECTOR) or "").lower()
+    problem: str | None = None
+    try:
+        algorithm = Algorithm.parse(_single(attrs, schema.ALGORITHM) or "")
+    except ValueError as err:
+        algorithm, problem = Algorithm.RSA_SHA256, f"{schema.ALGORITHM}: {err}"
+    try:
+        state = KeyState.parse(_single(attrs, schema.KEY_STATE) or "")
+    except ValueError as err:
+        state, problem = KeyState.REVOKED, problem or f"{schema.KEY_STATE}: {err}"
+    not_before = not_after = None
+    try:
+        text = _single(attrs, schema.NOT_BEFORE)
+        not_before = parse_generalized_time(text) if text else None
+        text = _single(attrs, schema.NOT_AFTER)
+        not_after = parse_generalized_time(text) if text else None
+    except ValueError as err:
+        problem = problem or str(err)
+    private_key = None
+    raw = attrs.get(schema.PRIVATE_KEY.lower())
+    if raw:
+        try:
+            private_key = keys.load_private_key(raw[0], where=f"entry {dn!r}")
+            keys.check_key(private_key, algorithm, minimum_bits, where=f"entry {dn!r}")
+        except KeyFormatError as err:
+            problem = problem or str(err)
+    elif state is KeyState.ACTIVE:
+        problem = problem or (
+            f"entry {dn!r} has no {schema.PRIVATE_KEY} that the milter's bind DN can read; "
+            "check the ACL (conf/openldap-acl.ldif)"
+        )
+    if not selector:
+        problem = problem or f"entry {dn!r} has no {schema.SELECTOR}"
+    return SigningKey(
+        dn=dn,
+        selector=selector,
+        algorithm=algorithm,
+        state=state,
+        private_key=private_key,
+        public_key=_single(attrs, schema.PUBLIC_KEY),
+        not_before=not_before,
+        not_after=not_after,
+        problem=problem,
+    )

@@ -1,0 +1,196 @@
+"""The LDAP backend: python-ldap over ``ldap://``, ``ldaps://`` or ``ldapi://``.
+
+One connection, reused, guarded by a lock.  Every operation is bounded by
+``LDAPTimeout`` (``OPT_NETWORK_TIMEOUT`` for connecting, ``OPT_TIMEOUT`` for
+each operation: a frozen server accepts TCP connections, so a connect timeout
+alone would not do).  Several URIs are handed to libldap, which tries them in
+order.  A connection that fails is dropped and rebuilt once before the
+operation is reported as unavailable.
+
+Search filters are built with ``filter_format`` (RFC 4515 escaping) from
+names that :mod:`ldapdkim.domainname` has already validated.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import ldap
+import ldap.filter
+import ldap.sasl
+from ldap.controls import SimplePagedResultsControl
+
+from ldapdkim import schema
+from ldapdkim.config import Settings
+from ldapdkim.entries import Entry, lower_keys, normalize_dn, parent_dn
+from ldapdkim.errors import DirectoryError, DirectoryUnavailable
+
+log = logging.getLogger(__name__)
+
+_POLICY_ATTRS = [*schema.POLICY_ATTRIBUTES, "objectClass"]
+_KEY_ATTRS = [*schema.KEY_ATTRIBUTES, "objectClass"]
+_PAGE_SIZE = 500
+
+
+def _reason(err: ldap.LDAPError) -> str:
+    """The human part of a python-ldap error (its ``desc`` and ``info``)."""
+    details: dict[str, Any] = err.args[0] if err.args and isinstance(err.args[0], dict) else {}
+    desc = str(details.get("desc", type(err).__name__))
+    info = details.get("info")
+    return f"{desc}: {info}" if info else desc
+
+
+class LdapBackend:
+    """Entries from an LDAP server."""
+
+    def __init__(self, settings: Settings) -> None:
+        source = settings.directory
+        if source is None or source.kind != "ldap":
+            raise ValueError("LdapBackend needs an ldap Directory")
+        self.uris = source.uris
+        self.base_dn = source.base_dn
+        self.settings = settings
+        self.searches = 0
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        return f"{' '.join(self.uris)} (base {self.base_dn})"
+
+    # -- connection ---------------------------------------------------------
+
+    def _open(self) -> Any:
+        s = self.settings
+        conn = ldap.initialize(" ".join(self.uris), bytes_mode=False)
+        conn.set_option(ldap.OPT_PROTOCOL_VERSION, ldap.VERSION3)
+        conn.set_option(ldap.OPT_REFERRALS, 0)
+        conn.set_option(ldap.OPT_DEREF, ldap.DEREF_NEVER)
+        conn.set_option(ldap.OPT_NETWORK_TIMEOUT, s.ldap_timeout)
+        conn.set_option(ldap.OPT_TIMEOUT, s.ldap_timeout)
+        if s.ldap_tls_ca_cert_file is not None:
+            conn.set_option(ldap.OPT_X_TLS_CACERTFILE, str(s.ldap_tls_ca_cert_file))
+            conn.set_option(ldap.OPT_X_TLS_REQUIRE_CERT, ldap.OPT_X_TLS_DEMAND)
+            conn.set_option(ldap.OPT_X_TLS_NEWCTX, 0)
+        try:
+            if s.ldap_use_tls and not all(u.startswith("ldaps:") for u in self.uris):
+                conn.start_tls_s()
+            self._bind(conn)
+        except ldap.INVALID_CREDENTIALS:
+            raise DirectoryUnavailable(
+                f"{self.describe()}: bind as {s.ldap_bind_user!r} refused (invalid "
+                "credentials); check LDAPBindUser and LDAPBindPassword or LDAPBindPasswordFile"
+            ) from None
+        except ldap.LDAPError as err:
+            raise DirectoryUnavailable(
+                f"cannot reach {self.describe()} ({_reason(err)}); check Directory, "
+                "LDAPUseTLS and LDAPTLSCACertFile"
+            ) from None
+        return conn
+
+    def _bind(self, conn: Any) -> None:
+        s = self.settings
+        mechanism = (s.ldap_auth_mechanism or "SIMPLE").upper()
+        if mechanism == "SIMPLE":
+            password = s.ldap_bind_password.reveal() if s.ldap_bind_password else ""
+            conn.simple_bind_s(s.ldap_bind_user or "", password)
+        elif mechanism == "EXTERNAL":
+            conn.sasl_non_interactive_bind_s("EXTERNAL")
+        else:
+            callbacks: dict[int, str] = {}
+            if s.ldap_auth_user:
+                callbacks[ldap.sasl.CB_AUTHNAME] = s.ldap_auth_user
+            if s.ldap_bind_password:
+                callbacks[ldap.sasl.CB_PASS] = s.ldap_bind_password.reveal()
+            if s.ldap_bind_user:
+                callbacks[ldap.sasl.CB_USER] = s.ldap_bind_user
+            conn.sasl_interactive_bind_s("", ldap.sasl.sasl(callbacks, mechanism))
+
+    def _run(self, base: str, scope: int, filterstr: str, attrs: list[str]) -> list[Entry]:
+        """One search, with one reconnect on a broken connection."""
+        with self._lock:
+            for attempt in (1, 2):
+                if self._conn is None:
+                    self._conn = self._open()
+                try:
+                    self.searches += 1
+                    return self._paged_search(base, scope, filterstr, attrs)
+                except ldap.NO_SUCH_OBJECT:
+                    return []
+                except (ldap.SERVER_DOWN, ldap.TIMEOUT, ldap.CONNECT_ERROR, ldap.UNAVAILABLE) as e:
+                    self._drop()
+                    if attempt == 2:
+                        raise DirectoryUnavailable(
+                            f"{self.describe()} did not answer ({_reason(e)}); "
+                            "check that the server runs, or raise LDAPTimeout"
+                        ) from None
+                    log.info("directory connection lost (%s); reconnecting", _reason(e))
+                except ldap.LDAPError as err:
+                    raise DirectoryError(
+                        f"search under {base!r} failed at {self.describe()}: {_reason(err)}"
+                    ) from None
+        raise AssertionError("unreachable")
+
+    def _paged_search(
+        self, base: str, scope: int, filterstr: str, attrs: list[str]
+    ) -> list[Entry]:
+        page = SimplePagedResultsControl(True, size=_PAGE_SIZE, cookie="")
+        results: list[Entry] = []
+        while True:
+            msgid = self._conn.search_ext(
+                base, scope, filterstr, attrs, serverctrls=[page],
+                timeout=self.settings.ldap_timeout,
+            )
+            _type, data, _msgid, controls = self._conn.result3(
+                msgid, timeout=self.settings.ldap_timeout
+            )
+            results.extend((dn, lower_keys(a)) for dn, a in data if dn is not None)
+            cookie = next(
+                (c.cookie for c in controls if c.controlType == SimplePagedResultsControl.controlType),
+                b"",
+            )
+            if not cookie:
+                return results
+            page.cookie = cookie
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.unbind_s()
+            except ldap.LDAPError:
+                pass
+            self._conn = None
+
+    # -- Backend ------------------------------------------------------------
+
+    def search_policies(self, names: Sequence[str]) -> list[Entry]:
+        alternatives = "".join(f"({schema.DOMAIN_NAME}=%s)" for _ in names)
+        filterstr = ldap.filter.filter_format(
+            f"(&(objectClass={schema.POLICY_CLASS})(|{alternatives}))", list(names)
+        )
+        return self._run(self.base_dn, ldap.SCOPE_SUBTREE, filterstr, _POLICY_ATTRS)
+
+    def search_keys(self, policy_dn: str) -> list[Entry]:
+        return self._run(
+            policy_dn, ldap.SCOPE_ONELEVEL, f"(objectClass={schema.KEY_CLASS})", _KEY_ATTRS
+        )
+
+    def walk(self) -> Iterator[tuple[Entry, list[Entry]]]:
+        policies = self._run(
+            self.base_dn, ldap.SCOPE_SUBTREE, f"(objectClass={schema.POLICY_CLASS})", _POLICY_ATTRS
+        )
+        key_entries = self._run(
+            self.base_dn, ldap.SCOPE_SUBTREE, f"(objectClass={schema.KEY_CLASS})", _KEY_ATTRS
+        )
+        children: dict[str, list[Entry]] = {}
+        for entry in key_entries:
+            children.setdefault(parent_dn(entry[0]), []).append(entry)
+        for entry in policies:
+            yield entry, children.get(normalize_dn(entry[0]), [])
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+

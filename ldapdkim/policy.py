@@ -1,0 +1,83 @@
+"""Per-message decisions that need no I/O: how to sign, and with which keys.
+
+The configuration gives the defaults; attributes on the domain's policy entry
+override them (canonicalization, headers, ``i=``, ``x=``, algorithms).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from email.utils import getaddresses
+
+from ldapdkim.config import Settings
+from ldapdkim.domainname import domain_of_address
+from ldapdkim.errors import MessageError
+from ldapdkim.model import Resolution, SigningKey
+from ldapdkim.signer import Header, SigningParams
+
+log = logging.getLogger(__name__)
+
+
+def _identity(identity: str | None, resolution: Resolution) -> str | None:
+    """``i=`` if it lies in the signing domain (RFC 6376 §3.5); otherwise None, with a warning."""
+    if not identity:
+        return None
+    domain = identity.rpartition("@")[2].lower()
+    signing = resolution.signing_domain
+    if domain == signing or domain.endswith("." + signing):
+        return identity
+    log.warning(
+        "entry %r: dkimSignIdentity %r is outside d=%s; signing without i=",
+        resolution.policy.dn, identity, signing,
+    )
+    return None
+
+
+def signing_params(settings: Settings, resolution: Resolution) -> SigningParams:
+    """The configuration's signing defaults, overridden by the domain's policy entry."""
+    policy = resolution.policy
+    expire = policy.expire_seconds if policy.expire_seconds is not None else settings.signature_ttl
+    return SigningParams(
+        canonicalization=policy.canonicalization or settings.canonicalization,
+        sign_headers=policy.sign_headers if policy.sign_headers is not None
+        else settings.sign_headers,
+        oversign_headers=policy.oversign_headers if policy.oversign_headers is not None
+        else settings.oversign_headers,
+        identity=_identity(policy.identity, resolution),
+        expire_seconds=expire or None,
+    )
+
+
+def signing_keys(resolution: Resolution, now: datetime) -> tuple[SigningKey, ...]:
+    """The keys that sign now: active, in their window, of an algorithm the policy allows.
+
+    Every such key signs, so a domain with an RSA and an Ed25519 key gets two
+    signatures (RFC 8463 §3).
+    """
+    allowed = resolution.policy.algorithms
+    return tuple(
+        k for k in resolution.active_keys(now) if allowed is None or k.algorithm in allowed
+    )
+
+
+def author_domain(headers: Sequence[Header]) -> str:
+    """The domain of the one author address in the From field (RFC 5322 §3.6.2).
+
+    Raises:
+        MessageError: no From field, several From fields, or not exactly one address.
+        InvalidDomain: the address's domain is not a valid host name.
+    """
+    values = [v for n, v in headers if n.lower() == b"from"]
+    if not values:
+        raise MessageError("no From header field")
+    if len(values) > 1:
+        raise MessageError(f"{len(values)} From header fields; RFC 5322 allows one")
+    text = values[0].decode("utf-8", "surrogateescape")
+    addresses = getaddresses([" ".join(text.split())])
+    addresses = [(name, addr) for name, addr in addresses if name or addr]
+    if len(addresses) != 1 or not addresses[0][1]:
+        count = "no address" if not addresses else f"{len(addresses)} addresses"
+        raise MessageError(f"From has {count} that can be read; one author address is needed")
+    return domain_of_address(addresses[0][1])

@@ -1,0 +1,142 @@
+"""The in-process view of the directory: cached resolution with last-known-good.
+
+* A positive answer is kept for ``LDAPCacheTTL`` seconds, an absence (or a
+  policy that says "do not sign") for ``LDAPNegativeCacheTTL``.
+* When the directory cannot be asked, the last answer that it gave for the
+  domain is served for up to ``DirectoryMaxStale`` seconds after it was
+  fetched, so a directory outage does not stop signing.
+* Hostile input is stopped before the cache: a domain that is not a valid
+  host name raises :class:`InvalidDomain` without a lookup.
+
+Thread-safe: pymilter runs one thread per SMTP connection.  The lock guards
+the caches only; directory queries run outside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cachetools import LRUCache, TTLCache
+
+from ldapdkim.directory import Directory
+from ldapdkim.domainname import normalize_domain
+from ldapdkim.errors import DirectoryError, DirectoryUnavailable, DomainNotSigned
+from ldapdkim.model import Resolution
+
+log = logging.getLogger(__name__)
+
+Answer = Resolution | DomainNotSigned | DirectoryError
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    stale_served: int = 0
+
+
+class CachedResolver:
+    """Resolves From domains through a :class:`Directory`, with caching."""
+
+    def __init__(
+        self,
+        directory: Directory,
+        *,
+        ttl: float,
+        negative_ttl: float,
+        max_stale: float,
+        maxsize: int = 200_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.directory = directory
+        self.max_stale = max_stale
+        self.stats = CacheStats()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._fresh: TTLCache[str, Resolution] | None = (
+            TTLCache(maxsize, ttl, timer=clock) if ttl > 0 else None
+        )
+        self._negative: TTLCache[str, DomainNotSigned | DirectoryError] | None = (
+            TTLCache(maxsize, negative_ttl, timer=clock) if negative_ttl > 0 else None
+        )
+        self._last_good: LRUCache[str, tuple[Answer, float]] = LRUCache(maxsize)
+
+    def resolve(self, domain: str) -> Resolution:
+        """The signing identity of ``domain``.
+
+        Raises:
+            InvalidDomain: ``domain`` is not a host name (nothing was looked up).
+            DomainNotSigned: the directory does not sign for it (possibly cached).
+            DirectoryError: the directory holds inconsistent data for it.
+            DirectoryUnavailable: the directory cannot be asked and nothing
+                recent enough is known.
+        """
+        name = normalize_domain(domain)
+        with self._lock:
+            cached = self._cached(name)
+        if cached is not None:
+            self.stats.hits += 1
+            return _deliver(cached)
+        self.stats.misses += 1
+        try:
+            answer: Answer = self.directory.resolve(name)
+        except (DomainNotSigned, DirectoryError) as refusal:
+            answer = refusal
+        except DirectoryUnavailable as err:
+            return _deliver(self._stale(name, err))
+        with self._lock:
+            self._store(name, answer)
+        return _deliver(answer)
+
+    def flush(self) -> None:
+        """Forget fresh and negative answers (last-known-good ones are kept)."""
+        with self._lock:
+            if self._fresh is not None:
+                self._fresh.clear()
+            if self._negative is not None:
+                self._negative.clear()
+
+    def _cached(self, name: str) -> Answer | None:
+        if self._fresh is not None and name in self._fresh:
+            return self._fresh[name]
+        if self._negative is not None and name in self._negative:
+            return self._negative[name]
+        return None
+
+    def _store(self, name: str, answer: Answer) -> None:
+        if isinstance(answer, Resolution):
+            if self._fresh is not None:
+                self._fresh[name] = answer
+        elif self._negative is not None:
+            self._negative[name] = answer
+        self._last_good[name] = (answer, self._clock())
+
+    def _stale(self, name: str, err: DirectoryUnavailable) -> Answer:
+        """The last known answer for ``name`` if young enough; else re-raise."""
+        with self._lock:
+            known = self._last_good.get(name)
+        if known is not None:
+            answer, fetched = known
+            age = self._clock() - fetched
+            if age <= self.max_stale:
+                self.stats.stale_served += 1
+                log.warning(
+                    "directory unavailable; using what it said about %s %.0f s ago", name, age
+                )
+                return answer
+        raise err
+
+
+def _deliver(answer: Answer) -> Resolution:
+    """Return a resolution, or raise a fresh copy of a cached refusal.
+
+    A fresh instance each time: re-raising one cached exception object would
+    grow its traceback with every delivery.
+    """
+    if isinstance(answer, Resolution):
+        return answer
+    raise type(answer)(*answer.args)

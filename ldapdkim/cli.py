@@ -21,6 +21,7 @@ from ldapdkim.directory import open_directory
 from ldapdkim.dnsexport import KeyRecord, zone_lines
 from ldapdkim.dnslookup import TxtLookup
 from ldapdkim.domainname import domain_of_address, normalize_domain
+from ldapdkim.entries import parse_generalized_time
 from ldapdkim.errors import (
     ConfigError,
     DirectoryError,
@@ -97,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="the domain's entry, when it is not ou=DOMAIN,BASE")
     p.add_argument("--with-domain", action="store_true", help="also print the domain entry")
     p.add_argument("--state", default="active", choices=[s.value for s in KeyState])
+    p.add_argument("--not-before", metavar="TIME", type=_time_arg,
+                   help="do not sign before TIME (20270101000000Z or 2027-01-01T00:00Z)")
+    p.add_argument("--not-after", metavar="TIME", type=_time_arg, help="do not sign from TIME on")
     p.add_argument("--txt", metavar="FILE", help="write the DNS TXT record here (default stderr)")
     p.add_argument("--private", metavar="FILE", help="also write the private key as PEM (0600)")
     p.set_defaults(func=cmd_genkey)
@@ -151,6 +155,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _time_arg(text: str) -> datetime:
+    """A GeneralizedTime or ISO 8601 time; naive times are UTC."""
+    try:
+        return parse_generalized_time(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time; use 20270101000000Z or 2027-01-01T00:00+00:00"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _domain_arg(text: str) -> str:
     try:
         return normalize_domain(text)
@@ -176,7 +195,8 @@ def cmd_genkey(args: argparse.Namespace) -> int:
     records = []
     if args.with_domain:
         records.append(ldifout.domain_record(domain, args.base))
-    records.append(ldifout.key_record(parent, selector, key, state=KeyState(args.state)))
+    records.append(ldifout.key_record(parent, selector, key, state=KeyState(args.state),
+                                      not_before=args.not_before, not_after=args.not_after))
     sys.stdout.write(ldifout.render(records))
     line = next(zone_lines([KeyRecord(domain, selector, algorithm, keys.public_key_b64(key))]))
     if args.txt:

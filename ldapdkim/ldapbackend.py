@@ -71,9 +71,15 @@ class LdapBackend:
         conn.set_option(ldap.OPT_NETWORK_TIMEOUT, s.ldap_timeout)
         conn.set_option(ldap.OPT_TIMEOUT, s.ldap_timeout)
         if s.ldap_tls_ca_cert_file is not None:
-            conn.set_option(ldap.OPT_X_TLS_CACERTFILE, str(s.ldap_tls_ca_cert_file))
-            conn.set_option(ldap.OPT_X_TLS_REQUIRE_CERT, ldap.OPT_X_TLS_DEMAND)
-            conn.set_option(ldap.OPT_X_TLS_NEWCTX, 0)
+            try:
+                conn.set_option(ldap.OPT_X_TLS_CACERTFILE, str(s.ldap_tls_ca_cert_file))
+                conn.set_option(ldap.OPT_X_TLS_REQUIRE_CERT, ldap.OPT_X_TLS_DEMAND)
+                conn.set_option(ldap.OPT_X_TLS_NEWCTX, 0)
+            except (ValueError, ldap.LDAPError):
+                raise DirectoryUnavailable(
+                    f"cannot set up TLS with LDAPTLSCACertFile {s.ldap_tls_ca_cert_file}; "
+                    "check that it holds PEM CA certificates"
+                ) from None
         try:
             if s.ldap_use_tls and not all(u.startswith("ldaps:") for u in self.uris):
                 conn.start_tls_s()

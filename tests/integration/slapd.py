@@ -1,0 +1,652 @@
+"""Run a throw-away OpenLDAP server for the integration tests.
+
+This module's one job is :class:`Slapd`: a private ``slapd`` in a temporary
+directory, configured the way the milter expects a real server to be, and
+the coordinates tests need to talk to it.
+
+What the server has (built with ``slapadd -n0`` from a generated cn=config
+LDIF, so start-up takes about a tenth of a second):
+
+* back_mdb database for ``dc=example,dc=test`` with the syncprov overlay
+  (checkpoint and session log, for RFC 4533 content sync) and equality
+  indexes on objectClass, entryCSN, entryUUID, dkimSignDomainName and
+  dkimSignSelector;
+* schemas core, cosine, the project's ``schema/ldapdkim.ldif`` (optional) and
+  any extra cn=config schema LDIF files;
+* listeners on ``ldap://127.0.0.1:<port>``, ``ldaps://127.0.0.1:<port>`` (a
+  fresh self-signed EC P-256 certificate, its own CA) and ``ldapi://``;
+* ldapi SASL EXTERNAL mapping: uid 0 becomes the rootdn, which may also
+  manage cn=config (so ``ldapadd -Y EXTERNAL -H ldapi://...`` changes the
+  configuration online, as on a Debian server); uid 65534 (nobody) becomes
+  the milter's service DN;
+* entries: the suffix, ``ou=services``, ``ou=domains``, ``cn=admin`` (writes
+  under ``ou=domains``), ``cn=ldapdkim,ou=services`` (the milter) and
+  ``cn=reader,ou=services`` (any other authenticated DN);
+* access control: only the milter reads ``dkimSignPrivateKey`` (the admin
+  writes it; nobody else may read it or use it in a filter), passwords are
+  only usable to bind, ``ou=domains`` is readable by authenticated users and
+  writable by the admin, anonymous clients see nothing; no size or time limit
+  for the milter.
+
+The ldapi socket lives in its own short directory under the system temporary
+directory, not in *workdir*: a Unix socket path must fit in 108 bytes, and
+uid 65534 must be able to reach it (pytest's temporary directories are 0700).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.parse
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import NoReturn, Self
+
+import ldap
+import ldap.ldapobject
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_SCHEMA = REPO_ROOT / "schema" / "ldapdkim.ldif"
+
+SUFFIX = "dc=example,dc=test"
+MILTER_UID = 65534
+"""The Unix uid that ldapi SASL EXTERNAL maps to the milter's service DN (nobody)."""
+
+READY_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0
+
+_SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
+_MODULE_DIRS = (
+    "/usr/lib/ldap",  # Debian, Ubuntu
+    "/usr/lib64/openldap",  # Fedora, RHEL
+    "/usr/lib/openldap",  # Arch, Alpine
+    "/usr/libexec/openldap",
+    "/usr/local/libexec/openldap",  # FreeBSD
+)
+_SCHEMA_DIRS = ("/etc/ldap/schema", "/etc/openldap/schema", "/usr/local/etc/openldap/schema")
+SLAPD_BINARIES = ("slapd", "slapadd", "slaptest", "ldapadd", "ldapmodify", "ldapsearch", "openssl")
+"""Programs the LDAP integration tests run (Debian: slapd, ldap-utils, openssl)."""
+
+
+class SlapdError(RuntimeError):
+    """slapd could not be set up, did not start, or did not answer in time."""
+
+
+class LdapToolError(RuntimeError):
+    """An OpenLDAP command-line tool (ldapadd, ldapmodify, ...) failed.
+
+    ``returncode`` is the tool's exit status, which for the client tools is
+    the LDAP result code (21 invalidAttributeSyntax, 65 objectClassViolation,
+    ...); ``stderr`` is its error output.
+    """
+
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str) -> None:
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+        super().__init__(f"{argv[0]} exited with status {returncode}: {stderr.strip()}")
+
+
+def skip_or_fail(reason: str) -> NoReturn:
+    """Skip the test with *reason*, or fail it when the CI variable is set.
+
+    A missing server is a broken environment in CI, not a reason to pass.
+    """
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+def find_binary(name: str) -> str | None:
+    """Return the path of program *name* on PATH or in the sbin directories."""
+    return shutil.which(name) or shutil.which(name, path=os.pathsep.join(_SBIN_DIRS))
+
+
+def require_binaries(*names: str) -> None:
+    """Skip (locally) or fail (in CI) unless every program in *names* exists."""
+    missing = [name for name in names if find_binary(name) is None]
+    if missing:
+        skip_or_fail(
+            f"missing {', '.join(missing)}; install slapd, ldap-utils and openssl "
+            "(Debian: apt-get install slapd ldap-utils openssl)"
+        )
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """Return the last *lines* lines of the log file at *path* (or a note)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError as err:
+        return f"(cannot read {path}: {err.strerror})"
+    tail = text.splitlines()[-lines:]
+    return "\n".join(tail) if tail else f"({path} is empty)"
+
+
+def wait_for_bind(
+    uri: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = READY_TIMEOUT
+) -> None:
+    """Poll *uri* until an anonymous bind succeeds.
+
+    Raises:
+        SlapdError: *process* exited first, or *timeout* seconds passed; the
+            message ends with the tail of *log_path* (slapd's stderr).
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        status = process.poll()
+        if status is not None:
+            raise SlapdError(
+                f"slapd exited with status {status} before answering on {uri}; "
+                f"last lines of {log_path}:\n{log_tail(log_path)}"
+            )
+        conn = ldap.initialize(uri)
+        try:
+            conn.set_option(ldap.OPT_NETWORK_TIMEOUT, 1.0)
+            conn.set_option(ldap.OPT_TIMEOUT, 1.0)
+            conn.simple_bind_s("", "")
+        except (ldap.SERVER_DOWN, ldap.TIMEOUT, ldap.CONNECT_ERROR):
+            pass
+        else:
+            return
+        finally:
+            with contextlib.suppress(ldap.LDAPError):
+                conn.unbind_s()
+        if time.monotonic() >= deadline:
+            raise SlapdError(
+                f"slapd did not answer an anonymous bind on {uri} within {timeout:g} s "
+                f"(pid {process.pid}); last lines of {log_path}:\n{log_tail(log_path)}"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def _first_dir_with(candidates: Sequence[str], filename: str) -> Path | None:
+    for directory in candidates:
+        if (Path(directory) / filename).exists():
+            return Path(directory)
+    return None
+
+
+def stock_schema_dir() -> Path:
+    """The directory of OpenLDAP's own schema files (core.ldif, core.schema, ...)."""
+    found = _first_dir_with(_SCHEMA_DIRS, "core.ldif")
+    if found is None:
+        raise SlapdError(f"core.ldif not found in any of {', '.join(_SCHEMA_DIRS)}")
+    return found
+
+
+@dataclass
+class _Resources:
+    """What must be released even if a test forgets to stop the server."""
+
+    socket_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def release(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+class Slapd:
+    """A private slapd in *workdir*: set up on the first :meth:`start`.
+
+    Ports and the ldapi path are chosen when the object is made, so the URIs
+    are known before start-up and stay the same across :meth:`restart`.
+    Passwords are random per instance.  Used as a context manager it starts
+    on entry; on exit it stops slapd and removes the ldapi socket directory
+    (the object is then spent; *workdir* is left for inspection).
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        extra_schemas: Sequence[Path] = (),
+        with_project_schema: bool = True,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.extra_schemas = tuple(Path(p) for p in extra_schemas)
+        self.with_project_schema = with_project_schema
+
+        self.suffix = SUFFIX
+        self.domains_base = f"ou=domains,{SUFFIX}"
+        self.services_base = f"ou=services,{SUFFIX}"
+        self.root_dn = f"cn=root,{SUFFIX}"
+        self.root_pw = secrets.token_urlsafe(16)
+        self.admin_dn = f"cn=admin,{SUFFIX}"
+        self.admin_pw = secrets.token_urlsafe(16)
+        self.milter_dn = f"cn=ldapdkim,{self.services_base}"
+        self.milter_pw = secrets.token_urlsafe(16)
+        self.reader_dn = f"cn=reader,{self.services_base}"
+        self.reader_pw = secrets.token_urlsafe(16)
+        self.milter_uid = MILTER_UID
+
+        self.port = free_port()
+        self.ldaps_port = free_port()
+        self.ldap_uri = f"ldap://127.0.0.1:{self.port}"
+        self.ldaps_uri = f"ldaps://127.0.0.1:{self.ldaps_port}"
+
+        socket_dir = Path(tempfile.mkdtemp(prefix="ldapdkim-ldapi-"))
+        socket_dir.chmod(0o755)  # uid 65534 must reach the socket
+        self.ldapi_path = socket_dir / "ldapi"
+        self.ldapi_uri = "ldapi://" + urllib.parse.quote(str(self.ldapi_path), safe="")
+
+        self.config_dir = self.workdir / "slapd.d"
+        self.db_dir = self.workdir / "db"
+        self.tls_dir = self.workdir / "tls"
+        self.ca_cert = self.tls_dir / "server.crt"
+        self.tls_key = self.tls_dir / "server.key"
+        self.log_path = self.workdir / "slapd.log"
+
+        self._passwords = {
+            self.root_dn: self.root_pw,
+            self.admin_dn: self.admin_pw,
+            self.milter_dn: self.milter_pw,
+            self.reader_dn: self.reader_pw,
+        }
+        self._set_up = False
+        self._paused = False
+        self._resources = _Resources(socket_dir)
+        self._finalizer = weakref.finalize(self, self._resources.release)
+
+    # ---- life cycle -------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        """The running slapd's process id, or None."""
+        process = self._resources.process
+        return process.pid if process is not None and process.poll() is None else None
+
+    @property
+    def running(self) -> bool:
+        """True while the slapd process exists (also while paused)."""
+        return self.pid is not None
+
+    def start(self) -> None:
+        """Set up on first use, start slapd, and wait until it answers a bind.
+
+        Raises:
+            SlapdError: set-up failed, or slapd exited or did not answer an
+                anonymous bind within 10 s (the message includes its log).
+        """
+        if self.running:
+            raise SlapdError(f"slapd in {self.workdir} is already running (pid {self.pid})")
+        if not self._set_up:
+            self._set_up_directory()
+            self._set_up = True
+        slapd = self._binary("slapd")
+        urls = f"{self.ldap_uri}/ {self.ldaps_uri}/ {self.ldapi_uri}/"
+        with self.log_path.open("ab") as log:
+            process = subprocess.Popen(
+                # "-d none" keeps slapd in the foreground (we own the pid) and
+                # logs errors only, to stderr; "-d 0" would hide them too.
+                [slapd, "-d", "none", "-F", str(self.config_dir), "-h", urls],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self._resources.process = process
+        self._paused = False
+        try:
+            # Poll the ldapi socket: its path is ours alone, whereas another
+            # server could have taken a TCP port between free_port() and now.
+            # slapd opens all listeners before it serves any, so this also
+            # covers the TCP ones.
+            wait_for_bind(self.ldapi_uri, process, self.log_path)
+        except BaseException:
+            self.kill()
+            raise
+
+    def stop(self) -> None:
+        """Stop slapd with SIGTERM and wait for it (SIGKILL after 10 s)."""
+        process = self._resources.process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            if self._paused:
+                process.send_signal(signal.SIGCONT)
+            try:
+                process.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._resources.process = None
+        self._paused = False
+
+    def kill(self) -> None:
+        """Kill slapd with SIGKILL (no clean shutdown) and reap it."""
+        process = self._resources.process
+        if process is None:
+            return
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        self._resources.process = None
+        self._paused = False
+
+    def pause(self) -> None:
+        """Freeze slapd with SIGSTOP: connections stay open but get no answers."""
+        self._signal(signal.SIGSTOP)
+        self._paused = True
+
+    def resume(self) -> None:
+        """Let a paused slapd continue (SIGCONT)."""
+        self._signal(signal.SIGCONT)
+        self._paused = False
+
+    def restart(self) -> None:
+        """Stop (if running) and start again with the same ports and data."""
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> Self:
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        self._finalizer()
+
+    # ---- clients ----------------------------------------------------------
+
+    def connect(
+        self, bind_dn: str | None = None, password: str | None = None
+    ) -> ldap.ldapobject.LDAPObject:
+        """Open a python-ldap connection over ``ldap_uri`` with a simple bind.
+
+        *bind_dn* None or "" binds anonymously; *password* None uses the
+        password of a DN this class created (root, admin, milter, reader).
+        """
+        conn = ldap.initialize(self.ldap_uri)
+        conn.set_option(ldap.OPT_PROTOCOL_VERSION, ldap.VERSION3)
+        conn.set_option(ldap.OPT_NETWORK_TIMEOUT, 5.0)
+        conn.set_option(ldap.OPT_TIMEOUT, 10.0)
+        if bind_dn:
+            conn.simple_bind_s(bind_dn, self._password(bind_dn, password))
+        else:
+            conn.simple_bind_s("", "")
+        return conn
+
+    def ldapadd(
+        self,
+        ldif: str | bytes,
+        *,
+        bind_dn: str | None = None,
+        password: str | None = None,
+        external: bool = False,
+    ) -> str:
+        """Run the ``ldapadd`` tool on *ldif*; return its standard output.
+
+        Binds as *bind_dn* (default: the admin) with a simple bind over
+        ``ldap_uri``, or with *external* as this process's uid through SASL
+        EXTERNAL over ``ldapi_uri`` (uid 0: the rootdn, which manages cn=config).
+
+        Raises:
+            LdapToolError: the tool failed; carries its exit status and stderr.
+        """
+        return self._run_tool("ldapadd", ldif, bind_dn, password, external)
+
+    def ldapmodify(
+        self,
+        ldif: str | bytes,
+        *,
+        bind_dn: str | None = None,
+        password: str | None = None,
+        external: bool = False,
+    ) -> str:
+        """Run the ``ldapmodify`` tool on *ldif*; see :meth:`ldapadd`."""
+        return self._run_tool("ldapmodify", ldif, bind_dn, password, external)
+
+    def tool_env(self) -> dict[str, str]:
+        """Environment for OpenLDAP client tools, unaffected by local settings.
+
+        LDAPNOINIT makes libldap ignore ldap.conf, ~/.ldaprc and the LDAP*
+        variables (LDAPTLS_CACERT too: pass -o or use python-ldap for TLS).
+        """
+        return {**os.environ, "LDAPNOINIT": "1"}
+
+    # ---- internals --------------------------------------------------------
+
+    def _password(self, bind_dn: str, password: str | None) -> str:
+        if password is not None:
+            return password
+        try:
+            return self._passwords[bind_dn]
+        except KeyError:
+            raise ValueError(
+                f"no password given for {bind_dn!r}, and it is not a DN this "
+                "Slapd created; pass password="
+            ) from None
+
+    def _run_tool(
+        self,
+        tool: str,
+        ldif: str | bytes,
+        bind_dn: str | None,
+        password: str | None,
+        external: bool,
+    ) -> str:
+        argv = [self._binary(tool)]
+        secret = None
+        if external:
+            argv += ["-Q", "-Y", "EXTERNAL", "-H", self.ldapi_uri]
+        else:
+            dn = bind_dn or self.admin_dn
+            secret = self._password(dn, password)
+            argv += ["-x", "-H", self.ldap_uri, "-D", dn, "-w", secret]
+        data = ldif.encode() if isinstance(ldif, str) else ldif
+        result = subprocess.run(
+            argv, input=data, capture_output=True, env=self.tool_env(), check=False
+        )
+        if result.returncode != 0:
+            shown = ["***" if arg == secret else arg for arg in argv]
+            raise LdapToolError(shown, result.returncode, result.stderr.decode(errors="replace"))
+        return result.stdout.decode(errors="replace")
+
+    def _signal(self, signum: signal.Signals) -> None:
+        process = self._resources.process
+        if process is None or process.poll() is not None:
+            raise SlapdError(f"slapd in {self.workdir} is not running")
+        process.send_signal(signum)
+
+    def _binary(self, name: str) -> str:
+        path = find_binary(name)
+        if path is None:
+            raise SlapdError(
+                f"{name} not found on PATH or in {', '.join(_SBIN_DIRS)}; "
+                "install slapd, ldap-utils and openssl"
+            )
+        return path
+
+    def _run(self, argv: Sequence[str], what: str) -> None:
+        result = subprocess.run(argv, capture_output=True, check=False, env=self.tool_env())
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr).decode(errors="replace").strip()
+            raise SlapdError(f"{what} failed (exit status {result.returncode}):\n{output}")
+
+    def _set_up_directory(self) -> None:
+        if self.config_dir.exists() and any(self.config_dir.iterdir()):
+            raise SlapdError(
+                f"{self.config_dir} already holds a configuration; give each Slapd a fresh workdir"
+            )
+        for directory in (self.config_dir, self.db_dir, self.tls_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        self._make_certificate()
+        config_ldif = self.workdir / "config.ldif"
+        config_ldif.write_text(self._config_ldif())
+        self._run(
+            [self._binary("slapadd"), "-n0", "-F", str(self.config_dir), "-l", str(config_ldif)],
+            f"slapadd -n0 of {config_ldif}",
+        )
+        data_ldif = self.workdir / "base.ldif"
+        data_ldif.write_text(self._base_ldif())
+        # -q skips consistency checks (fast); -w stores the suffix's contextCSN,
+        # so syncprov starts with a cookie state that covers these entries.
+        argv = [self._binary("slapadd"), "-q", "-w", "-F", str(self.config_dir)]
+        self._run([*argv, "-b", self.suffix, "-l", str(data_ldif)], f"slapadd of {data_ldif}")
+
+    def _make_certificate(self) -> None:
+        # Self-signed, so the certificate is also the CA file clients use.
+        argv = [
+            self._binary("openssl"), "req", "-x509", "-newkey", "ec",
+            "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout", str(self.tls_key), "-out", str(self.ca_cert),
+        ]  # fmt: skip
+        self._run(argv, "openssl req (self-signed test certificate)")
+
+    def _schema_files(self) -> list[Path]:
+        stock = stock_schema_dir()
+        files = [stock / "core.ldif", stock / "cosine.ldif"]
+        if self.with_project_schema:
+            files.append(PROJECT_SCHEMA)
+        files.extend(self.extra_schemas)
+        for path in files:
+            if not path.is_file():
+                raise SlapdError(f"schema file {path} does not exist")
+        return files
+
+    def _config_ldif(self) -> str:
+        root, milter, admin = self.root_dn, self.milter_dn, self.admin_dn
+        # The identity slapd gives an ldapi client that binds with SASL EXTERNAL.
+        peercred = r"gidNumber=[0-9]+\+uidNumber={uid},cn=peercred,cn=external,cn=auth"
+        includes = "".join(
+            f"include: {path.resolve().as_uri()}\n\n" for path in self._schema_files()
+        )
+        module_dir = _first_dir_with(_MODULE_DIRS, "back_mdb.la") or _first_dir_with(
+            _MODULE_DIRS, "back_mdb.so"
+        )
+        modules = (
+            "dn: cn=module{0},cn=config\n"
+            "objectClass: olcModuleList\n"
+            "cn: module{0}\n"
+            f"olcModulePath: {module_dir}\n"
+            "olcModuleLoad: {0}back_mdb\n"
+            "olcModuleLoad: {1}syncprov\n\n"
+            if module_dir is not None
+            else ""  # no module directory: assume a slapd with both built in
+        )
+        # Index and ACL lines naming dkimSign attributes are only valid once
+        # the schema is loaded; without it (online-load tests) they are left out.
+        dkim_indexes = (
+            "olcDbIndex: dkimSignDomainName eq\nolcDbIndex: dkimSignSelector eq\n"
+            if self.with_project_schema
+            else ""
+        )
+        acl = []
+        if self.with_project_schema:
+            acl.append(
+                "to attrs=dkimSignPrivateKey\n"
+                f'  by dn.exact="{milter}" read\n'
+                f'  by dn.exact="{admin}" write\n'
+                "  by * none"
+            )
+        acl += [
+            "to attrs=userPassword\n  by anonymous auth\n  by * none",
+            f'to dn.subtree="{self.domains_base}"\n'
+            f'  by dn.exact="{admin}" write\n'
+            "  by users read\n"
+            "  by * none",
+            "to *\n  by users read\n  by * none",
+        ]
+        # olcDbNoSync: no fsync per write.  On a busy disk the fsyncs made
+        # 500 adds take seconds; a killed slapd still loses nothing (the data
+        # is in the page cache), only a crash of the whole machine would.
+        access = "".join(f"olcAccess: {{{i}}}{rule}\n" for i, rule in enumerate(acl))
+        return f"""\
+dn: cn=config
+objectClass: olcGlobal
+cn: config
+olcLogLevel: none
+olcTLSCertificateFile: {self.ca_cert}
+olcTLSCertificateKeyFile: {self.tls_key}
+olcTLSProtocolMin: 3.3
+olcAuthzRegexp: {{0}}"{peercred.format(uid=0)}" "{root}"
+olcAuthzRegexp: {{1}}"{peercred.format(uid=self.milter_uid)}" "{milter}"
+
+{modules}dn: cn=schema,cn=config
+objectClass: olcSchemaConfig
+cn: schema
+
+{includes}dn: olcDatabase={{-1}}frontend,cn=config
+objectClass: olcDatabaseConfig
+objectClass: olcFrontendConfig
+olcDatabase: {{-1}}frontend
+
+dn: olcDatabase={{0}}config,cn=config
+objectClass: olcDatabaseConfig
+olcDatabase: {{0}}config
+olcAccess: {{0}}to * by dn.exact="{root}" manage by * none
+
+dn: olcDatabase={{1}}mdb,cn=config
+objectClass: olcDatabaseConfig
+objectClass: olcMdbConfig
+olcDatabase: {{1}}mdb
+olcSuffix: {self.suffix}
+olcRootDN: {root}
+olcRootPW: {self.root_pw}
+olcDbDirectory: {self.db_dir}
+olcDbMaxSize: 1073741824
+olcDbNoSync: TRUE
+olcDbIndex: objectClass eq
+olcDbIndex: entryCSN,entryUUID eq
+{dkim_indexes}olcLimits: {{0}}dn.exact="{milter}" size=unlimited time=unlimited
+{access}
+dn: olcOverlay={{0}}syncprov,olcDatabase={{1}}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcSyncProvConfig
+olcOverlay: {{0}}syncprov
+olcSpCheckpoint: 100 10
+olcSpSessionlog: 1000
+"""
+
+    def _base_ldif(self) -> str:
+        def account(dn: str, name: str, description: str) -> str:
+            return (
+                f"dn: {dn}\n"
+                "objectClass: organizationalRole\n"
+                "objectClass: simpleSecurityObject\n"
+                f"cn: {name}\n"
+                f"description: {description}\n"
+                f"userPassword: {self._passwords[dn]}\n\n"
+            )
+
+        return (
+            f"dn: {self.suffix}\n"
+            "objectClass: dcObject\nobjectClass: organization\n"
+            "dc: example\no: ldapdkim integration tests\n\n"
+            f"dn: {self.services_base}\nobjectClass: organizationalUnit\nou: services\n\n"
+            f"dn: {self.domains_base}\nobjectClass: organizationalUnit\nou: domains\n\n"
+            + account(self.admin_dn, "admin", "provisions domains and keys")
+            + account(self.milter_dn, "ldapdkim", "the milter's service DN")
+            + account(self.reader_dn, "reader", "some other authenticated DN")
+        )

@@ -110,8 +110,8 @@ class LdapBackend:
                 callbacks[ldap.sasl.CB_AUTHNAME] = s.ldap_auth_user
             if s.ldap_bind_password:
                 callbacks[ldap.sasl.CB_PASS] = s.ldap_bind_password.reveal()
-            if s.ldap_bind_user:
-                callbacks[ldap.sasl.CB_USER] = s.ldap_bind_user
+            if s.ldap_authz_id:
+                callbacks[ldap.sasl.CB_USER] = s.ldap_authz_id
             conn.sasl_interactive_bind_s("", ldap.sasl.sasl(callbacks, mechanism))
 
     def _run(self, base: str, scope: int, filterstr: str, attrs: list[str]) -> list[Entry]:

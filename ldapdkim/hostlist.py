@@ -1,0 +1,328 @@
+"""OpenDKIM list data sets, and the host sets (InternalHosts, PeerList, ...) built from them.
+
+A *data set* is how opendkim.conf(5) spells a list in one value (opendkim(8),
+DATA SETS).  ldapdkim reads the list kinds that need no database:
+
+- an inline list, entries separated by commas and/or blanks: ``127.0.0.1, ::1``;
+- ``csl:LIST``, the same with an explicit prefix (``csl:`` alone is the empty list);
+- ``file:PATH``, or a bare absolute ``/PATH``: one entry per line, ``#`` starts a
+  comment, blank lines are skipped;
+- ``refile:PATH``: like ``file:``, but each line is a host-name pattern in which
+  ``*`` matches any text (host lists only).
+
+Relative paths are taken from ``base`` when given, else from the current
+working directory, as OpenDKIM does.
+
+A :class:`HostList` answers "is this SMTP client in the set?".  Its entries are
+IPv4/IPv6 addresses, CIDR networks (``192.0.2.0/24``, ``2001:db8::/32``; host
+bits are masked off, as OpenDKIM does), host names (exact, case-insensitive),
+``.example.com`` (any name below example.com, not example.com itself) and, from
+``refile:``, wildcard patterns.  An entry starting with ``!`` excludes.
+
+Matching rule: if any ``!`` entry matches, the client is *not* in the set;
+otherwise it is when any other entry matches.  This differs from OpenDKIM,
+where the most specific entry wins (there ``192.0.2.1`` beats
+``!192.0.2.0/24``; here the exclusion always wins).  IPv4-mapped IPv6 addresses
+(``::ffff:192.0.2.1``), in entries and in client addresses, are treated as IPv4.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Data-set kinds OpenDKIM knows that need a database or a script (opendkim(8)).
+_DATABASE_KINDS = frozenset(
+    {"db", "dsn", "ldap", "ldaps", "ldapi", "lua", "memcache", "mdb", "erlang", "socket"}
+)
+
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z")
+_PATTERN = re.compile(r"[a-z0-9_.*-]+\Z")
+
+_ENTRY_FORMS = (
+    "use an IP address (192.0.2.1, 2001:db8::1), a network (192.0.2.0/24, 2001:db8::/32), "
+    "a host name (mail.example.com) or a domain (.example.com), optionally preceded by ! "
+    "to exclude"
+)
+
+
+class DataSetEntry(NamedTuple):
+    """One entry of a data set, and where it came from (for error messages)."""
+
+    text: str
+    where: str
+    """``""`` for an inline value, else `` (PATH line N)``."""
+    pattern: bool = False
+    """True when the entry comes from a ``refile:`` and may hold ``*`` wildcards."""
+
+
+def read_dataset(
+    value: str, *, base: Path | None = None, patterns: bool = False
+) -> list[DataSetEntry]:
+    """Return the entries of the data set ``value`` (see the module docstring).
+
+    ``patterns`` allows ``refile:``; only host lists give wildcards a meaning.
+
+    Raises:
+        ValueError: an unsupported data-set kind, or a file that cannot be read;
+            the message says what to do.
+    """
+    value = value.strip()
+    lower = value.lower()
+    if lower.startswith("file:"):
+        return _read_file(value[len("file:") :], base, pattern=False)
+    if lower.startswith("refile:"):
+        if not patterns:
+            raise ValueError(
+                "refile: (wildcard patterns) only applies to host lists; "
+                "use a comma list, csl:LIST or file:PATH"
+            )
+        return _read_file(value[len("refile:") :], base, pattern=True)
+    if value.startswith("/"):
+        return _read_file(value, base, pattern=False)
+    if lower.startswith("csl:"):
+        value = value[len("csl:") :]
+    else:
+        # "db::1" is an IPv6 address, "db:/x" a Berkeley DB: a kind is never followed by ':'.
+        kind = re.match(r"([a-z]+):(?!:)", lower)
+        if kind and kind.group(1) in _DATABASE_KINDS:
+            also = ", refile:PATH" if patterns else ""
+            raise ValueError(
+                f"OpenDKIM data set type '{kind.group(1)}:' is not supported by ldapdkim; "
+                f"use a comma list, csl:LIST, file:PATH{also}"
+            )
+    return [DataSetEntry(text, "") for text in re.split(r"[,\s]+", value) if text]
+
+
+def _read_file(path_text: str, base: Path | None, *, pattern: bool) -> list[DataSetEntry]:
+    path_text = path_text.strip()
+    if not path_text:
+        raise ValueError("the data set names no file; write file:/path/to/list")
+    path = Path(path_text)
+    if not path.is_absolute():
+        path = (base if base is not None else Path.cwd()) / path
+    shown = repr(path_text) if path_text == str(path) else f"{path_text!r} ({path})"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(
+            f"file {shown} does not exist; create it with one entry per line, or fix the path"
+        ) from None
+    except IsADirectoryError:
+        raise ValueError(f"{shown} is a directory; name a file with one entry per line") from None
+    except PermissionError:
+        raise ValueError(
+            f"file {shown} cannot be read (permission denied); "
+            "make it readable by the user ldapdkim starts as"
+        ) from None
+    except UnicodeDecodeError:
+        raise ValueError(f"file {shown} is not UTF-8 text; save it as UTF-8") from None
+    except OSError as err:
+        raise ValueError(f"file {shown} cannot be read ({err.strerror}); fix the path") from err
+    entries = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.split("#", 1)[0].strip()
+        if line:
+            entries.append(DataSetEntry(line, f" ({path} line {number})", pattern))
+    return entries
+
+
+def normalize_host_name(name: str) -> str:
+    """Return ``name`` as a lowercase ASCII host name (IDNs as A-labels), no trailing dot.
+
+    Raises:
+        ValueError: not a host name; the message gives the rule.
+    """
+    text = name.strip().rstrip(".").lower()
+    if not text.isascii():
+        try:
+            text = text.encode("idna").decode("ascii")
+        except UnicodeError:
+            raise ValueError(f"{name!r} is not a valid international domain name") from None
+    labels = text.split(".")
+    if len(text) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise ValueError(
+            f"{name!r} is not a host name (labels of letters, digits, '-' and '_', "
+            "at most 63 characters each, separated by dots)"
+        )
+    return text
+
+
+def _parse_network(text: str) -> IPNetwork:
+    """An address or CIDR network, IPv4-mapped IPv6 turned into IPv4."""
+    network = ipaddress.ip_network(text, strict=False)
+    if isinstance(network, ipaddress.IPv6Network) and network.prefixlen >= 96:
+        mapped = network.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
+
+
+@dataclass(frozen=True)
+class HostEntry:
+    """One entry of a :class:`HostList`; exactly one of the match fields is set."""
+
+    text: str
+    negated: bool = False
+    network: IPNetwork | None = None
+    host: str | None = None
+    suffix: str | None = None
+    pattern: re.Pattern[str] | None = None
+
+    @classmethod
+    def parse(cls, entry: DataSetEntry) -> HostEntry:
+        """Parse one data-set entry.
+
+        Raises:
+            ValueError: the entry is not one of the accepted forms.
+        """
+        text = entry.text.strip()
+        negated = text.startswith("!")
+        body = text[1:] if negated else text
+        sign = "!" if negated else ""
+
+        def bad(problem: str, fix: str = _ENTRY_FORMS) -> ValueError:
+            return ValueError(f"bad entry {text!r}{entry.where}: {problem}; {fix}")
+
+        if not body:
+            raise bad("'!' excludes nothing", "write !ADDRESS, !NETWORK or !HOST")
+        if any(c.isspace() for c in body):
+            raise bad("one line holds several entries", "put one entry per line")
+        if entry.pattern:
+            lowered = body.lower()
+            if not _PATTERN.match(lowered):
+                raise bad(
+                    "not a host-name pattern",
+                    "use letters, digits, '-', '.', '_' and * for any text, e.g. *.mx.example.com",
+                )
+            regex = ".*".join(re.escape(part) for part in lowered.split("*"))
+            return cls(sign + lowered, negated, pattern=re.compile(regex))
+        # OpenDKIM accepts addresses in square brackets: [192.0.2.1], [2001:db8::]/32.
+        bracketed = re.fullmatch(r"\[([^\]]*)\](/\d+)?", body)
+        if bracketed:
+            body = bracketed.group(1) + (bracketed.group(2) or "")
+        if "/" in body or ":" in body or re.fullmatch(r"\d[\d.]*", body):
+            try:
+                network = _parse_network(body)
+            except ValueError:
+                if re.fullmatch(r"\d+(\.\d+){0,2}(/\d+)?", body):
+                    raise bad(
+                        "not a complete IPv4 address or network",
+                        "write all four parts, e.g. 192.0.2.0/24",
+                    ) from None
+                raise bad("not an IP address or network") from None
+            shown = str(network.network_address) if _is_single(network) else str(network)
+            return cls(sign + shown, negated, network=network)
+        if "*" in body:
+            raise bad("wildcards need a refile:", "put patterns in a file and write refile:PATH")
+        if body.startswith("."):
+            try:
+                domain = normalize_host_name(body[1:])
+            except ValueError as err:
+                raise bad(str(err)) from None
+            return cls(f"{sign}.{domain}", negated, suffix="." + domain)
+        try:
+            host = normalize_host_name(body)
+        except ValueError as err:
+            raise bad(str(err)) from None
+        return cls(sign + host, negated, host=host)
+
+    def matches(self, address: IPAddress | None, hostname: str | None) -> bool:
+        """True when this entry, ignoring its ``!``, covers the client."""
+        if self.network is not None:
+            return (
+                address is not None
+                and address.version == self.network.version
+                and address in self.network
+            )
+        if hostname is None:
+            return False
+        if self.host is not None:
+            return hostname == self.host
+        if self.suffix is not None:
+            return hostname.endswith(self.suffix)
+        return self.pattern is not None and self.pattern.fullmatch(hostname) is not None
+
+
+def _is_single(network: IPNetwork) -> bool:
+    return network.prefixlen == network.max_prefixlen
+
+
+def _client_address(address: str | None) -> IPAddress | None:
+    """The client's address as given by the MTA, or None when absent or unparsable."""
+    if not address:
+        return None
+    text = address.strip().strip("[]")
+    if text[:5].lower() == "ipv6:":  # sendmail's "IPv6:2001:db8::1"
+        text = text[5:]
+    text = text.split("%", 1)[0]  # zone index: fe80::1%eth0
+    try:
+        parsed = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        return parsed.ipv4_mapped
+    return parsed
+
+
+def _client_host(hostname: str | None) -> str | None:
+    """The client's host name, lowercase; None for "[192.0.2.1]" (no reverse DNS)."""
+    if not hostname:
+        return None
+    text = hostname.strip().rstrip(".").lower()
+    if not text or text.startswith("["):
+        return None
+    return text
+
+
+@dataclass(frozen=True, repr=False)
+class HostList:
+    """A set of SMTP clients: addresses, networks, host names, domains, patterns."""
+
+    items: tuple[HostEntry, ...] = ()
+
+    @classmethod
+    def parse(cls, value: str, *, base: Path | None = None) -> HostList:
+        """Build a host list from a data-set value (inline, ``csl:``, ``file:``, ``refile:``).
+
+        Raises:
+            ValueError: a bad entry or an unreadable file, with the fix in the message.
+        """
+        items = tuple(
+            HostEntry.parse(entry) for entry in read_dataset(value, base=base, patterns=True)
+        )
+        return cls(items)
+
+    @property
+    def entries(self) -> tuple[str, ...]:
+        """The entries as normalised text, in the order given."""
+        return tuple(item.text for item in self.items)
+
+    def matches(self, address: str | None, hostname: str | None = None) -> bool:
+        """True when the client with this address and host name is in the set.
+
+        ``address`` may be IPv4, IPv6, IPv4-mapped IPv6 or in brackets; an
+        unparsable or absent one matches no address entry.  ``hostname`` as
+        reported by the MTA; ``None`` or ``[192.0.2.1]`` matches no name entry.
+        """
+        ip = _client_address(address)
+        host = _client_host(hostname)
+        hits = [item for item in self.items if item.matches(ip, host)]
+        if any(item.negated for item in hits):
+            return False
+        return bool(hits)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __repr__(self) -> str:
+        return f"HostList({list(self.entries)!r})"

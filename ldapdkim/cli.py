@@ -80,7 +80,10 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("-v", "--verbose", action="store_true", help="debug output, tracebacks")
     with_config = argparse.ArgumentParser(add_help=False, parents=[common])
     with_config.add_argument(
-        "-c", "--config", default=DEFAULT_CONFIG, metavar="FILE",
+        "-c",
+        "--config",
+        default=DEFAULT_CONFIG,
+        metavar="FILE",
         help=f"configuration file (default {DEFAULT_CONFIG})",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -92,43 +95,73 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--domain", required=True)
     p.add_argument("-s", "--selector", required=True)
     _key_options(p, single=True)
-    p.add_argument("--base", required=True, metavar="DN",
-                   help="container of the domain entries, e.g. ou=domains,dc=example,dc=com")
-    p.add_argument("--domain-dn", metavar="DN",
-                   help="the domain's entry, when it is not ou=DOMAIN,BASE")
+    p.add_argument(
+        "--base",
+        required=True,
+        metavar="DN",
+        help="container of the domain entries, e.g. ou=domains,dc=example,dc=com",
+    )
+    p.add_argument(
+        "--domain-dn", metavar="DN", help="the domain's entry, when it is not ou=DOMAIN,BASE"
+    )
     p.add_argument("--with-domain", action="store_true", help="also print the domain entry")
     p.add_argument("--state", default="active", choices=[s.value for s in KeyState])
-    p.add_argument("--not-before", metavar="TIME", type=_time_arg,
-                   help="do not sign before TIME (20270101000000Z or 2027-01-01T00:00Z)")
+    p.add_argument(
+        "--not-before",
+        metavar="TIME",
+        type=_time_arg,
+        help="do not sign before TIME (20270101000000Z or 2027-01-01T00:00Z)",
+    )
     p.add_argument("--not-after", metavar="TIME", type=_time_arg, help="do not sign from TIME on")
     p.add_argument("--txt", metavar="FILE", help="write the DNS TXT record here (default stderr)")
     p.add_argument("--private", metavar="FILE", help="also write the private key as PEM (0600)")
     p.set_defaults(func=cmd_genkey)
 
-    p = sub.add_parser("provision", parents=[common],
-                       help="LDIF with a domain entry and keys for every domain in a file")
+    p = sub.add_parser(
+        "provision",
+        parents=[common],
+        help="LDIF with a domain entry and keys for every domain in a file",
+    )
     p.add_argument("--base", required=True, metavar="DN")
-    p.add_argument("--domains", required=True, metavar="FILE", help="one domain per line, '-' for stdin")
+    p.add_argument(
+        "--domains", required=True, metavar="FILE", help="one domain per line, '-' for stdin"
+    )
     _key_options(p, single=False)
-    p.add_argument("-s", "--selector", default="s%Y%m", metavar="FORMAT",
-                   help="selector, strftime format (default s%%Y%%m); with several "
-                        "algorithms '-rsa' / '-ed25519' is appended")
+    p.add_argument(
+        "-s",
+        "--selector",
+        default="s%Y%m",
+        metavar="FORMAT",
+        help="selector, strftime format (default s%%Y%%m); with several "
+        "algorithms '-rsa' / '-ed25519' is appended",
+    )
     p.add_argument("-o", "--output", metavar="FILE", help="LDIF output (default stdout)")
     p.add_argument("--txt", metavar="FILE", help="write the DNS TXT records here")
-    p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1,
-                   help="processes generating keys (default: one per core)")
+    p.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes generating keys (default: one per core)",
+    )
     p.set_defaults(func=cmd_provision)
 
     p = sub.add_parser("sign", parents=[with_config], help="sign one message from stdin")
-    p.add_argument("--sender", metavar="ADDR",
-                   help="take the signing domain from ADDR instead of the From field")
+    p.add_argument(
+        "--sender",
+        metavar="ADDR",
+        help="take the signing domain from ADDR instead of the From field",
+    )
     p.set_defaults(func=cmd_sign)
 
     p = sub.add_parser("verify", parents=[with_config], help="verify one message from stdin")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("dns-records", parents=[with_config],
-                       help="zone-file TXT lines for every key in the directory")
+    p = sub.add_parser(
+        "dns-records",
+        parents=[with_config],
+        help="zone-file TXT lines for every key in the directory",
+    )
     p.add_argument("--ttl", type=int, help="TTL to put on each line")
     p.set_defaults(func=cmd_dns_records)
     return parser
@@ -139,10 +172,20 @@ def _key_options(p: argparse.ArgumentParser, *, single: bool) -> None:
     if single:
         p.add_argument("-a", "--algorithm", default=Algorithm.RSA_SHA256.value, choices=choices)
     else:
-        p.add_argument("-a", "--algorithm", action="append", choices=choices,
-                       help="repeat for several keys per domain (default rsa-sha256)")
-    p.add_argument("-b", "--bits", type=int, default=keys.DEFAULT_RSA_BITS,
-                   help=f"RSA key size (default {keys.DEFAULT_RSA_BITS}, at least {keys.MIN_RSA_BITS})")
+        p.add_argument(
+            "-a",
+            "--algorithm",
+            action="append",
+            choices=choices,
+            help="repeat for several keys per domain (default rsa-sha256)",
+        )
+    p.add_argument(
+        "-b",
+        "--bits",
+        type=int,
+        default=keys.DEFAULT_RSA_BITS,
+        help=f"RSA key size (default {keys.DEFAULT_RSA_BITS}, at least {keys.MIN_RSA_BITS})",
+    )
 
 
 # -- commands -----------------------------------------------------------------
@@ -195,8 +238,16 @@ def cmd_genkey(args: argparse.Namespace) -> int:
     records = []
     if args.with_domain:
         records.append(ldifout.domain_record(domain, args.base))
-    records.append(ldifout.key_record(parent, selector, key, state=KeyState(args.state),
-                                      not_before=args.not_before, not_after=args.not_after))
+    records.append(
+        ldifout.key_record(
+            parent,
+            selector,
+            key,
+            state=KeyState(args.state),
+            not_before=args.not_before,
+            not_after=args.not_after,
+        )
+    )
     sys.stdout.write(ldifout.render(records))
     line = next(zone_lines([KeyRecord(domain, selector, algorithm, keys.public_key_b64(key))]))
     if args.txt:
@@ -231,16 +282,20 @@ def cmd_provision(args: argparse.Namespace) -> int:
     txt = Path(args.txt).open("w") if args.txt else None
     started = time.monotonic()
     try:
-        count = provision.write(plan, domains, out, txt, jobs=max(1, args.jobs),
-                                progress=sys.stderr.isatty())
+        count = provision.write(
+            plan, domains, out, txt, jobs=max(1, args.jobs), progress=sys.stderr.isatty()
+        )
     finally:
         if out is not sys.stdout:
             out.close()
         if txt is not None:
             txt.close()
     elapsed = time.monotonic() - started
-    print(f"ldapdkim: provisioned {count} domains ({count * len(algorithms)} keys) "
-          f"in {elapsed:.1f} s", file=sys.stderr)
+    print(
+        f"ldapdkim: provisioned {count} domains ({count * len(algorithms)} keys) "
+        f"in {elapsed:.1f} s",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -258,8 +313,13 @@ def cmd_sign(args: argparse.Namespace) -> int:
     message = sys.stdin.buffer.read()
     try:
         signatures = _sign(settings, message, args.sender)
-    except (MessageError, InvalidDomain, DomainNotSigned, DirectoryError,
-            DirectoryUnavailable) as reason:
+    except (
+        MessageError,
+        InvalidDomain,
+        DomainNotSigned,
+        DirectoryError,
+        DirectoryUnavailable,
+    ) as reason:
         sys.stdout.buffer.write(message)
         print(f"ldapdkim: not signed: {reason}", file=sys.stderr)
         return 1
@@ -284,8 +344,14 @@ def _sign(settings: config.Settings, message: bytes, sender: str | None) -> list
             f"no active key for {resolution.signing_domain} in {resolution.policy.dn!r}"
         )
     params = policy.signing_params(settings, resolution)
-    return sign_parsed(headers, body, resolution.signing_domain, signing_keys, params,
-                       timestamp=int(now.timestamp()))
+    return sign_parsed(
+        headers,
+        body,
+        resolution.signing_domain,
+        signing_keys,
+        params,
+        timestamp=int(now.timestamp()),
+    )
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -293,7 +359,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     message = sys.stdin.buffer.read()
     lookup = TxtLookup(settings.nameservers, timeout=settings.ldap_timeout)
     results = verify_message(
-        message, lookup,
+        message,
+        lookup,
         max_signatures=settings.maximum_signatures_to_verify,
         minimum_key_bits=settings.minimum_key_bits,
     )
@@ -318,8 +385,11 @@ def cmd_dns_records(args: argparse.Namespace) -> int:
             if key.private_key is not None:
                 derived = keys.public_key_b64(key.private_key)
                 if public and public != derived:
-                    log.warning("%s: dkimSignPublicKey does not match the private key; "
-                                "publishing the private key's public half", key.dn)
+                    log.warning(
+                        "%s: dkimSignPublicKey does not match the private key; "
+                        "publishing the private key's public half",
+                        key.dn,
+                    )
                 public = derived
             if not public:
                 log.warning("%s: no public key to publish", key.dn)

@@ -50,8 +50,7 @@ class Backend(Protocol):
         """Every policy entry with the key entries beneath it."""
         ...
 
-    def close(self) -> None:
-        ...
+    def close(self) -> None: ...
 
 
 class Directory:
@@ -96,9 +95,7 @@ class Directory:
             _log_key_problems(keys)
             return Resolution(domain=domain, signing_domain=name, policy=policy, keys=keys)
         scope = " or a parent domain" if len(candidates) > 1 else ""
-        raise DomainNotFound(
-            f"no policy entry for {domain}{scope} in {self.backend.describe()}"
-        )
+        raise DomainNotFound(f"no policy entry for {domain}{scope} in {self.backend.describe()}")
 
     def _check_covers(self, domain: str, name: str, policy: DomainPolicy) -> None:
         if name != domain:

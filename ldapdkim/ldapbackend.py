@@ -139,14 +139,16 @@ class LdapBackend:
                     ) from None
         raise AssertionError("unreachable")
 
-    def _paged_search(
-        self, base: str, scope: int, filterstr: str, attrs: list[str]
-    ) -> list[Entry]:
+    def _paged_search(self, base: str, scope: int, filterstr: str, attrs: list[str]) -> list[Entry]:
         page = SimplePagedResultsControl(True, size=_PAGE_SIZE, cookie="")
         results: list[Entry] = []
         while True:
             msgid = self._conn.search_ext(
-                base, scope, filterstr, attrs, serverctrls=[page],
+                base,
+                scope,
+                filterstr,
+                attrs,
+                serverctrls=[page],
                 timeout=self.settings.ldap_timeout,
             )
             _type, data, _msgid, controls = self._conn.result3(
@@ -154,7 +156,11 @@ class LdapBackend:
             )
             results.extend((dn, lower_keys(a)) for dn, a in data if dn is not None)
             cookie = next(
-                (c.cookie for c in controls if c.controlType == SimplePagedResultsControl.controlType),
+                (
+                    c.cookie
+                    for c in controls
+                    if c.controlType == SimplePagedResultsControl.controlType
+                ),
                 b"",
             )
             if not cookie:
@@ -199,4 +205,3 @@ class LdapBackend:
     def close(self) -> None:
         with self._lock:
             self._drop()
-

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from typing import IO
 
 import ldap.dn
 import ldif
@@ -84,7 +85,7 @@ def key_record(
 class LdifStream:
     """Writes records as LDIF to a text stream, with a version line first."""
 
-    def __init__(self, out: io.TextIOBase | io.StringIO) -> None:
+    def __init__(self, out: IO[str]) -> None:
         self._out = out
         out.write("version: 1\n\n")
         self._writer = ldif.LDIFWriter(out, base64_attrs=[schema.PRIVATE_KEY], cols=76)

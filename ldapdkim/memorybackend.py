@@ -16,8 +16,8 @@ import ldif
 
 from ldapdkim import keys, schema
 from ldapdkim.entries import Entry, lower_keys, normalize_dn, parent_dn
-from ldapdkim.ldifout import child_dn
 from ldapdkim.errors import DirectoryError, DirectoryUnavailable
+from ldapdkim.ldifout import child_dn
 from ldapdkim.model import KeyState
 
 
@@ -69,17 +69,25 @@ class MemoryBackend:
         for domain in domains:
             dn = child_dn("ou", domain, "cn=KeyFile")
             entries.append(
-                (dn, {"objectClass": [schema.POLICY_CLASS.encode()],
-                      schema.DOMAIN_NAME: [domain.encode()]})
+                (
+                    dn,
+                    {
+                        "objectClass": [schema.POLICY_CLASS.encode()],
+                        schema.DOMAIN_NAME: [domain.encode()],
+                    },
+                )
             )
             entries.append(
-                (child_dn(schema.SELECTOR, selector, dn), {
-                    "objectClass": [schema.KEY_CLASS.encode()],
-                    schema.SELECTOR: [selector.encode()],
-                    schema.ALGORITHM: [algorithm.value.encode()],
-                    schema.KEY_STATE: [KeyState.ACTIVE.value.encode()],
-                    schema.PRIVATE_KEY: [pem],
-                })
+                (
+                    child_dn(schema.SELECTOR, selector, dn),
+                    {
+                        "objectClass": [schema.KEY_CLASS.encode()],
+                        schema.SELECTOR: [selector.encode()],
+                        schema.ALGORITHM: [algorithm.value.encode()],
+                        schema.KEY_STATE: [KeyState.ACTIVE.value.encode()],
+                        schema.PRIVATE_KEY: [pem],
+                    },
+                )
             )
         return cls(entries, f"KeyFile {key_file}")
 

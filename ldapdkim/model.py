@@ -148,7 +148,7 @@ class DkimResult(enum.Enum):
     """RFC 8601 §2.7.1 results of DKIM verification."""
 
     NONE = "none"
-    PASS = "pass"
+    PASS = "pass"  # noqa: S105 - an RFC 8601 result name, not a password
     FAIL = "fail"
     POLICY = "policy"
     NEUTRAL = "neutral"

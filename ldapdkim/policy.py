@@ -30,7 +30,9 @@ def _identity(identity: str | None, resolution: Resolution) -> str | None:
         return identity
     log.warning(
         "entry %r: dkimSignIdentity %r is outside d=%s; signing without i=",
-        resolution.policy.dn, identity, signing,
+        resolution.policy.dn,
+        identity,
+        signing,
     )
     return None
 
@@ -41,9 +43,11 @@ def signing_params(settings: Settings, resolution: Resolution) -> SigningParams:
     expire = policy.expire_seconds if policy.expire_seconds is not None else settings.signature_ttl
     return SigningParams(
         canonicalization=policy.canonicalization or settings.canonicalization,
-        sign_headers=policy.sign_headers if policy.sign_headers is not None
+        sign_headers=policy.sign_headers
+        if policy.sign_headers is not None
         else settings.sign_headers,
-        oversign_headers=policy.oversign_headers if policy.oversign_headers is not None
+        oversign_headers=policy.oversign_headers
+        if policy.oversign_headers is not None
         else settings.oversign_headers,
         identity=_identity(policy.identity, resolution),
         expire_seconds=expire or None,

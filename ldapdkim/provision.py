@@ -98,7 +98,9 @@ def write(
             key = keys.load_private_key(pem, where=domain)
             stream.write(ldifout.key_record(parent, selector, key))
             if txt is not None:
-                record = KeyRecord(domain, selector, keys.algorithm_of(key), keys.public_key_b64(key))
+                record = KeyRecord(
+                    domain, selector, keys.algorithm_of(key), keys.public_key_b64(key)
+                )
                 txt.write(zone_line(record) + "\n")
         count += 1
         if bar is not None:

@@ -26,7 +26,6 @@ from dkim.util import InvalidTagValueList, parse_tag_value
 
 from ldapdkim.errors import DnsTemporaryError, MessageError
 from ldapdkim.model import (
-    Algorithm,
     Canonicalization,
     DkimResult,
     SigningKey,
@@ -47,7 +46,7 @@ _CRLF = b"\r\n"
 class SigningParams:
     """How to sign: the configuration's defaults merged with the domain's policy."""
 
-    canonicalization: Canonicalization = Canonicalization("relaxed", "simple")
+    canonicalization: Canonicalization = Canonicalization("relaxed", "simple")  # noqa: RUF009 - frozen
     sign_headers: tuple[str, ...] | None = None
     oversign_headers: tuple[str, ...] = ("from",)
     identity: str | None = None
@@ -227,9 +226,7 @@ def _verify_one(checker: dkim.DKIM, idx: int, raw: bytes, lookup: TxtLookup) -> 
     prefix = re.sub(r"\s+", "", _tag(tags, b"b"))[:8]
 
     def verdict(result: DkimResult, reason: str) -> VerifyResult:
-        return VerifyResult(
-            result, domain, selector, algorithm, reason, prefix, _tag(tags, b"i")
-        )
+        return VerifyResult(result, domain, selector, algorithm, reason, prefix, _tag(tags, b"i"))
 
     seen: dict[str, bytes | None] = {}
 
@@ -265,4 +262,3 @@ def _verify_one(checker: dkim.DKIM, idx: int, raw: bytes, lookup: TxtLookup) -> 
 
 def _tag(tags: dict[bytes, bytes], name: bytes) -> str:
     return tags.get(name, b"").decode("ascii", "replace").strip()
-

@@ -55,8 +55,21 @@ def genkey(
     not_after: str | None = None,
 ) -> str:
     """The LDIF that ``ldapdkim genkey`` prints for one key."""
-    argv = ["genkey", "-d", domain, "-s", selector, "-a", algorithm, "--base", base,
-            "--state", state, "-b", str(bits)]
+    argv = [
+        "genkey",
+        "-d",
+        domain,
+        "-s",
+        selector,
+        "-a",
+        algorithm,
+        "--base",
+        base,
+        "--state",
+        state,
+        "-b",
+        str(bits),
+    ]
     if with_domain:
         argv.append("--with-domain")
     if domain_dn:

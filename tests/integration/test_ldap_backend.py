@@ -17,15 +17,23 @@ from ldapdkim.errors import DirectoryUnavailable
 from ldapdkim.resolver import CachedResolver
 
 
-def _settings(slapd: Slapd, base: str, *lines: str, uri: str | None = None,
-              user: str | None = None, password: str | None = None) -> config.Settings:
-    text = "\n".join([
-        "Mode sv",
-        f"Directory {uri or slapd.ldap_uri}/{base}",
-        f"LDAPBindUser {user or slapd.milter_dn}",
-        f"LDAPBindPassword {password or slapd.milter_pw}",
-        *lines,
-    ])
+def _settings(
+    slapd: Slapd,
+    base: str,
+    *lines: str,
+    uri: str | None = None,
+    user: str | None = None,
+    password: str | None = None,
+) -> config.Settings:
+    text = "\n".join(
+        [
+            "Mode sv",
+            f"Directory {uri or slapd.ldap_uri}/{base}",
+            f"LDAPBindUser {user or slapd.milter_dn}",
+            f"LDAPBindPassword {password or slapd.milter_pw}",
+            *lines,
+        ]
+    )
     return config.parse(text + "\n", "test.conf")
 
 
@@ -75,10 +83,26 @@ def test_tls_with_certificate_checking(slapd: Slapd, ldap_base: str, transport: 
 def test_tls_with_the_wrong_ca_is_refused(slapd: Slapd, ldap_base: str, tmp_path: Path) -> None:
     other_ca = tmp_path / "other.crt"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-         "-nodes", "-days", "2", "-subj", "/CN=other-ca", "-keyout", str(tmp_path / "other.key"),
-         "-out", str(other_ca)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=other-ca",
+            "-keyout",
+            str(tmp_path / "other.key"),
+            "-out",
+            str(other_ca),
+        ],
+        check=True,
+        capture_output=True,
     )
     for uri, lines in [(slapd.ldaps_uri, ()), (slapd.ldap_uri, ("LDAPUseTLS yes",))]:
         directory = open_directory(
@@ -103,8 +127,10 @@ def test_a_ca_file_that_is_not_pem_is_a_clear_error(
 def test_failover_to_the_second_uri_when_the_first_is_down(slapd: Slapd, ldap_base: str) -> None:
     _provision(slapd, ldap_base)
     dead = f"ldap://127.0.0.1:{free_port()}/{ldap_base}"
-    text = (f"Mode sv\nDirectory {dead} {slapd.ldap_uri}/{ldap_base}\n"
-            f"LDAPBindUser {slapd.milter_dn}\nLDAPBindPassword {slapd.milter_pw}\n")
+    text = (
+        f"Mode sv\nDirectory {dead} {slapd.ldap_uri}/{ldap_base}\n"
+        f"LDAPBindUser {slapd.milter_dn}\nLDAPBindPassword {slapd.milter_pw}\n"
+    )
     assert open_directory(config.parse(text, "t.conf")).resolve("example.com").keys
 
 
@@ -125,7 +151,7 @@ def test_outage_serves_last_known_good_then_recovers(own_slapd: Slapd) -> None:
     own_slapd.stop()
     assert resolver.resolve("example.com").keys[0].private_key is not None
     assert resolver.stats.stale_served == 1
-    with pytest.raises(DirectoryUnavailable, match="did not answer|cannot reach"):
+    with pytest.raises(DirectoryUnavailable, match=r"did not answer|cannot reach"):
         resolver.resolve("never-seen.example")
 
     own_slapd.start()
@@ -148,4 +174,3 @@ def test_a_frozen_server_is_bounded_by_ldap_timeout(own_slapd: Slapd) -> None:
         own_slapd.resume()
     # One attempt on the open connection, one on a new one: two timeouts at most.
     assert elapsed < 4.5
-

@@ -44,9 +44,14 @@ class DirectoryUnderTest:
     def domain(self, name: str, *extra: str, rdn: str | None = None) -> str:
         """Add a domain entry for ``name`` with extra ``attr: value`` lines; return its DN."""
         dn = f"ou={rdn or name},{self.base}"
-        lines = [f"dn: {dn}", "objectClass: organizationalUnit",
-                 "objectClass: dkimSignDomainPolicy", f"ou: {rdn or name}",
-                 f"dkimSignDomainName: {name}", *extra]
+        lines = [
+            f"dn: {dn}",
+            "objectClass: organizationalUnit",
+            "objectClass: dkimSignDomainPolicy",
+            f"ou: {rdn or name}",
+            f"dkimSignDomainName: {name}",
+            *extra,
+        ]
         self.add("\n".join(lines) + "\n")
         return dn
 
@@ -89,7 +94,8 @@ def test_domain_with_rsa_and_ed25519_keys_signs_with_both_in_two_searches(
     assert directory.backend.searches == 2
     assert resolution.signing_domain == "example.com"
     assert [(k.selector, k.algorithm) for k in signing_keys(resolution, NOW)] == [
-        ("e2026", Algorithm.ED25519_SHA256), ("r2026", Algorithm.RSA_SHA256)
+        ("e2026", Algorithm.ED25519_SHA256),
+        ("r2026", Algorithm.RSA_SHA256),
     ]
 
 
@@ -168,7 +174,11 @@ def test_policy_attributes_override_the_configuration(dut: DirectoryUnderTest) -
     assert custom.oversign_headers == ("subject",)
     assert (custom.identity, custom.expire_seconds) == ("@example.com", 86400)
     assert default.canonicalization == Canonicalization("simple", "simple")
-    assert (default.identity, default.expire_seconds, default.oversign_headers) == (None, 3600, ("from",))
+    assert (default.identity, default.expire_seconds, default.oversign_headers) == (
+        None,
+        3600,
+        ("from",),
+    )
 
 
 def test_only_active_keys_inside_their_window_sign(dut: DirectoryUnderTest) -> None:
@@ -180,8 +190,11 @@ def test_only_active_keys_inside_their_window_sign(dut: DirectoryUnderTest) -> N
     dut.key("example.com", "later", algorithm="ed25519-sha256", not_before="2099-01-01T00:00Z")
     resolution = dut.directory().resolve("example.com")
     assert {k.selector: k.state for k in resolution.keys} == {
-        "active1": KeyState.ACTIVE, "pending1": KeyState.PENDING,
-        "retired1": KeyState.RETIRED, "revoked1": KeyState.REVOKED, "later": KeyState.ACTIVE,
+        "active1": KeyState.ACTIVE,
+        "pending1": KeyState.PENDING,
+        "retired1": KeyState.RETIRED,
+        "revoked1": KeyState.REVOKED,
+        "later": KeyState.ACTIVE,
     }
     assert [k.selector for k in signing_keys(resolution, NOW)] == ["active1"]
     assert [k.selector for k in signing_keys(resolution, NOW + timedelta(days=40000))] == ["later"]
@@ -214,8 +227,15 @@ def test_key_shorter_than_minimum_key_bits_does_not_sign(dut: DirectoryUnderTest
 
 @pytest.mark.parametrize(
     "hostile",
-    ["*", "*)(objectClass=*", "x\0.example.com", "example.com\0.evil.test",
-     "example.com,ou=x", "a" * 300, "example.com)(|(dkimSignDomainName=*"],
+    [
+        "*",
+        "*)(objectClass=*",
+        "x\0.example.com",
+        "example.com\0.evil.test",
+        "example.com,ou=x",
+        "a" * 300,
+        "example.com)(|(dkimSignDomainName=*",
+    ],
 )
 def test_hostile_from_domains_never_reach_the_directory(
     dut: DirectoryUnderTest, hostile: str

@@ -54,17 +54,24 @@ class Site:
 
     def config(self, *lines: str) -> Path:
         path = self.workdir / f"ldapdkim-{len(list(self.workdir.glob('*.conf')))}.conf"
-        path.write_text("\n".join([
-            "Mode sv",
-            f"Directory {self.slapd.ldap_uri}/{self.base}",
-            f"LDAPBindUser {self.slapd.milter_dn}",
-            f"LDAPBindPassword {self.slapd.milter_pw}",
-            f"Nameservers 127.0.0.1:{self.dns.port}",
-            *lines,
-        ]) + "\n")
+        path.write_text(
+            "\n".join(
+                [
+                    "Mode sv",
+                    f"Directory {self.slapd.ldap_uri}/{self.base}",
+                    f"LDAPBindUser {self.slapd.milter_dn}",
+                    f"LDAPBindPassword {self.slapd.milter_pw}",
+                    f"Nameservers 127.0.0.1:{self.dns.port}",
+                    *lines,
+                ]
+            )
+            + "\n"
+        )
         return path
 
-    def sign(self, message: bytes, *lines: str, sender: str | None = None) -> tuple[int, bytes, str]:
+    def sign(
+        self, message: bytes, *lines: str, sender: str | None = None
+    ) -> tuple[int, bytes, str]:
         argv = ["sign", "-c", str(self.config(*lines))]
         if sender:
             argv += ["--sender", sender]
@@ -73,8 +80,9 @@ class Site:
 
 @pytest.fixture
 def site(slapd: Slapd, ldap_base: str, tmp_path: Path) -> Iterator[Site]:
-    ldif = provision(["example.com", "example.org"], ldap_base, tmp_path,
-                     "rsa-sha256", "ed25519-sha256")
+    ldif = provision(
+        ["example.com", "example.org"], ldap_base, tmp_path, "rsa-sha256", "ed25519-sha256"
+    )
     ldif += provision(["rsa-only.example"], ldap_base, tmp_path, "rsa-sha256")
     slapd.ldapadd(without_version_line(ldif))
     with DnsServer() as dns:
@@ -109,7 +117,8 @@ def test_rsa_and_ed25519_signatures_verify_with_perl_mail_dkim(
     assert status == 0, err
     verdicts = mail_dkim_verify(signed, site.dns.port)
     assert sorted((v.result, v.algorithm, v.domain) for v in verdicts) == [
-        ("pass", "ed25519-sha256", "example.com"), ("pass", "rsa-sha256", "example.com")
+        ("pass", "ed25519-sha256", "example.com"),
+        ("pass", "rsa-sha256", "example.com"),
     ], verdicts
     assert f"c={canonicalization}".encode() in signed
 
@@ -120,7 +129,8 @@ def test_signatures_verify_with_opendkim(site: Site) -> None:
     assert status == 0, err
     verdicts = opendkim_verify(signed, site.dns.port)
     assert sorted((v.result, v.algorithm) for v in verdicts) == [
-        ("pass", "ed25519-sha256"), ("pass", "rsa-sha256")
+        ("pass", "ed25519-sha256"),
+        ("pass", "rsa-sha256"),
     ], verdicts
 
 
@@ -136,8 +146,13 @@ def test_ldapdkim_verify_reports_each_signature(site: Site) -> None:
     status, out, _ = run_cli("verify", "-c", str(site.config()), stdin=signed)
     lines = sorted(out.decode().splitlines())
     assert status == 0
-    assert [line.split(" s=")[0] for line in lines] == ["pass: d=example.com", "pass: d=example.com"]
-    status, out, _ = run_cli("verify", "-c", str(site.config()), stdin=signed.replace(b"Bob,", b"Rob,"))
+    assert [line.split(" s=")[0] for line in lines] == [
+        "pass: d=example.com",
+        "pass: d=example.com",
+    ]
+    status, out, _ = run_cli(
+        "verify", "-c", str(site.config()), stdin=signed.replace(b"Bob,", b"Rob,")
+    )
     assert status == 1 and out.decode().count("fail: d=example.com") == 2
 
 
@@ -162,7 +177,9 @@ def test_hostile_or_unknown_from_domains_are_printed_unsigned_with_the_reason(
     assert "not signed:" in err and reason in err
 
 
-@pytest.mark.parametrize("hostile", ["*", "*)(objectClass=*", "example.com,ou=x", "x\x00.example.com"])
+@pytest.mark.parametrize(
+    "hostile", ["*", "*)(objectClass=*", "example.com,ou=x", "x\x00.example.com"]
+)
 def test_hostile_sender_domains_are_refused_before_any_lookup(site: Site, hostile: str) -> None:
     status, out, err = site.sign(_message(), sender=f"bounce@{hostile}")
     assert status == 1 and b"DKIM-Signature" not in out
@@ -195,7 +212,10 @@ def test_the_installed_command_signs_from_the_shell(site: Site) -> None:
     """The console entry point, as README's commands use it."""
     result = subprocess.run(
         [sys.executable, "-m", "ldapdkim", "sign", "-c", str(site.config())],
-        input=_message(), capture_output=True, check=False, env=os.environ.copy(),
+        input=_message(),
+        capture_output=True,
+        check=False,
+        env=os.environ.copy(),
     )
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.count(b"DKIM-Signature:") == 2

@@ -66,7 +66,7 @@ def test_absences_are_cached_for_the_negative_ttl_and_then_asked_again() -> None
     directory, clock = FakeDirectory(), Clock()
     resolver = _resolver(directory, clock)
     for _ in range(3):
-        with pytest.raises(DomainNotFound, match="no policy entry for unknown.example"):
+        with pytest.raises(DomainNotFound, match=r"no policy entry for unknown\.example"):
             resolver.resolve("unknown.example")
     assert directory.asked == ["unknown.example"]
     directory.known.add("unknown.example")

@@ -35,7 +35,8 @@ def _key(algorithm: Algorithm) -> SigningKey:
 def _dns(*signing_keys: SigningKey) -> Callable[[str], bytes | None]:
     table = {
         f"{k.selector}._domainkey.example.com": keys.txt_record(
-            k.algorithm, keys.public_key_b64(k.private_key)  # type: ignore[arg-type]
+            k.algorithm,
+            keys.public_key_b64(k.private_key),  # type: ignore[arg-type]
         ).encode()
         for k in signing_keys
     }
@@ -48,7 +49,9 @@ def _signed(message: bytes, params: SigningParams, *signing_keys: SigningKey) ->
 
 
 @pytest.mark.parametrize("algorithm", list(Algorithm))
-@pytest.mark.parametrize("canon", ["simple/simple", "relaxed/relaxed", "relaxed/simple", "simple/relaxed"])
+@pytest.mark.parametrize(
+    "canon", ["simple/simple", "relaxed/relaxed", "relaxed/simple", "simple/relaxed"]
+)
 def test_signature_verifies_for_every_algorithm_and_canonicalization(
     algorithm: Algorithm, canon: str
 ) -> None:
@@ -56,7 +59,11 @@ def test_signature_verifies_for_every_algorithm_and_canonicalization(
     signed = _signed(MESSAGE, SigningParams(Canonicalization.parse(canon)), key)
     [result] = verify_message(signed, _dns(key))
     assert result.result is DkimResult.PASS, result.reason
-    assert (result.domain, result.selector, result.algorithm) == ("example.com", key.selector, algorithm.value)
+    assert (result.domain, result.selector, result.algorithm) == (
+        "example.com",
+        key.selector,
+        algorithm.value,
+    )
 
 
 def test_every_key_signs_so_rsa_and_ed25519_give_two_signatures() -> None:
@@ -64,7 +71,8 @@ def test_every_key_signs_so_rsa_and_ed25519_give_two_signatures() -> None:
     signed = _signed(MESSAGE, SigningParams(), rsa, ed)
     results = verify_message(signed, _dns(rsa, ed))
     assert [(r.algorithm, r.result) for r in results] == [
-        ("rsa-sha256", DkimResult.PASS), ("ed25519-sha256", DkimResult.PASS)
+        ("rsa-sha256", DkimResult.PASS),
+        ("ed25519-sha256", DkimResult.PASS),
     ]
 
 
@@ -87,9 +95,21 @@ def test_from_is_oversigned_so_an_added_from_breaks_the_signature() -> None:
 
 
 def test_header_selection_follows_sign_and_oversign_lists() -> None:
-    headers = [(b"From", b" a\r\n"), (b"To", b" b\r\n"), (b"X-Custom", b" c\r\n"), (b"To", b" d\r\n")]
+    headers = [
+        (b"From", b" a\r\n"),
+        (b"To", b" b\r\n"),
+        (b"X-Custom", b" c\r\n"),
+        (b"To", b" d\r\n"),
+    ]
     params = SigningParams(sign_headers=("to", "x-custom"), oversign_headers=("to", "subject"))
-    assert select_header_names(headers, params) == [b"from", b"to", b"x-custom", b"to", b"subject", b"to"]
+    assert select_header_names(headers, params) == [
+        b"from",
+        b"to",
+        b"x-custom",
+        b"to",
+        b"subject",
+        b"to",
+    ]
 
 
 def test_identity_and_expiry_tags_are_set_when_configured() -> None:
@@ -118,8 +138,13 @@ def test_lf_only_message_signs_as_its_crlf_form() -> None:
 
 def test_message_without_from_is_not_signed() -> None:
     with pytest.raises(MessageError, match="no From"):
-        sign_message(b"To: b@example.net\r\n\r\nbody\r\n", "example.com",
-                     [_key(Algorithm.RSA_SHA256)], SigningParams(), timestamp=NOW)
+        sign_message(
+            b"To: b@example.net\r\n\r\nbody\r\n",
+            "example.com",
+            [_key(Algorithm.RSA_SHA256)],
+            SigningParams(),
+            timestamp=NOW,
+        )
 
 
 def test_missing_key_is_permerror_and_dns_trouble_is_temperror_never_fail() -> None:
@@ -136,7 +161,9 @@ def test_missing_key_is_permerror_and_dns_trouble_is_temperror_never_fail() -> N
 
 
 def test_key_shorter_than_the_minimum_is_permerror() -> None:
-    short = SigningKey("dn", "r1", Algorithm.RSA_SHA256, KeyState.ACTIVE, keys.generate(Algorithm.RSA_SHA256, 1024))
+    short = SigningKey(
+        "dn", "r1", Algorithm.RSA_SHA256, KeyState.ACTIVE, keys.generate(Algorithm.RSA_SHA256, 1024)
+    )
     signed = _signed(MESSAGE, SigningParams(), short)
     [result] = verify_message(signed, _dns(short), minimum_key_bits=2048)
     assert result.result is DkimResult.PERMERROR

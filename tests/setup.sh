@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12 machine to run ldapdkim's whole test suite.
+#
+#   bash tests/setup.sh        (as root, or as a user with sudo)
+#
+# Idempotent; a second run only checks and takes a few seconds. It:
+#   1. installs the system packages the tests drive (slapd, postfix, OpenDKIM,
+#      miltertest, unbound, Perl Mail::DKIM, build headers for python-ldap and
+#      pymilter), preseeding postfix so nothing is asked;
+#   2. leaves no system instance of slapd, postfix, opendkim or unbound that
+#      it installed running or enabled: the tests start their own on free
+#      loopback ports (an instance that was there before is left alone);
+#   3. unpacks Debian 13's libmail-dkim-perl (pure Perl, verifies
+#      ed25519-sha256, RFC 8463) into tests/.cache/mail-dkim without
+#      installing it; tests/integration/verifiers.py puts it first in PERL5LIB;
+#   4. creates .venv at the repository root and installs ldapdkim[test] in it.
+set -euo pipefail
+
+started=$(date +%s)
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache_dir="$repo_root/tests/.cache/mail-dkim"
+venv="$repo_root/.venv"
+export DEBIAN_FRONTEND=noninteractive
+
+packages=(
+    python3 python3-venv python3-dev gcc libldap-dev libsasl2-dev libmilter-dev
+    slapd ldap-utils openssl
+    libmail-dkim-perl libnet-dns-perl libcryptx-perl
+    libmail-authenticationresults-perl libcrypt-openssl-rsa-perl
+    opendkim opendkim-tools miltertest unbound postfix
+)
+# Daemons the packages above may start; stopped if this run installed them.
+services=(slapd postfix opendkim unbound unbound-resolvconf)
+
+log() { printf 'setup: %s\n' "$*"; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+# Run a command as root: directly, or through sudo when we are not root.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo env DEBIAN_FRONTEND=noninteractive "$@"
+    else
+        die "need root for '$*': run as root or install sudo"
+    fi
+}
+
+missing_packages() {
+    local pkg
+    for pkg in "${packages[@]}"; do
+        if [ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" != "install ok installed" ]; then
+            printf '%s\n' "$pkg"
+        fi
+    done
+}
+
+# --- 1. system packages -------------------------------------------------------
+
+policy_rc_d=/usr/sbin/policy-rc.d
+our_policy_rc_d=no
+remove_our_policy_rc_d() {
+    if [ "$our_policy_rc_d" = yes ]; then
+        as_root rm -f "$policy_rc_d"
+        our_policy_rc_d=no
+    fi
+}
+trap remove_our_policy_rc_d EXIT
+
+missing=()
+mapfile -t missing < <(missing_packages)
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing: ${missing[*]}"
+    # Keep maintainer scripts from starting daemons we would only stop again
+    # (unbound on port 53 could even become the system resolver).
+    if [ ! -e "$policy_rc_d" ]; then
+        printf '#!/bin/sh\n# temporary, from ldapdkim tests/setup.sh\nexit 101\n' \
+            | as_root tee "$policy_rc_d" >/dev/null
+        as_root chmod 755 "$policy_rc_d"
+        our_policy_rc_d=yes
+    fi
+    echo "postfix postfix/main_mailer_type select No configuration" \
+        | as_root debconf-set-selections
+    as_root apt-get update -q
+    as_root apt-get install -y -q --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+        "${missing[@]}"
+    remove_our_policy_rc_d
+    mapfile -t still_missing < <(missing_packages)
+    [ "${#still_missing[@]}" -eq 0 ] || die "not installed: ${still_missing[*]}"
+else
+    log "system packages already installed"
+fi
+
+# --- 2. no system instances ---------------------------------------------------
+
+installed_now() {
+    local pkg
+    for pkg in "${missing[@]}"; do
+        [ "$pkg" = "${1%-resolvconf}" ] && return 0
+    done
+    return 1
+}
+
+stopped=()
+for service in "${services[@]}"; do
+    installed_now "$service" || continue
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        if systemctl is-active --quiet "$service" 2>/dev/null; then
+            as_root systemctl stop "$service" || true
+            stopped+=("$service")
+        fi
+        if systemctl is-enabled --quiet "$service" 2>/dev/null; then
+            as_root systemctl disable --quiet "$service" || true
+        fi
+    elif [ -x "/etc/init.d/$service" ]; then
+        if as_root "/etc/init.d/$service" status >/dev/null 2>&1; then
+            as_root "/etc/init.d/$service" stop >/dev/null 2>&1 || true
+            stopped+=("$service")
+        fi
+    fi
+done
+if [ "${#stopped[@]}" -gt 0 ]; then
+    log "stopped system instances: ${stopped[*]}"
+fi
+
+# --- 3. Debian 13's Mail::DKIM, unpacked, not installed ---------------------------
+
+# The mirror this machine already uses, from its deb822 sources if it has them.
+debian_mirror() {
+    local sources=/etc/apt/sources.list.d/debian.sources uri=""
+    if [ -r "$sources" ]; then
+        uri=$(awk '/^URIs:/ && $2 !~ /security/ { print $2; exit }' "$sources")
+    fi
+    if [ -z "$uri" ] && [ -r /etc/apt/sources.list ]; then
+        uri=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' \
+            /etc/apt/sources.list)
+    fi
+    printf '%s\n' "${uri:-http://deb.debian.org/debian}"
+}
+
+fetch_mail_dkim() {
+    local work mirror signed_by="" deb
+    work=$(mktemp -d)
+    # shellcheck disable=SC2064  # expand $work now
+    trap "rm -rf '$work'; remove_our_policy_rc_d" EXIT
+    mirror=$(debian_mirror)
+    if [ -r /usr/share/keyrings/debian-archive-keyring.gpg ]; then
+        signed_by="[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+    fi
+    mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/deb"
+    echo "deb ${signed_by}${mirror} trixie main" >"$work/sources.list"
+    # A private apt state: the machine's own sources, lists and cache are untouched.
+    local apt_opts=(
+        -o "Dir::Etc::sourcelist=$work/sources.list" -o "Dir::Etc::sourceparts=-"
+        -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache"
+        -o "APT::Sandbox::User=root" -q
+    )
+    log "fetching Debian 13 libmail-dkim-perl from $mirror"
+    as_root apt-get "${apt_opts[@]}" update >/dev/null
+    (cd "$work/deb" && as_root apt-get "${apt_opts[@]}" download libmail-dkim-perl >/dev/null)
+    deb=$(find "$work/deb" -name 'libmail-dkim-perl_*_all.deb' | head -n 1)
+    [ -n "$deb" ] || die "apt-get download libmail-dkim-perl produced no .deb"
+    mkdir -p "$(dirname "$cache_dir")"
+    rm -rf "$cache_dir.new"
+    dpkg-deb -x "$deb" "$cache_dir.new"
+    basename "$deb" >"$cache_dir.new/SOURCE"
+    rm -rf "$cache_dir"
+    mv "$cache_dir.new" "$cache_dir"
+    rm -rf "$work"
+    trap remove_our_policy_rc_d EXIT
+}
+
+if [ -f "$cache_dir/usr/share/perl5/Mail/DKIM.pm" ]; then
+    log "Debian 13 Mail::DKIM already in tests/.cache/mail-dkim"
+else
+    fetch_mail_dkim
+fi
+mail_dkim_new=$(PERL5LIB="$cache_dir/usr/share/perl5" perl -e \
+    'use Mail::DKIM; use Mail::DKIM::Algorithm::ed25519_sha256; use Crypt::PK::Ed25519; print $Mail::DKIM::VERSION' \
+    2>/dev/null) || die "the Mail::DKIM in $cache_dir does not load with ed25519 support; delete that directory and rerun"
+
+# --- 4. Python virtual environment ------------------------------------------------
+
+if [ ! -x "$venv/bin/python" ]; then
+    log "creating $venv"
+    python3 -m venv "$venv"
+fi
+# Reinstall only when pyproject.toml changed since the last successful install.
+stamp="$venv/.ldapdkim-setup-stamp"
+want=$(sha256sum "$repo_root/pyproject.toml" | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    log "installing ldapdkim[test] into .venv"
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$repo_root[test]"
+    echo "$want" >"$stamp"
+else
+    log ".venv already has ldapdkim[test] for this pyproject.toml"
+fi
+
+# --- summary ---------------------------------------------------------------------
+
+version_of() { dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo "?"; }
+cat <<EOF
+setup: done in $(($(date +%s) - started)) s
+  python       $("$venv/bin/python" -c 'import sys; print(sys.version.split()[0])') in .venv
+  slapd        $(version_of slapd)
+  postfix      $(version_of postfix)
+  opendkim     $(version_of opendkim)   miltertest $(version_of miltertest)
+  unbound      $(version_of unbound)
+  Mail::DKIM   $(version_of libmail-dkim-perl) (system, rsa only), $mail_dkim_new (tests/.cache, ed25519)
+EOF

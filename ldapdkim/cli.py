@@ -62,9 +62,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LdapDkimError as err:
         _error(err, args.verbose)
         return 1
+    except BrokenPipeError:
+        # The reader went away (``ldapdkim sign ... | head``): not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except OSError as err:
+        _error(f"{err.filename}: {err.strerror}" if err.filename else err, args.verbose)
+        return 1
 
 
-def _error(err: Exception, verbose: bool) -> None:
+def _error(err: Exception | str, verbose: bool) -> None:
     if verbose:
         log.exception("%s", err)
     print(f"ldapdkim: {err}", file=sys.stderr)

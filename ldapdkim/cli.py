@@ -200,7 +200,7 @@ def _key_options(p: argparse.ArgumentParser, *, single: bool) -> None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    settings = config.load(args.config)
+    settings = _load(args)
     open_directory(settings).backend.close()
     print(f"{args.config}: OK")
     return 0
@@ -307,6 +307,14 @@ def cmd_provision(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(args: argparse.Namespace) -> config.Settings:
+    """The configuration named by ``-c``; its bind password joins the log redaction."""
+    settings = config.load(args.config)
+    password = settings.ldap_bind_password
+    setup_cli_logging(args.verbose, secrets=[password.reveal()] if password else [])
+    return settings
+
+
 def _resolver(settings: config.Settings) -> CachedResolver:
     return CachedResolver(
         open_directory(settings),
@@ -317,7 +325,7 @@ def _resolver(settings: config.Settings) -> CachedResolver:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    settings = config.load(args.config)
+    settings = _load(args)
     message = sys.stdin.buffer.read()
     try:
         signatures = _sign(settings, message, args.sender)
@@ -363,7 +371,7 @@ def _sign(settings: config.Settings, message: bytes, sender: str | None) -> list
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    settings = config.load(args.config)
+    settings = _load(args)
     message = sys.stdin.buffer.read()
     lookup = TxtLookup(settings.nameservers, timeout=settings.ldap_timeout)
     results = verify_message(
@@ -382,7 +390,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_dns_records(args: argparse.Namespace) -> int:
-    settings = config.load(args.config)
+    settings = _load(args)
     directory = open_directory(settings)
     records: list[KeyRecord] = []
     for domain_policy, domain_keys in directory.walk():

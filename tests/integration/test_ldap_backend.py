@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,3 +175,30 @@ def test_a_frozen_server_is_bounded_by_ldap_timeout(own_slapd: Slapd) -> None:
         own_slapd.resume()
     # One attempt on the open connection, one on a new one: two timeouts at most.
     assert elapsed < 4.5
+
+
+def test_threads_share_one_connection_safely(slapd: Slapd, ldap_base: str) -> None:
+    """pymilter runs a thread per SMTP connection; all of them resolve at once."""
+    for domain in ("a.example", "b.example", "c.example"):
+        _provision(slapd, ldap_base, domain)
+    directory = open_directory(_settings(slapd, ldap_base))
+    resolver = CachedResolver(directory, ttl=0, negative_ttl=0, max_stale=0)
+    errors: list[BaseException] = []
+
+    def work(domain: str) -> None:
+        try:
+            for _ in range(40):
+                assert resolver.resolve(domain).signing_domain == domain
+        except BaseException as err:
+            errors.append(err)
+
+    threads = [
+        threading.Thread(target=work, args=(d,))
+        for d in ["a.example", "b.example", "c.example"] * 3
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert directory.backend.searches == 9 * 40 * 2

@@ -99,6 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", parents=[with_config], help="validate the configuration")
     p.set_defaults(func=cmd_check_config)
 
+    p = sub.add_parser("run", parents=[with_config], help="run the milter (foreground)")
+    p.set_defaults(func=cmd_run)
+
     p = sub.add_parser("genkey", parents=[common], help="make a key; print its LDIF entry")
     p.add_argument("-d", "--domain", required=True)
     p.add_argument("-s", "--selector", required=True)
@@ -219,6 +222,12 @@ def _time_arg(text: str) -> datetime:
             f"{text!r} is not a time; use 20270101000000Z or 2027-01-01T00:00+00:00"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ldapdkim.daemon import Daemon  # pymilter is needed only here
+
+    return Daemon(args.config).run()
 
 
 def _domain_arg(text: str) -> str:
@@ -373,7 +382,7 @@ def _sign(settings: config.Settings, message: bytes, sender: str | None) -> list
 def cmd_verify(args: argparse.Namespace) -> int:
     settings = _load(args)
     message = sys.stdin.buffer.read()
-    lookup = TxtLookup(settings.nameservers, timeout=settings.ldap_timeout)
+    lookup = TxtLookup(settings.nameservers, timeout=settings.dns_timeout)
     results = verify_message(
         message,
         lookup,

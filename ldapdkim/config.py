@@ -740,6 +740,8 @@ _KEYWORDS: tuple[_Keyword, ...] = (
     _Keyword("Nameservers", "nameservers", _nameservers, None,
              "DNS servers for key lookups: IP, IP:PORT or [IPv6]:PORT",
              shown="(system resolver)", empty=()),
+    _Keyword("DNSTimeout", "dns_timeout", _positive_seconds, "5",
+             "seconds before a key lookup counts as a temporary DNS error (temperror)"),
     _Keyword("MaximumSignaturesToVerify", "maximum_signatures_to_verify", _signature_count,
              "3", "how many signatures of one message are verified, from the top"),
     # Process and logging
@@ -867,6 +869,7 @@ class Settings:
     macro_list: tuple[tuple[str, tuple[str, ...]], ...] = _DEFAULTS["macro_list"]
     authserv_id: str | None = _DEFAULTS["authserv_id"]
     nameservers: tuple[tuple[str, int], ...] = _DEFAULTS["nameservers"]
+    dns_timeout: float = _DEFAULTS["dns_timeout"]
     maximum_signatures_to_verify: int = _DEFAULTS["maximum_signatures_to_verify"]
     user_id: str | None = _DEFAULTS["user_id"]
     pid_file: Path | None = _DEFAULTS["pid_file"]

@@ -6,8 +6,9 @@ override them (canonicalization, headers, ``i=``, ``x=``, algorithms).
 
 from __future__ import annotations
 
+import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from email.utils import getaddresses
 
@@ -85,3 +86,51 @@ def author_domain(headers: Sequence[Header]) -> str:
         count = "no address" if not addresses else f"{len(addresses)} addresses"
         raise MessageError(f"From has {count} that can be read; one author address is needed")
     return domain_of_address(addresses[0][1])
+
+
+@enum.unique
+class Role(enum.Enum):
+    """What ldapdkim does with the mail of one SMTP client."""
+
+    SIGN = "sign"
+    VERIFY = "verify"
+    SKIP = "skip"
+
+
+def macro_matches(
+    macro_list: Sequence[tuple[str, Sequence[str]]], value_of: Callable[[str], str | None]
+) -> str | None:
+    """The first ``MacroList`` entry that the MTA's macros satisfy, as text; None if none.
+
+    An entry without values matches any non-empty value (OpenDKIM's meaning).
+    """
+    for name, values in macro_list:
+        value = value_of(name)
+        if value and (not values or value in values):
+            return f"{name}={value}"
+    return None
+
+
+def choose_role(
+    settings: Settings,
+    address: str | None,
+    hostname: str | None,
+    macro_value: Callable[[str], str | None],
+) -> tuple[Role, str]:
+    """Sign, verify or skip the mail of this client, with the reason (for ``LogWhy``).
+
+    Mail is signed only for clients in InternalHosts or whose macros match
+    MacroList (an authenticated sender, a submission listener): never for an
+    outside client, whatever From it claims.
+    """
+    if settings.peer_list and settings.peer_list.matches(address, hostname):
+        return Role.SKIP, f"client {address or hostname} is in PeerList"
+    macro = macro_matches(settings.macro_list, macro_value)
+    internal = settings.internal_hosts.matches(address, hostname)
+    if (internal or macro) and settings.signs:
+        if internal:
+            return Role.SIGN, f"client {address or hostname} is in InternalHosts"
+        return Role.SIGN, f"MTA macro {macro}"
+    if settings.verifies:
+        return Role.VERIFY, f"client {address or hostname} is outside InternalHosts"
+    return Role.SKIP, f"Mode {settings.mode} neither signs nor verifies this client's mail"

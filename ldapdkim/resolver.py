@@ -100,6 +100,17 @@ class CachedResolver:
             if self._negative is not None:
                 self._negative.clear()
 
+    def adopt_last_known_good(self, previous: CachedResolver) -> None:
+        """Take over ``previous``'s last known answers (after a configuration reload).
+
+        Fresh and negative answers are not taken: a reload flushes them.
+        """
+        with previous._lock:
+            known = list(previous._last_good.items())
+        with self._lock:
+            for name, entry in known:
+                self._last_good.setdefault(name, entry)
+
     def _cached(self, name: str) -> Answer | None:
         if self._fresh is not None and name in self._fresh:
             return self._fresh[name]

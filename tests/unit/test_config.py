@@ -82,6 +82,7 @@ DEFAULTS = {
     "macro_list": (("{auth_authen}", ()),),
     "authserv_id": None,
     "nameservers": (),
+    "dns_timeout": 5.0,
     "maximum_signatures_to_verify": 3,
     "user_id": None,
     "pid_file": None,

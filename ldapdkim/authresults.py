@@ -1,0 +1,60 @@
+"""Our ``Authentication-Results`` header field (RFC 8601), and which existing ones are ours.
+
+Built with the ``authres`` package, the only module that touches it.  A
+DKIM result carries ``header.d``, ``header.i``, ``header.s``, ``header.a``
+and ``header.b`` (the first eight characters of the signature, RFC 6008), so
+a reader can tell several signatures of one domain apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import authres
+
+from ldapdkim.model import DkimResult, VerifyResult
+
+HEADER = "Authentication-Results"
+
+
+def build(authserv_id: str, results: Sequence[VerifyResult]) -> str:
+    """The header field value (without the name) for ``results``; ``dkim=none`` when empty."""
+    if results:
+        clauses = [_clause(r) for r in results]
+    else:
+        clauses = [authres.DKIMAuthenticationResult(result=DkimResult.NONE.value)]
+    header = authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=clauses)
+    text = str(header)
+    return text.split(":", 1)[1].strip()
+
+
+def _clause(result: VerifyResult) -> object:
+    properties = []
+    if result.signature_prefix:
+        prefix = result.signature_prefix
+        properties.append(authres.AuthenticationResultProperty("header", "b", prefix))
+    return authres.DKIMAuthenticationResult(
+        result=result.result.value,
+        result_comment=_comment(result.reason) or None,
+        header_d=result.domain or None,
+        header_i=result.identity or None,
+        header_s=result.selector or None,
+        header_a=result.algorithm or None,
+        properties=properties or None,
+    )
+
+
+def _comment(reason: str) -> str:
+    """A reason made safe for an RFC 5322 comment: no parentheses, backslashes or line breaks."""
+    cleaned = "".join(c if c.isprintable() and c not in "()\\" else " " for c in reason)
+    return " ".join(cleaned.split())[:200]
+
+
+def authserv_id_of(value: str) -> str | None:
+    """The authserv-id of an existing header field value, lowercase; None if unreadable."""
+    try:
+        parsed = authres.AuthenticationResultsHeader.parse_value(value)
+    except Exception:  # authres raises several types on garbage
+        text = value.strip().split(";", 1)[0].strip()
+        return text.split()[0].lower() if text else None
+    return str(parsed.authserv_id).lower()

@@ -1,0 +1,228 @@
+"""The milter process: configuration, logging, socket, privileges, signals.
+
+Sequence at start: read and validate the configuration (secrets included,
+while still root), set up logging, bind the milter socket, write the PidFile,
+drop to ``UserID``, then serve.
+
+libmilter takes SIGHUP, SIGTERM and SIGINT for itself (it stops on each), so
+its main loop runs in a thread of its own and the process's main thread
+handles the signals: a process-directed signal goes to the main thread when
+that thread does not block it.  SIGHUP re-reads the configuration and
+replaces the runtime as a whole; sessions in flight keep the runtime they
+started with.  A new configuration that does not load is refused with the
+error logged, and the old one stays.  SIGTERM and SIGINT stop the milter.
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import logging.handlers
+import os
+import pwd
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import Milter
+import milter as libmilter
+
+from ldapdkim import __version__, config
+from ldapdkim.directory import open_directory
+from ldapdkim.dnslookup import TxtLookup
+from ldapdkim.errors import ConfigError, LdapDkimError
+from ldapdkim.log import RedactingFilter
+from ldapdkim.milter import DkimMilter, Runtime
+from ldapdkim.resolver import CachedResolver
+
+log = logging.getLogger(__name__)
+
+NAME = "ldapdkim"
+
+
+def build_runtime(settings: config.Settings, previous: Runtime | None = None) -> Runtime:
+    """A runtime for ``settings``; after a reload, the last known answers carry over."""
+    resolver = CachedResolver(
+        open_directory(settings),
+        ttl=settings.ldap_cache_ttl,
+        negative_ttl=settings.ldap_negative_cache_ttl,
+        max_stale=settings.directory_max_stale,
+    )
+    if previous is not None:
+        resolver.adopt_last_known_good(previous.resolver)
+    return Runtime(
+        settings=settings,
+        resolver=resolver,
+        lookup=TxtLookup(settings.nameservers, timeout=settings.dns_timeout),
+        authserv_id=Runtime.default_authserv_id(settings),
+    )
+
+
+@dataclass
+class Holder:
+    """The current runtime; swapped whole on reload, read by each new session."""
+
+    runtime: Runtime
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def current(self) -> Runtime:
+        return self.runtime
+
+    def replace(self, runtime: Runtime) -> None:
+        with self.lock:
+            self.runtime = runtime
+
+
+def setup_logging(settings: config.Settings) -> None:
+    """Syslog (``Syslog yes``, facility ``SyslogFacility``) or standard error."""
+    root = logging.getLogger("ldapdkim")
+    root.handlers.clear()
+    root.propagate = False
+    root.setLevel(logging.INFO)
+    secrets = [settings.ldap_bind_password.reveal()] if settings.ldap_bind_password else []
+    handler: logging.Handler
+    if settings.syslog and Path("/dev/log").exists():
+        facility = logging.handlers.SysLogHandler.facility_names[settings.syslog_facility]
+        handler = logging.handlers.SysLogHandler(address="/dev/log", facility=facility)
+        handler.setFormatter(logging.Formatter(f"{NAME}[%(process)d]: %(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter(f"%(asctime)s {NAME}[%(process)d]: %(levelname)s: %(message)s")
+        )
+    handler.addFilter(RedactingFilter(secrets))
+    root.addHandler(handler)
+    if settings.syslog and not Path("/dev/log").exists():
+        log.warning("Syslog yes, but there is no /dev/log; logging to standard error")
+
+
+def _register(holder: Holder) -> None:
+    """Wire libmilter's callbacks to :class:`DkimMilter` (as pymilter's runmilter does)."""
+    Milter.factory = lambda: DkimMilter(holder.current)
+    libmilter.set_flags(libmilter.ADDHDRS | libmilter.CHGHDRS | libmilter.QUARANTINE)
+    libmilter.set_exception_policy(libmilter.TEMPFAIL)
+    libmilter.set_connect_callback(Milter.connect_callback)
+    libmilter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
+    libmilter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
+    libmilter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
+    libmilter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
+    libmilter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
+    libmilter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
+    libmilter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
+    libmilter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
+    libmilter.set_close_callback(Milter.close_callback)
+    libmilter.register(
+        NAME,
+        data=lambda ctx: ctx.getpriv().data(),
+        unknown=lambda ctx, cmd: ctx.getpriv().unknown(cmd),
+        negotiate=Milter.negotiate_callback,
+    )
+
+
+def _socket_path(spec: str) -> Path | None:
+    kind, _, rest = spec.partition(":")
+    return Path(rest) if kind in ("local", "unix") else None
+
+
+def _drop_privileges(settings: config.Settings) -> None:
+    if not settings.user_id:
+        return
+    user, _, group = settings.user_id.partition(":")
+    try:
+        entry = pwd.getpwnam(user)
+        gid = grp.getgrnam(group).gr_gid if group else entry.pw_gid
+    except KeyError:
+        raise ConfigError(
+            f"{settings.source}: UserID {settings.user_id}: no such user or group; "
+            "create it or fix UserID"
+        ) from None
+    path = _socket_path(settings.socket)
+    if path is not None and path.exists():
+        os.chown(path, entry.pw_uid, gid)
+    os.setgroups([])
+    os.initgroups(user, gid)
+    os.setgid(gid)
+    os.setuid(entry.pw_uid)
+    log.info("running as %s (uid %d, gid %d)", user, entry.pw_uid, gid)
+
+
+class Daemon:
+    """One milter process."""
+
+    def __init__(self, config_path: str) -> None:
+        self.config_path = config_path
+        self.settings = config.load(config_path)
+        self.holder: Holder | None = None
+        self._reload = threading.Event()
+        self._stop = threading.Event()
+
+    def run(self) -> int:
+        settings = self.settings
+        setup_logging(settings)
+        self.holder = Holder(build_runtime(settings))
+        _register(self.holder)
+        if settings.umask is not None:
+            os.umask(settings.umask)
+        libmilter.setconn(settings.socket)
+        try:
+            libmilter.opensocket(True)
+        except libmilter.error as err:
+            raise LdapDkimError(
+                f"cannot open Socket {settings.socket}: {err}; is another milter using it?"
+            ) from None
+        if settings.pid_file is not None:
+            settings.pid_file.write_text(f"{os.getpid()}\n")
+        _drop_privileges(settings)
+        signal.signal(signal.SIGHUP, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        server = threading.Thread(target=self._serve, name="libmilter", daemon=True)
+        server.start()
+        log.info("ldapdkim %s listening on %s", __version__, settings.socket)
+        try:
+            while server.is_alive():
+                if self._stop.wait(0.2):
+                    log.info("stopping")
+                    libmilter.stop()
+                    server.join(timeout=30)
+                    break
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self.reload()
+        finally:
+            if settings.pid_file is not None:
+                settings.pid_file.unlink(missing_ok=True)
+        return 0
+
+    def _serve(self) -> None:
+        try:
+            libmilter.main()
+        except libmilter.error as err:
+            log.error("libmilter stopped: %s", err)
+            self._stop.set()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self._reload.set()
+        else:
+            self._stop.set()
+
+    def reload(self) -> bool:
+        """Re-read the configuration; keep the old one if the new one does not load."""
+        assert self.holder is not None
+        try:
+            settings = config.load(self.config_path)
+            runtime = build_runtime(settings, previous=self.holder.current())
+        except LdapDkimError as err:
+            log.error("configuration not reloaded, keeping the old one: %s", err)
+            return False
+        if settings.socket != self.settings.socket or settings.user_id != self.settings.user_id:
+            log.warning("Socket and UserID changes take effect at the next restart")
+        self.settings = settings
+        setup_logging(settings)
+        self.holder.replace(runtime)
+        log.info("configuration reloaded from %s; caches flushed", self.config_path)
+        return True

@@ -1,0 +1,392 @@
+"""The milter: one :class:`DkimMilter` per SMTP connection, driven by libmilter.
+
+The only user of pymilter.  Per message it collects the header fields and the
+body, decides (through :mod:`policy`) whether to sign or verify, and at end of
+message inserts ``DKIM-Signature`` fields above the others or one
+``Authentication-Results`` field (RFC 8601).
+
+Every callback sits behind one error barrier: an unexpected exception is
+logged with its traceback and the queue id, ``On-InternalError`` is applied,
+and the process carries on.  Known outcomes map to OpenDKIM's ``On-*``
+actions, plus ``On-DirectoryError`` when the directory cannot answer and
+nothing recent enough is cached.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import socket
+import threading
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import Milter
+
+from ldapdkim import __version__, authresults, policy
+from ldapdkim.config import Action, Settings
+from ldapdkim.errors import (
+    DirectoryError,
+    DirectoryUnavailable,
+    DomainNotFound,
+    DomainNotSigned,
+    InvalidDomain,
+    MessageError,
+)
+from ldapdkim.model import DkimResult, KeyState, Resolution, VerifyResult
+from ldapdkim.resolver import CachedResolver
+from ldapdkim.signer import Header, TxtLookup, sign_parsed, verify_message
+
+log = logging.getLogger(__name__)
+
+# pymilter is untyped; its replies are small ints.
+CONTINUE: int = Milter.CONTINUE
+ACCEPT: int = Milter.ACCEPT
+REJECT: int = Milter.REJECT
+TEMPFAIL: int = Milter.TEMPFAIL
+DISCARD: int = Milter.DISCARD
+LEADSPC: int = Milter.P_HDR_LEADSPC
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class Counters:
+    """Totals since start, for status output and benchmarks."""
+
+    signed: int = 0
+    verified: int = 0
+    not_signed: int = 0
+    errors: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, name: str) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything a session needs; replaced as a whole when the configuration is reloaded."""
+
+    settings: Settings
+    resolver: CachedResolver
+    lookup: TxtLookup
+    authserv_id: str
+    counters: Counters = field(default_factory=Counters)
+
+    @classmethod
+    def default_authserv_id(cls, settings: Settings) -> str:
+        return settings.authserv_id or socket.gethostname()
+
+
+class QueueIdAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Prefixes every line with the MTA's queue id, as OpenDKIM does."""
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        return f"{self.extra['queue_id']}: {msg}" if self.extra else msg, kwargs
+
+
+class _Done(Exception):
+    """Ends end-of-message processing early with a milter reply."""
+
+    def __init__(self, reply: int) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+def barrier(method: F) -> F:
+    """Turn any exception in a callback into a log line and ``On-InternalError``."""
+
+    @functools.wraps(method)
+    def wrapper(self: DkimMilter, *args: Any) -> Any:
+        try:
+            return method(self, *args)
+        except Exception:
+            self.runtime.counters.add("errors")
+            self.log.exception("internal error in %s; applying On-InternalError", method.__name__)
+            try:
+                return self.reply_for("internalerror", "internal error")
+            except Exception:  # the barrier must not raise
+                return TEMPFAIL
+
+    return wrapper  # type: ignore[return-value]
+
+
+@Milter.header_leading_space
+class DkimMilter(Milter.Base):  # type: ignore[misc]
+    """One SMTP connection's worth of DKIM signing and verifying."""
+
+    def __init__(self, current: Callable[[], Runtime]) -> None:
+        self.runtime = current()
+        self.client_address: str | None = None
+        self.client_name: str | None = None
+        self.queue_id = ""
+        self.log: logging.LoggerAdapter = QueueIdAdapter(log, {"queue_id": "NOQUEUE"})  # type: ignore[type-arg]
+        self._reset()
+
+    def _reset(self) -> None:
+        self.role = policy.Role.SKIP
+        self.role_reason = ""
+        self.headers: list[Header] = []
+        self.chunks: list[bytes] = []
+        self.resolution: Resolution | None = None
+        self.refusal: Exception | None = None
+
+    # -- helpers ----------------------------------------------------------------
+
+    def macro(self, name: str) -> str | None:
+        value = self.getsymval(name)
+        return str(value) if value else None
+
+    def _set_queue_id(self) -> None:
+        queue_id = self.macro("i")
+        if queue_id and queue_id != self.queue_id:
+            self.queue_id = queue_id
+            self.log = QueueIdAdapter(log, {"queue_id": queue_id})
+
+    def _why(self, text: str, *args: object) -> None:
+        if self.runtime.settings.log_why:
+            self.log.info(text, *args)
+
+    def reply_for(self, outcome: str, reason: str) -> int:
+        """The milter reply for an ``On-*`` outcome, with the SMTP text set."""
+        action = self.runtime.settings.action_for(outcome)
+        if action is Action.REJECT:
+            self.setreply("550", "5.7.1", f"DKIM: {reason}".replace("%", "%%"))
+            return REJECT
+        if action is Action.TEMPFAIL:
+            self.setreply("451", "4.7.1", f"DKIM: {reason}; try again later".replace("%", "%%"))
+            return TEMPFAIL
+        if action is Action.DISCARD:
+            return DISCARD
+        if action is Action.QUARANTINE:
+            self.quarantine(f"DKIM: {reason}")
+        return ACCEPT
+
+    # -- callbacks --------------------------------------------------------------
+
+    @barrier
+    def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        if family in (socket.AF_INET, socket.AF_INET6) and hostaddr:
+            # libmilter gives (address, port, ...); pymilter's test context a bare string.
+            self.client_address = hostaddr if isinstance(hostaddr, str) else str(hostaddr[0])
+        self.client_name = hostname or None
+        return CONTINUE
+
+    @barrier
+    def envfrom(self, mailfrom: str, *params: str) -> int:
+        self._reset()
+        self._set_queue_id()
+        self.role, self.role_reason = policy.choose_role(
+            self.runtime.settings, self.client_address, self.client_name, self.macro
+        )
+        if self.role is policy.Role.SKIP:
+            self._why("not processed: %s", self.role_reason)
+            return ACCEPT
+        return CONTINUE
+
+    @barrier
+    def header_bytes(self, name: bytes | str, value: bytes) -> int:
+        raw_name = name.encode("ascii", "surrogateescape") if isinstance(name, str) else name
+        if not self._protocol & LEADSPC:
+            value = b" " + value
+        # libmilter hands folded fields with bare LF; on the wire they are CRLF.
+        lines = value.replace(b"\r\n", b"\n").split(b"\n")
+        self.headers.append((raw_name, b"\r\n".join(lines) + b"\r\n"))
+        return CONTINUE
+
+    @barrier
+    def eoh(self) -> int:
+        self._set_queue_id()
+        if self.role is policy.Role.SIGN:
+            self._resolve_signer()
+        return CONTINUE
+
+    @barrier
+    def body(self, chunk: bytes) -> int:
+        self.chunks.append(chunk)
+        return CONTINUE
+
+    @barrier
+    def eom(self) -> int:
+        self._set_queue_id()
+        try:
+            if self.role is policy.Role.SIGN:
+                return self._sign()
+            if self.role is policy.Role.VERIFY:
+                return self._verify()
+            return ACCEPT
+        except _Done as done:
+            return done.reply
+        finally:
+            self._reset()
+
+    @barrier
+    def abort(self) -> int:
+        self._reset()
+        return CONTINUE
+
+    @barrier
+    def close(self) -> int:
+        return CONTINUE
+
+    # -- signing ----------------------------------------------------------------
+
+    def _resolve_signer(self) -> None:
+        """Look the author domain up at end of header, before the body arrives."""
+        try:
+            domain = policy.author_domain(self.headers)
+            self.resolution = self.runtime.resolver.resolve(domain)
+        except (
+            MessageError,
+            InvalidDomain,
+            DomainNotSigned,
+            DirectoryError,
+            DirectoryUnavailable,
+        ) as refusal:
+            self.refusal = refusal
+
+    def _sign(self) -> int:
+        runtime = self.runtime
+        refusal = self.refusal
+        if isinstance(refusal, DirectoryUnavailable):
+            self.log.error("not signed: %s", refusal)
+            raise _Done(self.reply_for("directoryerror", "directory unavailable"))
+        if isinstance(refusal, DirectoryError):
+            self.log.error("not signed: %s", refusal)
+            raise _Done(self.reply_for("signatureerror", "signing data is inconsistent"))
+        if refusal is not None:
+            runtime.counters.add("not_signed")
+            level = logging.INFO if isinstance(refusal, DomainNotFound) else logging.WARNING
+            if level > logging.INFO or runtime.settings.log_why:
+                self.log.log(level, "not signed: %s", refusal)
+            return ACCEPT
+        resolution = self.resolution
+        if resolution is None:  # only when _resolve_signer did not run
+            raise _Done(self.reply_for("internalerror", "no signing decision"))
+        now = datetime.now(UTC)
+        keys = policy.signing_keys(resolution, now)
+        if not keys:
+            broken = [k for k in resolution.keys if k.state is KeyState.ACTIVE and k.problem]
+            if broken:
+                self.log.error(
+                    "not signed: no usable key for %s: %s",
+                    resolution.signing_domain,
+                    broken[0].problem,
+                )
+                raise _Done(self.reply_for("signatureerror", "no usable signing key"))
+            runtime.counters.add("not_signed")
+            self._why("not signed: no active key for %s", resolution.signing_domain)
+            return ACCEPT
+        params = policy.signing_params(runtime.settings, resolution)
+        try:
+            values = sign_parsed(
+                self.headers,
+                b"".join(self.chunks),
+                resolution.signing_domain,
+                keys,
+                params,
+                timestamp=int(now.timestamp()),
+            )
+        except MessageError as err:
+            self.log.error("not signed: %s", err)
+            raise _Done(self.reply_for("signatureerror", "message cannot be signed")) from None
+        leading = "" if self._protocol & LEADSPC else None
+        for value in reversed(values):
+            text = value.decode("ascii").replace("\r\n", "\n")
+            self.addheader("DKIM-Signature", text if leading is not None else text.lstrip(), 0)
+        if runtime.settings.software_header:
+            self.addheader("DKIM-Filter", self._space(f"ldapdkim {__version__} {self.queue_id}"), 0)
+        runtime.counters.add("signed")
+        if runtime.settings.syslog_success or runtime.settings.log_why:
+            for key in keys:
+                self.log.info(
+                    "signed d=%s s=%s a=%s (%s)",
+                    resolution.signing_domain,
+                    key.selector,
+                    key.algorithm.value,
+                    self.role_reason,
+                )
+        return ACCEPT
+
+    def _space(self, text: str) -> str:
+        return f" {text}" if self._protocol & LEADSPC else text
+
+    # -- verifying --------------------------------------------------------------
+
+    def _verify(self) -> int:
+        runtime = self.runtime
+        message = b"".join(n + b":" + v for n, v in self.headers) + b"\r\n" + b"".join(self.chunks)
+        try:
+            results = verify_message(
+                message,
+                runtime.lookup,
+                max_signatures=runtime.settings.maximum_signatures_to_verify,
+                minimum_key_bits=runtime.settings.minimum_key_bits,
+            )
+        except MessageError as err:
+            self.log.warning("not verified: %s", err)
+            results = []
+        self._remove_forged_results()
+        value = authresults.build(runtime.authserv_id, results)
+        self.addheader(authresults.HEADER, self._space(value), 0)
+        runtime.counters.add("verified")
+        for r in results:
+            if r.result is not DkimResult.PASS or runtime.settings.syslog_success:
+                self.log.info(
+                    "verified d=%s s=%s a=%s result=%s%s",
+                    r.domain,
+                    r.selector,
+                    r.algorithm,
+                    r.result.value,
+                    f" ({r.reason})" if r.reason else "",
+                )
+        self._warn_if_spoofing()
+        return self._verify_action(results)
+
+    def _verify_action(self, results: list[VerifyResult]) -> int:
+        if not results:
+            return self.reply_for("nosignature", "no signature")
+        if any(r.result is DkimResult.PASS for r in results):
+            return ACCEPT
+        if any(r.result is DkimResult.TEMPERROR for r in results):
+            return self.reply_for("dnserror", "key lookup failed temporarily")
+        if any(r.reason.startswith("no key record") for r in results):
+            return self.reply_for("keynotfound", "key not found")
+        return self.reply_for("badsignature", "signature did not verify")
+
+    def _remove_forged_results(self) -> None:
+        """Delete A-R fields that claim our authserv-id (RFC 8601 §5): we did not write them."""
+        ours = self.runtime.authserv_id.lower()
+        index = 0
+        for name, value in self.headers:
+            if name.lower() != b"authentication-results":
+                continue
+            index += 1
+            text = value.decode("utf-8", "replace")
+            if authresults.authserv_id_of(text) == ours:
+                # chgheader with no value deletes; indexes are per name, from 1,
+                # and refer to the original header, so deletions do not shift them.
+                self.chgheader(authresults.HEADER, index, None)
+                self.log.info("removed an Authentication-Results field claiming %s", ours)
+
+    def _warn_if_spoofing(self) -> None:
+        """OpenDKIM's notice: an outside client sends as a domain we sign for."""
+        settings = self.runtime.settings
+        if settings.external_ignore_list.matches(self.client_address, self.client_name):
+            return
+        try:
+            domain = policy.author_domain(self.headers)
+            self.runtime.resolver.resolve(domain)
+        except Exception:  # a notice only: any failure means "not ours"
+            return
+        self.log.warning(
+            "external host %s tried to send as %s, a signing domain",
+            self.client_address or self.client_name,
+            domain,
+        )

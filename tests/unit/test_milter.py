@@ -1,0 +1,221 @@
+"""The milter's decisions, driven in-process through pymilter's test context.
+
+Directory: the LDIF backend over ``conf/example.ldif``'s kind of entries,
+made here; DNS: a table.  End-to-end behaviour through a real Postfix is in
+``tests/integration``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import Milter
+import pytest
+from Milter import testctx
+
+from ldapdkim import config, keys, ldifout
+from ldapdkim.daemon import Holder, build_runtime
+from ldapdkim.milter import DkimMilter
+from ldapdkim.model import Algorithm
+
+BASE = "ou=domains,dc=example,dc=com"
+
+
+class RecordingCtx(testctx.TestCtx):  # type: ignore[misc]
+    """pymilter's TestCtx, recording header changes in order (it keeps no positions)."""
+
+    def __init__(self) -> None:
+        super().__init__(logfile="/dev/null")
+        self.added: list[tuple[str, str, int]] = []
+        self.changed: list[tuple[str, int, str | None]] = []
+        self.replies: list[tuple[str, str | None, str | None]] = []
+
+    def addheader(self, field: str, value: str, idx: int) -> None:
+        self.added.append((field, value, idx))
+
+    def chgheader(self, field: str, idx: int, value: str | None) -> None:
+        self.changed.append((field, idx, value))
+
+    def setreply(self, rcode: str, xcode: str | None, *msg: str) -> None:
+        self.replies.append((rcode, xcode, msg[0] if msg else None))
+
+    def headers_named(self, name: str) -> list[str]:
+        return [v for f, v, _ in self.added if f == name]
+
+
+@pytest.fixture(scope="module")
+def directory_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("dir") / "directory.ldif"
+    dn, attrs = ldifout.domain_record("example.com", BASE)
+    records = [(dn, attrs)]
+    records.append(ldifout.key_record(dn, "r1", keys.generate(Algorithm.RSA_SHA256)))
+    records.append(ldifout.key_record(dn, "e1", keys.generate(Algorithm.ED25519_SHA256)))
+    path.write_text(ldifout.render(records))
+    return path
+
+
+@pytest.fixture
+def make(directory_file: Path) -> Iterator[Any]:
+    """make(*config lines) -> a function feeding one message, returning (rc, ctx)."""
+    saved = Milter.factory
+
+    def factory(*lines: str) -> Any:
+        text = "\n".join(
+            [
+                "Mode sv",
+                f"Directory ldif:{directory_file}",
+                "AuthservID mx.example.net",
+                "Nameservers 127.0.0.1:9",
+                "DNSTimeout 0.5",
+                *lines,
+            ]
+        )
+        holder = Holder(build_runtime(config.parse(text + "\n", "test.conf")))
+
+        def feed(
+            message: bytes,
+            *,
+            ip: str = "127.0.0.1",
+            macros: dict[str, str] | None = None,
+            sender: str = "alice@example.com",
+        ) -> tuple[int, RecordingCtx]:
+            Milter.factory = lambda: DkimMilter(holder.current)
+            ctx = RecordingCtx()
+            ctx._setsymval("i", "4XyZ1")
+            for name, value in (macros or {}).items():
+                ctx._setsymval(name, value)
+            rc = ctx._connect(ip=ip)
+            if rc == Milter.CONTINUE:
+                rc = ctx._feedFile(io.BytesIO(message), sender, "bob@example.net")
+            return rc, ctx
+
+        feed.holder = holder  # type: ignore[attr-defined]
+        return feed
+
+    yield factory
+    Milter.factory = saved
+
+
+MESSAGE = b"From: Alice <alice@example.com>\nTo: bob@example.net\nSubject: hi\n\nHello\n"
+
+
+def test_mail_from_an_internal_host_is_signed_with_every_active_key(make: Any) -> None:
+    rc, ctx = make()(MESSAGE, ip="127.0.0.1")
+    assert rc == Milter.ACCEPT
+    signatures = ctx.headers_named("DKIM-Signature")
+    assert len(signatures) == 2
+    assert {"a=rsa-sha256", "a=ed25519-sha256"} <= {
+        t.strip() for s in signatures for t in s.split(";")
+    }
+    assert all(idx == 0 for f, _, idx in ctx.added)
+    assert ctx.headers_named("Authentication-Results") == []
+
+
+def test_mail_from_outside_is_verified_never_signed(make: Any) -> None:
+    rc, ctx = make()(MESSAGE, ip="192.0.2.7")
+    assert rc == Milter.ACCEPT
+    assert ctx.headers_named("DKIM-Signature") == []
+    assert ctx.headers_named("Authentication-Results") == [" mx.example.net; dkim=none"]
+
+
+def test_authenticated_sender_is_signed_from_anywhere(make: Any) -> None:
+    _, ctx = make()(MESSAGE, ip="192.0.2.7", macros={"{auth_authen}": "alice"})
+    assert len(ctx.headers_named("DKIM-Signature")) == 2
+
+
+def test_submission_listener_macro_signs_when_listed(make: Any) -> None:
+    macros = {"{daemon_name}": "ORIGINATING"}
+    _, listed = make("MacroList {daemon_name}=ORIGINATING")(MESSAGE, ip="192.0.2.7", macros=macros)
+    _, other = make("MacroList {daemon_name}=ORIGINATING")(
+        MESSAGE, ip="192.0.2.7", macros={"{daemon_name}": "smtpd"}
+    )
+    assert len(listed.headers_named("DKIM-Signature")) == 2
+    assert other.headers_named("DKIM-Signature") == []
+
+
+def test_peer_list_clients_are_not_processed(make: Any) -> None:
+    rc, ctx = make("PeerList 192.0.2.0/24")(MESSAGE, ip="192.0.2.7")
+    assert rc == Milter.ACCEPT and ctx.added == []
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"To: bob@example.net\nSubject: no author\n\nHello\n",
+        b"From: a@example.com\nFrom: b@example.com\nSubject: two\n\nHello\n",
+        b"From: a@example.com, b@example.com\nSubject: two in one\n\nHello\n",
+        b"From: a@*)(objectClass=*\nSubject: hostile\n\nHello\n",
+        b"From: a@unknown.example\nSubject: not ours\n\nHello\n",
+    ],
+    ids=["no-from", "two-from", "two-addresses", "hostile", "unknown-domain"],
+)
+def test_mail_that_must_not_be_signed_passes_unsigned(make: Any, message: bytes) -> None:
+    rc, ctx = make()(message)
+    assert rc == Milter.ACCEPT
+    assert ctx.headers_named("DKIM-Signature") == []
+
+
+def test_mode_v_only_verifies(make: Any) -> None:
+    _, ctx = make("Mode v")(MESSAGE, ip="127.0.0.1")
+    assert ctx.headers_named("DKIM-Signature") == []
+    assert ctx.headers_named("Authentication-Results") == [" mx.example.net; dkim=none"]
+
+
+def test_forged_results_claiming_our_authserv_id_are_removed(make: Any) -> None:
+    forged = (
+        b"Authentication-Results: other.example; dkim=pass\n"
+        b"Authentication-Results: MX.example.net; dkim=pass header.d=example.com\n"
+    ) + MESSAGE
+    _, ctx = make()(forged, ip="192.0.2.7")
+    assert ctx.changed == [("Authentication-Results", 2, None)]
+
+
+def test_no_signature_action_applies(make: Any) -> None:
+    rc, ctx = make("On-NoSignature reject")(MESSAGE, ip="192.0.2.7")
+    assert rc == Milter.REJECT
+    assert ctx.replies == [("550", "5.7.1", "DKIM: no signature")]
+
+
+def test_dns_trouble_is_temperror_and_on_dnserror(make: Any) -> None:
+    _, signer = make()(MESSAGE, ip="127.0.0.1")
+    signature = signer.headers_named("DKIM-Signature")[0].replace("\n", "\r\n")
+    message = b"DKIM-Signature:" + signature.encode() + b"\r\n" + MESSAGE
+    rc, ctx = make("On-DNSError accept")(message, ip="192.0.2.7")  # Nameservers is a dead port
+    assert rc == Milter.ACCEPT
+    [results] = ctx.headers_named("Authentication-Results")
+    assert "dkim=temperror" in results
+
+
+def test_an_exception_in_a_callback_is_logged_and_tempfailed(
+    make: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    feed = make()
+
+    def explode(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("ldapdkim.milter.sign_parsed", explode)
+    rc, ctx = feed(MESSAGE)
+    assert rc == Milter.TEMPFAIL
+    assert ctx.replies == [("451", "4.7.1", "DKIM: internal error; try again later")]
+    assert "4XyZ1: internal error in eom" in caplog.text and "RuntimeError: boom" in caplog.text
+
+
+def test_directory_unavailable_without_cached_answer_applies_on_directory_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = "Mode sv\nDirectory ldap://127.0.0.1:9/dc=example,dc=com\nLDAPTimeout 1\n"
+    holder = Holder(build_runtime(config.parse(text, "t.conf")))
+    saved = Milter.factory
+    Milter.factory = lambda: DkimMilter(holder.current)
+    try:
+        ctx = RecordingCtx()
+        ctx._connect(ip="127.0.0.1")
+        rc = ctx._feedFile(io.BytesIO(MESSAGE), "a@example.com", "b@example.net")
+    finally:
+        Milter.factory = saved
+    assert rc == Milter.TEMPFAIL
+    assert ctx.replies == [("451", "4.7.1", "DKIM: directory unavailable; try again later")]

@@ -13,12 +13,17 @@
 #   3. unpacks Debian 13's libmail-dkim-perl (pure Perl, verifies
 #      ed25519-sha256, RFC 8463) into tests/.cache/mail-dkim without
 #      installing it; tests/integration/verifiers.py puts it first in PERL5LIB;
-#   4. creates .venv at the repository root and installs ldapdkim[test] in it.
+#   4. unpacks this release's sendmail-bin and sendmail-cf into
+#      tests/.cache/sendmail without installing them (sendmail-bin conflicts
+#      with postfix: installing it would remove postfix);
+#      tests/integration/sendmail.py runs that Sendmail;
+#   5. creates .venv at the repository root and installs ldapdkim[test] in it.
 set -euo pipefail
 
 started=$(date +%s)
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache_dir="$repo_root/tests/.cache/mail-dkim"
+sendmail_dir="$repo_root/tests/.cache/sendmail"
 venv="$repo_root/.venv"
 export DEBIAN_FRONTEND=noninteractive
 
@@ -28,6 +33,8 @@ packages=(
     libmail-dkim-perl libnet-dns-perl libcryptx-perl
     libmail-authenticationresults-perl libcrypt-openssl-rsa-perl
     opendkim opendkim-tools miltertest unbound postfix
+    # for the unpacked Sendmail (step 4): m4 builds sendmail.cf, the rest it links
+    m4 liblockfile1 libwrap0 libnsl2 libdb5.3
 )
 # Daemons the packages above may start; stopped if this run installed them.
 services=(slapd postfix opendkim unbound unbound-resolvconf)
@@ -139,26 +146,41 @@ debian_mirror() {
     printf '%s\n' "${uri:-http://deb.debian.org/debian}"
 }
 
-fetch_mail_dkim() {
-    local work mirror signed_by="" deb
-    work=$(mktemp -d)
-    # shellcheck disable=SC2064  # expand $work now
-    trap "rm -rf '$work'; remove_our_policy_rc_d" EXIT
+# Download packages into WORK/deb with a private apt state: the machine's own
+# sources, lists and cache are untouched.
+#   apt_download_private WORK SUITE... -- PACKAGE...
+apt_download_private() {
+    local work=$1 mirror signed_by="" suite suites=()
+    shift
+    while [ "$#" -gt 0 ] && [ "$1" != "--" ]; do
+        suites+=("$1")
+        shift
+    done
+    shift
     mirror=$(debian_mirror)
     if [ -r /usr/share/keyrings/debian-archive-keyring.gpg ]; then
         signed_by="[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
     fi
     mkdir -p "$work/lists/partial" "$work/cache/archives/partial" "$work/deb"
-    echo "deb ${signed_by}${mirror} trixie main" >"$work/sources.list"
-    # A private apt state: the machine's own sources, lists and cache are untouched.
+    for suite in "${suites[@]}"; do
+        printf 'deb %s%s %s main\n' "$signed_by" "$mirror" "$suite"
+    done >"$work/sources.list"
     local apt_opts=(
         -o "Dir::Etc::sourcelist=$work/sources.list" -o "Dir::Etc::sourceparts=-"
         -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache"
         -o "APT::Sandbox::User=root" -q
     )
-    log "fetching Debian 13 libmail-dkim-perl from $mirror"
+    log "fetching $* from $mirror (${suites[*]})"
     as_root apt-get "${apt_opts[@]}" update >/dev/null
-    (cd "$work/deb" && as_root apt-get "${apt_opts[@]}" download libmail-dkim-perl >/dev/null)
+    (cd "$work/deb" && as_root apt-get "${apt_opts[@]}" download "$@" >/dev/null)
+}
+
+fetch_mail_dkim() {
+    local work deb
+    work=$(mktemp -d)
+    # shellcheck disable=SC2064  # expand $work now
+    trap "rm -rf '$work'; remove_our_policy_rc_d" EXIT
+    apt_download_private "$work" trixie -- libmail-dkim-perl
     deb=$(find "$work/deb" -name 'libmail-dkim-perl_*_all.deb' | head -n 1)
     [ -n "$deb" ] || die "apt-get download libmail-dkim-perl produced no .deb"
     mkdir -p "$(dirname "$cache_dir")"
@@ -180,7 +202,50 @@ mail_dkim_new=$(PERL5LIB="$cache_dir/usr/share/perl5" perl -e \
     'use Mail::DKIM; use Mail::DKIM::Algorithm::ed25519_sha256; use Crypt::PK::Ed25519; print $Mail::DKIM::VERSION' \
     2>/dev/null) || die "the Mail::DKIM in $cache_dir does not load with ed25519 support; delete that directory and rerun"
 
-# --- 4. Python virtual environment ------------------------------------------------
+# --- 4. this release's Sendmail, unpacked, not installed --------------------------
+
+# dpkg-deb -x only: no maintainer scripts, nothing in /etc/mail or the dpkg
+# database, and postfix stays (sendmail-bin Conflicts: mail-transport-agent).
+fetch_sendmail() {
+    local work codename pkg deb
+    work=$(mktemp -d)
+    # shellcheck disable=SC2064  # expand $work now
+    trap "rm -rf '$work'; remove_our_policy_rc_d" EXIT
+    # The same release as the machine, so its libraries fit the binary.
+    codename=$(. /etc/os-release && printf '%s' "${VERSION_CODENAME:-}")
+    [ -n "$codename" ] || die "cannot tell this machine's Debian release from /etc/os-release"
+    apt_download_private "$work" "$codename" "$codename-updates" -- sendmail-bin sendmail-cf
+    mkdir -p "$(dirname "$sendmail_dir")"
+    rm -rf "$sendmail_dir.new"
+    mkdir "$sendmail_dir.new"
+    for pkg in sendmail-bin sendmail-cf; do
+        deb=$(find "$work/deb" -name "${pkg}_*.deb" | head -n 1)
+        [ -n "$deb" ] || die "apt-get download $pkg produced no .deb"
+        dpkg-deb -x "$deb" "$sendmail_dir.new"
+        basename "$deb" >>"$sendmail_dir.new/SOURCE"
+    done
+    rm -rf "$sendmail_dir"
+    mv "$sendmail_dir.new" "$sendmail_dir"
+    rm -rf "$work"
+    trap remove_our_policy_rc_d EXIT
+}
+
+sendmail_bin="$sendmail_dir/usr/libexec/sendmail/sendmail"
+if [ -x "$sendmail_bin" ] && [ -f "$sendmail_dir/usr/share/sendmail/cf/m4/cf.m4" ]; then
+    log "Sendmail already in tests/.cache/sendmail"
+else
+    fetch_sendmail
+fi
+# Not "sendmail -d0.1": outside the tests' namespaces it can sleep 60 s on an
+# unqualified host name before printing anything.
+missing_libs=$(ldd "$sendmail_bin" | awk '/not found/ { print $1 }' | paste -sd' ')
+[ -z "$missing_libs" ] || die "the unpacked sendmail needs $missing_libs; install the packages that provide them"
+sendmail_version=$(sed -n 's/^sendmail-bin_\([^_]*\)_.*/\1/p' "$sendmail_dir/SOURCE")
+if ! as_root unshare --uts --mount true 2>/dev/null; then
+    log "warning: cannot create UTS and mount namespaces here; the Sendmail tests need them (root or CAP_SYS_ADMIN)"
+fi
+
+# --- 5. Python virtual environment ------------------------------------------------
 
 if [ ! -x "$venv/bin/python" ]; then
     log "creating $venv"
@@ -208,4 +273,5 @@ setup: done in $(($(date +%s) - started)) s
   opendkim     $(version_of opendkim)   miltertest $(version_of miltertest)
   unbound      $(version_of unbound)
   Mail::DKIM   $(version_of libmail-dkim-perl) (system, rsa only), $mail_dkim_new (tests/.cache, ed25519)
+  sendmail     ${sendmail_version:-?} (tests/.cache, unpacked, not installed)
 EOF

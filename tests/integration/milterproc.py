@@ -1,0 +1,118 @@
+"""Run ``ldapdkim run`` as a real process for end-to-end tests.
+
+The milter is started from a configuration file the test writes, on a free
+loopback port or a Unix socket, and waited for by polling its socket with a
+deadline.  Its log (standard error) is kept for assertions.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from slapd import free_port
+
+START_TIMEOUT = 15.0
+
+
+class MilterProcess:
+    """``ldapdkim run -c CONFIG`` in a subprocess."""
+
+    def __init__(self, workdir: Path, config_lines: list[str], *, unix: bool = False) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        if unix:
+            self.socket_path: Path | None = workdir / "ldapdkim.sock"
+            self.socket = f"local:{self.socket_path}"
+            self.postfix_address = f"unix:{self.socket_path}"
+        else:
+            self.socket_path = None
+            self.port = free_port()
+            self.socket = f"inet:{self.port}@127.0.0.1"
+            self.postfix_address = f"inet:127.0.0.1:{self.port}"
+        self.config_path = workdir / "ldapdkim.conf"
+        self.log_path = workdir / "ldapdkim.log"
+        self.write_config(config_lines)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def write_config(self, lines: list[str]) -> None:
+        text = "\n".join([f"Socket {self.socket}", "Syslog no", *lines]) + "\n"
+        self.config_path.write_text(text)
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ldapdkim", "run", "-c", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"ldapdkim run exited with {self.process.returncode}:\n{self.log()}"
+                )
+            if self._answers():
+                return
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"ldapdkim run did not listen within {START_TIMEOUT} s:\n{self.log()}")
+
+    def _answers(self) -> bool:
+        try:
+            if self.socket_path is not None:
+                with socket.socket(socket.AF_UNIX) as probe:
+                    probe.connect(str(self.socket_path))
+            else:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def reload(self, lines: list[str]) -> None:
+        """Write a new configuration and send SIGHUP; wait until the log says what happened."""
+        before = self.log().count("configuration")
+        self.write_config(lines)
+        self.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while self.log().count("configuration") == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> MilterProcess:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -23,6 +23,7 @@ import pwd
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -35,12 +36,14 @@ from ldapdkim.directory import open_directory
 from ldapdkim.dnslookup import TxtLookup
 from ldapdkim.errors import ConfigError, LdapDkimError
 from ldapdkim.log import RedactingFilter
-from ldapdkim.milter import DkimMilter, Runtime
+from ldapdkim.milter import Counters, DkimMilter, Runtime
 from ldapdkim.resolver import CachedResolver
 
 log = logging.getLogger(__name__)
 
 NAME = "ldapdkim"
+SHUTDOWN_GRACE = 30.0
+"""Seconds that sessions in flight get to finish after SIGTERM."""
 
 
 def build_runtime(settings: config.Settings, previous: Runtime | None = None) -> Runtime:
@@ -58,6 +61,7 @@ def build_runtime(settings: config.Settings, previous: Runtime | None = None) ->
         resolver=resolver,
         lookup=TxtLookup(settings.nameservers, timeout=settings.dns_timeout),
         authserv_id=Runtime.default_authserv_id(settings),
+        counters=previous.counters if previous is not None else Counters(),
     )
 
 
@@ -185,9 +189,7 @@ class Daemon:
         try:
             while server.is_alive():
                 if self._stop.wait(0.2):
-                    log.info("stopping")
-                    libmilter.stop()
-                    server.join(timeout=30)
+                    self._shut_down()
                     break
                 if self._reload.is_set():
                     self._reload.clear()
@@ -196,6 +198,19 @@ class Daemon:
             if settings.pid_file is not None:
                 settings.pid_file.unlink(missing_ok=True)
         return 0
+
+    def _shut_down(self) -> None:
+        """Stop taking connections; let the sessions in flight finish (30 s at most)."""
+        assert self.holder is not None
+        counters = self.holder.current().counters
+        log.info("stopping; %d sessions in flight", counters.sessions)
+        # smfi_stop waits for libmilter's listener poll (up to 5 s): run it
+        # aside, and leave as soon as no session is left.
+        threading.Thread(target=libmilter.stop, name="smfi_stop", daemon=True).start()
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while counters.sessions > 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log.info("stopped")
 
     def _serve(self) -> None:
         try:

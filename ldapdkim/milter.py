@@ -56,15 +56,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Counters:
     """Totals since start, for status output and benchmarks."""
 
+    sessions: int = 0
+    """SMTP connections open now."""
     signed: int = 0
     verified: int = 0
     not_signed: int = 0
     errors: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, name: str) -> None:
+    def add(self, name: str, amount: int = 1) -> None:
         with self.lock:
-            setattr(self, name, getattr(self, name) + 1)
+            setattr(self, name, getattr(self, name) + amount)
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
 
     @barrier
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
+        self.runtime.counters.add("sessions")
         if family in (socket.AF_INET, socket.AF_INET6) and hostaddr:
             # libmilter gives (address, port, ...); pymilter's test context a bare string.
             self.client_address = hostaddr if isinstance(hostaddr, str) else str(hostaddr[0])
@@ -191,7 +194,8 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         return CONTINUE
 
     @barrier
-    def header_bytes(self, name: bytes | str, value: bytes) -> int:
+    @Milter.decode("bytes")  # type: ignore[untyped-decorator]
+    def header(self, name: bytes | str, value: bytes) -> int:
         raw_name = name.encode("ascii", "surrogateescape") if isinstance(name, str) else name
         if not self._protocol & LEADSPC:
             value = b" " + value
@@ -233,6 +237,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
 
     @barrier
     def close(self) -> int:
+        self.runtime.counters.add("sessions", -1)
         return CONTINUE
 
     # -- signing ----------------------------------------------------------------

@@ -395,9 +395,7 @@ class SmtpSink:
             self._thread.join()
         self._server.server_close()
 
-    def wait_for(
-        self, match: Callable[[SinkMessage], bool], timeout: float
-    ) -> SinkMessage | None:
+    def wait_for(self, match: Callable[[SinkMessage], bool], timeout: float) -> SinkMessage | None:
         """The first message for which *match* is true, waiting up to *timeout* s."""
         deadline = time.monotonic() + timeout
         with self._state.condition:
@@ -481,7 +479,7 @@ class Postfix:
         *,
         milter: str | None = None,
         milter_default_action: str = "tempfail",
-        extra_main_cf: Mapping[str, str] = {},  # noqa: B006 - read only, never stored
+        extra_main_cf: Mapping[str, str] = {},
         milter_command_timeout: int = 30,
     ) -> None:
         self.workdir = Path(workdir).resolve()
@@ -776,37 +774,41 @@ class Postfix:
         """
         data = crlf(message)
         options = ["BODY=8BITMIME"] if any(byte > 127 for byte in data) else []
+        client = smtplib.SMTP(
+            timeout=timeout, local_hostname=helo, source_address=(source_address, 0)
+        )
         stage = "connect"
         try:
-            with smtplib.SMTP(
-                timeout=timeout, local_hostname=helo, source_address=(source_address, 0)
-            ) as client:
-                code, text = client.connect("127.0.0.1", port or self.smtp_port)
-                if code != 220:
+            code, text = client.connect("127.0.0.1", port or self.smtp_port)
+            if code != 220:
+                return _reply(code, text, stage)
+            stage = "ehlo"
+            code, text = client.ehlo()
+            if code != 250:
+                return _reply(code, text, stage)
+            if auth is not None:
+                stage = "auth"
+                client.login(*auth)
+            stage = "mail"
+            code, text = client.mail(mail_from, options)
+            if code != 250:
+                return _reply(code, text, stage)
+            stage = "rcpt"
+            for recipient in rcpt_to:
+                code, text = client.rcpt(recipient)
+                if code not in (250, 251):
                     return _reply(code, text, stage)
-                stage = "ehlo"
-                code, text = client.ehlo()
-                if code != 250:
-                    return _reply(code, text, stage)
-                if auth is not None:
-                    stage = "auth"
-                    code, text = client.login(*auth)
-                stage = "mail"
-                code, text = client.mail(mail_from, options)
-                if code != 250:
-                    return _reply(code, text, stage)
-                stage = "rcpt"
-                for recipient in rcpt_to:
-                    code, text = client.rcpt(recipient)
-                    if code not in (250, 251):
-                        return _reply(code, text, stage)
-                stage = "data"
-                code, text = client.data(data)
-                return _reply(code, text, "end-of-data")
+            stage = "data"
+            code, text = client.data(data)
+            return _reply(code, text, "end-of-data")
         except smtplib.SMTPResponseException as err:
             return _reply(err.smtp_code, err.smtp_error, stage)
         except (smtplib.SMTPException, OSError) as err:
             return SmtpReply(0, f"{type(err).__name__}: {err}", stage)
+        finally:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                client.quit()
+            client.close()
 
     def submit_local(self, message: bytes, *, mail_from: str, rcpt_to: Sequence[str]) -> None:
         """Hand *message* to Postfix's sendmail command (postdrop, pickup, non_smtpd_milters).
@@ -853,9 +855,7 @@ class Postfix:
         if found is not None:
             return found.data
         arrived = self.sink.messages
-        summary = (
-            "\n".join(f"  {_describe(message)}" for message in arrived) or "  (none)"
-        )
+        summary = "\n".join(f"  {_describe(message)}" for message in arrived) or "  (none)"
         raise PostfixError(
             f"no delivered message matched {match!r} within {timeout:g} s; "
             f"the sink has {len(arrived)}:\n{summary}\n"
@@ -913,9 +913,16 @@ class Postfix:
 
     def _postfix(self, command: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = [self._binary("postfix"), "-c", str(self.config_dir), command]
-        result = subprocess.run(
-            argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
-        )
+        # Output to a file, not a pipe: the daemons that "start" and "reload"
+        # leave behind inherit it, and reading a pipe to its end would wait
+        # for them (some 2 s at start).
+        with tempfile.TemporaryFile() as output:
+            status = subprocess.run(
+                argv, stdout=output, stderr=subprocess.STDOUT, timeout=COMMAND_TIMEOUT, check=False
+            ).returncode
+            output.seek(0)
+            text = output.read().decode(errors="replace")
+        result = subprocess.CompletedProcess(argv, status, text, "")
         if check and result.returncode != 0:
             raise PostfixError(
                 f"{' '.join(argv)} exited with status {result.returncode}: "

@@ -1,0 +1,72 @@
+"""ldapdkim behind a real Sendmail (INPUT_MAIL_FILTER), keys from slapd, verified by Mail::DKIM."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dnsserver import DnsServer
+from mailsite import AUTHSERV_ID, MailSite, message
+from milterproc import MilterProcess
+from sendmail import Sendmail, require_sendmail
+from slapd import Slapd
+from verifiers import mail_dkim_verify, require_mail_dkim, require_mail_dkim_ed25519
+
+
+@pytest.fixture
+def site(slapd: Slapd, ldap_base: str, tmp_path: Path) -> Iterator[MailSite]:
+    with DnsServer() as dns:
+        site = MailSite(slapd, ldap_base, dns, tmp_path)
+        site.add_domains(["example.com"], "rsa-sha256", "ed25519-sha256")
+        yield site
+
+
+@pytest.fixture
+def sendmail(site: MailSite, tmp_path: Path) -> Iterator[Sendmail]:
+    require_sendmail()
+    with MilterProcess(tmp_path / "milter", site.milter_config()) as milter:
+        with Sendmail(tmp_path / "sendmail", milter=milter.socket) as mta:
+            mta.milter_process = milter  # type: ignore[attr-defined]
+            yield mta
+
+
+def test_mail_from_an_internal_host_leaves_signed_and_verifies(
+    sendmail: Sendmail, site: MailSite
+) -> None:
+    require_mail_dkim()
+    require_mail_dkim_ed25519()
+    reply = sendmail.send(message(), mail_from="alice@example.com", rcpt_to=["bob@example.net"])
+    assert reply.accepted, reply
+    delivered = sendmail.wait_for_message(queue_id=reply.queue_id)
+    verdicts = mail_dkim_verify(delivered.data, site.dns.port)
+    assert sorted((v.result, v.algorithm) for v in verdicts) == [
+        ("pass", "ed25519-sha256"),
+        ("pass", "rsa-sha256"),
+    ], (verdicts, sendmail.milter_process.log())  # type: ignore[attr-defined]
+
+
+def test_submission_daemon_signs_mail_from_outside_addresses(
+    sendmail: Sendmail, site: MailSite
+) -> None:
+    reply = sendmail.send(
+        message(),
+        mail_from="alice@example.com",
+        rcpt_to=["bob@example.net"],
+        port=sendmail.submission_port,
+        source_address="127.0.0.2",
+    )
+    delivered = sendmail.wait_for_message(queue_id=reply.queue_id)
+    assert len(delivered.header_values("DKIM-Signature")) == 2
+
+
+def test_mail_from_outside_is_verified_not_signed(sendmail: Sendmail, site: MailSite) -> None:
+    reply = sendmail.send(
+        message(),
+        mail_from="alice@example.com",
+        rcpt_to=["bob@example.net"],
+        source_address="127.0.0.2",
+    )
+    delivered = sendmail.wait_for_message(queue_id=reply.queue_id)
+    assert delivered.header_values("DKIM-Signature") == []
+    assert delivered.header_values("Authentication-Results") == [f"{AUTHSERV_ID}; dkim=none"]

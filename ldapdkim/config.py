@@ -732,7 +732,7 @@ _KEYWORDS: tuple[_Keyword, ...] = (
              empty=HostList()),
     _Keyword("PeerList", "peer_list", _host_list, None,
              "clients whose mail is passed without any DKIM processing", empty=HostList()),
-    _Keyword("MacroList", "macro_list", _macros, "{auth_authen}",
+    _Keyword("MacroList", "macro_list", _macros, "{auth_authen}, {daemon_name}=ORIGINATING",
              "MTA macros that mark mail to sign: NAME or NAME=VALUE1|VALUE2"),
     # Verifying
     _Keyword("AuthservID", "authserv_id", _authserv_id, None,

@@ -79,7 +79,7 @@ DEFAULTS = {
     "internal_hosts": HostList.parse("127.0.0.1, ::1"),
     "external_ignore_list": HostList(),
     "peer_list": HostList(),
-    "macro_list": (("{auth_authen}", ()),),
+    "macro_list": (("{auth_authen}", ()), ("{daemon_name}", ("ORIGINATING",))),
     "authserv_id": None,
     "nameservers": (),
     "dns_timeout": 5.0,

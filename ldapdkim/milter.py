@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import Milter
 
 from ldapdkim import __version__, authresults, policy
+from ldapdkim.bodyhash import BodyHasher
 from ldapdkim.config import Action, Settings
 from ldapdkim.errors import (
     DirectoryError,
@@ -37,7 +38,14 @@ from ldapdkim.errors import (
 )
 from ldapdkim.model import DkimResult, KeyState, Resolution, VerifyResult
 from ldapdkim.resolver import CachedResolver
-from ldapdkim.signer import Header, TxtLookup, sign_parsed, verify_message
+from ldapdkim.signer import (
+    Header,
+    SigningParams,
+    TxtLookup,
+    body_hasher,
+    sign_parsed,
+    verify_message,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +145,8 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         self.headers: list[Header] = []
         self.chunks: list[bytes] = []
         self.resolution: Resolution | None = None
+        self.params: SigningParams | None = None
+        self.hasher: BodyHasher | None = None
         self.refusal: Exception | None = None
 
     # -- helpers ----------------------------------------------------------------
@@ -213,7 +223,10 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
 
     @barrier
     def body(self, chunk: bytes) -> int:
-        self.chunks.append(chunk)
+        if self.hasher is not None:  # signing: hash as it comes, keep nothing
+            self.hasher.update(chunk)
+        elif self.role is policy.Role.VERIFY:
+            self.chunks.append(chunk)
         return CONTINUE
 
     @barrier
@@ -247,6 +260,8 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         try:
             domain = policy.author_domain(self.headers)
             self.resolution = self.runtime.resolver.resolve(domain)
+            self.params = policy.signing_params(self.runtime.settings, self.resolution)
+            self.hasher = body_hasher(self.params)
         except (
             MessageError,
             InvalidDomain,
@@ -271,8 +286,8 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             if level > logging.INFO or runtime.settings.log_why:
                 self.log.log(level, "not signed: %s", refusal)
             return ACCEPT
-        resolution = self.resolution
-        if resolution is None:  # only when _resolve_signer did not run
+        resolution, params, hasher = self.resolution, self.params, self.hasher
+        if resolution is None or params is None or hasher is None:  # _resolve_signer did not run
             raise _Done(self.reply_for("internalerror", "no signing decision"))
         now = datetime.now(UTC)
         keys = policy.signing_keys(resolution, now)
@@ -288,11 +303,10 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             runtime.counters.add("not_signed")
             self._why("not signed: no active key for %s", resolution.signing_domain)
             return ACCEPT
-        params = policy.signing_params(runtime.settings, resolution)
         try:
             values = sign_parsed(
                 self.headers,
-                b"".join(self.chunks),
+                hasher,
                 resolution.signing_domain,
                 keys,
                 params,

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, utils
 from dkim.canonicalization import CanonicalizationPolicy
 from dkim.util import InvalidTagValueList, parse_tag_value
 
+from ldapdkim.bodyhash import BodyHasher
 from ldapdkim.errors import DnsTemporaryError, MessageError
 from ldapdkim.model import (
     Canonicalization,
@@ -113,8 +114,9 @@ def _fold_signature(signature: bytes) -> bytes:
     return b"\r\n\t".join(text[i : i + 72] for i in range(0, len(text), 72))
 
 
-def _body_hash(body: bytes, canon: CanonicalizationPolicy) -> str:
-    return base64.b64encode(hashlib.sha256(canon.canonicalize_body(body)).digest()).decode()
+def body_hasher(params: SigningParams) -> BodyHasher:
+    """A :class:`BodyHasher` for the body canonicalization of ``params``."""
+    return BodyHasher(relaxed=params.canonicalization.body == "relaxed")
 
 
 def _raw_signature(key: SigningKey, digest: bytes) -> bytes:
@@ -129,7 +131,7 @@ def _raw_signature(key: SigningKey, digest: bytes) -> bytes:
 
 def sign_parsed(
     headers: Sequence[Header],
-    body: bytes,
+    body: bytes | BodyHasher,
     domain: str,
     keys: Sequence[SigningKey],
     params: SigningParams,
@@ -139,6 +141,7 @@ def sign_parsed(
     """One DKIM-Signature value per key, each folded with CRLF and ending without one.
 
     The values follow ``DKIM-Signature:`` directly (they start with a space).
+    ``body`` is the body itself, or a :func:`body_hasher` that was fed it.
 
     Raises:
         MessageError: the message cannot be signed (for instance, it has no From).
@@ -148,7 +151,12 @@ def sign_parsed(
     canon = CanonicalizationPolicy.from_c_value(str(params.canonicalization).encode())
     canonical_headers = canon.canonicalize_headers([[n, v] for n, v in headers])
     include = select_header_names(headers, params)
-    body_hash = _body_hash(body, canon)
+    if isinstance(body, bytes):
+        hasher = body_hasher(params)
+        hasher.update(body)
+    else:
+        hasher = body
+    body_hash = base64.b64encode(hasher.digest()).decode()
     values = []
     for key in keys:
         tags = [
@@ -164,11 +172,11 @@ def sign_parsed(
             tags.append(("x", str(timestamp + params.expire_seconds)))
         tags += [("h", ":".join(n.decode("ascii") for n in include)), ("bh", body_hash)]
         unsigned = _fold(tags)
-        hasher = hashlib.sha256()
+        header_hash = hashlib.sha256()
         dkim.hash_headers(
-            hasher, canon, canonical_headers, include, (b"DKIM-Signature", unsigned), {}
+            header_hash, canon, canonical_headers, include, (b"DKIM-Signature", unsigned), {}
         )
-        values.append(unsigned + _fold_signature(_raw_signature(key, hasher.digest())))
+        values.append(unsigned + _fold_signature(_raw_signature(key, header_hash.digest())))
     return values
 
 

@@ -21,6 +21,7 @@ LAYERS = [
     "domainname",
     "hostlist",
     "keys",
+    "bodyhash",
     "config",
     "dnsexport",
     "ldifout",

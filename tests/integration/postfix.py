@@ -4,15 +4,17 @@
 directory (``postfix -c DIR``), queue, data directory and log, listeners on
 free ports of 127.0.0.1, and every message relayed to :class:`SmtpSink`, a
 small SMTP server in the test process.  Nothing is ever delivered anywhere
-else, and the system's ``/etc/postfix`` is neither read for settings nor
-changed.
+else.  The system instance is left alone: nothing in ``/etc/postfix`` is
+changed, and only the Postfix scripts themselves read two things there (the
+``multi_instance_directories`` setting and the ``postfix-files`` list).
 
 What the instance has:
 
 * ``smtp_port``: a plain smtpd;
 * ``submission_port``: a second smtpd with ``-o milter_macro_daemon_name=ORIGINATING``
   (and ``syslog_name=postfix/submission``), the usual Postfix practice for
-  submission, so a milter sees ``{daemon_name}`` = ``ORIGINATING`` there;
+  submission, so a milter sees ``{daemon_name}`` = ``ORIGINATING`` there
+  (and ``mta.example.test``, ``myhostname``, on ``smtp_port``);
 * ``smtpd_milters`` and ``non_smtpd_milters`` set to *milter* (if given),
   with ``milter_default_action`` and one timeout for milter connect,
   command and content (``milter_command_timeout``);
@@ -32,34 +34,40 @@ What the instance has:
   ``maximal_backoff_time`` 2 s), so deferred mail is retried at once;
 * its log in ``<workdir>/maillog`` through ``maillog_file`` and the postlogd
   service (Postfix 3.4 and later), with ``maillog_file_prefixes`` set to the
-  work directory.
+  work directory;
+* with *sasl_users*, SMTP AUTH (PLAIN, LOGIN) on both ports through
+  :class:`SaslServer`, a Dovecot-protocol service in the test process
+  (``smtpd_sasl_type = dovecot``), so no Cyrus or Dovecot is needed.
 
 Running it needs root: ``postfix start`` starts the master daemon, which
 runs as root and drops to ``mail_owner`` (postfix) in its children.  As root,
-``postfix -c DIR`` and ``postqueue -c DIR`` need no entry in the system's
-``alternate_config_directories`` (Postfix 3.7 only asks that of non-root
-users of the set-gid commands).  The daemons run as user postfix, and the
+``postfix -c DIR``, ``postqueue -c DIR`` and ``sendmail -C DIR`` need no
+entry in the system's ``alternate_config_directories`` (Postfix 3.7 only
+asks that of other users).  The daemons run as user postfix, and the
 master opens ``data_directory/master.lock`` as that user by absolute path:
 so the queue and data directories live in their own 0755 directory under
 the system temporary directory (``spool_root``), not in *workdir*, which is
 usually below pytest's 0700 directories.  ``socket_dir``, inside it, is a
-world-writable sticky directory where a test milter may put its Unix socket
-so that the Postfix daemons can reach it.  Configuration and log stay in
-*workdir*: only root reads the one, and postlogd opens the other as root.
+world-writable sticky directory for Unix sockets the daemons must reach (a
+milter's ``unix:`` socket, which must itself be writable by user postfix).
+Configuration and log stay in *workdir*: only root reads the one, and
+postlogd opens the other as root.
 
-Every start probes both ports with one SMTP session (EHLO from 127.0.0.1,
-HELO name ``probe.example.test``): a milter sees those connections too.
+Start takes about 0.2 s and stop a few milliseconds.  Every start probes
+both ports with one SMTP session (EHLO from 127.0.0.1, HELO name
+``probe.example.test``): a milter sees those connections too.
 
 Example::
 
     with Postfix(tmp_path, milter=f"inet:127.0.0.1:{port}") as postfix:
         reply = postfix.send(message, mail_from="a@example.com", rcpt_to=["b@example.net"])
-        assert reply.code == 250, reply
+        assert reply.accepted, reply
         delivered = postfix.wait_for_message("unique subject")
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import email.parser
 import email.policy
@@ -81,17 +89,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from slapd import find_binary, free_port, log_tail, skip_or_fail
 
 __all__ = [
+    "HOSTNAME",
     "POSTFIX_BINARIES",
     "Postfix",
     "PostfixError",
+    "SaslServer",
     "SinkMessage",
     "SmtpReply",
     "SmtpSink",
+    "SmtpStage",
+    "crlf",
+    "header_values",
     "require_postfix",
 ]
 
@@ -136,26 +149,29 @@ def require_postfix() -> None:
 # ---- SMTP replies ---------------------------------------------------------------
 
 
+SmtpStage = Literal["connect", "ehlo", "auth", "mail", "rcpt", "data", "message"]
+
+
 @dataclass(frozen=True)
 class SmtpReply:
     """What the server last said to :meth:`Postfix.send`.
 
     ``stage`` is the step that got this reply: ``connect``, ``ehlo``,
     ``auth``, ``mail``, ``rcpt``, ``data`` (the reply to DATA itself) or
-    ``end-of-data`` (the reply after the message, where a 250 carries the
+    ``message`` (the reply to the message itself, where a 250 carries the
     queue id).  A connection that broke without a reply has ``code`` 0 and
     the error in ``text``.
     """
 
     code: int
     text: str
-    stage: str
+    stage: SmtpStage
     queue_id: str | None = None
 
     @property
-    def ok(self) -> bool:
-        """True when the message was accepted (a 2xx after the data)."""
-        return self.stage == "end-of-data" and 200 <= self.code < 300
+    def accepted(self) -> bool:
+        """True when the message was accepted (a 2xx reply to it)."""
+        return self.stage == "message" and 200 <= self.code < 300
 
     @property
     def temporary(self) -> bool:
@@ -172,10 +188,10 @@ class SmtpReply:
         return f"{self.code} {self.text} [at {self.stage}]{queued}"
 
 
-def _reply(code: int, text: bytes | str, stage: str) -> SmtpReply:
+def _reply(code: int, text: bytes | str, stage: SmtpStage) -> SmtpReply:
     decoded = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
     queue_id = None
-    if stage == "end-of-data" and 200 <= code < 300:
+    if stage == "message" and 200 <= code < 300:
         match = _QUEUE_ID.search(decoded)
         queue_id = match.group(1) if match else None
     return SmtpReply(code, decoded, stage, queue_id)
@@ -203,7 +219,7 @@ class SinkMessage:
     helo: str
     peer: tuple[str, int]
 
-    def header(self, name: str) -> list[str]:
+    def header_values(self, name: str) -> list[str]:
         """The unfolded values of every header field called *name*."""
         return header_values(self.data, name)
 
@@ -409,6 +425,131 @@ class SmtpSink:
                 self._state.condition.wait(remaining)
 
 
+# ---- SASL ---------------------------------------------------------------------
+
+
+@dataclass
+class _AuthState:
+    users: dict[str, str]
+    attempts: list[tuple[str, bool]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _AuthServer(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: str, state: _AuthState) -> None:
+        self.state = state
+        super().__init__(path, _AuthHandler)
+
+
+class _AuthHandler(socketserver.StreamRequestHandler):
+    """Dovecot's authentication protocol (version 1), server side, PLAIN and LOGIN.
+
+    Postfix's smtpd (``smtpd_sasl_type = dovecot``) connects once per
+    process and sends one ``AUTH`` line per attempt; ``CONT`` lines carry
+    base64 challenges and responses, ``OK``/``FAIL`` end an attempt.
+    """
+
+    server: _AuthServer
+
+    def handle(self) -> None:
+        try:
+            self._session()
+        except (OSError, ValueError, KeyError, IndexError) as err:
+            with self.server.state.lock:
+                self.server.state.errors.append(repr(err))
+
+    def _send(self, *fields: str) -> None:
+        self.wfile.write(("\t".join(fields) + "\n").encode())
+
+    def _session(self) -> None:
+        self.wfile.write(
+            (
+                "VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nMECH\tLOGIN\tplaintext\n"
+                f"SPID\t{os.getpid()}\nCUID\t1\nCOOKIE\t{os.urandom(16).hex()}\nDONE\n"
+            ).encode()
+        )
+        pending: dict[str, tuple[str, list[bytes]]] = {}
+        while line := self.rfile.readline(_MAX_LINE):
+            fields = line.rstrip(b"\n").decode("utf-8", "surrogateescape").split("\t")
+            if fields[0] == "AUTH":
+                request, mechanism = fields[1], fields[2].upper()
+                params = dict(item.partition("=")[::2] for item in fields[3:])
+                if mechanism not in ("PLAIN", "LOGIN"):
+                    self._send("FAIL", request, f"reason=mechanism {mechanism} not offered")
+                    continue
+                pending[request] = (mechanism, [])
+                if "resp" in params:
+                    self._step(request, params["resp"], pending)
+                else:
+                    prompt = b"" if mechanism == "PLAIN" else b"Username:"
+                    self._send("CONT", request, base64.b64encode(prompt).decode())
+            elif fields[0] == "CONT":
+                self._step(fields[1], fields[2] if len(fields) > 2 else "", pending)
+
+    def _step(
+        self, request: str, response: str, pending: dict[str, tuple[str, list[bytes]]]
+    ) -> None:
+        mechanism, answers = pending[request]
+        answers.append(base64.b64decode(response))
+        if mechanism == "LOGIN" and len(answers) == 1:
+            self._send("CONT", request, base64.b64encode(b"Password:").decode())
+            return
+        del pending[request]
+        if mechanism == "PLAIN":
+            _authzid, user_bytes, password_bytes = answers[0].split(b"\0", 2)
+        else:
+            user_bytes, password_bytes = answers
+        user, password = user_bytes.decode(), password_bytes.decode()
+        state = self.server.state
+        good = user in state.users and state.users[user] == password
+        with state.lock:
+            state.attempts.append((user, good))
+        if good:
+            self._send("OK", request, f"user={user}")
+        else:
+            self._send("FAIL", request, f"user={user}", "reason=wrong user name or password")
+
+
+class SaslServer:
+    """A Dovecot-protocol authentication service for Postfix's smtpd on a Unix socket.
+
+    Only PLAIN and LOGIN, against the in-memory *users* (name to password).
+    ``attempts`` lists (user name, success) per attempt.
+    """
+
+    def __init__(self, path: Path, users: Mapping[str, str]) -> None:
+        self.path = path
+        self._state = _AuthState(dict(users))
+        self._server = _AuthServer(str(path), self._state)
+        path.chmod(0o666)  # smtpd connects as user postfix
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="sasl-auth",
+            daemon=True,
+        )
+        self._thread.start()
+
+    @property
+    def attempts(self) -> list[tuple[str, bool]]:
+        with self._state.lock:
+            return list(self._state.attempts)
+
+    @property
+    def errors(self) -> list[str]:
+        with self._state.lock:
+            return list(self._state.errors)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._thread.join()
+        self._server.server_close()
+        self.path.unlink(missing_ok=True)
+
+
 # ---- Postfix --------------------------------------------------------------------
 
 
@@ -446,6 +587,7 @@ class _Resources:
     spool_root: Path
     sink: SmtpSink
     master_pid: int | None = None
+    sasl: SaslServer | None = None
 
     def kill_master(self) -> None:
         """SIGKILL everything left in the master's process group."""
@@ -457,6 +599,8 @@ class _Resources:
     def release(self) -> None:
         self.kill_master()
         self.sink.close()
+        if self.sasl is not None:
+            self.sasl.close()
         shutil.rmtree(self.spool_root, ignore_errors=True)
 
 
@@ -481,6 +625,7 @@ class Postfix:
         milter_default_action: str = "tempfail",
         extra_main_cf: Mapping[str, str] = {},
         milter_command_timeout: int = 30,
+        sasl_users: Mapping[str, str] | None = None,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.config_dir = self.workdir / "conf"
@@ -503,6 +648,17 @@ class Postfix:
             milter_default_action, milter_command_timeout
         )
         self.set_milter(milter)
+        self.sasl_users = dict(sasl_users) if sasl_users is not None else None
+        self.sasl_socket = self.socket_dir / "auth"
+        if self.sasl_users is not None:
+            self.main_cf.update(
+                {
+                    "smtpd_sasl_auth_enable": "yes",
+                    "smtpd_sasl_type": "dovecot",
+                    "smtpd_sasl_path": str(self.sasl_socket),
+                    "smtpd_sasl_security_options": "noanonymous",
+                }
+            )
         self.main_cf.update(extra_main_cf)
 
         self.last_start_seconds: float | None = None
@@ -616,8 +772,15 @@ class Postfix:
 
     def _write_config(self) -> None:
         lines = [f"{name} = {value}".rstrip() for name, value in self.main_cf.items()]
-        (self.config_dir / "main.cf").write_text("\n".join(lines) + "\n")
-        (self.config_dir / "master.cf").write_text(self._master_cf())
+        files = {"main.cf": "\n".join(lines) + "\n", "master.cf": self._master_cf()}
+        # Postfix loads a file changed within the current second again and
+        # again, 300 ms apart, until that second is over (a guard against
+        # reading it half-written): backdate ours, or each start costs 2 s.
+        past = time.time() - 5
+        for name, text in files.items():
+            path = self.config_dir / name
+            path.write_text(text)
+            os.utime(path, (past, past))
 
     def _set_up_directories(self) -> None:
         if (self.config_dir / "main.cf").exists():
@@ -661,17 +824,31 @@ class Postfix:
         if not self._set_up:
             self._set_up_directories()
             self._set_up = True
-        self._write_config()
         self.sink.start()
-        log_offset = self._log_size()
-        result = self._postfix("start", check=False)
-        pid = self._read_master_pid()
-        self._resources.master_pid = pid
-        if result.returncode != 0 or pid is None:
+        if self.sasl_users is not None and self._resources.sasl is None:
+            self._resources.sasl = SaslServer(self.sasl_socket, self.sasl_users)
+        for attempt in range(1, 4):
+            log_offset = self._log_size()
+            self._write_config()
+            # A master.pid left by the last run would name a process long gone.
+            (self.queue_directory / "pid" / "master.pid").unlink(missing_ok=True)
+            result = self._postfix("start", check=False)
+            self._resources.master_pid = pid = self._read_master_pid()
+            if result.returncode == 0 and pid is not None:
+                break
             self._resources.kill_master()
+            # Another program may have taken a port between free_port() and
+            # now; before the first start the ports are still ours to change.
+            if (
+                attempt < 3
+                and self.last_start_seconds is None
+                and "Address already in use" in self._log_since(log_offset)
+            ):
+                self.smtp_port, self.submission_port = self._pick_ports()
+                continue
             raise PostfixError(
                 f"postfix -c {self.config_dir} start failed (exit status {result.returncode}):\n"
-                f"{(result.stdout + result.stderr).strip()}\n{self._log_report()}"
+                f"{result.stdout.strip()}\n{self._log_report()}"
             )
         try:
             self._wait_ready(log_offset)
@@ -681,17 +858,17 @@ class Postfix:
         self.last_start_seconds = time.monotonic() - began
 
     def stop(self) -> None:
-        """``postfix stop``, then wait until no process of the instance is left.
+        """Stop as ``postfix stop`` does, then wait until no process of the instance is left.
 
-        Whatever is still alive after 10 s is killed with SIGKILL.
+        That is SIGTERM to the master, which passes it on to its children;
+        ``postfix stop`` itself would then poll in whole seconds.  Whatever
+        is still alive after 10 s is killed with SIGKILL.
         """
         pid = self._resources.master_pid
         if pid is None:
             return
         began = time.monotonic()
         if self.running:
-            # Like "postfix stop" (SIGTERM to the master, which passes it on),
-            # without its one-second sleeps between checks.
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
@@ -769,15 +946,15 @@ class Postfix:
         8-bit data.  Nothing is raised for a refusal: the first reply that is
         not a success is returned, with the stage it answered; on success the
         reply after the data, with the queue id.  *auth* (user, password)
-        logs in first; this fixture's smtpd offers no AUTH, so it fails at
-        stage ``auth`` unless a test configures SASL through ``main_cf``.
+        logs in first (AUTH PLAIN); smtpd offers AUTH only when the instance
+        was made with *sasl_users*, otherwise this fails at stage ``auth``.
         """
         data = crlf(message)
         options = ["BODY=8BITMIME"] if any(byte > 127 for byte in data) else []
         client = smtplib.SMTP(
             timeout=timeout, local_hostname=helo, source_address=(source_address, 0)
         )
-        stage = "connect"
+        stage: SmtpStage = "connect"
         try:
             code, text = client.connect("127.0.0.1", port or self.smtp_port)
             if code != 220:
@@ -800,7 +977,7 @@ class Postfix:
                     return _reply(code, text, stage)
             stage = "data"
             code, text = client.data(data)
-            return _reply(code, text, "end-of-data")
+            return _reply(code, text, "message")
         except smtplib.SMTPResponseException as err:
             return _reply(err.smtp_code, err.smtp_error, stage)
         except (smtplib.SMTPException, OSError) as err:
@@ -831,6 +1008,11 @@ class Postfix:
             )
 
     # ---- mail out ---------------------------------------------------------------
+
+    @property
+    def sasl(self) -> SaslServer | None:
+        """The authentication service, once started, if *sasl_users* was given."""
+        return self._resources.sasl
 
     @property
     def delivered(self) -> list[bytes]:
@@ -931,10 +1113,13 @@ class Postfix:
         return result
 
     def _read_master_pid(self) -> int | None:
+        """The pid in master.pid, if that process is a running Postfix master."""
         try:
-            return int((self.queue_directory / "pid" / "master.pid").read_text().strip())
+            pid = int((self.queue_directory / "pid" / "master.pid").read_text().strip())
+            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
         except (OSError, ValueError):
             return None
+        return pid if os.path.basename(argv0) == b"master" else None
 
     def _log_size(self) -> int:
         try:
@@ -1018,8 +1203,8 @@ def _header_value_matcher(value: str) -> Callable[[bytes], bool]:
 
 
 def _describe(message: SinkMessage) -> str:
-    subject = message.header("Subject")
-    message_id = message.header("Message-ID")
+    subject = message.header_values("Subject")
+    message_id = message.header_values("Message-ID")
     return (
         f"from <{message.mail_from}> to {', '.join(f'<{r}>' for r in message.rcpt_to)}, "
         f"Subject {subject[0] if subject else '(none)'!r}, "

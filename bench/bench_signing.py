@@ -1,0 +1,793 @@
+"""Signing speed: ldapdkim against OpenDKIM, side by side, through the milter protocol.
+
+One run sets up a throw-away slapd with one domain provisioned by ``ldapdkim
+provision`` (one RSA-2048 key, rsa-sha256), starts ``ldapdkim run`` against
+it and ``opendkim -f`` with the same key as a PEM file (single-key mode:
+Domain, Selector, KeyFile), both with the same canonicalization
+(relaxed/simple), SignHeaders and OversignHeaders, on loopback TCP sockets.
+Then :mod:`milterload` drives both with the same messages, round by round
+and interleaved (A B, B A, A B, ...) so that drift hits both alike, for each
+body size and concurrency.  Per row it reports msg/s (median of the rounds),
+p50/p99 latency (connect to final reply, all rounds pooled), milter CPU ms
+per message (``/proc/PID/stat`` utime+stime of the milter and its
+descendants), peak RSS (VmHWM, reset before each round through
+``/proc/PID/clear_refs``) and RSS above the idle milter, failures, and the
+ldapdkim/OpenDKIM ratios.
+
+Also measured: the same small rows with the driver's TCP_QUICKACK off (the
+libmilter delayed-ACK stall), the driver's ceiling against
+:mod:`nullmilter`, the LDAP operations ldapdkim caused (slapd's cn=monitor,
+enabled for this run), and a sample of each engine's signed messages is
+verified with Perl Mail::DKIM against a loopback DNS server serving what
+``ldapdkim dns-records`` prints.
+
+Run from the repository root after ``bash tests/setup.sh``::
+
+    .venv/bin/python bench/bench_signing.py            # about 6 minutes
+    .venv/bin/python bench/bench_signing.py --quick    # smoke test, under a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "bench"), str(REPO / "tests" / "integration")]
+
+import ldap  # noqa: E402
+import ldif  # noqa: E402
+import milterload  # noqa: E402
+from dnsserver import DnsServer  # noqa: E402
+from milterproc import MilterProcess  # noqa: E402
+from provisioning import provision, run_cli, without_version_line  # noqa: E402
+from slapd import Slapd, free_port  # noqa: E402
+from verifiers import mail_dkim_verify, opendkim_binary  # noqa: E402
+
+DOMAIN = "bench.example.com"
+SIGN_HEADERS = "From,To,Subject,Date,Message-ID,MIME-Version,Content-Type"
+OVERSIGN_HEADERS = "From"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+START_TIMEOUT = 15.0
+
+
+# -- the milter processes ------------------------------------------------------------
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants that exist now."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo += children.get(current, [])
+    return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime+stime (all threads) plus reaped children's, over the process tree of ``pid``."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the ")": state is field 3, so utime (14) .. cstime (17) are [11:15].
+        total += sum(int(value) for value in fields[11:15])
+    return total / CLOCK_TICKS
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of ``pid`` in kB."""
+    found: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            found[name] = int(value.split()[0])
+    return found
+
+
+def reset_peak_rss(pid: int) -> bool:
+    """Set VmHWM back to the current RSS (Linux 4.0+, needs ptrace rights over ``pid``)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with {process.returncode}:\n{log.read_text()[-2000:]}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"did not listen on port {port} within {START_TIMEOUT:g} s")
+
+
+class Engine:
+    """A milter under test: a name, a socket, a process id."""
+
+    name = ""
+    socket = ""
+
+    @property
+    def pid(self) -> int:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def log_tail(self) -> str:
+        raise NotImplementedError
+
+
+class LdapdkimEngine(Engine):
+    """``ldapdkim run`` (tests/integration/milterproc.py) against the bench slapd."""
+
+    name = "ldapdkim"
+
+    def __init__(self, workdir: Path, slapd: Slapd) -> None:
+        lines = [
+            "Mode s",
+            f"Directory {slapd.ldap_uri}/{slapd.domains_base}",
+            f"LDAPBindUser {slapd.milter_dn}",
+            f"LDAPBindPassword {slapd.milter_pw}",
+            "Canonicalization relaxed/simple",
+            f"SignHeaders {SIGN_HEADERS}",
+            f"OversignHeaders {OVERSIGN_HEADERS}",
+            "InternalHosts 127.0.0.1",
+            "LogWhy no",
+        ]
+        self.milter = MilterProcess(workdir, lines)
+        self.milter.start()
+        self.socket = self.milter.socket
+        self.config_path = self.milter.config_path
+
+    @property
+    def pid(self) -> int:
+        assert self.milter.process is not None
+        return self.milter.process.pid
+
+    def stop(self) -> None:
+        self.milter.stop()
+
+    def log_tail(self) -> str:
+        return "\n".join(self.milter.log().splitlines()[-20:])
+
+
+class OpendkimEngine(Engine):
+    """``opendkim -f -x CONF`` in single-key mode (Domain, Selector, KeyFile).
+
+    OpenDKIM reads KeyFile once at start and decodes the PEM per message.
+    ``RequireSafeKeys no``: the key is mode 0600, but OpenDKIM also refuses
+    any key below a world-writable directory such as /tmp, where this run's
+    throw-away files live; the check is made at start only.
+    """
+
+    name = "opendkim"
+
+    def __init__(self, workdir: Path, selector: str, pem: bytes) -> None:
+        binary = opendkim_binary()
+        if binary is None:
+            raise RuntimeError("opendkim is not installed; run bash tests/setup.sh")
+        workdir.mkdir(parents=True, exist_ok=True)
+        key = workdir / "bench.private"
+        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(pem)
+        port = free_port()
+        self.socket = f"inet:{port}@127.0.0.1"
+        self.config_path = workdir / "opendkim.conf"
+        self.config_path.write_text(
+            "\n".join(
+                [
+                    "Mode s",
+                    f"Domain {DOMAIN}",
+                    f"Selector {selector}",
+                    f"KeyFile {key}",
+                    "SignatureAlgorithm rsa-sha256",
+                    "Canonicalization relaxed/simple",
+                    f"SignHeaders {SIGN_HEADERS}",
+                    f"OversignHeaders {OVERSIGN_HEADERS}",
+                    "InternalHosts 127.0.0.1",
+                    f"Socket {self.socket}",
+                    "Background no",
+                    "Syslog no",
+                    "RequireSafeKeys no",
+                    f"PidFile {workdir / 'opendkim.pid'}",
+                ]
+            )
+            + "\n"
+        )
+        self.log_path = workdir / "opendkim.log"
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [binary, "-f", "-x", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            wait_for_port(port, self.process, self.log_path)
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+
+
+# -- LDAP operations, from slapd's cn=monitor --------------------------------------
+
+
+class LdapCounter:
+    """Completed LDAP operations in slapd, read from cn=monitor (enabled here for the run).
+
+    The bench slapd serves nobody but ldapdkim (once set up); each reading is
+    itself one search, which :meth:`delta` leaves out.
+    """
+
+    def __init__(self, slapd: Slapd) -> None:
+        slapd.ldapmodify(
+            "dn: cn=module{0},cn=config\nchangetype: modify\n"
+            "add: olcModuleLoad\nolcModuleLoad: back_monitor\n",
+            external=True,
+        )
+        slapd.ldapadd(
+            "dn: olcDatabase=monitor,cn=config\nobjectClass: olcDatabaseConfig\n"
+            f'olcDatabase: monitor\nolcAccess: to * by dn.exact="{slapd.root_dn}" read'
+            " by * none\n",
+            external=True,
+        )
+        self.conn = ldap.initialize(slapd.ldapi_uri)
+        self.conn.sasl_external_bind_s()
+        self.readings = 0
+
+    def read(self) -> dict[str, int]:
+        """Completed operations by type (lower case), and ``_readings`` so far."""
+        found = self.conn.search_s(
+            "cn=Operations,cn=Monitor",
+            ldap.SCOPE_ONELEVEL,
+            "(objectClass=*)",
+            ["monitorOpCompleted"],
+        )
+        self.readings += 1
+        counts = {
+            dn.split(",", 1)[0].split("=", 1)[1].lower(): int(attrs["monitorOpCompleted"][0])
+            for dn, attrs in found
+        }
+        counts["_readings"] = self.readings
+        return counts
+
+    @staticmethod
+    def delta(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+        """Operations between two readings, less the searches that were readings."""
+        change = {name: after[name] - before.get(name, 0) for name in after}
+        change["search"] -= change.pop("_readings")
+        return {name: n for name, n in change.items() if n}
+
+    def close(self) -> None:
+        with contextlib.suppress(ldap.LDAPError):
+            self.conn.unbind_s()
+
+
+# -- one measurement --------------------------------------------------------------
+
+
+@dataclass
+class RoundStat:
+    """One engine, one row, one round."""
+
+    messages: int
+    ok: int
+    failures: dict[str, int]
+    rate: float
+    latency: list[float]
+    eom_latency: list[float]
+    cpu: float
+    peak_rss_kb: int
+    driver_cpu: float
+    ldap_ops: dict[str, int]
+    errors: list[str]
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    size: int
+    concurrency: int
+    quickack: bool = True
+    count: int | None = None
+    """Messages per round; None: ``--round-seconds``."""
+
+    @property
+    def label(self) -> str:
+        return f"{human_size(self.size)} c={self.concurrency}" + ("" if self.quickack else " noQA")
+
+
+@dataclass
+class Row:
+    engine: str
+    spec: RowSpec
+    rounds: list[RoundStat] = field(default_factory=list)
+
+    def summary(self, idle_rss_kb: int) -> dict[str, Any]:
+        rounds = self.rounds
+        latency = sorted(x for r in rounds for x in r.latency)
+        eom = sorted(x for r in rounds for x in r.eom_latency)
+        messages = sum(r.messages for r in rounds)
+        failures: dict[str, int] = {}
+        for r in rounds:
+            for kind, n in r.failures.items():
+                failures[kind] = failures.get(kind, 0) + n
+        ldap_ops: dict[str, int] = {}
+        for r in rounds:
+            for kind, n in r.ldap_ops.items():
+                ldap_ops[kind] = ldap_ops.get(kind, 0) + n
+        peak = max((r.peak_rss_kb for r in rounds), default=0)
+        return {
+            "engine": self.engine,
+            "body_bytes": self.spec.size,
+            "concurrency": self.spec.concurrency,
+            "quickack": self.spec.quickack,
+            "rounds": len(rounds),
+            "msg_per_s": round(statistics.median(r.rate for r in rounds), 1) if rounds else 0.0,
+            "msg_per_s_rounds": [round(r.rate, 1) for r in rounds],
+            "p50_ms": round(milterload.percentile(latency, 50) * 1000, 3),
+            "p99_ms": round(milterload.percentile(latency, 99) * 1000, 3),
+            "eom_p50_ms": round(milterload.percentile(eom, 50) * 1000, 3),
+            "eom_p99_ms": round(milterload.percentile(eom, 99) * 1000, 3),
+            "cpu_ms_per_msg": round(1000 * sum(r.cpu for r in rounds) / max(messages, 1), 3),
+            "driver_cpu_ms_per_msg": round(
+                1000 * sum(r.driver_cpu for r in rounds) / max(messages, 1), 3
+            ),
+            "peak_rss_mb": round(peak / 1024, 1),
+            "rss_above_idle_mb": round((peak - idle_rss_kb) / 1024, 1),
+            "messages": messages,
+            "failures": failures,
+            "ldap_ops": ldap_ops,
+            "errors": [e for r in rounds for e in r.errors][:5],
+        }
+
+
+def human_size(size: int) -> str:
+    return f"{size // 1024}K" if size % 1024 == 0 else f"{size}B"
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().upper().removesuffix("B")
+    if text.endswith("K"):
+        return int(float(text[:-1]) * 1024)
+    if text.endswith("M"):
+        return int(float(text[:-1]) * 1024 * 1024)
+    return int(text)
+
+
+def measure(
+    engine: Engine,
+    spec: RowSpec,
+    args: argparse.Namespace,
+    counter: LdapCounter | None,
+) -> RoundStat:
+    options = milterload.LoadOptions(
+        socket=engine.socket,
+        concurrency=spec.concurrency,
+        count=spec.count,
+        duration=None if spec.count is not None else args.round_seconds,
+        body_size=spec.size,
+        domain=DOMAIN,
+        quickack=spec.quickack,
+        processes=min(spec.concurrency, args.driver_processes),
+    )
+    hwm_reset = reset_peak_rss(engine.pid)
+    ldap_before = counter.read() if counter is not None else None
+    cpu_before = cpu_seconds(engine.pid)
+    result = milterload.run_load(options)
+    cpu_after = cpu_seconds(engine.pid)
+    ldap_ops = (
+        LdapCounter.delta(ldap_before, counter.read())
+        if counter is not None and ldap_before is not None
+        else {}
+    )
+    memory = memory_kb(engine.pid)
+    return RoundStat(
+        messages=result.messages,
+        ok=result.ok,
+        failures=dict(result.failures),
+        rate=result.rate,
+        latency=result.total_latency,
+        eom_latency=result.eom_latency,
+        cpu=cpu_after - cpu_before,
+        peak_rss_kb=memory["VmHWM"] if hwm_reset else memory["VmRSS"],
+        driver_cpu=result.driver_cpu,
+        ldap_ops=ldap_ops,
+        errors=result.errors,
+    )
+
+
+# -- set-up ------------------------------------------------------------------------
+
+
+def key_of(ldif_text: str) -> tuple[str, bytes]:
+    """(selector, PEM) of the one key in ``ldapdkim provision``'s LDIF."""
+    records = ldif.LDIFRecordList(io.StringIO(ldif_text))
+    records.parse()
+    for _, attrs in records.all_records:
+        if "dkimSignPrivateKey" in attrs:
+            return attrs["dkimSignSelector"][0].decode(), attrs["dkimSignPrivateKey"][0]
+    raise RuntimeError("the provisioned LDIF holds no private key")
+
+
+@contextlib.contextmanager
+def bench_site(workdir: Path, engines: Sequence[str]) -> Iterator[dict[str, Any]]:
+    """slapd with one provisioned domain, the engines, the LDAP counter, a DNS server."""
+    with contextlib.ExitStack() as stack:
+        slapd = stack.enter_context(Slapd(workdir / "slapd"))
+        ldif_text = provision([DOMAIN], slapd.domains_base, workdir, "rsa-sha256")
+        slapd.ldapadd(without_version_line(ldif_text))
+        counter = LdapCounter(slapd)
+        stack.callback(counter.close)
+        selector, pem = key_of(ldif_text)
+        started: dict[str, Engine] = {}
+        for name in engines:
+            engine: Engine
+            if name == "ldapdkim":
+                engine = LdapdkimEngine(workdir / "ldapdkim", slapd)
+            elif name == "opendkim":
+                engine = OpendkimEngine(workdir / "opendkim", selector, pem)
+            else:
+                raise SystemExit(f"unknown engine {name!r}: ldapdkim, opendkim")
+            stack.callback(engine.stop)
+            started[name] = engine
+        dns = stack.enter_context(DnsServer())
+        config = next(
+            (e.config_path for e in started.values() if isinstance(e, LdapdkimEngine)), None
+        )
+        if config is None:
+            config = workdir / "dns-records.conf"
+            config.write_text(
+                f"Directory {slapd.ldap_uri}/{slapd.domains_base}\n"
+                f"LDAPBindUser {slapd.milter_dn}\nLDAPBindPassword {slapd.milter_pw}\n"
+            )
+        status, zone, err = run_cli("dns-records", "-c", str(config))
+        if status != 0:
+            raise RuntimeError(f"ldapdkim dns-records failed: {err}")
+        dns.load_zone_lines(zone.decode())
+        yield {"slapd": slapd, "engines": started, "counter": counter, "dns": dns}
+
+
+def verify_samples(samples: list[bytes], dns_port: int) -> tuple[int, list[str]]:
+    """(passed, problems) of Perl Mail::DKIM over ``samples``."""
+    passed = 0
+    problems: list[str] = []
+    for sample in samples:
+        verdicts = mail_dkim_verify(sample, dns_port)
+        results = [f"{v.result} ({v.detail})" if v.detail else v.result for v in verdicts]
+        if len(verdicts) == 1 and verdicts[0].result == "pass" and verdicts[0].domain == DOMAIN:
+            passed += 1
+        elif len(problems) < 3:
+            problems.append(", ".join(results) or "no signature")
+    return passed, problems
+
+
+# -- output ---------------------------------------------------------------------------
+
+COLUMNS = (
+    ("engine", "{engine:<9}"),
+    ("body", "{body:>5}"),
+    ("conc", "{conc:>4}"),
+    ("QA", "{qa:>3}"),
+    ("msg/s", "{rate:>8.1f}"),
+    ("p50 ms", "{p50:>7.2f}"),
+    ("p99 ms", "{p99:>7.2f}"),
+    ("CPU ms/msg", "{cpu:>10.3f}"),
+    ("peak RSS MB", "{peak:>11.1f}"),
+    ("+idle MB", "{above:>8.1f}"),
+    ("fail", "{fail:>5}"),
+    ("LDAP srch", "{ldap:>9}"),
+    ("ratio msg/s", "{ratio_rate:>11}"),
+    ("ratio CPU", "{ratio_cpu:>9}"),
+)
+
+
+def format_table(summaries: list[dict[str, Any]]) -> str:
+    widths = [len(fmt.format_map(_Blank())) for _, fmt in COLUMNS]
+    header = "  ".join(
+        title.rjust(w) if i else title.ljust(w)
+        for i, ((title, _), w) in enumerate(zip(COLUMNS, widths, strict=True))
+    )
+    lines = [header, "-" * len(header)]
+    by_key = {(s["engine"], s["body_bytes"], s["concurrency"], s["quickack"]): s for s in summaries}
+    for s in summaries:
+        other = by_key.get(("opendkim", s["body_bytes"], s["concurrency"], s["quickack"]))
+        ratio_rate = ratio_cpu = "-"
+        if s["engine"] == "ldapdkim" and other is not None:
+            if other["msg_per_s"]:
+                ratio_rate = f"{s['msg_per_s'] / other['msg_per_s']:.2f}"
+            if other["cpu_ms_per_msg"]:
+                ratio_cpu = f"{s['cpu_ms_per_msg'] / other['cpu_ms_per_msg']:.2f}"
+        values = {
+            "engine": s["engine"],
+            "body": human_size(s["body_bytes"]),
+            "conc": s["concurrency"],
+            "qa": "on" if s["quickack"] else "off",
+            "rate": s["msg_per_s"],
+            "p50": s["p50_ms"],
+            "p99": s["p99_ms"],
+            "cpu": s["cpu_ms_per_msg"],
+            "peak": s["peak_rss_mb"],
+            "above": s["rss_above_idle_mb"],
+            "fail": sum(s["failures"].values()),
+            "ldap": s["ldap_ops"].get("search", 0) if s["engine"] == "ldapdkim" else "-",
+            "ratio_rate": ratio_rate,
+            "ratio_cpu": ratio_cpu,
+        }
+        lines.append("  ".join(fmt.format_map(values) for _, fmt in COLUMNS))
+    return "\n".join(lines)
+
+
+class _Blank(dict[str, Any]):
+    """format_map() values that render as wide as a column's format with no data."""
+
+    def __missing__(self, key: str) -> Any:
+        return 0
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="seconds-long smoke run")
+    parser.add_argument("--sizes", default="2K,100K", help="body sizes (default 2K,100K)")
+    parser.add_argument("--concurrency", default="1,4,16", help="default 1,4,16")
+    parser.add_argument("--rounds", type=int, help="rounds per row and engine (default 5)")
+    parser.add_argument("--round-seconds", type=float, help="seconds per round (default 4)")
+    parser.add_argument("--engines", default="ldapdkim,opendkim")
+    parser.add_argument(
+        "--quickack",
+        choices=("on", "off"),
+        default="on",
+        help="driver's TCP_QUICKACK for the main rows (default on, as a careful MTA)",
+    )
+    parser.add_argument(
+        "--no-quickack-row",
+        action="store_true",
+        help="skip the extra 2K c=1 rows with TCP_QUICKACK off",
+    )
+    parser.add_argument("--verify", type=int, help="signed messages per engine to verify")
+    parser.add_argument(
+        "--driver-processes", type=int, default=2, help="load driver processes (default 2)"
+    )
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the null-milter run")
+    parser.add_argument("--json", type=Path, help="write every number here")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.rounds = args.rounds or (2 if quick else 5)
+    args.round_seconds = args.round_seconds or (0.5 if quick else 4.0)
+    args.verify = args.verify if args.verify is not None else (4 if quick else 20)
+    args.size_list = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
+    args.concurrency_list = [int(c) for c in args.concurrency.split(",") if c.strip()]
+    args.engine_list = [e.strip() for e in args.engines.split(",") if e.strip()]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    wall_start = time.monotonic()
+    workdir = Path(tempfile.mkdtemp(prefix="ldapdkim-bench-"))
+    quickack = args.quickack == "on"
+    rows_specs = [
+        RowSpec(size, conc, quickack) for size in args.size_list for conc in args.concurrency_list
+    ]
+    if not args.no_quickack_row and quickack:
+        rows_specs.append(RowSpec(args.size_list[0], 1, False, count=5 if args.quick else 25))
+    report: dict[str, Any] = {"settings": {}, "rows": [], "verification": {}, "ceiling": []}
+    status = 0
+    try:
+        with bench_site(workdir, args.engine_list) as site:
+            engines: dict[str, Engine] = site["engines"]
+            counter: LdapCounter = site["counter"]
+            idle = {name: memory_kb(e.pid)["VmRSS"] for name, e in engines.items()}
+            ldap_start = counter.read()
+            print(
+                f"bench: {', '.join(engines)}; bodies {args.sizes}; concurrency "
+                f"{args.concurrency}; {args.rounds} rounds of {args.round_seconds:g} s; "
+                f"driver: {args.driver_processes} processes, TCP_QUICKACK {args.quickack}",
+                flush=True,
+            )
+            # Warm-up, which also collects the messages to verify.
+            samples: dict[str, list[bytes]] = {name: [] for name in engines}
+            warm_count = 20 if args.quick else 200
+            for size in args.size_list:
+                for name, engine in engines.items():
+                    want = -(-args.verify // len(args.size_list))
+                    warm = milterload.run_load(
+                        milterload.LoadOptions(
+                            socket=engine.socket,
+                            concurrency=min(4, max(args.concurrency_list)),
+                            count=warm_count,
+                            body_size=size,
+                            domain=DOMAIN,
+                            sample=want,
+                        )
+                    )
+                    if warm.failed:
+                        raise RuntimeError(
+                            f"{name} failed during warm-up: {warm.failures} {warm.errors[:3]}"
+                            f"\n{engine.log_tail()}"
+                        )
+                    samples[name] += warm.samples
+            rows = {(name, spec): Row(name, spec) for spec in rows_specs for name in engines}
+            order = list(engines)
+            for number in range(args.rounds):
+                for spec in rows_specs:
+                    for name in order if number % 2 == 0 else order[::-1]:
+                        engine = engines[name]
+                        use_counter = counter if name == "ldapdkim" else None
+                        rows[(name, spec)].rounds.append(measure(engine, spec, args, use_counter))
+                done = time.monotonic() - wall_start
+                print(f"bench: round {number + 1}/{args.rounds} done at {done:.0f} s", flush=True)
+            summaries = [
+                rows[(name, spec)].summary(idle[name]) for spec in rows_specs for name in engines
+            ]
+            report["rows"] = summaries
+            for name in engines:
+                passed, problems = verify_samples(samples[name][: args.verify], site["dns"].port)
+                report["verification"][name] = {
+                    "verified": len(samples[name][: args.verify]),
+                    "passed": passed,
+                    "problems": problems,
+                }
+                if passed != len(samples[name][: args.verify]):
+                    status = 1
+            report["ldap_total"] = LdapCounter.delta(ldap_start, counter.read())
+            report["messages_total"] = {
+                name: sum(s["messages"] for s in summaries if s["engine"] == name)
+                for name in engines
+            }
+            if not args.no_ceiling:
+                report["ceiling"] = driver_ceiling(args)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    wall = time.monotonic() - wall_start
+    report["wall_seconds"] = round(wall, 1)
+    report["settings"] = {
+        "sizes": args.size_list,
+        "concurrency": args.concurrency_list,
+        "rounds": args.rounds,
+        "round_seconds": args.round_seconds,
+        "driver_processes": args.driver_processes,
+        "quickack": args.quickack,
+        "sign_headers": SIGN_HEADERS,
+        "canonicalization": "relaxed/simple",
+        "key": "RSA 2048, rsa-sha256",
+        "cpus": os.cpu_count(),
+    }
+    print_report(report)
+    if any(sum(s["failures"].values()) for s in report["rows"]):
+        status = 1
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return status
+
+
+def driver_ceiling(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The driver against nullmilter.py at the largest concurrency, per body size."""
+    process, spec = milterload.start_null_milter()
+    results = []
+    try:
+        conc = max(args.concurrency_list)
+        for size in args.size_list:
+            result = milterload.run_load(
+                milterload.LoadOptions(
+                    socket=spec,
+                    concurrency=conc,
+                    duration=min(3.0, args.round_seconds),
+                    body_size=size,
+                    domain=DOMAIN,
+                    processes=min(conc, args.driver_processes),
+                )
+            )
+            summary = result.summary()
+            results.append(
+                {
+                    "body_bytes": size,
+                    "concurrency": conc,
+                    "msg_per_s": summary["msg_per_s"],
+                    "p50_ms": summary["latency_ms"]["p50"],
+                    "driver_cpu_ms_per_msg": summary["driver_cpu_ms_per_msg"],
+                    "failures": summary["failures"],
+                }
+            )
+    finally:
+        process.terminate()
+        process.wait()
+    return results
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print()
+    print(format_table(report["rows"]))
+    print()
+    print(
+        "msg/s: median of rounds; p50/p99: connect to final reply, rounds pooled; CPU: milter "
+        "process utime+stime per message; peak RSS: VmHWM (reset each round); +idle: above the "
+        "RSS at start; LDAP srch: searches slapd completed during ldapdkim's rounds; ratio: "
+        "ldapdkim / OpenDKIM."
+    )
+    for s in report["rows"]:
+        if s["errors"]:
+            print(
+                f"  {s['engine']} {human_size(s['body_bytes'])} c={s['concurrency']}: {s['errors']}"
+            )
+    driver = [s["driver_cpu_ms_per_msg"] for s in report["rows"] if s["quickack"]]
+    if driver:
+        print(
+            f"driver CPU: {min(driver):.3f}-{max(driver):.3f} ms per message "
+            f"(it shares the {os.cpu_count()} CPUs with the milter)"
+        )
+    for c in report["ceiling"]:
+        print(
+            f"driver ceiling (nullmilter.py, {human_size(c['body_bytes'])}, c={c['concurrency']}): "
+            f"{c['msg_per_s']:.0f} msg/s, p50 {c['p50_ms']:.2f} ms, driver CPU "
+            f"{c['driver_cpu_ms_per_msg']:.3f} ms/msg"
+        )
+    for name, v in report["verification"].items():
+        problems = f"; {v['problems']}" if v["problems"] else ""
+        print(f"verified with Perl Mail::DKIM: {name} {v['passed']}/{v['verified']} pass{problems}")
+    if "ldap_total" in report:
+        ops = ", ".join(f"{k} {n}" for k, n in sorted(report["ldap_total"].items()))
+        signed = report["messages_total"].get("ldapdkim", 0)
+        print(
+            f"LDAP operations in slapd over the whole run (warm-up included): {ops or 'none'}; "
+            f"ldapdkim answered {signed} measured messages"
+        )
+    print(f"wall time: {report['wall_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

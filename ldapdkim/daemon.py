@@ -21,6 +21,7 @@ import logging.handlers
 import os
 import pwd
 import signal
+import socket
 import sys
 import threading
 import time
@@ -126,6 +127,29 @@ def _register(holder: Holder) -> None:
     )
 
 
+def _disable_nagle_on_listeners() -> int:
+    """Set TCP_NODELAY on libmilter's listening TCP sockets; accepted ones inherit it.
+
+    libmilter answers end of message in two small writes (the inserted header,
+    then the verdict); with Nagle's algorithm the second waits for the MTA's
+    delayed ACK, about 40 ms per message over ``inet:``.  libmilter offers no
+    option for it, so the socket is found among our open descriptors.
+    """
+    changed = 0
+    for entry in Path("/proc/self/fd").iterdir():
+        try:
+            fd = int(entry.name)
+            sock = socket.socket(fileno=os.dup(fd))
+        except (ValueError, OSError):
+            continue
+        with sock:
+            if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    changed += 1
+    return changed
+
+
 def _socket_path(spec: str) -> Path | None:
     kind, _, rest = spec.partition(":")
     return Path(rest) if kind in ("local", "unix") else None
@@ -177,6 +201,8 @@ class Daemon:
             raise LdapDkimError(
                 f"cannot open Socket {settings.socket}: {err}; is another milter using it?"
             ) from None
+        if not settings.socket.startswith(("local:", "unix:")):
+            _disable_nagle_on_listeners()
         if settings.pid_file is not None:
             settings.pid_file.write_text(f"{os.getpid()}\n")
         _drop_privileges(settings)

@@ -24,11 +24,14 @@ START_TIMEOUT = 15.0
 class MilterProcess:
     """``ldapdkim run -c CONFIG`` in a subprocess."""
 
-    def __init__(self, workdir: Path, config_lines: list[str], *, unix: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, config_lines: list[str], *, unix_socket: Path | None = None
+    ) -> None:
+        """``unix_socket``: listen there (``local:``) instead of on a free loopback port."""
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        if unix:
-            self.socket_path: Path | None = workdir / "ldapdkim.sock"
+        if unix_socket is not None:
+            self.socket_path: Path | None = unix_socket
             self.socket = f"local:{self.socket_path}"
             self.postfix_address = f"unix:{self.socket_path}"
         else:

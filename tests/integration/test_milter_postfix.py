@@ -1,0 +1,329 @@
+"""ldapdkim behind a real Postfix: what leaves is signed, what arrives is verified.
+
+Each test runs a Postfix of its own on loopback with ``smtpd_milters`` and
+``non_smtpd_milters`` pointing at ``ldapdkim run``, keys from the session's
+slapd, public keys from a loopback DNS server, and checks the copy that
+Postfix delivered to its sink with verifiers that are not dkimpy.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from dnsserver import DnsServer
+from mailsite import AUTHSERV_ID, MailSite, message
+from milterproc import MilterProcess
+from postfix import Postfix, header_values, require_postfix
+from provisioning import run_cli
+from slapd import Slapd
+from verifiers import (
+    mail_dkim_verify,
+    opendkim_verify,
+    require_mail_dkim,
+    require_mail_dkim_ed25519,
+    require_opendkim,
+)
+
+OUTSIDE = "127.0.0.2"
+
+
+@dataclass
+class Setup:
+    site: MailSite
+    milter: MilterProcess
+    postfix: Postfix
+
+    def send(self, msg: bytes, *, source: str = "127.0.0.1", port: int | None = None) -> bytes:
+        subject = header_values(msg, "Subject")[0]
+        reply = self.postfix.send(
+            msg,
+            mail_from="alice@example.com",
+            rcpt_to=["bob@example.net"],
+            source_address=source,
+            port=port,
+        )
+        assert reply.accepted, (reply, self.milter.log())
+        return self.postfix.wait_for_message(subject)
+
+
+def _start(
+    site: MailSite, tmp_path: Path, *config: str, unix: bool = False, **postfix_options: object
+) -> Iterator[Setup]:
+    require_postfix()
+    with Postfix(tmp_path / "postfix", **postfix_options) as postfix:  # type: ignore[arg-type]
+        socket_path = postfix.socket_dir / "ldapdkim.sock" if unix else None
+        # UMask 000: user postfix must be able to write to the root-owned socket.
+        lines = site.milter_config(*config, *(["UMask 000"] if unix else []))
+        with MilterProcess(tmp_path / "milter", lines, unix_socket=socket_path) as milter:
+            postfix.set_milter(milter.postfix_address)
+            postfix.reload()
+            yield Setup(site, milter, postfix)
+            assert "Traceback" not in milter.log(), milter.log()
+
+
+@pytest.fixture
+def site(slapd: Slapd, ldap_base: str, tmp_path: Path) -> Iterator[MailSite]:
+    with DnsServer() as dns:
+        site = MailSite(slapd, ldap_base, dns, tmp_path)
+        site.add_domains(["example.com"], "rsa-sha256", "ed25519-sha256")
+        yield site
+
+
+@pytest.fixture
+def mta(site: MailSite, tmp_path: Path) -> Iterator[Setup]:
+    yield from _start(site, tmp_path)
+
+
+# -- (a) signing
+
+
+def test_internal_mail_leaves_signed_and_verifies_with_mail_dkim(mta: Setup) -> None:
+    require_mail_dkim()
+    require_mail_dkim_ed25519()
+    delivered = mta.send(message(subject="internal a"))
+    verdicts = mail_dkim_verify(delivered, mta.site.dns.port)
+    assert sorted((v.result, v.algorithm, v.domain) for v in verdicts) == [
+        ("pass", "ed25519-sha256", "example.com"),
+        ("pass", "rsa-sha256", "example.com"),
+    ], (verdicts, mta.milter.log())
+    assert delivered.startswith(b"DKIM-Signature:")
+
+
+def test_internal_mail_verifies_with_opendkim(mta: Setup) -> None:
+    require_opendkim()
+    delivered = mta.send(message(subject="internal b"))
+    verdicts = opendkim_verify(delivered, mta.site.dns.port)
+    assert sorted((v.result, v.algorithm) for v in verdicts) == [
+        ("pass", "ed25519-sha256"),
+        ("pass", "rsa-sha256"),
+    ], verdicts
+
+
+@pytest.mark.parametrize("canonicalization", ["simple/simple", "relaxed/relaxed"])
+def test_every_canonicalization_survives_postfix(
+    site: MailSite, tmp_path: Path, canonicalization: str
+) -> None:
+    require_mail_dkim()
+    require_mail_dkim_ed25519()
+    for setup in _start(site, tmp_path, f"Canonicalization {canonicalization}"):
+        delivered = setup.send(message(subject=f"canon {canonicalization}"))
+        verdicts = mail_dkim_verify(delivered, site.dns.port)
+        assert [v.result for v in verdicts] == ["pass", "pass"], verdicts
+
+
+def test_unix_socket_works_as_well(site: MailSite, tmp_path: Path) -> None:
+    require_mail_dkim()
+    for setup in _start(site, tmp_path, unix=True):
+        delivered = setup.send(message(subject="over local socket"))
+        assert {v.result for v in mail_dkim_verify(delivered, site.dns.port)} == {"pass"}
+
+
+def test_local_submission_through_non_smtpd_milters_is_signed(mta: Setup) -> None:
+    mta.postfix.submit_local(
+        message(subject="via sendmail command"),
+        mail_from="alice@example.com",
+        rcpt_to=["bob@example.net"],
+    )
+    delivered = mta.postfix.wait_for_message("via sendmail command")
+    assert len(header_values(delivered, "DKIM-Signature")) == 2
+
+
+# -- (b) verifying mail from outside
+
+
+def _signed_elsewhere(site: MailSite, subject: str) -> bytes:
+    """A message signed by ldapdkim's own command, as another site's signer would."""
+    config = site.workdir / "signer.conf"
+    config.write_text("\n".join(site.milter_config()) + "\n")
+    status, signed, err = run_cli("sign", "-c", str(config), stdin=message(subject=subject))
+    assert status == 0, err
+    return signed
+
+
+def test_outside_mail_is_verified_and_never_signed(mta: Setup) -> None:
+    good = mta.send(_signed_elsewhere(mta.site, "outside good"), source=OUTSIDE)
+    forged = _signed_elsewhere(mta.site, "outside bad").replace(b"the figures", b"new figures")
+    bad = mta.send(forged, source=OUTSIDE)
+    unsigned = mta.send(message(subject="outside none"), source=OUTSIDE)
+
+    def results(delivered: bytes) -> list[str]:
+        [value] = header_values(delivered, "Authentication-Results")
+        assert value.startswith(f"{AUTHSERV_ID};")
+        return re.findall(r"dkim=(\w+)", value)
+
+    assert results(good) == ["pass", "pass"]
+    assert results(bad) == ["fail", "fail"]
+    assert results(unsigned) == ["none"]
+    # Only the signatures the sender made: ldapdkim added none.
+    assert [len(header_values(d, "DKIM-Signature")) for d in (good, bad, unsigned)] == [2, 2, 0]
+    assert "external host 127.0.0.2 tried to send as example.com" in mta.milter.log()
+
+
+def test_forged_results_with_our_authserv_id_are_removed(mta: Setup) -> None:
+    forged = (
+        f"Authentication-Results: {AUTHSERV_ID}; dkim=pass header.d=example.com\r\n"
+        "Authentication-Results: other.example; dkim=pass\r\n"
+    ).encode()
+    delivered = mta.send(forged + message(subject="forged results"), source=OUTSIDE)
+    assert header_values(delivered, "Authentication-Results") == [
+        f"{AUTHSERV_ID}; dkim=none",
+        "other.example; dkim=pass",
+    ]
+
+
+def test_dns_timeout_is_temperror_not_fail(site: MailSite, tmp_path: Path) -> None:
+    signed = _signed_elsewhere(site, "dns trouble")
+    for name in list(site.dns.records()):
+        site.dns.set_timeout(name)
+    for setup in _start(site, tmp_path, "On-DNSError accept", "DNSTimeout 1"):
+        delivered = setup.send(signed, source=OUTSIDE)
+        [value] = header_values(delivered, "Authentication-Results")
+        assert re.findall(r"dkim=(\w+)", value) == ["temperror", "temperror"]
+
+
+# -- (c) submission listener
+
+
+def test_submission_listener_with_originating_macro_signs_outside_clients(mta: Setup) -> None:
+    delivered = mta.send(
+        message(subject="via submission"), source=OUTSIDE, port=mta.postfix.submission_port
+    )
+    assert len(header_values(delivered, "DKIM-Signature")) == 2
+    assert "MTA macro {daemon_name}=ORIGINATING" in mta.milter.log()
+
+
+def test_authenticated_sender_is_signed(site: MailSite, tmp_path: Path) -> None:
+    for setup in _start(site, tmp_path, sasl_users={"alice": "wonderland"}):
+        reply = setup.postfix.send(
+            message(subject="authenticated"),
+            mail_from="alice@example.com",
+            rcpt_to=["bob@example.net"],
+            source_address=OUTSIDE,
+            auth=("alice", "wonderland"),
+        )
+        assert reply.accepted, reply
+        delivered = setup.postfix.wait_for_message("authenticated")
+        assert len(header_values(delivered, "DKIM-Signature")) == 2
+
+
+# -- (d) directory outage
+
+
+def test_mail_keeps_flowing_signed_while_slapd_is_down(tmp_path: Path) -> None:
+    require_mail_dkim()
+    with Slapd(tmp_path / "own-slapd") as own, DnsServer() as dns:
+        site = MailSite(own, own.domains_base, dns, tmp_path, extra=["LDAPCacheTTL 0"])
+        site.add_domains(["example.com"], "rsa-sha256")
+        for setup in _start(site, tmp_path):
+            first = setup.send(message(subject="before outage"))
+            own.stop()
+            during = [setup.send(message(subject=f"during outage {i}")) for i in range(3)]
+            for delivered in [first, *during]:
+                assert [v.result for v in mail_dkim_verify(delivered, dns.port)] == ["pass"]
+            assert (
+                "directory unavailable; using what it said about example.com" in setup.milter.log()
+            )
+            own.start()
+            after = setup.send(message(subject="after outage"))
+            assert [v.result for v in mail_dkim_verify(after, dns.port)] == ["pass"]
+
+
+def test_directory_down_with_nothing_known_tempfails_by_default(tmp_path: Path) -> None:
+    with Slapd(tmp_path / "own-slapd") as own, DnsServer() as dns:
+        site = MailSite(own, own.domains_base, dns, tmp_path)
+        own.stop()
+        for setup in _start(site, tmp_path):
+            reply = setup.postfix.send(
+                message(subject="nothing known"),
+                mail_from="a@example.com",
+                rcpt_to=["bob@example.net"],
+            )
+            assert reply.temporary and reply.code == 451, reply
+            assert "DKIM: directory unavailable" in reply.text
+
+
+# -- (e) malformed and large messages
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("no-from", b"To: bob@example.net\r\nSubject: no-from\r\n\r\nbody\r\n"),
+        (
+            "two-from",
+            b"From: a@example.com\r\nFrom: b@example.com\r\nSubject: two-from\r\n\r\nx\r\n",
+        ),
+        (
+            "eight-bit",
+            "From: Jürgen <alice@example.com>\r\nSubject: eight-bit\r\n"
+            "X-Note: Grüße\r\n\r\nbody\r\n".encode(),
+        ),
+        (
+            "bare-lf",
+            b"From: alice@example.com\nSubject: bare-lf\nTo: b@example.net\n\nline\nline\n",
+        ),
+    ],
+)
+def test_malformed_messages_pass_without_crashing_the_milter(
+    mta: Setup, name: str, raw: bytes
+) -> None:
+    delivered = mta.send(raw)
+    signatures = header_values(delivered, "DKIM-Signature")
+    assert len(signatures) == (0 if name in ("no-from", "two-from") else 2)
+    if name in ("eight-bit", "bare-lf"):
+        require_mail_dkim()
+        assert {v.result for v in mail_dkim_verify(delivered, mta.site.dns.port)} == {"pass"}
+    assert mta.milter.process is not None and mta.milter.process.poll() is None
+
+
+def test_five_thousand_header_fields(mta: Setup) -> None:
+    many = b"".join(b"X-Filler-%d: value %d\r\n" % (i, i) for i in range(5000))
+    delivered = mta.send(
+        message(subject="many headers").replace(b"MIME-Version", many + b"MIME-Version")
+    )
+    assert len(header_values(delivered, "DKIM-Signature")) == 2
+
+
+def test_a_20_mb_body_is_signed(site: MailSite, tmp_path: Path) -> None:
+    require_mail_dkim()
+    line = b"0123456789" * 7 + b"\r\n"
+    body = (line * (20 * 1024 * 1024 // len(line))).decode()
+    for setup in _start(site, tmp_path, extra_main_cf={"message_size_limit": "40000000"}):
+        delivered = setup.send(message(subject="twenty megabytes", body=body))
+        assert len(delivered) > 20_000_000
+        assert {v.result for v in mail_dkim_verify(delivered, site.dns.port)} == {"pass"}
+
+
+def test_a_refusing_configuration_is_applied(site: MailSite, tmp_path: Path) -> None:
+    for setup in _start(site, tmp_path, "On-NoSignature reject"):
+        reply = setup.postfix.send(
+            message(subject="unsigned from outside"),
+            mail_from="a@example.com",
+            rcpt_to=["bob@example.net"],
+            source_address=OUTSIDE,
+        )
+        assert reply.permanent and reply.code == 550, reply
+
+
+# -- (f) reload
+
+
+def test_sighup_applies_a_changed_configuration_and_refuses_a_broken_one(
+    site: MailSite, tmp_path: Path
+) -> None:
+    for setup in _start(site, tmp_path, "Mode v"):
+        before = setup.send(message(subject="before reload"))
+        assert header_values(before, "DKIM-Signature") == []
+
+        setup.milter.reload(site.milter_config("Mode sv"))
+        after = setup.send(message(subject="after reload"))
+        assert len(header_values(after, "DKIM-Signature")) == 2
+
+        setup.milter.reload([*site.milter_config("Mode sv"), "NoSuchKeyword yes"])
+        assert "configuration not reloaded, keeping the old one" in setup.milter.log()
+        still = setup.send(message(subject="after bad reload"))
+        assert len(header_values(still, "DKIM-Signature")) == 2

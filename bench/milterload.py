@@ -766,7 +766,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     target.add_argument(
         "--null", action="store_true", help="start bench/nullmilter.py and measure the driver"
     )
-    parser.add_argument("--null-args", default="", help="extra arguments for nullmilter.py")
+    parser.add_argument(
+        "--null-split-eom",
+        action="store_true",
+        help="with --null: two writes at end of message, Nagle on (as libmilter)",
+    )
     parser.add_argument("-c", "--concurrency", type=int, default=1)
     parser.add_argument("-n", "--count", type=int, help="messages in all")
     parser.add_argument("-d", "--duration", type=float, help="seconds to run (default 10)")
@@ -795,7 +799,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     null = None
     spec = args.socket
     if args.null:
-        null, spec = start_null_milter(*args.null_args.split())
+        null, spec = start_null_milter(*(["--split-eom"] if args.null_split_eom else []))
     options = LoadOptions(
         socket=spec,
         concurrency=args.concurrency,

@@ -9,6 +9,8 @@ Postfix delivered to its sink with verifiers that are not dkimpy.
 from __future__ import annotations
 
 import re
+import signal
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -327,3 +329,16 @@ def test_sighup_applies_a_changed_configuration_and_refuses_a_broken_one(
         assert "configuration not reloaded, keeping the old one" in setup.milter.log()
         still = setup.send(message(subject="after bad reload"))
         assert len(header_values(still, "DKIM-Signature")) == 2
+
+
+def test_warm_signing_makes_no_ldap_round_trips_and_sigusr1_says_so(mta: Setup) -> None:
+    for i in range(5):
+        mta.send(message(subject=f"warm {i}"))
+    mta.milter.signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while "stats:" not in mta.milter.log() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    [stats] = [line for line in mta.milter.log().splitlines() if "stats:" in line]
+    assert "signed=5 " in stats
+    assert "ldap_searches=2 " in stats  # one policy and one key search, for the first message
+    assert "cache_hits=4 " in stats

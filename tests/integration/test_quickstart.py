@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from dnsserver import DnsServer
+from postfix import Postfix, require_postfix
 from verifiers import mail_dkim_verify, require_mail_dkim, require_mail_dkim_ed25519
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,3 +40,50 @@ def test_quickstart_signature_verifies_with_an_independent_verifier() -> None:
         ("pass", "ed25519-sha256", "example.com"),
         ("pass", "rsa-sha256", "example.com"),
     ]
+
+
+def test_quickstart_milter_signs_what_postfix_sends(tmp_path: Path) -> None:
+    """README's first command: ``ldapdkim run -c conf/quickstart.conf`` behind Postfix."""
+    require_mail_dkim()
+    require_mail_dkim_ed25519()
+    require_postfix()
+    zone = _ldapdkim("dns-records", "-c", "conf/quickstart.conf").decode()
+    milter = subprocess.Popen(
+        [sys.executable, "-m", "ldapdkim", "run", "-c", "conf/quickstart.conf"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port(8891, milter)
+        with (
+            Postfix(tmp_path / "postfix", milter="inet:127.0.0.1:8891") as postfix,
+            DnsServer() as dns,
+        ):
+            dns.load_zone_lines(zone)
+            sample = (REPO / "conf" / "sample.eml").read_bytes()
+            reply = postfix.send(sample, mail_from="alice@example.com", rcpt_to=["bob@example.net"])
+            assert reply.accepted, reply
+            delivered = postfix.wait_for_message("ldapdkim quick start")
+            verdicts = mail_dkim_verify(delivered, dns.port)
+    finally:
+        milter.terminate()
+        milter.communicate(timeout=20)
+    assert sorted((v.result, v.algorithm) for v in verdicts) == [
+        ("pass", "ed25519-sha256"),
+        ("pass", "rsa-sha256"),
+    ]
+
+
+def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            stderr = process.stderr.read().decode() if process.stderr else ""
+            raise AssertionError(f"ldapdkim run exited: {stderr}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")

@@ -557,7 +557,7 @@ def _worker(shared: _Shared, number: int, message: TestMessage) -> None:
             messages += 1
             failures[_kind_of(err)] += 1
             if len(errors) < 5:
-                errors.append(str(err))
+                errors.append(_describe(err, options))
             time.sleep(0.01)
             continue
         connections += 1
@@ -582,7 +582,7 @@ def _worker(shared: _Shared, number: int, message: TestMessage) -> None:
             except (MessageFailed, OSError, mp.MilterProtocolError) as err:
                 failures[_kind_of(err)] += 1
                 if len(errors) < 5:
-                    errors.append(f"{queue_id}: {err}")
+                    errors.append(f"{queue_id}: {_describe(err, options)}")
                 if not isinstance(err, MessageFailed) or err.kind in ("protocol", "timeout"):
                     polite = False
                     break
@@ -608,6 +608,12 @@ def _worker(shared: _Shared, number: int, message: TestMessage) -> None:
         result.errors += errors[: max(0, 10 - len(result.errors))]
         if negotiated is not None and not result.negotiated:
             result.negotiated = negotiated.describe()
+
+
+def _describe(err: BaseException, options: LoadOptions) -> str:
+    if isinstance(err, (BlockingIOError, TimeoutError)):
+        return f"no answer from the milter within {options.timeout:g} s"
+    return str(err) or type(err).__name__
 
 
 def _kind_of(err: BaseException) -> str:

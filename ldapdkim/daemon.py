@@ -19,6 +19,7 @@ error logged, and the old one stays.  SIGTERM and SIGINT stop the milter.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import logging
 import logging.handlers
@@ -231,7 +232,9 @@ class Daemon:
                     log.info("stats: %s", self.stats())
         finally:
             if settings.pid_file is not None:
-                settings.pid_file.unlink(missing_ok=True)
+                # After UserID the directory may no longer be ours to write.
+                with contextlib.suppress(OSError):
+                    settings.pid_file.unlink(missing_ok=True)
         return 0
 
     def _shut_down(self) -> None:

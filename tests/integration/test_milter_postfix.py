@@ -342,3 +342,22 @@ def test_warm_signing_makes_no_ldap_round_trips_and_sigusr1_says_so(mta: Setup) 
     assert "signed=5 " in stats
     assert "ldap_searches=2 " in stats  # one policy and one key search, for the first message
     assert "cache_hits=4 " in stats
+
+
+def test_user_id_drops_privileges_after_binding_and_pid_file_is_written(
+    site: MailSite, tmp_path: Path
+) -> None:
+    pid_dir = tmp_path / "run"
+    pid_dir.mkdir()
+    pid_file = pid_dir / "ldapdkim.pid"
+    for setup in _start(site, tmp_path, "UserID nobody:nogroup", f"PidFile {pid_file}", unix=True):
+        assert setup.milter.process is not None
+        pid = setup.milter.process.pid
+        assert pid_file.read_text() == f"{pid}\n"
+        status = Path(f"/proc/{pid}/status").read_text()
+        uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+        assert uid_line.split()[1:] == ["65534"] * 4
+        socket_path = setup.postfix.socket_dir / "ldapdkim.sock"
+        assert socket_path.stat().st_uid == 65534
+        delivered = setup.send(message(subject="as nobody"))
+        assert len(header_values(delivered, "DKIM-Signature")) == 2

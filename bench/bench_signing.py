@@ -23,7 +23,7 @@ verified with Perl Mail::DKIM against a loopback DNS server serving what
 
 Run from the repository root after ``bash tests/setup.sh``::
 
-    .venv/bin/python bench/bench_signing.py            # about 6 minutes
+    .venv/bin/python bench/bench_signing.py            # about 5 minutes
     .venv/bin/python bench/bench_signing.py --quick    # smoke test, under a minute
 """
 
@@ -120,6 +120,14 @@ def reset_peak_rss(pid: int) -> bool:
     return True
 
 
+def catches_signal(pid: int, signum: int) -> bool:
+    """True when process ``pid`` has a handler for ``signum`` (SigCgt in /proc/PID/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signum - 1)))
+    return False
+
+
 def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -176,6 +184,25 @@ class LdapdkimEngine(Engine):
     def pid(self) -> int:
         assert self.milter.process is not None
         return self.milter.process.pid
+
+    def own_counters(self) -> dict[str, int] | None:
+        """ldapdkim's counters (``key=value``, with ``ldap_searches``), asked for with SIGUSR1.
+
+        Only when the process catches SIGUSR1 (else the signal would end it), and
+        only if a line with ``ldap_searches=`` shows up in its log within 2 s.
+        """
+        if not catches_signal(self.pid, signal.SIGUSR1):
+            return None
+        before = len(self.milter.log())
+        os.kill(self.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            for line in self.milter.log()[before:].splitlines():
+                if "ldap_searches=" in line:
+                    pairs = (word.partition("=") for word in line.split())
+                    return {k: int(v) for k, sep, v in pairs if sep and v.isdigit()}
+            time.sleep(0.05)
+        return None
 
     def stop(self) -> None:
         self.milter.stop()
@@ -338,8 +365,8 @@ class RowSpec:
     size: int
     concurrency: int
     quickack: bool = True
-    count: int | None = None
-    """Messages per round; None: ``--round-seconds``."""
+    seconds: float | None = None
+    """Length of a round; None: ``--round-seconds``."""
 
     @property
     def label(self) -> str:
@@ -413,8 +440,7 @@ def measure(
     options = milterload.LoadOptions(
         socket=engine.socket,
         concurrency=spec.concurrency,
-        count=spec.count,
-        duration=None if spec.count is not None else args.round_seconds,
+        duration=spec.seconds or args.round_seconds,
         body_size=spec.size,
         domain=DOMAIN,
         quickack=spec.quickack,
@@ -623,7 +649,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         RowSpec(size, conc, quickack) for size in args.size_list for conc in args.concurrency_list
     ]
     if not args.no_quickack_row and quickack:
-        rows_specs.append(RowSpec(args.size_list[0], 1, False, count=5 if args.quick else 25))
+        # QUICKACK off: a milter that leaves Nagle on stalls ~40 ms per message.
+        seconds = min(args.round_seconds, 2.0)
+        rows_specs.append(RowSpec(args.size_list[0], 1, quickack=False, seconds=seconds))
     report: dict[str, Any] = {"settings": {}, "rows": [], "verification": {}, "ceiling": []}
     status = 0
     try:
@@ -632,6 +660,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             counter: LdapCounter = site["counter"]
             idle = {name: memory_kb(e.pid)["VmRSS"] for name, e in engines.items()}
             ldap_start = counter.read()
+            ldapdkim_engine = engines.get("ldapdkim")
+            own_start = (
+                ldapdkim_engine.own_counters()
+                if isinstance(ldapdkim_engine, LdapdkimEngine)
+                else None
+            )
+            report["ldapdkim_source"] = source_version()
+            print(
+                f"bench: ldapdkim {report['ldapdkim_source']}, {opendkim_version()}",
+                flush=True,
+            )
             print(
                 f"bench: {', '.join(engines)}; bodies {args.sizes}; concurrency "
                 f"{args.concurrency}; {args.rounds} rounds of {args.round_seconds:g} s; "
@@ -684,6 +723,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if passed != len(samples[name][: args.verify]):
                     status = 1
             report["ldap_total"] = LdapCounter.delta(ldap_start, counter.read())
+            if isinstance(ldapdkim_engine, LdapdkimEngine):
+                own_end = ldapdkim_engine.own_counters()
+                report["ldapdkim_counters"] = (
+                    {k: n - own_start.get(k, 0) for k, n in own_end.items() if k != "sessions"}
+                    if own_start is not None and own_end is not None
+                    else None
+                )
             report["messages_total"] = {
                 name: sum(s["messages"] for s in summaries if s["engine"] == name)
                 for name in engines
@@ -713,6 +759,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return status
+
+
+def opendkim_version() -> str:
+    binary = opendkim_binary()
+    if binary is None:
+        return "no opendkim"
+    done = subprocess.run([binary, "-V"], capture_output=True, text=True, check=False)
+    first = (done.stdout or done.stderr).splitlines()
+    return first[0].strip() if first else "opendkim (version unknown)"
+
+
+def source_version() -> str:
+    """The commit of this tree, and whether ldapdkim/ differs from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "ldapdkim"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return commit + (" with uncommitted changes in ldapdkim/" if dirty else "")
 
 
 def driver_ceiling(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -754,10 +829,10 @@ def print_report(report: dict[str, Any]) -> None:
     print(format_table(report["rows"]))
     print()
     print(
-        "msg/s: median of rounds; p50/p99: connect to final reply, rounds pooled; CPU: milter "
-        "process utime+stime per message; peak RSS: VmHWM (reset each round); +idle: above the "
-        "RSS at start; LDAP srch: searches slapd completed during ldapdkim's rounds; ratio: "
-        "ldapdkim / OpenDKIM."
+        "msg/s: median of rounds; p50/p99: connect to final reply, rounds pooled;\n"
+        "CPU: milter utime+stime per message; peak RSS: VmHWM (reset each round); +idle: above\n"
+        "the RSS at start; LDAP srch: searches slapd completed during ldapdkim's rounds;\n"
+        "ratio: ldapdkim / OpenDKIM on the same row."
     )
     for s in report["rows"]:
         if s["errors"]:
@@ -785,6 +860,15 @@ def print_report(report: dict[str, Any]) -> None:
         print(
             f"LDAP operations in slapd over the whole run (warm-up included): {ops or 'none'}; "
             f"ldapdkim answered {signed} measured messages"
+        )
+    if "ldapdkim_counters" in report:
+        own = report["ldapdkim_counters"]
+        print(
+            "ldapdkim's own counters over the whole run (SIGUSR1 before and after): "
+            + ", ".join(f"{k} {n}" for k, n in own.items())
+            if own
+            else "ldapdkim's own counters: none (it has no SIGUSR1 status line with "
+            "ldap_searches=N yet); the LDAP numbers above come from slapd's cn=monitor"
         )
     print(f"wall time: {report['wall_seconds']:.0f} s")
 

@@ -17,9 +17,29 @@ import hashlib
 import re
 
 _BARE_LF = re.compile(rb"(?<!\r)\n")
-_WSP_RUN = re.compile(rb"[ \t]+")
-_TRAILING_CRLFS = re.compile(rb"(?:\r\n)*\Z")
-_TRAILING_HOLD_RELAXED = re.compile(rb"[ \t\r]*\Z")
+_TAB_TO_SPACE = bytes.maketrans(b"\t", b" ")
+
+
+def _compress_wsp(data: bytes) -> bytes:
+    """Runs of SP and HTAB become one SP (relaxed, RFC 6376 §3.4.4).
+
+    Repeated ``replace`` passes run in C and beat a regex several times over.
+    """
+    data = data.translate(_TAB_TO_SPACE)
+    while b"  " in data:
+        data = data.replace(b"  ", b" ")
+    return data
+
+
+def _trailing_crlfs(data: bytes) -> int:
+    """Where the run of CRLFs that ends ``data`` starts.
+
+    (An end-anchored regex would try every position of a 64 KB chunk.)
+    """
+    end = len(data)
+    while end >= 2 and data[end - 2 : end] == b"\r\n":
+        end -= 2
+    return end
 
 
 class BodyHasher:
@@ -36,22 +56,23 @@ class BodyHasher:
         self.length = 0
 
     def update(self, chunk: bytes) -> None:
-        data = self._pending + chunk
-        hold = _TRAILING_HOLD_RELAXED.search(data) if self.relaxed else None
-        cut = hold.start() if hold is not None else len(data) - (data.endswith(b"\r"))
+        data = self._pending + chunk if self._pending else chunk
+        if self.relaxed:
+            cut = len(data.rstrip(b" \t\r"))
+        else:
+            cut = len(data) - data.endswith(b"\r")
         self._pending, data = data[cut:], data[:cut]
         self._feed(data)
 
     def _feed(self, data: bytes) -> None:
         if not data:
             return
-        if b"\n" in data:
+        if data.count(b"\n") != data.count(b"\r\n"):
             data = _BARE_LF.sub(b"\r\n", data)
         if self.relaxed:
-            data = _WSP_RUN.sub(b" ", data).replace(b" \r\n", b"\r\n")
-        tail = _TRAILING_CRLFS.search(data)
-        assert tail is not None
-        body, crlfs = data[: tail.start()], data[tail.start() :]
+            data = _compress_wsp(data).replace(b" \r\n", b"\r\n")
+        start = _trailing_crlfs(data)
+        body, crlfs = data[:start], data[start:]
         if body:
             self._emit(self._blank + body)
             self._blank = b""

@@ -2,17 +2,19 @@
 
 One run sets up a throw-away slapd with one domain provisioned by ``ldapdkim
 provision`` (one RSA-2048 key, rsa-sha256), starts ``ldapdkim run`` against
-it and ``opendkim -f`` with the same key as a PEM file (single-key mode:
-Domain, Selector, KeyFile), both with the same canonicalization
-(relaxed/simple), SignHeaders and OversignHeaders, on loopback TCP sockets.
-Then :mod:`milterload` drives both with the same messages, round by round
-and interleaved (A B, B A, A B, ...) so that drift hits both alike, for each
-body size and concurrency.  Per row it reports msg/s (median of the rounds),
+it and ``opendkim -f`` twice with the same key as a PEM file: ``opendkim`` in
+single-key mode (Domain, Selector, KeyFile) and ``opendkim-kt`` with a
+KeyTable and a refile SigningTable, as a multi-domain site configures it; all
+three with the same canonicalization (relaxed/simple), SignHeaders and
+OversignHeaders, on loopback TCP sockets.  Then :mod:`milterload` drives them
+with the same messages, round by round and interleaved (A B C, C B A, ...)
+so that drift hits all alike, for each body size and concurrency.  Per row it
+reports msg/s (median of the rounds),
 p50/p99 latency (connect to final reply, all rounds pooled), milter CPU ms
 per message (``/proc/PID/stat`` utime+stime of the milter and its
 descendants), peak RSS (VmHWM, reset before each round through
-``/proc/PID/clear_refs``) and RSS above the idle milter, failures, and the
-ldapdkim/OpenDKIM ratios.
+``/proc/PID/clear_refs``) and RSS above the idle milter, failures, and then
+the ldapdkim/OpenDKIM ratios against each OpenDKIM configuration.
 
 Also measured: the same small rows with the driver's TCP_QUICKACK off (the
 libmilter delayed-ACK stall), the driver's ceiling against
@@ -64,6 +66,9 @@ SIGN_HEADERS = "From,To,Subject,Date,Message-ID,MIME-Version,Content-Type"
 OVERSIGN_HEADERS = "From"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT = 15.0
+ENGINES = ("ldapdkim", "opendkim", "opendkim-kt")
+OPENDKIM_MODES = {"opendkim-kt": "kt", "opendkim": "single"}
+"""The OpenDKIM engines ldapdkim is compared with, and their short names in the ratio table."""
 
 
 # -- the milter processes ------------------------------------------------------------
@@ -212,25 +217,40 @@ class LdapdkimEngine(Engine):
 
 
 class OpendkimEngine(Engine):
-    """``opendkim -f -x CONF`` in single-key mode (Domain, Selector, KeyFile).
+    """``opendkim -f -x CONF``, in one of two key configurations.
 
-    OpenDKIM reads KeyFile once at start and decodes the PEM per message.
-    ``RequireSafeKeys no``: the key is mode 0600, but OpenDKIM also refuses
-    any key below a world-writable directory such as /tmp, where this run's
-    throw-away files live; the check is made at start only.
+    ``opendkim`` (single-key mode: Domain, Selector, KeyFile): OpenDKIM reads
+    KeyFile once at start and decodes the PEM per message.
+
+    ``opendkim-kt`` (``KeyTable file:``, ``SigningTable refile:``, as a
+    multi-domain site configures it): per message OpenDKIM matches the From
+    address against the SigningTable's patterns, looks the key name up in the
+    KeyTable, and reads the key file named there again (``dkimf_loadkey``:
+    open, fstat, read) before decoding the PEM.
+
+    Everything else is the same in both.  ``RequireSafeKeys no``: the key is
+    mode 0600, but OpenDKIM also refuses any key below a world-writable
+    directory such as /tmp, where this run's throw-away files live.
     """
 
-    name = "opendkim"
-
-    def __init__(self, workdir: Path, selector: str, pem: bytes) -> None:
+    def __init__(self, workdir: Path, selector: str, pem: bytes, keytable: bool = False) -> None:
         binary = opendkim_binary()
         if binary is None:
             raise RuntimeError("opendkim is not installed; run bash tests/setup.sh")
+        self.name = "opendkim-kt" if keytable else "opendkim"
         workdir.mkdir(parents=True, exist_ok=True)
         key = workdir / "bench.private"
         fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(pem)
+        if keytable:
+            key_table = workdir / "KeyTable"
+            key_table.write_text(f"benchkey {DOMAIN}:{selector}:{key}\n")
+            signing_table = workdir / "SigningTable"
+            signing_table.write_text(f"*@{DOMAIN} benchkey\n")
+            key_lines = [f"KeyTable file:{key_table}", f"SigningTable refile:{signing_table}"]
+        else:
+            key_lines = [f"Domain {DOMAIN}", f"Selector {selector}", f"KeyFile {key}"]
         port = free_port()
         self.socket = f"inet:{port}@127.0.0.1"
         self.config_path = workdir / "opendkim.conf"
@@ -238,9 +258,7 @@ class OpendkimEngine(Engine):
             "\n".join(
                 [
                     "Mode s",
-                    f"Domain {DOMAIN}",
-                    f"Selector {selector}",
-                    f"KeyFile {key}",
+                    *key_lines,
                     "SignatureAlgorithm rsa-sha256",
                     "Canonicalization relaxed/simple",
                     f"SignHeaders {SIGN_HEADERS}",
@@ -500,10 +518,10 @@ def bench_site(workdir: Path, engines: Sequence[str]) -> Iterator[dict[str, Any]
             engine: Engine
             if name == "ldapdkim":
                 engine = LdapdkimEngine(workdir / "ldapdkim", slapd)
-            elif name == "opendkim":
-                engine = OpendkimEngine(workdir / "opendkim", selector, pem)
+            elif name in ("opendkim", "opendkim-kt"):
+                engine = OpendkimEngine(workdir / name, selector, pem, name == "opendkim-kt")
             else:
-                raise SystemExit(f"unknown engine {name!r}: ldapdkim, opendkim")
+                raise SystemExit(f"unknown engine {name!r}: {', '.join(ENGINES)}")
             stack.callback(engine.stop)
             started[name] = engine
         dns = stack.enter_context(DnsServer())

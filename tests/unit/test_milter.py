@@ -227,3 +227,11 @@ def test_the_data_step_is_kept_so_postfix_does_not_stall() -> None:
     mask = DkimMilter.protocol_mask()  # the P_NO* bits ldapdkim asks the MTA to clear
     assert mask & Milter.P_NODATA
     assert mask & Milter.P_NOHDRS and mask & Milter.P_NOBODY and mask & Milter.P_NOEOH
+
+
+def test_every_step_is_answered_so_postfix_never_waits_on_nagle() -> None:
+    """With no-reply steps Postfix writes header after header without waiting, and
+    each small write waits for the previous one's delayed ACK (measured: 3 ms -> 48 ms)."""
+    mask = DkimMilter.protocol_mask()
+    for step in ("P_NR_DATA", "P_NR_HDR", "P_NR_EOH", "P_NR_BODY", "P_NR_MAIL", "P_NR_CONN"):
+        assert mask & getattr(Milter, step), step

@@ -359,7 +359,8 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             self.log.warning("not verified: %s", err)
             results = []
         self._remove_forged_results()
-        value = authresults.build(runtime.authserv_id, results)
+        # One result per line: libmilter takes LF, the MTA writes CRLF.
+        value = authresults.build(runtime.authserv_id, results).replace("; ", ";\n\t")
         self.addheader(authresults.HEADER, self._space(value), 0)
         runtime.counters.add("verified")
         for r in results:

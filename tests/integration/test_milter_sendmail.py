@@ -69,4 +69,5 @@ def test_mail_from_outside_is_verified_not_signed(sendmail: Sendmail, site: Mail
     )
     delivered = sendmail.wait_for_message(queue_id=reply.queue_id)
     assert delivered.header_values("DKIM-Signature") == []
-    assert delivered.header_values("Authentication-Results") == [f"{AUTHSERV_ID}; dkim=none"]
+    unfolded = [" ".join(v.split()) for v in delivered.header_values("Authentication-Results")]
+    assert unfolded == [f"{AUTHSERV_ID}; dkim=none"]

@@ -118,7 +118,7 @@ def test_mail_from_outside_is_verified_never_signed(make: Any) -> None:
     rc, ctx = make()(MESSAGE, ip="192.0.2.7")
     assert rc == Milter.ACCEPT
     assert ctx.headers_named("DKIM-Signature") == []
-    assert ctx.headers_named("Authentication-Results") == [" mx.example.net; dkim=none"]
+    assert ctx.headers_named("Authentication-Results") == [" mx.example.net;\n\tdkim=none"]
 
 
 def test_authenticated_sender_is_signed_from_anywhere(make: Any) -> None:
@@ -161,7 +161,7 @@ def test_mail_that_must_not_be_signed_passes_unsigned(make: Any, message: bytes)
 def test_mode_v_only_verifies(make: Any) -> None:
     _, ctx = make("Mode v")(MESSAGE, ip="127.0.0.1")
     assert ctx.headers_named("DKIM-Signature") == []
-    assert ctx.headers_named("Authentication-Results") == [" mx.example.net; dkim=none"]
+    assert ctx.headers_named("Authentication-Results") == [" mx.example.net;\n\tdkim=none"]
 
 
 def test_forged_results_claiming_our_authserv_id_are_removed(make: Any) -> None:

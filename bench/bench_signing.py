@@ -25,7 +25,7 @@ verified with Perl Mail::DKIM against a loopback DNS server serving what
 
 Run from the repository root after ``bash tests/setup.sh``::
 
-    .venv/bin/python bench/bench_signing.py            # about 5 minutes
+    .venv/bin/python bench/bench_signing.py            # about 8 minutes
     .venv/bin/python bench/bench_signing.py --quick    # smoke test, under a minute
 """
 
@@ -558,7 +558,7 @@ def verify_samples(samples: list[bytes], dns_port: int) -> tuple[int, list[str]]
 # -- output ---------------------------------------------------------------------------
 
 COLUMNS = (
-    ("engine", "{engine:<9}"),
+    ("engine", "{engine:<11}"),
     ("body", "{body:>5}"),
     ("conc", "{conc:>4}"),
     ("QA", "{qa:>3}"),
@@ -570,28 +570,24 @@ COLUMNS = (
     ("+idle MB", "{above:>8.1f}"),
     ("fail", "{fail:>5}"),
     ("LDAP srch", "{ldap:>9}"),
-    ("ratio msg/s", "{ratio_rate:>11}"),
-    ("ratio CPU", "{ratio_cpu:>9}"),
 )
 
 
-def format_table(summaries: list[dict[str, Any]]) -> str:
-    widths = [len(fmt.format_map(_Blank())) for _, fmt in COLUMNS]
+def render(columns: Sequence[tuple[str, str]], rows: list[dict[str, Any]]) -> str:
+    """A header, a rule and one line per row; the first column left-aligned."""
+    widths = [len(fmt.format_map(_Blank())) for _, fmt in columns]
     header = "  ".join(
         title.rjust(w) if i else title.ljust(w)
-        for i, ((title, _), w) in enumerate(zip(COLUMNS, widths, strict=True))
+        for i, ((title, _), w) in enumerate(zip(columns, widths, strict=True))
     )
     lines = [header, "-" * len(header)]
-    by_key = {(s["engine"], s["body_bytes"], s["concurrency"], s["quickack"]): s for s in summaries}
-    for s in summaries:
-        other = by_key.get(("opendkim", s["body_bytes"], s["concurrency"], s["quickack"]))
-        ratio_rate = ratio_cpu = "-"
-        if s["engine"] == "ldapdkim" and other is not None:
-            if other["msg_per_s"]:
-                ratio_rate = f"{s['msg_per_s'] / other['msg_per_s']:.2f}"
-            if other["cpu_ms_per_msg"]:
-                ratio_cpu = f"{s['cpu_ms_per_msg'] / other['cpu_ms_per_msg']:.2f}"
-        values = {
+    lines += ["  ".join(fmt.format_map(values) for _, fmt in columns) for values in rows]
+    return "\n".join(lines)
+
+
+def format_table(summaries: list[dict[str, Any]]) -> str:
+    rows = [
+        {
             "engine": s["engine"],
             "body": human_size(s["body_bytes"]),
             "conc": s["concurrency"],
@@ -604,11 +600,65 @@ def format_table(summaries: list[dict[str, Any]]) -> str:
             "above": s["rss_above_idle_mb"],
             "fail": sum(s["failures"].values()),
             "ldap": s["ldap_ops"].get("search", 0) if s["engine"] == "ldapdkim" else "-",
-            "ratio_rate": ratio_rate,
-            "ratio_cpu": ratio_cpu,
         }
-        lines.append("  ".join(fmt.format_map(values) for _, fmt in COLUMNS))
-    return "\n".join(lines)
+        for s in summaries
+    ]
+    return render(COLUMNS, rows)
+
+
+def ratios(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ldapdkim / each OpenDKIM engine, msg/s and CPU ms/msg, per row (None: cannot divide)."""
+    by_key = {(s["engine"], s["body_bytes"], s["concurrency"], s["quickack"]): s for s in summaries}
+    found = []
+    for s in summaries:
+        if s["engine"] != "ldapdkim":
+            continue
+        entry: dict[str, Any] = {
+            "body_bytes": s["body_bytes"],
+            "concurrency": s["concurrency"],
+            "quickack": s["quickack"],
+        }
+        for engine in OPENDKIM_MODES:
+            other = by_key.get((engine, s["body_bytes"], s["concurrency"], s["quickack"]))
+            if other is None:
+                continue
+            entry[engine] = {
+                "msg_per_s": round(s["msg_per_s"] / other["msg_per_s"], 3)
+                if other["msg_per_s"]
+                else None,
+                "cpu_ms_per_msg": round(s["cpu_ms_per_msg"] / other["cpu_ms_per_msg"], 3)
+                if other["cpu_ms_per_msg"]
+                else None,
+            }
+        found.append(entry)
+    return found
+
+
+def format_ratios(entries: list[dict[str, Any]]) -> str:
+    """ldapdkim / OpenDKIM: one line per row, two columns per OpenDKIM engine measured."""
+    engines = [e for e in OPENDKIM_MODES if any(e in entry for entry in entries)]
+    columns = [("body", "{body:<5}"), ("conc", "{conc:>4}"), ("QA", "{qa:>3}")]
+    for engine in engines:
+        mode = OPENDKIM_MODES[engine]
+        width = len(f"vs {mode} msg/s")
+        columns += [
+            (f"vs {mode} msg/s", f"{{{engine}_rate:>{width}}}"),
+            (f"vs {mode} CPU", f"{{{engine}_cpu:>{width - 2}}}"),
+        ]
+    rows = []
+    for entry in entries:
+        values = {
+            "body": human_size(entry["body_bytes"]),
+            "conc": entry["concurrency"],
+            "qa": "on" if entry["quickack"] else "off",
+        }
+        for engine in engines:
+            pair = entry.get(engine, {})
+            for key, column in (("msg_per_s", "rate"), ("cpu_ms_per_msg", "cpu")):
+                value = pair.get(key)
+                values[f"{engine}_{column}"] = "-" if value is None else f"{value:.2f}"
+        rows.append(values)
+    return render(columns, rows)
 
 
 class _Blank(dict[str, Any]):
@@ -628,7 +678,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,4,16", help="default 1,4,16")
     parser.add_argument("--rounds", type=int, help="rounds per row and engine (default 5)")
     parser.add_argument("--round-seconds", type=float, help="seconds per round (default 4)")
-    parser.add_argument("--engines", default="ldapdkim,opendkim")
+    parser.add_argument(
+        "--engines",
+        default=",".join(ENGINES),
+        help=f"engines to run, in this order (default {','.join(ENGINES)})",
+    )
     parser.add_argument(
         "--quickack",
         choices=("on", "off"),
@@ -655,6 +709,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.size_list = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     args.concurrency_list = [int(c) for c in args.concurrency.split(",") if c.strip()]
     args.engine_list = [e.strip() for e in args.engines.split(",") if e.strip()]
+    for name in args.engine_list:
+        if name not in ENGINES:
+            parser.error(f"unknown engine {name!r}: {', '.join(ENGINES)}")
+    if len(set(args.engine_list)) != len(args.engine_list) or not args.engine_list:
+        parser.error("--engines: name each engine once")
     return args
 
 
@@ -731,6 +790,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows[(name, spec)].summary(idle[name]) for spec in rows_specs for name in engines
             ]
             report["rows"] = summaries
+            report["ratios"] = ratios(summaries)
             for name in engines:
                 passed, problems = verify_samples(samples[name][: args.verify], site["dns"].port)
                 report["verification"][name] = {
@@ -850,8 +910,17 @@ def print_report(report: dict[str, Any]) -> None:
         "msg/s: median of rounds; p50/p99: connect to final reply, rounds pooled;\n"
         "CPU: milter utime+stime per message; peak RSS: VmHWM (reset each round); +idle: above\n"
         "the RSS at start; LDAP srch: searches slapd completed during ldapdkim's rounds;\n"
-        "ratio: ldapdkim / OpenDKIM on the same row."
+        "opendkim: single-key mode (KeyFile); opendkim-kt: KeyTable + refile SigningTable."
     )
+    compared = [e for e in OPENDKIM_MODES if any(e in entry for entry in report["ratios"])]
+    if compared:
+        print()
+        print(format_ratios(report["ratios"]))
+        print()
+        print(
+            "ldapdkim / OpenDKIM on the same row: msg/s above 1 is faster, CPU above 1 is\n"
+            "costlier; " + ", ".join(f"{OPENDKIM_MODES[e]}: {e}" for e in compared) + "."
+        )
     for s in report["rows"]:
         if s["errors"]:
             print(

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import ldap
 import ldap.filter
@@ -31,8 +31,11 @@ from ldapdkim.errors import DirectoryError, DirectoryUnavailable
 log = logging.getLogger(__name__)
 
 _POLICY_ATTRS = [*schema.POLICY_ATTRIBUTES, "objectClass"]
-_KEY_ATTRS = [*schema.KEY_ATTRIBUTES, "objectClass"]
+# createTimestamp (RFC 4512 §3.4) tells audits a key's age; nothing else reads it.
+_KEY_ATTRS = [*schema.KEY_ATTRIBUTES, "objectClass", "createTimestamp"]
 _PAGE_SIZE = 500
+_BIND_KEYWORDS = "LDAPBindUser and LDAPBindPassword or LDAPBindPasswordFile"
+_T = TypeVar("_T")
 
 
 def _reason(err: ldap.LDAPError) -> str:
@@ -44,15 +47,20 @@ def _reason(err: ldap.LDAPError) -> str:
 
 
 class LdapBackend:
-    """Entries from an LDAP server."""
+    """Entries from an LDAP server.
 
-    def __init__(self, settings: Settings) -> None:
+    ``bind_keywords`` names the keywords that hold the bind credentials in
+    ``settings``, for the message when the server refuses them.
+    """
+
+    def __init__(self, settings: Settings, *, bind_keywords: str = _BIND_KEYWORDS) -> None:
         source = settings.directory
         if source is None or source.kind != "ldap":
             raise ValueError("LdapBackend needs an ldap Directory")
         self.uris = source.uris
         self.base_dn = source.base_dn
         self.settings = settings
+        self.bind_keywords = bind_keywords
         self.searches = 0
         self._conn: Any = None
         self._lock = threading.Lock()
@@ -87,7 +95,7 @@ class LdapBackend:
         except ldap.INVALID_CREDENTIALS:
             raise DirectoryUnavailable(
                 f"{self.describe()}: bind as {s.ldap_bind_user!r} refused (invalid "
-                "credentials); check LDAPBindUser and LDAPBindPassword or LDAPBindPasswordFile"
+                f"credentials); check {self.bind_keywords}"
             ) from None
         except ldap.LDAPError as err:
             raise DirectoryUnavailable(
@@ -114,17 +122,21 @@ class LdapBackend:
                 callbacks[ldap.sasl.CB_USER] = s.ldap_authz_id
             conn.sasl_interactive_bind_s("", ldap.sasl.sasl(callbacks, mechanism))
 
-    def _run(self, base: str, scope: int, filterstr: str, attrs: list[str]) -> list[Entry]:
-        """One search, with one reconnect on a broken connection."""
+    def execute(self, operation: Callable[[Any], _T]) -> _T:
+        """``operation(connection)`` on the shared connection, with one reconnect if it broke.
+
+        Other python-ldap errors pass through unchanged, for the caller to
+        name (the searches here; :mod:`ldapdkim.directorywrite`'s writes).
+
+        Raises:
+            DirectoryUnavailable: no server answered, or the bind failed.
+        """
         with self._lock:
             for attempt in (1, 2):
                 if self._conn is None:
                     self._conn = self._open()
                 try:
-                    self.searches += 1
-                    return self._paged_search(base, scope, filterstr, attrs)
-                except ldap.NO_SUCH_OBJECT:
-                    return []
+                    return operation(self._conn)
                 except (ldap.SERVER_DOWN, ldap.TIMEOUT, ldap.CONNECT_ERROR, ldap.UNAVAILABLE) as e:
                     self._drop()
                     if attempt == 2:
@@ -133,11 +145,23 @@ class LdapBackend:
                             "check that the server runs, or raise LDAPTimeout"
                         ) from None
                     log.info("directory connection lost (%s); reconnecting", _reason(e))
-                except ldap.LDAPError as err:
-                    raise DirectoryError(
-                        f"search under {base!r} failed at {self.describe()}: {_reason(err)}"
-                    ) from None
         raise AssertionError("unreachable")
+
+    def _run(self, base: str, scope: int, filterstr: str, attrs: list[str]) -> list[Entry]:
+        """One search, with one reconnect on a broken connection."""
+
+        def search(_conn: Any) -> list[Entry]:
+            self.searches += 1
+            return self._paged_search(base, scope, filterstr, attrs)
+
+        try:
+            return self.execute(search)
+        except ldap.NO_SUCH_OBJECT:
+            return []
+        except ldap.LDAPError as err:
+            raise DirectoryError(
+                f"search under {base!r} failed at {self.describe()}: {_reason(err)}"
+            ) from None
 
     def _paged_search(self, base: str, scope: int, filterstr: str, attrs: list[str]) -> list[Entry]:
         page = SimplePagedResultsControl(True, size=_PAGE_SIZE, cookie="")

@@ -1,0 +1,163 @@
+"""Writes to the directory: add key entries, change their state, delete them.
+
+Only the key life cycle writes (``ldapdkim rotate``); the milter never does.
+Writes bind as ``LDAPAdminBindUser`` with ``LDAPAdminBindPasswordFile`` (a
+simple bind), or, when those are not set, as the milter's own bind
+(``LDAPBindUser`` ...), which a directory set up like
+``conf/openldap-acl.ldif`` does not let write: that refusal is reported with
+the keyword to set.  The connection (URIs and failover, timeouts, TLS, one
+reconnect) is :class:`~ldapdkim.ldapbackend.LdapBackend`'s.
+
+A change can carry an assertion (RFC 4528): the server applies it only if
+the entry still matches a filter, e.g. ``(dkimSignKeyState=pending)``, so
+two ``rotate --advance`` runs at once cannot both act on one key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ldap
+import ldap.modlist
+from ldap.controls.libldap import AssertionControl
+
+from ldapdkim.config import Settings
+from ldapdkim.errors import ConfigError, DirectoryError
+from ldapdkim.ldapbackend import LdapBackend
+from ldapdkim.ldifout import Record
+
+_ADMIN_KEYWORDS = "LDAPAdminBindUser and LDAPAdminBindPasswordFile"
+
+# Result codes that mean "this bind may not do that" (RFC 4511 appendix A).
+_REFUSED = (ldap.INSUFFICIENT_ACCESS, ldap.STRONG_AUTH_REQUIRED, ldap.UNWILLING_TO_PERFORM)
+
+
+class EntryChanged(DirectoryError):
+    """The entry no longer was what the change assumed (someone changed it meanwhile)."""
+
+
+def _reason(err: ldap.LDAPError) -> str:
+    details: dict[str, Any] = err.args[0] if err.args and isinstance(err.args[0], dict) else {}
+    desc = str(details.get("desc", type(err).__name__))
+    info = details.get("info")
+    return f"{desc}: {info}" if info else desc
+
+
+class DirectoryWriter:
+    """Adds, changes and deletes entries with the administrative bind."""
+
+    def __init__(self, settings: Settings) -> None:
+        source = settings.directory
+        if source is None or source.kind != "ldap":
+            where = f"ldif:{source.ldif_path}" if source is not None else "not set"
+            raise ConfigError(
+                f"{settings.source}: key rotation writes to an LDAP directory, but Directory "
+                f"is {where}; point Directory at the LDAP server (an LDIF file is read-only: "
+                "add keys to it with 'ldapdkim genkey')"
+            )
+        if settings.ldap_admin_bind_user is not None:
+            settings = dataclasses.replace(
+                settings,
+                ldap_bind_user=settings.ldap_admin_bind_user,
+                ldap_bind_password=settings.ldap_admin_bind_password,
+                ldap_auth_mechanism=None,
+                ldap_auth_user=None,
+                ldap_authz_id=None,
+            )
+            self.admin = True
+            self._backend = LdapBackend(settings, bind_keywords=_ADMIN_KEYWORDS)
+        else:
+            self.admin = False
+            self._backend = LdapBackend(settings)
+        mechanism = settings.ldap_auth_mechanism
+        self.bind_dn = settings.ldap_bind_user or (
+            f"SASL {mechanism}" if mechanism else "anonymous"
+        )
+
+    def describe(self) -> str:
+        return self._backend.describe()
+
+    def add(self, record: Record) -> None:
+        """Add the entry ``record``.
+
+        Raises:
+            DirectoryError: it exists already, or the bind may not add it.
+        """
+        dn, attrs = record
+        modlist = ldap.modlist.addModlist(dict(attrs))
+        self._write("add", dn, lambda conn: conn.add_s(dn, modlist))
+
+    def replace(
+        self,
+        dn: str,
+        values: Mapping[str, Sequence[bytes]],
+        *,
+        assertion: str | None = None,
+    ) -> None:
+        """Set each attribute in ``values`` to exactly those values (an empty list removes it).
+
+        ``assertion`` is an LDAP filter the entry must still match (RFC 4528).
+
+        Raises:
+            EntryChanged: the entry is gone or no longer matches ``assertion``.
+            DirectoryError: the bind may not change it, or the server refused.
+        """
+        modlist = [(ldap.MOD_REPLACE, name, list(vals) or None) for name, vals in values.items()]
+        controls = _assertion(assertion)
+        self._write("change", dn, lambda conn: conn.modify_ext_s(dn, modlist, serverctrls=controls))
+
+    def delete(self, dn: str, *, assertion: str | None = None) -> None:
+        """Delete the entry ``dn`` (it must have no children).
+
+        Raises:
+            EntryChanged: the entry is gone or no longer matches ``assertion``.
+            DirectoryError: the bind may not delete it, or the server refused.
+        """
+        controls = _assertion(assertion)
+        self._write("delete", dn, lambda conn: conn.delete_ext_s(dn, serverctrls=controls))
+
+    def close(self) -> None:
+        self._backend.close()
+
+    def _write(self, verb: str, dn: str, operation: Any) -> None:
+        try:
+            self._backend.execute(operation)
+        except _REFUSED as err:
+            raise DirectoryError(self._refused(verb, dn, err)) from None
+        except ldap.ASSERTION_FAILED:
+            raise EntryChanged(
+                f"cannot {verb} {dn!r}: it was changed meanwhile (another rotate run?); "
+                "run the command again"
+            ) from None
+        except ldap.NO_SUCH_OBJECT:
+            if verb == "add":
+                raise DirectoryError(
+                    f"cannot add {dn!r}: its parent entry does not exist at {self.describe()}"
+                ) from None
+            raise EntryChanged(f"cannot {verb} {dn!r}: the entry no longer exists") from None
+        except ldap.ALREADY_EXISTS:
+            raise DirectoryError(
+                f"cannot add {dn!r}: an entry with that DN exists already; choose another selector"
+            ) from None
+        except ldap.LDAPError as err:
+            raise DirectoryError(
+                f"cannot {verb} {dn!r} at {self.describe()}: {_reason(err)}"
+            ) from None
+
+    def _refused(self, verb: str, dn: str, err: ldap.LDAPError) -> str:
+        what = f"cannot {verb} {dn!r}: {_reason(err)}"
+        if self.admin:
+            return (
+                f"{what}; the bind DN {self.bind_dn!r} (LDAPAdminBindUser) may not write "
+                "there; grant it write access to the DKIM entries (conf/openldap-acl.ldif)"
+            )
+        return (
+            f"{what}; the bind DN {self.bind_dn!r} may not write; set LDAPAdminBindUser and "
+            "LDAPAdminBindPasswordFile to a DN that may (the milter's own bind should only read)"
+        )
+
+
+def _assertion(filterstr: str | None) -> list[AssertionControl] | None:
+    return [AssertionControl(True, filterstr)] if filterstr else None

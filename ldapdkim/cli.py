@@ -8,18 +8,38 @@ one line on stderr; ``-v`` adds tracebacks and debug logging.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ldapdkim import __version__, config, keys, ldifout, policy, provision
+from ldapdkim import __version__, config, keys, ldifout, migrate, policy, provision
+from ldapdkim.audit import KeyReport, Level, audit
 from ldapdkim.directory import open_directory
-from ldapdkim.dnsexport import KeyRecord, zone_lines
+from ldapdkim.directorywrite import DirectoryWriter
+from ldapdkim.dnsexport import (
+    DEFAULT_UPDATE_TTL,
+    Adsp,
+    KeyRecord,
+    nsupdate_lines,
+    publication,
+    zone_lines,
+)
 from ldapdkim.dnslookup import TxtLookup
+from ldapdkim.dnsupdate import (
+    Outcome,
+    Server,
+    Updater,
+    parse_server,
+    parse_zone,
+    read_tsig_key_file,
+    summary,
+)
 from ldapdkim.domainname import domain_of_address, normalize_domain
 from ldapdkim.entries import parse_generalized_time
 from ldapdkim.errors import (
@@ -35,6 +55,7 @@ from ldapdkim.errors import (
 from ldapdkim.log import setup_cli_logging
 from ldapdkim.model import Algorithm, DkimResult, KeyState
 from ldapdkim.resolver import CachedResolver
+from ldapdkim.rotation import StepKind, advance, find_domain, start_rotation
 from ldapdkim.signer import parse_message, sign_parsed, verify_message
 
 DEFAULT_CONFIG = "/etc/ldapdkim/ldapdkim.conf"
@@ -157,6 +178,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_provision)
 
+    p = sub.add_parser(
+        "migrate",
+        parents=[common],
+        help="LDIF that reproduces an OpenDKIM signing set-up (tables, KeyFile or LDAP)",
+        description="Reads opendkim.conf (Domain/Selector/KeyFile, or KeyTable and "
+        "SigningTable as file:, refile: or csl:) or OpenDKIM's contrib LDAP entries "
+        "(DKIMDomain, DKIMSelector, DKIMKey, DKIMIdentity) and writes a domain entry per "
+        "signing domain with an active key entry per selector. What ldapdkim cannot "
+        "express is reported on stderr.",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--opendkim-conf", metavar="FILE", help="the opendkim.conf to migrate")
+    source.add_argument(
+        "--from-ldap",
+        metavar="URL",
+        help="ldap://HOST[:PORT]/BASE-DN holding entries with DKIMSelector",
+    )
+    p.add_argument("--bind-dn", metavar="DN", help="DN to bind as for --from-ldap")
+    p.add_argument(
+        "--bind-password-file", metavar="FILE", help="file whose first line is the password"
+    )
+    p.add_argument("--base", required=True, metavar="DN", help="where the domain entries go")
+    p.add_argument("-o", "--output", metavar="FILE", help="LDIF output, mode 0600 (default stdout)")
+    p.set_defaults(func=cmd_migrate)
+
     p = sub.add_parser("sign", parents=[with_config], help="sign one message from stdin")
     p.add_argument(
         "--sender",
@@ -171,10 +217,111 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "dns-records",
         parents=[with_config],
-        help="zone-file TXT lines for every key in the directory",
+        help="DNS TXT records of every key: zone-file lines, nsupdate input, or updates sent",
+        description="Pending, active and retired keys are published; revoked keys' names "
+        "are deleted (nsupdate format and --apply). --apply sends RFC 2136 updates signed "
+        "with TSIG to --server and reports each name; it exits 1 when any is not updated.",
     )
-    p.add_argument("--ttl", type=int, help="TTL to put on each line")
+    p.add_argument(
+        "--format",
+        choices=["zone", "nsupdate"],
+        help="zone: zone-file lines (default); nsupdate: input for BIND's nsupdate",
+    )
+    p.add_argument(
+        "--ttl",
+        type=_ttl_arg,
+        help=f"TTL of each record (default: none in zone format, {DEFAULT_UPDATE_TTL} otherwise)",
+    )
+    p.add_argument(
+        "--adsp",
+        choices=[a.value for a in Adsp],
+        help='also _adsp._domainkey.DOMAIN TXT "dkim=VALUE" per domain (ADSP, RFC 5617: '
+        "Historic since 2013, only for older set-ups that still expect it)",
+    )
+    p.add_argument(
+        "--apply",
+        action="store_true",
+        help="send the records to --server as dynamic updates instead of printing them",
+    )
+    p.add_argument(
+        "--server",
+        metavar="HOST[:PORT]",
+        help="primary DNS server for --apply, or the nsupdate 'server' line",
+    )
+    p.add_argument(
+        "--zone",
+        metavar="ZONE",
+        help="put every name into ZONE (default: each domain's zone, from an SOA query "
+        "to --server; nsupdate finds it itself)",
+    )
+    p.add_argument(
+        "--tsig-key-file",
+        metavar="FILE",
+        help='TSIG key for --apply, in BIND\'s format: key "NAME" { algorithm hmac-sha256; '
+        'secret "..."; }; (tsig-keygen writes it)',
+    )
     p.set_defaults(func=cmd_dns_records)
+
+    p = sub.add_parser(
+        "rotate",
+        parents=[with_config],
+        help="start key rotations (new pending keys), or advance them (--advance, from cron)",
+        description="-d/--all adds a pending key per algorithm to each domain and prints its "
+        "DNS record.  --advance activates each pending key once DNS has shown its record for "
+        "RotationOverlap, and retires the active keys of the same algorithm it replaces; it "
+        "exits 1 when something is wrong (e.g. DNS shows another key).  Writes bind as "
+        "LDAPAdminBindUser.",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "-d", "--domain", action="append", help="domain to rotate (repeat for several)"
+    )
+    which.add_argument("--all", action="store_true", help="every domain entry in the directory")
+    which.add_argument(
+        "--advance", action="store_true", help="activate and retire keys as DNS and time allow"
+    )
+    p.add_argument(
+        "-a",
+        "--algorithm",
+        action="append",
+        choices=[a.value for a in Algorithm],
+        help="algorithm of the new key, repeat for several "
+        "(default: those of the domain's active keys)",
+    )
+    p.add_argument(
+        "-b",
+        "--bits",
+        type=int,
+        default=keys.DEFAULT_RSA_BITS,
+        help=f"RSA key size (default {keys.DEFAULT_RSA_BITS})",
+    )
+    p.add_argument(
+        "--selector-format",
+        default="s%Y%m",
+        metavar="FORMAT",
+        help="strftime format of the new selector (default s%%Y%%m); '-2', '-3' ... is "
+        "appended when the domain has it already",
+    )
+    p.add_argument(
+        "--prune",
+        action="store_true",
+        help="with --advance: also delete keys retired longer than RotationRetireAfter",
+    )
+    p.set_defaults(func=cmd_rotate)
+
+    p = sub.add_parser(
+        "testkey",
+        parents=[with_config],
+        help="check every key: DNS against the directory, size, age, state",
+        description="Exits 1 when any key or domain is bad: an active key that DNS does not "
+        "publish or publishes differently, a domain without a signing key, an RSA key under "
+        "1024 bits, a DNS error.  Weak keys and revoked keys still in DNS are warnings.",
+    )
+    p.add_argument("-d", "--domain", help="only this domain's keys")
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object per line and key, not a table"
+    )
+    p.set_defaults(func=cmd_testkey)
     return parser
 
 
@@ -316,11 +463,43 @@ def cmd_provision(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    if args.opendkim_conf and (args.bind_dn or args.bind_password_file):
+        raise UsageError("--bind-dn and --bind-password-file go with --from-ldap")
+    if bool(args.bind_dn) != bool(args.bind_password_file):
+        raise UsageError("--bind-dn and --bind-password-file go together")
+    migrate.check_base(args.base)
+    if args.from_ldap:
+        password = None
+        if args.bind_password_file:
+            password = migrate.read_password_file(Path(args.bind_password_file))
+            setup_cli_logging(args.verbose, secrets=[password])
+        entries = migrate.read_contrib_ldap(args.from_ldap, bind_dn=args.bind_dn, password=password)
+        result = migrate.from_contrib_entries(entries, args.base)
+    else:
+        result = migrate.from_opendkim_conf(Path(args.opendkim_conf), args.base)
+    text = ldifout.render(result.records)
+    if args.output:
+        _write_private(Path(args.output), text.encode())  # holds private keys
+    else:
+        sys.stdout.write(text)
+    for warning in result.warnings:
+        print(f"ldapdkim: warning: {warning}", file=sys.stderr)
+    for note in result.notes:
+        print(f"ldapdkim: note: {note}", file=sys.stderr)
+    print(
+        f"ldapdkim: migrated {result.domains} domain entries and {result.keys} keys "
+        f"to {args.output or 'standard output'}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _load(args: argparse.Namespace) -> config.Settings:
-    """The configuration named by ``-c``; its bind password joins the log redaction."""
+    """The configuration named by ``-c``; its bind passwords join the log redaction."""
     settings = config.load(args.config)
-    password = settings.ldap_bind_password
-    setup_cli_logging(args.verbose, secrets=[password.reveal()] if password else [])
+    passwords = (settings.ldap_bind_password, settings.ldap_admin_bind_password)
+    setup_cli_logging(args.verbose, secrets=[p.reveal() for p in passwords if p])
     return settings
 
 
@@ -398,30 +577,244 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if all(r.result is DkimResult.PASS for r in results) else 1
 
 
-def cmd_dns_records(args: argparse.Namespace) -> int:
+def cmd_rotate(args: argparse.Namespace) -> int:
     settings = _load(args)
+    if args.advance:
+        if args.algorithm:
+            raise UsageError("-a goes with -d or --all; --advance works on the pending keys")
+        return _rotate_advance(settings, prune=args.prune)
+    if args.prune:
+        raise UsageError("--prune goes with --advance")
+    if args.bits < keys.MIN_RSA_BITS:
+        raise KeyFormatError(
+            f"RSA keys of {args.bits} bits are refused; use at least {keys.MIN_RSA_BITS} "
+            f"(RFC 8301), {keys.DEFAULT_RSA_BITS} is the default"
+        )
+    selector = _selector_arg(datetime.now(UTC).strftime(args.selector_format))
+    algorithms = [Algorithm.parse(a) for a in args.algorithm] if args.algorithm else None
     directory = open_directory(settings)
-    records: list[KeyRecord] = []
-    for domain_policy, domain_keys in directory.walk():
-        for key in domain_keys:
-            if key.state is KeyState.REVOKED:
-                continue
-            public = key.public_key
-            if key.private_key is not None:
-                derived = keys.public_key_b64(key.private_key)
-                if public and public != derived:
-                    log.warning(
-                        "%s: dkimSignPublicKey does not match the private key; "
-                        "publishing the private key's public half",
-                        key.dn,
-                    )
-                public = derived
-            if not public:
-                log.warning("%s: no public key to publish", key.dn)
-                continue
-            for name in domain_policy.names:
-                records.append(KeyRecord(name, key.selector, key.algorithm, public))
-    for line in zone_lines(records, args.ttl):
-        print(line)
-    directory.backend.close()
+    writer = DirectoryWriter(settings)
+    added = 0
+    try:
+        if args.all:
+            targets = list(directory.walk())
+        else:
+            targets = [find_domain(directory, _domain_arg(d)) for d in args.domain]
+        for domain_policy, domain_keys in targets:
+            created, notes = start_rotation(
+                writer,
+                domain_policy,
+                domain_keys,
+                algorithms=algorithms,
+                selector=selector,
+                bits=args.bits,
+            )
+            for note in notes:
+                print(f"ldapdkim: {note}", file=sys.stderr)
+            for new in created:
+                added += 1
+                print(
+                    f"ldapdkim: {new.domain}: pending key {new.selector} "
+                    f"({new.algorithm.value}) added; publish:",
+                    file=sys.stderr,
+                )
+                for line in new.zone_lines:
+                    print(line, flush=True)
+    finally:
+        writer.close()
+        directory.backend.close()
+    if added:
+        print(
+            f"ldapdkim: {added} pending key{'s' if added > 1 else ''} added; once in DNS, "
+            "'ldapdkim rotate --advance' activates them after RotationOverlap",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _rotate_advance(settings: config.Settings, *, prune: bool) -> int:
+    directory = open_directory(settings)
+    writer = DirectoryWriter(settings)
+    lookup = TxtLookup(settings.nameservers, timeout=settings.dns_timeout)
+    problems = 0
+    try:
+        steps = advance(
+            directory,
+            writer,
+            lookup,
+            now=datetime.now(UTC),
+            overlap=settings.rotation_overlap,
+            retire_after=settings.rotation_retire_after if prune else None,
+        )
+        for step in steps:
+            if step.kind is StepKind.PROBLEM:
+                problems += 1
+                print(f"ldapdkim: {step.line()}", file=sys.stderr, flush=True)
+            else:
+                print(step.line(), flush=True)
+    finally:
+        writer.close()
+        directory.backend.close()
+    return 1 if problems else 0
+
+
+def cmd_testkey(args: argparse.Namespace) -> int:
+    settings = _load(args)
+    domain = _domain_arg(args.domain) if args.domain else None
+    directory = open_directory(settings)
+    lookup = TxtLookup(settings.nameservers, timeout=settings.dns_timeout)
+    now = datetime.now(UTC)
+    try:
+        progress = _progress("testkey: DNS answers") if sys.stderr.isatty() else None
+        reports = audit(directory, lookup, now=now, domain=domain, progress=progress)
+    finally:
+        directory.backend.close()
+    if args.json:
+        for report in reports:
+            print(json.dumps(report.as_json(now)))
+    else:
+        _print_reports(reports, now)
+    counts = {level: sum(r.verdict is level for r in reports) for level in Level}
+    print(
+        f"ldapdkim: {len(reports)} checked: "
+        + ", ".join(f"{counts[level]} {level.label}" for level in reversed(Level)),
+        file=sys.stderr,
+    )
+    return 1 if counts[Level.BAD] else 0
+
+
+def _print_reports(reports: Sequence[KeyReport], now: datetime) -> None:
+    """A table, one row per key and domain name, each row's findings indented below it."""
+    head = ("DOMAIN", "SELECTOR", "ALG", "STATE", "BITS", "AGE", "DNS", "VERDICT")
+    rows: list[tuple[str, ...]] = []
+    for r in reports:
+        age = r.age(now)
+        rows.append(
+            (
+                r.domain,
+                r.selector or "-",
+                r.algorithm.key_type if r.algorithm else "-",
+                r.state.value if r.state else "-",
+                str(r.bits) if r.bits else "-",
+                f"{age.days}d" if age is not None else "-",
+                r.dns.status.value if r.dns else "-",
+                r.verdict.label,
+            )
+        )
+    widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)).rstrip())
+    for report, row in zip(reports, rows, strict=True):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        for finding in report.findings:
+            print(f"    {finding.level.label}: {finding.text}")
+
+
+def _progress(label: str) -> Callable[[int, int], None]:
+    """A counter redrawn on one stderr line, at most ten times a second."""
+    last = 0.0
+
+    def show(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if done < total and now - last < 0.1:
+            return
+        last = now
+        end = "\n" if done >= total else ""
+        sys.stderr.write(f"\r{label} {done}/{total}{end}")
+        sys.stderr.flush()
+
+    return show
+
+
+def cmd_dns_records(args: argparse.Namespace) -> int:
+    _check_dns_options(args)
+    server = _server_arg(args.server) if args.server else None
+    zone = _zone_arg(args.zone) if args.zone else None
+    settings = _load(args)
+    tsig_key = read_tsig_key_file(args.tsig_key_file) if args.apply else None
+    if tsig_key is not None:
+        password = settings.ldap_bind_password
+        secrets = [tsig_key.secret_text, *([password.reveal()] if password else [])]
+        setup_cli_logging(args.verbose, secrets=secrets)
+    directory = open_directory(settings)
+    try:
+        wanted = publication(directory.walk(), Adsp(args.adsp) if args.adsp else None)
+    finally:
+        directory.backend.close()
+    outside = wanted.outside(zone) if zone else []
+    if outside:
+        raise UsageError(
+            f"not in zone {zone}: {outside[0]}"
+            + (f" and {len(outside) - 1} more" if len(outside) > 1 else "")
+            + "; leave out --zone to find each domain's zone"
+        )
+    update_ttl = DEFAULT_UPDATE_TTL if args.ttl is None else args.ttl
+    if args.apply:
+        assert server is not None and tsig_key is not None  # _check_dns_options
+        updater = Updater(server, tsig_key, ttl=update_ttl, zone=zone, timeout=settings.dns_timeout)
+        return _report_updates(updater.apply(wanted), server)
+    if args.format == "nsupdate":
+        where = (server.host, server.port) if server else None
+        lines = nsupdate_lines(wanted, update_ttl, server=where, zone=zone)
+    else:
+        lines = zone_lines(wanted.records, args.ttl)
+    for line in lines:
+        print(line)
+    return 0
+
+
+def _check_dns_options(args: argparse.Namespace) -> None:
+    if args.apply:
+        if args.format:
+            raise UsageError(
+                "--apply sends the records instead of printing them; leave out --format"
+            )
+        if not args.server:
+            raise UsageError("--apply needs --server HOST[:PORT], the primary server of the zones")
+        if not args.tsig_key_file:
+            raise UsageError(
+                "--apply needs --tsig-key-file FILE: updates are signed with TSIG (RFC 8945); "
+                "make a key with tsig-keygen and allow it on the server"
+            )
+        return
+    if args.tsig_key_file:
+        raise UsageError(
+            "--tsig-key-file goes with --apply; for nsupdate, give the key file to nsupdate -k"
+        )
+    if args.format != "nsupdate" and (args.server or args.zone):
+        raise UsageError("--server and --zone go with --format nsupdate or --apply")
+
+
+def _report_updates(outcomes: Iterable[Outcome], server: Server) -> int:
+    """Print one line per name; on failures, a summary with the fixes on stderr."""
+    total, failures = 0, []
+    for outcome in outcomes:
+        total += 1
+        print(outcome, flush=True)
+        if not outcome.ok:
+            failures.append(outcome)
+    if not failures:
+        return 0
+    print(f"ldapdkim: {summary(failures, total, server)}", file=sys.stderr)
+    return 1
+
+
+def _ttl_arg(text: str) -> int:
+    """A TTL: 0 to 2147483647 seconds (RFC 2181 §8)."""
+    if not re.fullmatch(r"\d{1,10}", text) or int(text) > 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TTL; use 0 to 2147483647 seconds")
+    return int(text)
+
+
+def _server_arg(text: str) -> Server:
+    try:
+        return parse_server(text)
+    except ValueError as err:
+        raise UsageError(f"--server: {err}") from None
+
+
+def _zone_arg(text: str) -> str:
+    try:
+        return parse_zone(text)
+    except ValueError as err:
+        raise UsageError(f"--zone: {err}") from None

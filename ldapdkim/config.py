@@ -290,16 +290,16 @@ def _password_file(ctx: _Ctx, value: str) -> Secret:
         text = path.read_text(encoding="utf-8")
     except PermissionError:
         ctx.fail(
-            f"LDAPBindPasswordFile {_shown_path(value, path)} cannot be read (permission denied)",
+            f"{ctx.keyword} {_shown_path(value, path)} cannot be read (permission denied)",
             "run ldapdkim as root (it reads the file before dropping privileges) "
             "or let its user read the file",
         )
     except (OSError, UnicodeDecodeError) as err:
-        ctx.fail(f"LDAPBindPasswordFile {_shown_path(value, path)} cannot be read ({err})", fix)
+        ctx.fail(f"{ctx.keyword} {_shown_path(value, path)} cannot be read ({err})", fix)
     lines = text.split("\n", 1)
     password = lines[0].removesuffix("\r")
     if not password:
-        ctx.fail(f"LDAPBindPasswordFile {_shown_path(value, path)} has an empty first line", fix)
+        ctx.fail(f"{ctx.keyword} {_shown_path(value, path)} has an empty first line", fix)
     return Secret(password)
 
 
@@ -685,6 +685,11 @@ _KEYWORDS: tuple[_Keyword, ...] = (
              "bind password; prefer LDAPBindPasswordFile, which keeps it out of this file"),
     _Keyword("LDAPBindPasswordFile", "ldap_bind_password", _password_file, None,
              "file whose first line is the bind password, read before dropping root"),
+    _Keyword("LDAPAdminBindUser", "ldap_admin_bind_user", _text, None,
+             "DN that 'ldapdkim rotate' binds as to write keys (simple bind); the milter "
+             "never uses it", shown="(LDAPBindUser)"),
+    _Keyword("LDAPAdminBindPasswordFile", "ldap_admin_bind_password", _password_file, None,
+             "file whose first line is the password of LDAPAdminBindUser"),
     _Keyword("LDAPAuthMechanism", "ldap_auth_mechanism", _sasl_mechanism, None,
              "SIMPLE, EXTERNAL (TLS client certificate or ldapi://) or another SASL mechanism",
              shown="SIMPLE"),
@@ -744,6 +749,13 @@ _KEYWORDS: tuple[_Keyword, ...] = (
              "seconds before a key lookup counts as a temporary DNS error (temperror)"),
     _Keyword("MaximumSignaturesToVerify", "maximum_signatures_to_verify", _signature_count,
              "3", "how many signatures of one message are verified, from the top"),
+    # Key rotation (ldapdkim rotate)
+    _Keyword("RotationOverlap", "rotation_overlap", _seconds, "2d",
+             "how long a new key's DNS record must have been seen before rotate --advance "
+             "activates the key"),
+    _Keyword("RotationRetireAfter", "rotation_retire_after", _seconds, "7d",
+             "how long a retired key stays published before rotate --advance --prune "
+             "deletes it"),
     # Process and logging
     _Keyword("UserID", "user_id", _user_id, None, "USER[:GROUP] to switch to after start",
              shown="(unchanged)"),
@@ -844,6 +856,8 @@ class Settings:
     directory: DirectorySource | None = _DEFAULTS["directory"]
     ldap_bind_user: str | None = _DEFAULTS["ldap_bind_user"]
     ldap_bind_password: Secret | None = _DEFAULTS["ldap_bind_password"]
+    ldap_admin_bind_user: str | None = _DEFAULTS["ldap_admin_bind_user"]
+    ldap_admin_bind_password: Secret | None = _DEFAULTS["ldap_admin_bind_password"]
     ldap_auth_mechanism: str | None = _DEFAULTS["ldap_auth_mechanism"]
     ldap_auth_user: str | None = _DEFAULTS["ldap_auth_user"]
     ldap_authz_id: str | None = _DEFAULTS["ldap_authz_id"]
@@ -871,6 +885,8 @@ class Settings:
     nameservers: tuple[tuple[str, int], ...] = _DEFAULTS["nameservers"]
     dns_timeout: float = _DEFAULTS["dns_timeout"]
     maximum_signatures_to_verify: int = _DEFAULTS["maximum_signatures_to_verify"]
+    rotation_overlap: float = _DEFAULTS["rotation_overlap"]
+    rotation_retire_after: float = _DEFAULTS["rotation_retire_after"]
     user_id: str | None = _DEFAULTS["user_id"]
     pid_file: Path | None = _DEFAULTS["pid_file"]
     umask: int | None = _DEFAULTS["umask"]
@@ -1053,6 +1069,13 @@ def _cross_check(settings: Settings, lines: Mapping[str, int]) -> None:
             "(neither Directory nor Domain, Selector and KeyFile); add Directory "
             "(ldap://HOST/BASE-DN or ldif:PATH) or Domain, Selector and KeyFile, "
             "or set 'Mode v' to verify only"
+        )
+    if (settings.ldap_admin_bind_user is None) != (settings.ldap_admin_bind_password is None):
+        names = ["LDAPAdminBindUser", "LDAPAdminBindPasswordFile"]
+        given, absent = names if settings.ldap_admin_bind_user is not None else names[::-1]
+        raise ConfigError(
+            f"{at(given)}: {given} is given without {absent}; 'ldapdkim rotate' binds with "
+            "both (a simple bind), so add the other, or remove both to write as LDAPBindUser"
         )
     if settings.directory is not None and settings.directory.kind == "ldif":
         return  # the LDAP bind keywords do not apply to a file

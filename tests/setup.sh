@@ -5,9 +5,10 @@
 #
 # Idempotent; a second run only checks and takes a few seconds. It:
 #   1. installs the system packages the tests drive (slapd, postfix, OpenDKIM,
-#      miltertest, unbound, Perl Mail::DKIM, build headers for python-ldap and
-#      pymilter), preseeding postfix so nothing is asked;
-#   2. leaves no system instance of slapd, postfix, opendkim or unbound that
+#      miltertest, unbound, Knot DNS and nsupdate, Perl Mail::DKIM, build
+#      headers for python-ldap and pymilter), preseeding postfix so nothing is
+#      asked;
+#   2. leaves no system instance of slapd, postfix, opendkim, unbound or knot that
 #      it installed running or enabled: the tests start their own on free
 #      loopback ports (an instance that was there before is left alone);
 #   3. unpacks Debian 13's libmail-dkim-perl (pure Perl, verifies
@@ -33,11 +34,13 @@ packages=(
     libmail-dkim-perl libnet-dns-perl libcryptx-perl
     libmail-authenticationresults-perl libcrypt-openssl-rsa-perl
     opendkim opendkim-tools miltertest unbound postfix
+    # Knot DNS takes the dynamic updates of dns-records --apply; nsupdate feeds it too
+    knot bind9-dnsutils
     # for the unpacked Sendmail (step 4): m4 builds sendmail.cf, the rest it links
     m4 liblockfile1 libwrap0 libnsl2 libdb5.3
 )
 # Daemons the packages above may start; stopped if this run installed them.
-services=(slapd postfix opendkim unbound unbound-resolvconf)
+services=(slapd postfix opendkim unbound unbound-resolvconf knot)
 
 log() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -272,6 +275,7 @@ setup: done in $(($(date +%s) - started)) s
   postfix      $(version_of postfix)
   opendkim     $(version_of opendkim)   miltertest $(version_of miltertest)
   unbound      $(version_of unbound)
+  knot         $(version_of knot)   nsupdate $(version_of bind9-dnsutils)
   Mail::DKIM   $(version_of libmail-dkim-perl) (system, rsa only), $mail_dkim_new (tests/.cache, ed25519)
   sendmail     ${sendmail_version:-?} (tests/.cache, unpacked, not installed)
 EOF

@@ -57,6 +57,8 @@ DEFAULTS = {
     "directory": None,
     "ldap_bind_user": None,
     "ldap_bind_password": None,
+    "ldap_admin_bind_user": None,
+    "ldap_admin_bind_password": None,
     "ldap_auth_mechanism": None,
     "ldap_auth_user": None,
     "ldap_authz_id": None,
@@ -84,6 +86,8 @@ DEFAULTS = {
     "nameservers": (),
     "dns_timeout": 5.0,
     "maximum_signatures_to_verify": 3,
+    "rotation_overlap": 2 * 86400.0,
+    "rotation_retire_after": 7 * 86400.0,
     "user_id": None,
     "pid_file": None,
     "umask": None,
@@ -669,6 +673,37 @@ def test_external_bind_needs_no_password() -> None:
 def test_anonymous_bind() -> None:
     settings = verifier(DIRECTORY)
     assert (settings.ldap_bind_user, settings.ldap_bind_password) == (None, None)
+
+
+ADMIN_USER = "LDAPAdminBindUser cn=admin,dc=example,dc=com\n"
+
+
+def test_admin_bind_for_key_rotation_reads_its_password_from_a_file(workdir: Path) -> None:
+    (workdir / "adminpw").write_text("4dm1n\n")
+    settings = verifier(DIRECTORY + ADMIN_USER + "LDAPAdminBindPasswordFile adminpw\n")
+    assert settings.ldap_admin_bind_user == "cn=admin,dc=example,dc=com"
+    assert settings.ldap_admin_bind_password == Secret("4dm1n")
+    assert "4dm1n" not in repr(settings)
+
+
+def test_admin_bind_user_needs_its_password_file() -> None:
+    assert verifier_error(DIRECTORY + ADMIN_USER) == (
+        "t.conf:3: LDAPAdminBindUser is given without LDAPAdminBindPasswordFile; 'ldapdkim "
+        "rotate' binds with both (a simple bind), so add the other, or remove both to write "
+        "as LDAPBindUser"
+    )
+
+
+def test_admin_password_file_errors_name_their_keyword(workdir: Path) -> None:
+    (workdir / "adminpw").write_text("\n")
+    assert verifier_error(
+        DIRECTORY + ADMIN_USER + "LDAPAdminBindPasswordFile adminpw\n"
+    ).startswith(f"t.conf:4: LDAPAdminBindPasswordFile 'adminpw' ({workdir}/adminpw) has an empty")
+
+
+def test_rotation_windows_take_durations() -> None:
+    settings = verifier("RotationOverlap 36h\nRotationRetireAfter 0\n")
+    assert (settings.rotation_overlap, settings.rotation_retire_after) == (36 * 3600.0, 0.0)
 
 
 def test_bind_keywords_do_not_matter_for_an_ldif_directory(workdir: Path) -> None:

@@ -63,27 +63,22 @@ SMTP AUTH is not set up (no sasldb), so ``{auth_authen}`` stays unset.
 from __future__ import annotations
 
 import contextlib
-import email
-import email.message
-import email.policy
 import functools
 import os
 import re
 import shutil
 import signal
-import smtplib
-import socketserver
 import subprocess
-import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Self
 
 from slapd import REPO_ROOT, free_port, log_tail, skip_or_fail
+from smtp import SinkMessage, SmtpReply, SmtpSink, send_message
 
 SENDMAIL_CACHE = REPO_ROOT / "tests" / ".cache" / "sendmail"
 """Where tests/setup.sh unpacks Debian's sendmail-bin and sendmail-cf (git-ignored)."""
@@ -217,274 +212,6 @@ def wait_for_listener(
             )
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
-
-
-# ---- SMTP sink ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SinkMessage:
-    """One message the sink accepted: envelope and the data as received."""
-
-    mail_from: str
-    rcpt_to: tuple[str, ...]
-    data: bytes
-    """The message with CRLF line ends, dot-stuffing undone, without the final "."."""
-    helo: str
-
-    def message(self) -> email.message.EmailMessage:
-        """The data parsed with the stdlib email package (policy.default)."""
-        parsed = email.message_from_bytes(self.data, policy=email.policy.default)
-        assert isinstance(parsed, email.message.EmailMessage)
-        return parsed
-
-    def header_values(self, name: str) -> list[str]:
-        """Every value of header field *name*, unfolded, in order."""
-        return [str(value) for value in self.message().get_all(name, [])]
-
-
-class _SinkHandler(socketserver.StreamRequestHandler):
-    """One SMTP session with the sink: just enough ESMTP for an MTA to deliver."""
-
-    server: _SinkServer
-    timeout = 30
-
-    def _reply(self, line: str) -> None:
-        self.wfile.write(line.encode("ascii") + b"\r\n")
-        self.wfile.flush()
-
-    def handle(self) -> None:
-        self._reply("220 sink.example.test ESMTP test sink")
-        helo = ""
-        mail_from: str | None = None
-        rcpt_to: list[str] = []
-        while True:
-            line = self.rfile.readline(4096)
-            if not line:
-                return
-            command = line.decode("utf-8", "replace").rstrip("\r\n")
-            verb, _, argument = command.partition(" ")
-            verb = verb.upper()
-            if verb in ("EHLO", "HELO"):
-                helo, mail_from, rcpt_to = argument.strip(), None, []
-                if verb == "EHLO":
-                    self._reply("250-sink.example.test")
-                    self._reply("250 8BITMIME")
-                else:
-                    self._reply("250 sink.example.test")
-            elif verb == "MAIL" and argument.upper().startswith("FROM:"):
-                mail_from, rcpt_to = _path(argument[5:]), []
-                self._reply("250 2.1.0 ok")
-            elif verb == "RCPT" and argument.upper().startswith("TO:"):
-                if mail_from is None:
-                    self._reply("503 5.5.1 MAIL first")
-                    continue
-                rcpt_to.append(_path(argument[3:]))
-                self._reply("250 2.1.5 ok")
-            elif verb == "DATA":
-                if mail_from is None or not rcpt_to:
-                    self._reply("503 5.5.1 MAIL and RCPT first")
-                    continue
-                self._reply("354 end with <CRLF>.<CRLF>")
-                data = self._read_data()
-                if data is None:
-                    return
-                self.server.sink.add(SinkMessage(mail_from, tuple(rcpt_to), data, helo))
-                mail_from, rcpt_to = None, []
-                self._reply("250 2.0.0 stored")
-            elif verb == "RSET":
-                mail_from, rcpt_to = None, []
-                self._reply("250 2.0.0 ok")
-            elif verb == "NOOP":
-                self._reply("250 2.0.0 ok")
-            elif verb == "QUIT":
-                self._reply("221 2.0.0 bye")
-                return
-            else:
-                self._reply("502 5.5.2 command not implemented")
-
-    def _read_data(self) -> bytes | None:
-        lines: list[bytes] = []
-        while True:
-            line = self.rfile.readline(1 << 20)
-            if not line:
-                return None  # connection lost inside DATA: nothing stored
-            if line in (b".\r\n", b".\n"):
-                return b"".join(lines)
-            if line.startswith(b"."):
-                line = line[1:]  # RFC 5321 section 4.5.2 transparency
-            lines.append(line)
-
-
-def _path(argument: str) -> str:
-    """The address in ``<addr> PARAMS`` (MAIL FROM / RCPT TO argument)."""
-    text = argument.strip()
-    if text.startswith("<"):
-        return text[1 : text.find(">")] if ">" in text else text[1:]
-    return text.split(" ", 1)[0]
-
-
-class _SinkServer(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, sink: SmtpSink) -> None:
-        self.sink = sink
-        super().__init__(("127.0.0.1", 0), _SinkHandler)
-
-
-class SmtpSink:
-    """An SMTP server on 127.0.0.1 that accepts and keeps every message.
-
-    The port is bound when the object is made (so it can go into an MTA's
-    configuration) and served from one background thread after :meth:`start`.
-    """
-
-    def __init__(self) -> None:
-        self._server = _SinkServer(self)
-        self.port: int = self._server.server_address[1]
-        self._messages: list[SinkMessage] = []
-        self._changed = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def messages(self) -> list[SinkMessage]:
-        """Every message received so far, oldest first (a copy)."""
-        with self._changed:
-            return list(self._messages)
-
-    def add(self, message: SinkMessage) -> None:
-        with self._changed:
-            self._messages.append(message)
-            self._changed.notify_all()
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name=f"smtp-sink-{self.port}",
-                daemon=True,
-            )
-            self._thread.start()
-
-    def close(self) -> None:
-        """Stop serving and close the listening socket."""
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._server.server_close()
-
-    def wait_for(
-        self, predicate: Callable[[SinkMessage], bool], timeout: float
-    ) -> SinkMessage | None:
-        """The first message (oldest first) matching *predicate*, waiting up to *timeout* s."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for message in self._messages:
-                    if predicate(message):
-                        return message
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._changed.wait(remaining)
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-# ---- SMTP client -------------------------------------------------------------------
-
-
-SmtpStage = Literal["connect", "ehlo", "mail", "rcpt", "data", "message"]
-
-
-@dataclass(frozen=True)
-class SmtpReply:
-    """How an SMTP transaction ended: the last reply, and the queue id if accepted.
-
-    ``stage`` is where it ended: ``connect`` (greeting), ``ehlo``, ``mail``,
-    ``rcpt`` (the first refused recipient), ``data`` (the DATA command) or
-    ``message`` (the reply to the message itself, success or not).
-    """
-
-    code: int
-    text: str
-    stage: SmtpStage
-    queue_id: str | None = None
-
-    @property
-    def accepted(self) -> bool:
-        return self.stage == "message" and 200 <= self.code < 300
-
-
-def smtp_send(
-    port: int,
-    message: bytes | str,
-    *,
-    mail_from: str,
-    rcpt_to: str | Sequence[str],
-    source_address: str = "127.0.0.1",
-    helo: str = CLIENT_NAME,
-    timeout: float = 30.0,
-) -> SmtpReply:
-    """Send *message* to 127.0.0.1:*port* in one ESMTP transaction.
-
-    A refusal is returned, not raised, so that tests can assert on it; bare
-    LF line ends are sent as CRLF (smtplib).  The queue id is parsed from a
-    Sendmail-style "250 2.0.0 <id> Message accepted for delivery".
-
-    Raises:
-        OSError: the connection could not be made or broke.
-    """
-    recipients = [rcpt_to] if isinstance(rcpt_to, str) else list(rcpt_to)
-    try:
-        client = smtplib.SMTP(
-            "127.0.0.1",
-            port,
-            local_hostname=helo,
-            timeout=timeout,
-            source_address=(source_address, 0),
-        )
-    except smtplib.SMTPConnectError as err:
-        return SmtpReply(err.smtp_code, _text(err.smtp_error), "connect")
-    try:
-        code, text = client.ehlo()
-        if code != 250:
-            return SmtpReply(code, _text(text), "ehlo")
-        code, text = client.mail(mail_from)
-        if code != 250:
-            return SmtpReply(code, _text(text), "mail")
-        for recipient in recipients:
-            code, text = client.rcpt(recipient)
-            if code not in (250, 251):
-                return SmtpReply(code, _text(text), "rcpt")
-        try:
-            code, text = client.data(message)
-        except smtplib.SMTPDataError as err:
-            return SmtpReply(err.smtp_code, _text(err.smtp_error), "data")
-        match = _ACCEPTED.match(_text(text))
-        queue_id = match.group(1) if match and 200 <= code < 300 else None
-        return SmtpReply(code, _text(text), "message", queue_id)
-    finally:
-        with contextlib.suppress(smtplib.SMTPException, OSError):
-            client.quit()
-        client.close()
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
 # ---- Sendmail ---------------------------------------------------------------------
@@ -684,13 +411,15 @@ class Sendmail:
         accepted the message, its queue id (``{i}`` to the milter); a
         refusal is returned, not raised.
         """
-        return smtp_send(
+        return send_message(
             self.smtp_port if port is None else port,
             message,
             mail_from=mail_from,
-            rcpt_to=rcpt_to,
+            rcpt_to=[rcpt_to] if isinstance(rcpt_to, str) else rcpt_to,
+            queue_id=_ACCEPTED,
             source_address=source_address,
             helo=helo,
+            timeout=30.0,
         )
 
     def wait_for_message(

@@ -30,6 +30,11 @@ class Backend(Protocol):
     searches: int
     """How many searches were sent so far (network round trips for LDAP)."""
 
+    @property
+    def generation(self) -> int:
+        """Changes whenever the entries may have changed (a live replica applied a change)."""
+        ...
+
     def describe(self) -> str:
         """Where the entries come from, for messages (no credentials)."""
         ...
@@ -124,8 +129,12 @@ def _log_key_problems(keys: Sequence[SigningKey]) -> None:
             log.warning("key %s cannot sign: %s", key.dn, key.problem)
 
 
-def open_backend(settings: Settings) -> Backend:
+def open_backend(settings: Settings, *, live: bool = False) -> Backend:
     """The backend the configuration names: ``Directory``, or Domain/Selector/KeyFile.
+
+    ``live``: for the milter, an LDAP ``Directory`` is served by a content-sync
+    replica (:mod:`ldapdkim.replica`, ``DirectorySync``), which runs a thread;
+    one-shot commands leave it False and look entries up directly.
 
     Raises:
         ConfigError: the configuration names no key source.
@@ -135,6 +144,10 @@ def open_backend(settings: Settings) -> Backend:
         from ldapdkim.memorybackend import MemoryBackend
 
         return MemoryBackend.from_ldif(source.ldif_path)
+    if source is not None and live:
+        from ldapdkim.replica import SyncReplica
+
+        return SyncReplica(settings)
     if source is not None:
         from ldapdkim.ldapbackend import LdapBackend
 
@@ -150,10 +163,10 @@ def open_backend(settings: Settings) -> Backend:
     )
 
 
-def open_directory(settings: Settings) -> Directory:
+def open_directory(settings: Settings, *, live: bool = False) -> Directory:
     """A :class:`Directory` over the configured backend, with the configured defaults."""
     return Directory(
-        open_backend(settings),
+        open_backend(settings, live=live),
         subdomains=settings.subdomains,
         minimum_key_bits=settings.minimum_key_bits,
     )

@@ -16,6 +16,7 @@ keyword, never shown.
     ├── DirectoryError         the directory answered, but the data is wrong
     │   └── AmbiguousDomain    two policy entries claim one domain
     ├── DirectoryUnavailable   the directory did not answer (down, timeout, TLS, bind)
+    │   └── DirectoryStale     ... and the replica is older than DirectoryMaxStale
     ├── MessageError           a message that cannot be signed as it is
     └── DnsTemporaryError      a DNS lookup that timed out or failed temporarily
 """
@@ -63,6 +64,13 @@ class AmbiguousDomain(DirectoryError):
 
 class DirectoryUnavailable(LdapDkimError):
     """The directory could not be asked: unreachable, timed out, bind or TLS failure."""
+
+
+class DirectoryStale(DirectoryUnavailable):
+    """No server answered for longer than DirectoryMaxStale: the replica is too old to use.
+
+    Nothing older may be served instead (the resolver's last known answers included).
+    """
 
 
 class MessageError(LdapDkimError):

@@ -15,32 +15,25 @@ from pathlib import Path
 import ldif
 
 from ldapdkim import keys, schema
-from ldapdkim.entries import Entry, lower_keys, normalize_dn, parent_dn
+from ldapdkim.entries import Entry
+from ldapdkim.entryindex import EntryIndex
 from ldapdkim.errors import DirectoryError, DirectoryUnavailable
 from ldapdkim.ldifout import child_dn
 from ldapdkim.model import KeyState
 
 
-def _has_class(entry: Entry, name: str) -> bool:
-    wanted = name.lower().encode()
-    return any(v.lower() == wanted for v in entry[1].get("objectclass", ()))
-
-
 class MemoryBackend:
     """A fixed set of entries, indexed like the directory server indexes them."""
+
+    generation = 0
+    """Never changes: the entries are fixed."""
 
     def __init__(self, entries: Iterable[Entry], description: str) -> None:
         self.searches = 0
         self._description = description
-        self._policies: dict[str, list[Entry]] = {}
-        self._children: dict[str, list[Entry]] = {}
+        self._index = EntryIndex()
         for dn, attrs in entries:
-            entry: Entry = (dn, lower_keys(attrs))
-            if _has_class(entry, schema.POLICY_CLASS):
-                for name in entry[1].get(schema.DOMAIN_NAME.lower(), ()):
-                    self._policies.setdefault(name.decode().lower(), []).append(entry)
-            if _has_class(entry, schema.KEY_CLASS):
-                self._children.setdefault(parent_dn(dn), []).append(entry)
+            self._index.add(dn, dict(attrs))
 
     @classmethod
     def from_ldif(cls, path: Path) -> MemoryBackend:
@@ -96,24 +89,14 @@ class MemoryBackend:
 
     def search_policies(self, names: Sequence[str]) -> list[Entry]:
         self.searches += 1
-        found: dict[str, Entry] = {}
-        for name in names:
-            for entry in self._policies.get(name.lower(), ()):
-                found[normalize_dn(entry[0])] = entry
-        return list(found.values())
+        return self._index.policies(names)
 
     def search_keys(self, policy_dn: str) -> list[Entry]:
         self.searches += 1
-        return list(self._children.get(normalize_dn(policy_dn), ()))
+        return self._index.children(policy_dn)
 
     def walk(self) -> Iterator[tuple[Entry, list[Entry]]]:
-        seen: set[str] = set()
-        for entries in self._policies.values():
-            for entry in entries:
-                key = normalize_dn(entry[0])
-                if key not in seen:
-                    seen.add(key)
-                    yield entry, list(self._children.get(key, ()))
+        return self._index.walk()
 
     def close(self) -> None:
         pass

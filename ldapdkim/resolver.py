@@ -5,6 +5,9 @@
 * When the directory cannot be asked, the last answer that it gave for the
   domain is served for up to ``DirectoryMaxStale`` seconds after it was
   fetched, so a directory outage does not stop signing.
+* When the backend's ``generation`` changes (a live replica applied a
+  directory change), fresh and negative answers are dropped, so the change
+  applies to the next message.
 * Hostile input is stopped before the cache: a domain that is not a valid
   host name raises :class:`InvalidDomain` without a lookup.
 
@@ -24,7 +27,12 @@ from cachetools import LRUCache, TTLCache
 
 from ldapdkim.directory import Directory
 from ldapdkim.domainname import normalize_domain
-from ldapdkim.errors import DirectoryError, DirectoryUnavailable, DomainNotSigned
+from ldapdkim.errors import (
+    DirectoryError,
+    DirectoryStale,
+    DirectoryUnavailable,
+    DomainNotSigned,
+)
 from ldapdkim.model import Resolution
 
 log = logging.getLogger(__name__)
@@ -64,6 +72,7 @@ class CachedResolver:
             TTLCache(maxsize, negative_ttl, timer=clock) if negative_ttl > 0 else None
         )
         self._last_good: LRUCache[str, tuple[Answer, float]] = LRUCache(maxsize)
+        self._generation = directory.backend.generation
 
     def resolve(self, domain: str) -> Resolution:
         """The signing identity of ``domain``.
@@ -76,7 +85,12 @@ class CachedResolver:
                 recent enough is known.
         """
         name = normalize_domain(domain)
+        generation = self.directory.backend.generation
         with self._lock:
+            if generation != self._generation:
+                # A live replica applied a directory change: answer anew.
+                self._generation = generation
+                self._clear()
             cached = self._cached(name)
         if cached is not None:
             self.stats.hits += 1
@@ -86,19 +100,25 @@ class CachedResolver:
             answer: Answer = self.directory.resolve(name)
         except (DomainNotSigned, DirectoryError) as refusal:
             answer = refusal
+        except DirectoryStale:
+            raise  # the replica is already DirectoryMaxStale old: nothing older will do
         except DirectoryUnavailable as err:
             return _deliver(self._stale(name, err))
         with self._lock:
-            self._store(name, answer)
+            if generation == self._generation:  # else the answer may predate a change
+                self._store(name, answer)
         return _deliver(answer)
 
     def flush(self) -> None:
         """Forget fresh and negative answers (last-known-good ones are kept)."""
         with self._lock:
-            if self._fresh is not None:
-                self._fresh.clear()
-            if self._negative is not None:
-                self._negative.clear()
+            self._clear()
+
+    def _clear(self) -> None:
+        if self._fresh is not None:
+            self._fresh.clear()
+        if self._negative is not None:
+            self._negative.clear()
 
     def adopt_last_known_good(self, previous: CachedResolver) -> None:
         """Take over ``previous``'s last known answers (after a configuration reload).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import pytest
 
@@ -24,6 +25,8 @@ class FakeDirectory:
     ambiguous: set[str] = field(default_factory=set)
     down: bool = False
     asked: list[str] = field(default_factory=list)
+    backend: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(generation=0))
+    """The resolver watches ``backend.generation`` (a live replica bumps it)."""
 
     def resolve(self, domain: str) -> Resolution:
         self.asked.append(domain)

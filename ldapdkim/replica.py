@@ -1,0 +1,601 @@
+"""A live in-process replica of the directory, kept current by content sync (RFC 4533).
+
+:class:`SyncReplica` is a directory backend that answers lookups from memory.
+A thread runs python-ldap's ``SyncreplConsumer`` in refreshAndPersist mode
+over a connection of its own (set up by :class:`~ldapdkim.ldapbackend.LdapBackend`:
+same URIs, bind, TLS and timeouts; failover is libldap's URI list), with the
+filter ``(|(objectClass=dkimSignDomainPolicy)(objectClass=dkimSignKey))`` and
+``derefAliases`` never.  Every change the server sends bumps
+:attr:`SyncReplica.generation`, which makes the resolver drop its caches, so
+a modify in the directory changes the next message's signature.
+
+* ``searches`` counts network round trips only: lookups served from the
+  replica leave it alone.
+* After an error the thread reconnects (0.5 s, doubling up to 30 s) and
+  resumes with the saved cookie.  A refresh without a usable cookie is a full
+  refresh: entries the server does not present are deleted (present phase).
+* ``DirectorySync auto``: sync if the server accepts the sync control, else
+  (unavailableCriticalExtension, protocolError: Active Directory, or slapd
+  without syncprov) lookups through the LDAP backend.  ``yes``: sync only;
+  lookups raise :class:`DirectoryUnavailable` until the first refresh is
+  done or a saved replica was loaded.  ``no``: lookups only.  Until the first
+  refresh (and with no saved replica), ``auto`` answers by direct lookups.
+* While disconnected the replica keeps answering; ``DirectoryMaxStale``
+  seconds after the last contact with a server it raises
+  :class:`DirectoryUnavailable` (0: as soon as it is disconnected).
+
+Files in ``StateDirectory``:
+
+``replica.json`` (mode 0600: it holds the private keys), written atomically
+after the first refresh and at most once a second after changes::
+
+    {"format": 1, "directory": "<uris> <base>", "cookie": str|null,
+     "last_sync": unix time, "entries": [{"uuid": str, "dn": str,
+     "attrs": {name: [base64 value, ...]}}]}
+
+``status.json``, rewritten every few seconds for ``ldapdkim status``::
+
+    {"mode": "sync"|"lookup",
+     "servers": [{"uri": str, "connected": bool, "last_sync": iso8601|null,
+                  "entries": int, "staleness_s": float|null}],
+     "updated": iso8601}
+
+``mode`` says how lookups are answered now; ``servers`` has one item per
+``Directory`` URI; ``entries`` is the size of the replica for the server it
+was last synced from (0 for others), ``staleness_s`` the seconds since that
+server was last known current.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import ldap
+from ldap.ldapobject import SimpleLDAPObject
+from ldap.syncrepl import SyncreplConsumer
+
+from ldapdkim import schema
+from ldapdkim.config import Settings
+from ldapdkim.entries import Entry
+from ldapdkim.entryindex import EntryIndex
+from ldapdkim.errors import DirectoryStale, DirectoryUnavailable
+from ldapdkim.ldapbackend import LdapBackend, peer_uri
+
+log = logging.getLogger(__name__)
+
+SYNC_FILTER = f"(|(objectClass={schema.POLICY_CLASS})(objectClass={schema.KEY_CLASS}))"
+SYNC_ATTRIBUTES = sorted(
+    {*schema.POLICY_ATTRIBUTES, *schema.KEY_ATTRIBUTES, "objectClass", "createTimestamp"}
+)
+STATE_FILE = "replica.json"
+STATUS_FILE = "status.json"
+RETRY_FIRST = 0.5
+RETRY_MAX = 30.0
+POLL_TIMEOUT = 0.5
+PERSIST_DEBOUNCE = 1.0
+PERSIST_ANYWAY = 300.0
+"""Rewrite the saved replica this often even without changes (its last_sync)."""
+STATUS_INTERVAL = 2.0
+KEEPALIVE_INTERVAL = 5.0
+"""A Who am I? this often on the sync connection notices a frozen server."""
+_REFUSED_SYNC = (ldap.UNAVAILABLE_CRITICAL_EXTENSION, ldap.PROTOCOL_ERROR)
+_REFRESH_REQUIRED = 4096  # e-syncRefreshRequired, RFC 4533 §2.3
+
+
+def _result_code(err: ldap.LDAPError) -> int | None:
+    details = err.args[0] if err.args and isinstance(err.args[0], dict) else {}
+    code = details.get("result")
+    return code if isinstance(code, int) else None
+
+
+def _reason(err: ldap.LDAPError) -> str:
+    details = err.args[0] if err.args and isinstance(err.args[0], dict) else {}
+    desc = str(details.get("desc", type(err).__name__))
+    info = details.get("info")
+    return f"{desc}: {info}" if info else desc
+
+
+def _iso(when: float | None) -> str | None:
+    if when is None:
+        return None
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds")
+
+
+class ReplicaStore:
+    """The replicated entries, by entryUUID and indexed; the sync callbacks land here.
+
+    Thread-safe: the sync thread writes, milter threads read, under one lock.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.generation = 0
+        self.cookie: str | None = None
+        self.loaded = False
+        """True once a refresh completed or a saved replica was read."""
+        self.changed = False
+        """Entries or cookie changed since the last save."""
+        self._entries: dict[str, tuple[str, dict[str, list[bytes]]]] = {}
+        self._index = EntryIndex()
+        self._present: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    # -- sync callbacks -----------------------------------------------------
+
+    def begin_refresh(self) -> None:
+        """A new sync search starts: no entry has been presented yet."""
+        with self.lock:
+            self._present = set()
+
+    def entry(self, uuid: str, dn: str, attrs: dict[str, list[bytes]]) -> None:
+        """An entry was added or changed (or is sent in full during a refresh)."""
+        with self.lock:
+            old = self._entries.get(uuid)
+            if old is not None:
+                self._index.remove(old[0])
+            self._entries[uuid] = (dn, attrs)
+            self._index.add(dn, dict(attrs))
+            self._bump()
+
+    def delete(self, uuids: Sequence[str]) -> None:
+        with self.lock:
+            for uuid in uuids:
+                old = self._entries.pop(uuid, None)
+                if old is not None:
+                    self._index.remove(old[0])
+                    self._bump()
+
+    def present(self, uuids: Sequence[str] | None, refresh_deletes: bool) -> None:
+        """python-ldap's ``syncrepl_present``: record, or end of a present phase.
+
+        ``uuids`` None ends a phase: after a present phase (``refresh_deletes``
+        False) every entry the server did not present is gone (RFC 4533 §3.3.1),
+        which is how deletes made while we were away reach us.
+        """
+        with self.lock:
+            if uuids is not None:
+                self._present.update(uuids)
+                return
+            if not refresh_deletes:
+                for uuid in [u for u in self._entries if u not in self._present]:
+                    dn, _attrs = self._entries.pop(uuid)
+                    self._index.remove(dn)
+                    self._bump()
+            self._present = set()
+
+    def set_cookie(self, cookie: str | bytes | None) -> None:
+        with self.lock:
+            if isinstance(cookie, bytes):
+                cookie = cookie.decode("utf-8", "replace")
+            if cookie != self.cookie:
+                self.cookie = cookie
+                self.changed = True
+
+    def refresh_done(self) -> None:
+        with self.lock:
+            self.loaded = True
+            self.changed = True
+
+    def _bump(self) -> None:
+        self.generation += 1
+        self.changed = True
+
+    # -- lookups ------------------------------------------------------------
+
+    def policies(self, names: Sequence[str]) -> list[Entry]:
+        with self.lock:
+            return self._index.policies(names)
+
+    def children(self, dn: str) -> list[Entry]:
+        with self.lock:
+            return self._index.children(dn)
+
+    def walk(self) -> list[tuple[Entry, list[Entry]]]:
+        with self.lock:
+            return list(self._index.walk())
+
+    # -- persistence --------------------------------------------------------
+
+    def snapshot(self, directory: str, last_sync: float | None) -> dict[str, Any]:
+        """The saved form (see the module docstring); clears ``changed``."""
+        with self.lock:
+            self.changed = False
+            entries = [
+                {
+                    "uuid": uuid,
+                    "dn": dn,
+                    "attrs": {
+                        name: [base64.b64encode(v).decode("ascii") for v in values]
+                        for name, values in attrs.items()
+                    },
+                }
+                for uuid, (dn, attrs) in self._entries.items()
+            ]
+            return {
+                "format": 1,
+                "directory": directory,
+                "cookie": self.cookie,
+                "last_sync": last_sync,
+                "entries": entries,
+            }
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Take the entries and cookie of a saved replica; it then counts as loaded."""
+        with self.lock:
+            for item in saved["entries"]:
+                attrs = {
+                    str(name): [base64.b64decode(v) for v in values]
+                    for name, values in item["attrs"].items()
+                }
+                self._entries[str(item["uuid"])] = (str(item["dn"]), attrs)
+                self._index.add(str(item["dn"]), dict(attrs))
+            cookie = saved.get("cookie")
+            self.cookie = cookie if isinstance(cookie, str) else None
+            self.loaded = True
+            self.generation += 1
+
+
+class _Consumer(SyncreplConsumer, SimpleLDAPObject):  # type: ignore[misc]
+    """A python-ldap connection whose sync callbacks feed a :class:`ReplicaStore`."""
+
+    store: ReplicaStore
+
+    def syncrepl_get_cookie(self) -> str | None:
+        return self.store.cookie
+
+    def syncrepl_set_cookie(self, cookie: str | bytes) -> None:
+        self.store.set_cookie(cookie)
+
+    def syncrepl_entry(self, dn: str, attributes: dict[str, list[bytes]], uuid: Any) -> None:
+        self.store.entry(str(uuid), dn, attributes)
+
+    def syncrepl_delete(self, uuids: Sequence[Any]) -> None:
+        self.store.delete([str(u) for u in uuids])
+
+    def syncrepl_present(self, uuids: Sequence[Any] | None, refreshDeletes: bool = False) -> None:
+        self.store.present(None if uuids is None else [str(u) for u in uuids], refreshDeletes)
+
+    def syncrepl_refreshdone(self) -> None:
+        self.store.refresh_done()
+
+
+class SyncReplica:
+    """A :class:`~ldapdkim.directory.Backend` answering from a content-sync replica.
+
+    ``mode`` is the ``DirectorySync`` value (auto, yes, no).  ``start`` False
+    leaves the thread unstarted (tests drive :attr:`store` themselves).
+    """
+
+    def __init__(self, settings: Settings, *, mode: str | None = None, start: bool = True) -> None:
+        self.settings = settings
+        self.wanted = mode or settings.directory_sync
+        self.lookup = LdapBackend(settings)
+        self.store = ReplicaStore()
+        self.max_stale = settings.directory_max_stale
+        self.state_dir: Path = settings.state_directory
+        self._directory_id = f"{' '.join(self.lookup.uris)} {self.lookup.base_dn}"
+        self._refused = False
+        """The server refused the sync control (auto then answers by lookups)."""
+        self._connected_uri: str | None = None
+        self._last_contact: float | None = None
+        """Wall-clock time the replica was last known current."""
+        self._last_sync_by_uri: dict[str, float] = {}
+        self._last_uri: str | None = None
+        self._started = time.time()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._state_warned = False
+        self._last_save = 0.0
+        self._last_status = 0.0
+        self._status_mode = ""
+        if self.wanted != "no":
+            self._load_state()
+        else:
+            log.info("directory: lookups with caching (DirectorySync no)")
+        if start:
+            self._thread = threading.Thread(target=self._run, name="ldapdkim-sync", daemon=True)
+            self._thread.start()
+
+    # -- Backend ------------------------------------------------------------
+
+    @property
+    def searches(self) -> int:
+        """Network round trips (direct lookups); replica answers do not count."""
+        return self.lookup.searches
+
+    @searches.setter
+    def searches(self, value: int) -> None:
+        self.lookup.searches = value
+
+    @property
+    def generation(self) -> int:
+        return self.store.generation
+
+    def describe(self) -> str:
+        return self.lookup.describe()
+
+    def search_policies(self, names: Sequence[str]) -> list[Entry]:
+        if self._from_replica():
+            return self.store.policies(names)
+        return self.lookup.search_policies(names)
+
+    def search_keys(self, policy_dn: str) -> list[Entry]:
+        if self._from_replica():
+            return self.store.children(policy_dn)
+        return self.lookup.search_keys(policy_dn)
+
+    def walk(self) -> Iterator[tuple[Entry, list[Entry]]]:
+        if self._from_replica():
+            return iter(self.store.walk())
+        return self.lookup.walk()
+
+    def close(self) -> None:
+        """Stop the sync thread, save the replica, close the connections."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self.lookup.close()
+
+    # -- state --------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        """How lookups are answered now: ``sync`` (from memory) or ``lookup``."""
+        if self.wanted == "no" or (self.wanted == "auto" and self._refused):
+            return "lookup"
+        if self.wanted == "auto" and not self.store.loaded:
+            return "lookup"
+        return "sync"
+
+    def staleness(self) -> float | None:
+        """Seconds since the replica was last known current; 0 while connected."""
+        if self._connected_uri is not None and self.store.loaded:
+            return 0.0
+        if self._last_contact is None:
+            return None
+        return max(0.0, time.time() - self._last_contact)
+
+    def _from_replica(self) -> bool:
+        if self.mode == "lookup":
+            return False
+        if not self.store.loaded:
+            raise DirectoryUnavailable(
+                f"DirectorySync yes: no copy of {self.describe()} yet (first content "
+                "sync not done, no saved replica); check the server, or set DirectorySync auto"
+            )
+        stale = self.staleness()
+        if stale is not None and stale > 0 and stale > self.max_stale:
+            raise DirectoryStale(
+                f"replica of {self.describe()} is {stale:.0f} s old, more than "
+                f"DirectoryMaxStale {self.max_stale:g} s; check that a server answers"
+            )
+        return True
+
+    def status(self) -> dict[str, Any]:
+        """Mode and per-server state, as written to ``status.json``.
+
+        In lookup mode ``connected`` is the lookup connection's server; a
+        server never synced from has ``staleness_s`` of the replica as a whole
+        (or the time since start).
+        """
+        now = time.time()
+        lookup_mode = self.mode == "lookup"
+        lookup_uri = self.lookup.connected_uri() if lookup_mode else None
+        overall = self.staleness()
+        servers = []
+        for uri in self.lookup.uris:
+            last = self._last_sync_by_uri.get(uri)
+            connected = uri == (lookup_uri if lookup_mode else self._connected_uri)
+            current = connected and (lookup_mode or self.store.loaded)
+            if current:
+                stale = 0.0
+            elif last is not None:
+                stale = now - last
+            else:
+                stale = overall if overall is not None else now - self._started
+            servers.append(
+                {
+                    "uri": uri,
+                    "connected": connected,
+                    "last_sync": _iso(now if current and not lookup_mode else last),
+                    "entries": len(self.store) if uri == self._last_uri else 0,
+                    "staleness_s": round(stale, 3),
+                }
+            )
+        return {"mode": self.mode, "servers": servers, "updated": _iso(now)}
+
+    def describe_state(self) -> str:
+        """One line for the SIGUSR1 stats."""
+        stale = self.staleness()
+        return (
+            f"directory_mode={self.mode} replica_entries={len(self.store)} "
+            f"replica_connected={'yes' if self._connected_uri else 'no'} "
+            f"replica_staleness_s={'-' if stale is None else f'{stale:.1f}'}"
+        )
+
+    # -- the sync thread ----------------------------------------------------
+
+    def _run(self) -> None:
+        delay = RETRY_FIRST
+        while not self._stop.is_set():
+            if self.wanted == "no" or self._refused:
+                self._housekeeping()
+                self._stop.wait(POLL_TIMEOUT)
+                continue
+            if self._sync_once():
+                delay = RETRY_FIRST
+            deadline = time.monotonic() + delay
+            while not self._stop.is_set() and time.monotonic() < deadline:
+                self._housekeeping()
+                self._stop.wait(min(POLL_TIMEOUT, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, RETRY_MAX)
+        self._housekeeping(final=True)
+
+    def _sync_once(self) -> bool:
+        """One sync session until it breaks; True if it got as far as a refresh."""
+        conn: Any = None
+        refreshed = False
+        try:
+            conn = self.lookup.open_connection(_Consumer)
+            conn.store = self.store
+            self.store.begin_refresh()
+            msgid = conn.syncrepl_search(
+                self.lookup.base_dn,
+                ldap.SCOPE_SUBTREE,
+                mode="refreshAndPersist",
+                filterstr=SYNC_FILTER,
+                attrlist=SYNC_ATTRIBUTES,
+            )
+            uri = self._peer_uri(conn)
+            keepalive = time.monotonic() + KEEPALIVE_INTERVAL
+            first = True
+            while not self._stop.is_set():
+                try:
+                    if not conn.syncrepl_poll(msgid=msgid, timeout=POLL_TIMEOUT, all=0):
+                        log.info("%s ended the content sync search; reconnecting", uri)
+                        return refreshed
+                except ldap.TIMEOUT:
+                    pass
+                if first:
+                    first = False
+                    self._connected_uri = uri
+                    log.info(
+                        "directory: content sync (RFC 4533) with %s, %s",
+                        uri,
+                        "resuming with the saved cookie" if self.store.cookie else "full refresh",
+                    )
+                if self.store.loaded:
+                    refreshed = True
+                    self._last_contact = time.time()
+                    self._last_sync_by_uri[uri] = self._last_contact
+                    self._last_uri = uri
+                if time.monotonic() >= keepalive:
+                    conn.whoami_s()
+                    keepalive = time.monotonic() + KEEPALIVE_INTERVAL
+                self._housekeeping()
+        except DirectoryUnavailable as err:
+            log.warning("directory content sync: %s; retrying", err)
+        except _REFUSED_SYNC as err:
+            self._on_refused(err)
+        except ldap.LDAPError as err:
+            if _result_code(err) == _REFRESH_REQUIRED:
+                log.info("server asks for a full refresh (cookie too old); refreshing")
+                self.store.set_cookie(None)
+                return True
+            if self._connected_uri is not None:
+                log.warning(
+                    "directory content sync with %s lost (%s); serving the replica and "
+                    "reconnecting",
+                    self._connected_uri,
+                    _reason(err),
+                )
+            else:
+                log.warning("directory content sync failed (%s); retrying", _reason(err))
+        finally:
+            self._connected_uri = None
+            if conn is not None:
+                with contextlib.suppress(ldap.LDAPError):
+                    conn.unbind_ext_s()
+        return refreshed
+
+    def _on_refused(self, err: ldap.LDAPError) -> None:
+        if self.wanted == "auto":
+            self._refused = True
+            log.info(
+                "directory: %s refuses content sync (%s); using cached lookups "
+                "(LDAPCacheTTL) instead",
+                self.describe(),
+                _reason(err),
+            )
+        else:
+            log.error(
+                "DirectorySync yes, but %s refuses content sync (%s); enable syncprov "
+                "there, or set DirectorySync auto",
+                self.describe(),
+                _reason(err),
+            )
+
+    def _peer_uri(self, conn: Any) -> str:
+        """Which of the Directory URIs libldap connected to (for status)."""
+        return peer_uri(conn, self.lookup.uris)
+
+    # -- files --------------------------------------------------------------
+
+    def _load_state(self) -> None:
+        path = self.state_dir / STATE_FILE
+        try:
+            saved = json.loads(path.read_text())
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as err:
+            log.warning("cannot read the saved replica %s (%s); starting without it", path, err)
+            return
+        if not isinstance(saved, dict) or saved.get("format") != 1:
+            log.warning("%s is not a saved replica of this version; ignoring it", path)
+            return
+        if saved.get("directory") != self._directory_id:
+            log.info("%s holds another Directory; starting without it", path)
+            return
+        try:
+            self.store.restore(saved)
+        except (KeyError, TypeError, ValueError) as err:
+            log.warning("saved replica %s is damaged (%s); starting without it", path, err)
+            self.store = ReplicaStore()
+            return
+        last = saved.get("last_sync")
+        self._last_contact = float(last) if isinstance(last, (int, float)) else None
+        log.info(
+            "directory: loaded %d entries from %s (last sync %s); serving them",
+            len(self.store),
+            path,
+            _iso(self._last_contact) or "unknown",
+        )
+
+    def _housekeeping(self, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if self.wanted != "no" and self.store.loaded:
+            due = self.store.changed and now - self._last_save >= PERSIST_DEBOUNCE
+            if due or final or now - self._last_save >= PERSIST_ANYWAY:
+                self._last_save = now
+                self._write(STATE_FILE, self.store.snapshot(self._directory_id, self._last_contact))
+        if final or now - self._last_status >= STATUS_INTERVAL or self.mode != self._status_mode:
+            self._last_status = now
+            self._status_mode = self.mode
+            self._write(STATUS_FILE, self.status())
+
+    def _write(self, name: str, document: dict[str, Any]) -> None:
+        """Write ``document`` as JSON to ``StateDirectory/name``: temp file, 0600, rename."""
+        try:
+            fd, temp = tempfile.mkstemp(prefix=f".{name}.", dir=self.state_dir)
+        except OSError as err:
+            if not self._state_warned:
+                self._state_warned = True
+                log.warning(
+                    "StateDirectory %s is not usable (%s); the replica is not kept across "
+                    "restarts and status.json is not written; create it, writable by UserID",
+                    self.state_dir,
+                    err.strerror,
+                )
+            return
+        try:
+            with os.fdopen(fd, "w") as stream:  # mkstemp: mode 0600
+                json.dump(document, stream, separators=(",", ":"))
+            os.replace(temp, self.state_dir / name)
+        except OSError as err:
+            log.warning("cannot write %s in %s: %s", name, self.state_dir, err.strerror)
+            with contextlib.suppress(OSError):
+                os.unlink(temp)

@@ -1,0 +1,346 @@
+"""The content-sync replica (RFC 4533) against a real slapd: live changes, outages, restarts."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import ldap
+import pytest
+from dnsserver import DnsServer
+from mailsite import MailSite, message
+from milterproc import MilterProcess
+from postfix import Postfix, header_values, require_postfix
+from provisioning import genkey, without_version_line
+from slapd import Slapd
+
+from ldapdkim import config
+from ldapdkim.directory import Directory
+from ldapdkim.errors import DirectoryUnavailable, DomainNotSigned
+from ldapdkim.policy import signing_keys
+from ldapdkim.replica import STATE_FILE, STATUS_FILE, SyncReplica
+from ldapdkim.resolver import CachedResolver
+
+LIVE = 1.0
+"""A directory change must reach resolution within this many seconds."""
+
+
+def _settings(slapd: Slapd, base: str, state: Path, *lines: str) -> config.Settings:
+    text = "\n".join(
+        [
+            "Mode sv",
+            f"Directory {slapd.ldap_uri}/{base}",
+            f"LDAPBindUser {slapd.milter_dn}",
+            f"LDAPBindPassword {slapd.milter_pw}",
+            "LDAPTimeout 2",
+            f"StateDirectory {state}",
+            *lines,
+        ]
+    )
+    return config.parse(text + "\n", "test.conf")
+
+
+class Live:
+    """A replica with the milter's resolver on top (long TTLs: only the generation flushes)."""
+
+    def __init__(self, settings: config.Settings) -> None:
+        self.replica = SyncReplica(settings)
+        self.resolver = CachedResolver(
+            Directory(self.replica, subdomains=False, minimum_key_bits=1024),
+            ttl=300,
+            negative_ttl=300,
+            max_stale=settings.directory_max_stale,
+        )
+
+    def selectors(self, domain: str) -> list[str]:
+        resolution = self.resolver.resolve(domain)
+        return sorted(k.selector for k in signing_keys(resolution, datetime.now(UTC)))
+
+    def close(self) -> None:
+        self.replica.close()
+
+
+@pytest.fixture
+def live_factory(tmp_path: Path) -> Iterator[Callable[[config.Settings], Live]]:
+    made: list[Live] = []
+
+    def make(settings: config.Settings) -> Live:
+        live = Live(settings)
+        made.append(live)
+        return live
+
+    yield make
+    for live in made:
+        live.close()
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float) -> float:
+    """Seconds until ``check()`` held; fails after ``timeout``."""
+    start = time.monotonic()
+    while True:
+        try:
+            if check():
+                return time.monotonic() - start
+        except (DomainNotSigned, DirectoryUnavailable):
+            pass
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"{what}: not seen within {timeout} s")
+        time.sleep(0.005)
+
+
+def _provision(
+    slapd: Slapd, base: str, domain: str, *selectors: str, state: str = "active"
+) -> None:
+    ldif = genkey(domain, selectors[0], base, with_domain=True, bits=1024)
+    for selector in selectors[1:]:
+        ldif += without_version_line(
+            genkey(
+                domain, selector, base, state=state, bits=1024, domain_dn=_domain_dn(base, domain)
+            )
+        )
+    slapd.ldapadd(ldif)
+
+
+def _domain_dn(base: str, domain: str) -> str:
+    return f"ou={domain},{base}"
+
+
+def _key_dn(base: str, domain: str, selector: str) -> str:
+    return f"dkimSignSelector={selector},{_domain_dn(base, domain)}"
+
+
+def _modify(slapd: Slapd, dn: str, attribute: str, value: str) -> float:
+    conn = slapd.connect(slapd.admin_dn)
+    try:
+        sent = time.monotonic()
+        conn.modify_s(dn, [(ldap.MOD_REPLACE, attribute, [value.encode()])])
+        return sent
+    finally:
+        conn.unbind_s()
+
+
+def _synced(live: Live, entries: int | None = None) -> None:
+    wait_for(
+        "first refresh",
+        lambda: (
+            live.replica.store.loaded and (entries is None or len(live.replica.store) == entries)
+        ),
+        10,
+    )
+
+
+def test_initial_refresh_loads_every_entry_and_lookups_stay_local(
+    slapd: Slapd, ldap_base: str, tmp_path: Path, live_factory: Callable[[config.Settings], Live]
+) -> None:
+    for domain in ("a.example", "b.example", "c.example"):
+        _provision(slapd, ldap_base, domain, "s1")
+    live = live_factory(_settings(slapd, ldap_base, tmp_path))
+    _synced(live, 6)
+    searches = live.replica.searches
+    for domain in ("a.example", "b.example", "c.example"):
+        assert live.selectors(domain) == ["s1"]
+    assert live.replica.searches == searches
+    assert live.replica.mode == "sync"
+    saved = tmp_path / STATE_FILE
+    wait_for("saved replica", saved.exists, 5)
+    assert saved.stat().st_mode & 0o777 == 0o600
+    status_file = tmp_path / STATUS_FILE
+    wait_for("status.json", lambda: json.loads(status_file.read_text())["mode"] == "sync", 5)
+    status = json.loads(status_file.read_text())
+    assert status["servers"][0]["uri"] == slapd.ldap_uri
+    assert status["servers"][0]["entries"] == 6
+
+
+def test_directory_changes_reach_signing_within_a_second(
+    slapd: Slapd, ldap_base: str, tmp_path: Path, live_factory: Callable[[config.Settings], Live]
+) -> None:
+    _provision(slapd, ldap_base, "example.com", "s1", "s2", state="pending")
+    live = live_factory(_settings(slapd, ldap_base, tmp_path))
+    _synced(live, 3)
+    assert live.selectors("example.com") == ["s1"]
+    searches = live.replica.searches
+
+    # A key's state: s2 becomes active, s1 retired.
+    _modify(slapd, _key_dn(ldap_base, "example.com", "s2"), "dkimSignKeyState", "active")
+    sent = _modify(slapd, _key_dn(ldap_base, "example.com", "s1"), "dkimSignKeyState", "retired")
+    wait_for("state change", lambda: live.selectors("example.com") == ["s2"], LIVE)
+    assert time.monotonic() - sent < LIVE
+
+    # A new key entry.
+    sent = time.monotonic()
+    slapd.ldapadd(
+        genkey(
+            "example.com",
+            "s3",
+            ldap_base,
+            bits=1024,
+            domain_dn=_domain_dn(ldap_base, "example.com"),
+        )
+    )
+    wait_for("new key", lambda: live.selectors("example.com") == ["s2", "s3"], LIVE)
+    assert time.monotonic() - sent < LIVE
+
+    # A deleted key entry.
+    conn = slapd.connect(slapd.admin_dn)
+    sent = time.monotonic()
+    conn.delete_s(_key_dn(ldap_base, "example.com", "s3"))
+    conn.unbind_s()
+    wait_for("deleted key", lambda: live.selectors("example.com") == ["s2"], LIVE)
+    assert time.monotonic() - sent < LIVE
+
+    # A policy attribute.
+    sent = _modify(slapd, _domain_dn(ldap_base, "example.com"), "dkimSignEnabled", "FALSE")
+
+    def switched_off() -> bool:
+        try:
+            live.resolver.resolve("example.com")
+        except DomainNotSigned:
+            return True
+        return False
+
+    wait_for("policy change", switched_off, LIVE)
+    assert time.monotonic() - sent < LIVE
+    assert live.replica.searches == searches  # all from the replica
+
+
+def test_outage_restart_and_resume_with_the_cookie(
+    tmp_path: Path, live_factory: Callable[[config.Settings], Live]
+) -> None:
+    with Slapd(tmp_path / "slapd") as server:
+        base = server.domains_base
+        for number in range(10):
+            _provision(server, base, f"d{number}.example", "s1")
+        _provision(server, base, "example.com", "s1", "s2", state="pending")
+        settings = _settings(server, base, tmp_path / "state")
+        (tmp_path / "state").mkdir()
+        live = live_factory(settings)
+        _synced(live, 23)
+        assert live.selectors("example.com") == ["s1"]
+
+        # slapd stops under the consumer: the replica keeps answering.
+        server.stop()
+        time.sleep(0.3)
+        assert live.selectors("example.com") == ["s1"]
+        assert live.selectors("d3.example") == ["s1"]
+        # ... and catches up once it is back.
+        server.start()
+        _modify(server, _key_dn(base, "example.com", "s2"), "dkimSignKeyState", "active")
+        wait_for(
+            "change after the restart", lambda: live.selectors("example.com") == ["s1", "s2"], 40
+        )
+
+        # Changes made while no consumer runs arrive on resume, deletes included.
+        live.close()
+        conn = server.connect(server.admin_dn)
+        conn.delete_s(_key_dn(base, "d1.example", "s1"))
+        conn.delete_s(_domain_dn(base, "d1.example"))
+        conn.unbind_s()
+        _modify(server, _key_dn(base, "example.com", "s1"), "dkimSignKeyState", "retired")
+        again = live_factory(settings)
+        assert again.replica.store.loaded  # from the saved replica, at once
+        assert again.selectors("example.com") == ["s1", "s2"]
+        start = again.replica.generation
+        wait_for("resume", lambda: again.selectors("example.com") == ["s2"], 5)
+        wait_for("delete while away", lambda: len(again.replica.store) == 21, 5)
+        # Only the changes came, not a full reload of 21 entries.
+        assert again.replica.generation - start < 10
+        again.close()
+
+        # A restart with the server down answers at once from the saved replica.
+        server.stop()
+        third = live_factory(settings)
+        searches = third.replica.searches
+        assert third.selectors("example.com") == ["s2"]
+        assert third.selectors("d5.example") == ["s1"]
+        assert third.replica.searches == searches
+        assert third.replica.status()["servers"][0]["connected"] is False
+
+
+def test_replica_older_than_directory_max_stale_is_unavailable(
+    tmp_path: Path, live_factory: Callable[[config.Settings], Live]
+) -> None:
+    with Slapd(tmp_path / "slapd") as server:
+        _provision(server, server.domains_base, "example.com", "s1")
+        live = live_factory(_settings(server, server.domains_base, tmp_path, "DirectoryMaxStale 1"))
+        _synced(live, 2)
+        server.stop()
+        wait_for("disconnected", lambda: live.replica.staleness() not in (None, 0.0), 10)
+        time.sleep(1.2)
+        with pytest.raises(DirectoryUnavailable, match="DirectoryMaxStale"):
+            live.replica.search_policies(["example.com"])
+
+
+def test_directory_sync_no_means_plain_lookups(
+    slapd: Slapd, ldap_base: str, tmp_path: Path, live_factory: Callable[[config.Settings], Live]
+) -> None:
+    _provision(slapd, ldap_base, "example.com", "s1")
+    live = live_factory(_settings(slapd, ldap_base, tmp_path, "DirectorySync no"))
+    assert live.selectors("example.com") == ["s1"]
+    assert live.replica.searches == 2
+    assert live.replica.mode == "lookup"
+    assert not (tmp_path / STATE_FILE).exists()
+
+
+class _SlapdWithoutSyncprov(Slapd):
+    """The test server minus its syncprov overlay (as Active Directory: no RFC 4533)."""
+
+    def _config_ldif(self) -> str:
+        text = super()._config_ldif()
+        return text[: text.index("dn: olcOverlay={0}syncprov")]
+
+
+def test_without_syncprov_auto_falls_back_and_yes_refuses(
+    tmp_path: Path, live_factory: Callable[[config.Settings], Live]
+) -> None:
+    with _SlapdWithoutSyncprov(tmp_path / "slapd") as server:
+        _provision(server, server.domains_base, "example.com", "s1")
+        auto = live_factory(_settings(server, server.domains_base, tmp_path))
+        wait_for("fallback", lambda: auto.replica._refused, 10)
+        assert auto.replica.mode == "lookup"
+        assert auto.selectors("example.com") == ["s1"]
+        assert auto.replica.searches == 2
+
+        strict = live_factory(_settings(server, server.domains_base, tmp_path, "DirectorySync yes"))
+        time.sleep(1.0)
+        with pytest.raises(DirectoryUnavailable, match="DirectorySync yes"):
+            strict.resolver.resolve("example.com")
+
+
+def test_the_running_milter_signs_the_next_message_with_the_changed_key(
+    slapd: Slapd, ldap_base: str, tmp_path: Path
+) -> None:
+    require_postfix()
+    _provision(slapd, ldap_base, "example.com", "s1", "s2", state="pending")
+    with DnsServer() as dns, Postfix(tmp_path / "postfix") as postfix:
+        site = MailSite(slapd, ldap_base, dns, tmp_path)
+        lines = site.milter_config(f"StateDirectory {tmp_path}")
+        with MilterProcess(tmp_path / "milter", lines) as milter:
+            postfix.set_milter(milter.postfix_address)
+            postfix.reload()
+
+            def selector_of(subject: str) -> str:
+                reply = postfix.send(
+                    message(subject=subject),
+                    mail_from="alice@example.com",
+                    rcpt_to=["bob@example.net"],
+                )
+                assert reply.accepted, (reply, milter.log())
+                signatures = header_values(postfix.wait_for_message(subject), "DKIM-Signature")
+                found = re.search(r"\bs=([^;\s]+)", " ".join(signatures))
+                assert found is not None, signatures
+                return found.group(1)
+
+            assert selector_of("before") == "s1"
+            _modify(slapd, _key_dn(ldap_base, "example.com", "s2"), "dkimSignKeyState", "active")
+            _modify(slapd, _key_dn(ldap_base, "example.com", "s1"), "dkimSignKeyState", "retired")
+            assert selector_of("right after") == "s2"
+            milter.signal(signal.SIGUSR1)
+            wait_for("stats", lambda: "directory_mode=sync" in milter.log(), 5)
+            stats = milter.log().split("stats: ")[-1]
+            assert "ldap_searches=0" in stats, stats
+            assert "Traceback" not in milter.log(), milter.log()

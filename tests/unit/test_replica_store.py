@@ -1,0 +1,126 @@
+"""The replica's bookkeeping, driven through the callbacks python-ldap's consumer makes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ldapdkim import config
+from ldapdkim.directory import Directory
+from ldapdkim.errors import DirectoryUnavailable
+from ldapdkim.replica import STATE_FILE, ReplicaStore, SyncReplica
+from ldapdkim.resolver import CachedResolver
+
+POLICY = {"objectClass": [b"dkimSignDomainPolicy"], "dkimSignDomainName": [b"example.com"]}
+
+
+def _key(selector: str) -> dict[str, list[bytes]]:
+    return {
+        "objectClass": [b"dkimSignKey"],
+        "dkimSignSelector": [selector.encode()],
+        "dkimSignKeyState": [b"active"],
+    }
+
+
+BASE = "ou=d,dc=test"
+DOMAIN = f"ou=example.com,{BASE}"
+
+
+def _filled() -> ReplicaStore:
+    store = ReplicaStore()
+    store.begin_refresh()
+    store.entry("u-policy", DOMAIN, POLICY)
+    store.entry("u-s1", f"dkimSignSelector=s1,{DOMAIN}", _key("s1"))
+    store.entry("u-s2", f"dkimSignSelector=s2,{DOMAIN}", _key("s2"))
+    for uuid in ("u-policy", "u-s1", "u-s2"):
+        store.present([uuid], False)
+    store.present(None, False)
+    store.refresh_done()
+    return store
+
+
+def _selectors(store: ReplicaStore) -> list[str]:
+    return sorted(e[1]["dkimsignselector"][0].decode() for e in store.children(DOMAIN))
+
+
+def test_entries_are_indexed_by_name_and_parent() -> None:
+    store = _filled()
+    assert [dn for dn, _ in store.policies(["EXAMPLE.com"])] == [DOMAIN]
+    assert _selectors(store) == ["s1", "s2"]
+    assert store.loaded and len(store) == 3
+
+
+def test_a_present_phase_deletes_what_the_server_did_not_present() -> None:
+    store = _filled()
+    before = store.generation
+    store.begin_refresh()  # reconnect: the server presents the policy and s2 only
+    store.present(["u-policy", "u-s2"], False)
+    store.present(None, False)
+    assert _selectors(store) == ["s2"]
+    assert store.generation > before
+
+
+def test_a_delete_phase_deletes_only_what_it_names() -> None:
+    store = _filled()
+    store.begin_refresh()
+    store.delete(["u-s1"])
+    store.present(None, True)
+    assert _selectors(store) == ["s2"]
+
+
+def test_a_rename_moves_the_entry() -> None:
+    store = _filled()
+    other = f"ou=other.example,{BASE}"
+    store.entry("u-s1", f"dkimSignSelector=s1,{other}", _key("s1"))
+    assert _selectors(store) == ["s2"]
+    assert len(store.children(other)) == 1
+
+
+def test_snapshot_and_restore_round_trip() -> None:
+    store = _filled()
+    store.set_cookie("rid=001,csn=20261128")
+    saved = json.loads(json.dumps(store.snapshot("ldap://x dc=test", 1.0)))
+    again = ReplicaStore()
+    again.restore(saved)
+    assert again.loaded and again.cookie == "rid=001,csn=20261128"
+    assert _selectors(again) == ["s1", "s2"]
+
+
+def _settings(tmp_path: Path, *lines: str) -> config.Settings:
+    text = "\n".join([f"Directory ldap://127.0.0.1:9/{BASE}", f"StateDirectory {tmp_path}", *lines])
+    return config.parse(text + "\n", "test.conf")
+
+
+def test_a_saved_replica_serves_without_a_server(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, "DirectorySync yes")
+    directory_id = f"ldap://127.0.0.1:9 {BASE}"
+    snapshot = _filled().snapshot(directory_id, None)
+    (tmp_path / STATE_FILE).write_text(json.dumps(snapshot))
+    replica = SyncReplica(settings, start=False)
+    assert replica.mode == "sync"
+    assert [dn for dn, _ in replica.search_policies(["example.com"])] == [DOMAIN]
+    assert replica.searches == 0
+
+
+def test_sync_yes_without_a_replica_is_unavailable(tmp_path: Path) -> None:
+    replica = SyncReplica(_settings(tmp_path, "DirectorySync yes"), start=False)
+    with pytest.raises(DirectoryUnavailable, match="DirectorySync yes"):
+        replica.search_policies(["example.com"])
+
+
+def test_the_resolver_forgets_its_answers_when_the_generation_moves(tmp_path: Path) -> None:
+    replica = SyncReplica(_settings(tmp_path, "DirectorySync yes"), start=False)
+    replica.store = _filled()
+    resolver = CachedResolver(
+        Directory(replica, subdomains=False, minimum_key_bits=1024),
+        ttl=300,
+        negative_ttl=300,
+        max_stale=0,
+    )
+    first = resolver.resolve("example.com")
+    assert resolver.resolve("example.com") is first  # cached
+    replica.store.delete(["u-s1"])
+    second = resolver.resolve("example.com")
+    assert [k.selector for k in second.keys] == ["s2"]

@@ -28,6 +28,16 @@ LDIF, so start-up takes about a tenth of a second):
   writable by the admin, anonymous clients see nothing; no size or time limit
   for the milter.
 
+A second server can be a replica: ``Slapd(workdir, provider=other)`` is an
+OpenLDAP syncrepl consumer of *other* (refreshAndPersist, bound as the
+provider's rootdn, retrying every second), with the same suffix, schemas,
+ACL, service DNs and passwords.  It loads no entries of its own: everything,
+base entries and passwords included, comes from the provider by replication,
+and :meth:`Slapd.start` returns once the provider's base entries have
+arrived.  Writes to the consumer are referred to the provider
+(``olcUpdateRef``).  The consumer has syncprov too, so it can in turn serve
+RFC 4533 clients such as the milter's own replica.
+
 The ldapi socket lives in its own short directory under the system temporary
 directory, not in *workdir*: a Unix socket path must fit in 108 bytes, and
 uid 65534 must be able to reach it (pytest's temporary directories are 0700).
@@ -64,6 +74,7 @@ MILTER_UID = 65534
 """The Unix uid that ldapi SASL EXTERNAL maps to the milter's service DN (nobody)."""
 
 READY_TIMEOUT = 10.0
+REPLICATION_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 
 _SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
@@ -217,6 +228,10 @@ class Slapd:
     Passwords are random per instance.  Used as a context manager it starts
     on entry; on exit it stops slapd and removes the ldapi socket directory
     (the object is then spent; *workdir* is left for inspection).
+
+    With *provider*, this server is a syncrepl consumer of that one: it takes
+    the provider's schemas, DNs and passwords (*extra_schemas* and
+    *with_project_schema* are ignored) and all its entries by replication.
     """
 
     def __init__(
@@ -225,8 +240,13 @@ class Slapd:
         *,
         extra_schemas: Sequence[Path] = (),
         with_project_schema: bool = True,
+        provider: Slapd | None = None,
     ) -> None:
         self.workdir = Path(workdir)
+        self.provider = provider
+        if provider is not None:
+            extra_schemas = provider.extra_schemas
+            with_project_schema = provider.with_project_schema
         self.extra_schemas = tuple(Path(p) for p in extra_schemas)
         self.with_project_schema = with_project_schema
 
@@ -242,6 +262,13 @@ class Slapd:
         self.reader_dn = f"cn=reader,{self.services_base}"
         self.reader_pw = secrets.token_urlsafe(16)
         self.milter_uid = MILTER_UID
+        if provider is not None:
+            # The entries (userPassword included) come from the provider; the
+            # rootdn's password lives in cn=config, so it is copied here.
+            self.root_pw = provider.root_pw
+            self.admin_pw = provider.admin_pw
+            self.milter_pw = provider.milter_pw
+            self.reader_pw = provider.reader_pw
 
         self.port = free_port()
         self.ldaps_port = free_port()
@@ -315,6 +342,8 @@ class Slapd:
             # slapd opens all listeners before it serves any, so this also
             # covers the TCP ones.
             wait_for_bind(self.ldapi_uri, process, self.log_path)
+            if self.provider is not None:
+                self.wait_for_entry(self.reader_dn, timeout=REPLICATION_TIMEOUT)
         except BaseException:
             self.kill()
             raise
@@ -377,6 +406,70 @@ class Slapd:
         self._finalizer()
 
     # ---- clients ----------------------------------------------------------
+
+    def has_entry(self, dn: str) -> bool:
+        """True if *dn* exists here (looked up as the rootdn, so ACLs do not hide it)."""
+        conn = ldap.initialize(self.ldap_uri)
+        try:
+            conn.set_option(ldap.OPT_NETWORK_TIMEOUT, 1.0)
+            conn.set_option(ldap.OPT_TIMEOUT, 2.0)
+            conn.simple_bind_s(self.root_dn, self.root_pw)
+            conn.search_s(dn, ldap.SCOPE_BASE, "(objectClass=*)", ["1.1"])
+        except (ldap.NO_SUCH_OBJECT, ldap.SERVER_DOWN, ldap.TIMEOUT):
+            return False
+        finally:
+            with contextlib.suppress(ldap.LDAPError):
+                conn.unbind_s()
+        return True
+
+    def context_csn(self) -> set[bytes]:
+        """The suffix's contextCSN values: where this server's copy of the data stands."""
+        conn = self.connect(self.root_dn)
+        try:
+            result = conn.search_s(self.suffix, ldap.SCOPE_BASE, "(objectClass=*)", ["contextCSN"])
+        finally:
+            conn.unbind_s()
+        return set(result[0][1].get("contextCSN", [])) if result else set()
+
+    def wait_in_sync(self, timeout: float = 10.0) -> float:
+        """For a consumer: poll until its contextCSN equals the provider's; seconds waited.
+
+        Raises:
+            SlapdError: not a consumer, or not in step within *timeout* seconds.
+        """
+        if self.provider is None:
+            raise SlapdError(f"slapd in {self.workdir} has no provider to be in sync with")
+        started = time.monotonic()
+        while True:
+            wanted = self.provider.context_csn()
+            if self.context_csn() == wanted:
+                return time.monotonic() - started
+            if time.monotonic() - started >= timeout:
+                raise SlapdError(
+                    f"{self.ldap_uri} did not catch up with {self.provider.ldap_uri} within "
+                    f"{timeout:g} s (contextCSN {sorted(self.context_csn())} against "
+                    f"{sorted(wanted)}); last lines of {self.log_path}:\n{log_tail(self.log_path)}"
+                )
+            time.sleep(0.02)
+
+    def wait_for_entry(self, dn: str, timeout: float = 5.0) -> float:
+        """Poll until *dn* exists here; return the seconds waited.
+
+        Raises:
+            SlapdError: it did not appear within *timeout* seconds (with the log).
+        """
+        started = time.monotonic()
+        delay = 0.005
+        while not self.has_entry(dn):
+            if time.monotonic() - started >= timeout:
+                source = f" from {self.provider.ldap_uri}" if self.provider else ""
+                raise SlapdError(
+                    f"{dn} did not appear on {self.ldap_uri}{source} within {timeout:g} s; "
+                    f"last lines of {self.log_path}:\n{log_tail(self.log_path)}"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        return time.monotonic() - started
 
     def connect(
         self, bind_dn: str | None = None, password: str | None = None
@@ -507,6 +600,8 @@ class Slapd:
             [self._binary("slapadd"), "-n0", "-F", str(self.config_dir), "-l", str(config_ldif)],
             f"slapadd -n0 of {config_ldif}",
         )
+        if self.provider is not None:
+            return  # a consumer gets every entry from its provider
         data_ldif = self.workdir / "base.ldif"
         data_ldif.write_text(self._base_ldif())
         # -q skips consistency checks (fast); -w stores the suffix's contextCSN,
@@ -620,7 +715,7 @@ olcDbNoSync: TRUE
 olcDbIndex: objectClass eq
 olcDbIndex: entryCSN,entryUUID eq
 {dkim_indexes}olcLimits: {{0}}dn.exact="{milter}" size=unlimited time=unlimited
-{access}
+{access}{self._syncrepl_ldif()}
 dn: olcOverlay={{0}}syncprov,olcDatabase={{1}}mdb,cn=config
 objectClass: olcOverlayConfig
 objectClass: olcSyncProvConfig
@@ -628,6 +723,21 @@ olcOverlay: {{0}}syncprov
 olcSpCheckpoint: 100 10
 olcSpSessionlog: 1000
 """
+
+    def _syncrepl_ldif(self) -> str:
+        """The consumer's olcSyncrepl and olcUpdateRef lines ("" for a provider)."""
+        provider = self.provider
+        if provider is None:
+            return ""
+        # As the provider's rootdn: no ACL or size limit hides an entry or an
+        # attribute (userPassword, dkimSignPrivateKey) from replication.
+        return (
+            f"olcSyncrepl: {{0}}rid=001 provider={provider.ldap_uri} bindmethod=simple "
+            f'binddn="{provider.root_dn}" credentials="{provider.root_pw}" '
+            f'searchbase="{provider.suffix}" type=refreshAndPersist retry="1 +" '
+            "schemachecking=on\n"
+            f"olcUpdateRef: {provider.ldap_uri}\n"
+        )
 
     def _base_ldif(self) -> str:
         def account(dn: str, name: str, description: str) -> str:

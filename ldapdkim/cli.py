@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ldapdkim import __version__, config, keys, ldifout, migrate, policy, provision
+from ldapdkim import __version__, config, keys, ldifout, migrate, policy, provision, status
 from ldapdkim.audit import KeyReport, Level, audit
 from ldapdkim.directory import open_directory
 from ldapdkim.directorywrite import DirectoryWriter
@@ -322,6 +322,16 @@ def _parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="one JSON object per line and key, not a table"
     )
     p.set_defaults(func=cmd_testkey)
+
+    p = sub.add_parser(
+        "status",
+        parents=[with_config],
+        help="show the running milter's directory servers (StateDirectory/status.json)",
+        description="Exits 0 when a directory server is connected and the status is fresh "
+        "(written within 30 s), 1 otherwise, 2 when there is no status file.",
+    )
+    p.add_argument("--json", action="store_true", help="print status.json as it is")
+    p.set_defaults(func=cmd_status)
     return parser
 
 
@@ -724,6 +734,21 @@ def _progress(label: str) -> Callable[[int, int], None]:
         sys.stderr.flush()
 
     return show
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    path = status.status_path(_load(args).state_directory)
+    try:
+        text, report = status.read_status(path)
+    except FileNotFoundError:
+        _error(status.missing_hint(path), args.verbose)
+        return status.MISSING
+    except status.StatusUnreadable as err:
+        _error(f"{path}: {err}", args.verbose)
+        return status.PROBLEM
+    now = status.now_utc()
+    sys.stdout.write(text if args.json else status.render(report, now, path))
+    return status.exit_status(report, now)
 
 
 def cmd_dns_records(args: argparse.Namespace) -> int:

@@ -478,6 +478,16 @@ _FACILITIES = frozenset(
 )
 
 
+def _directory_sync(ctx: _Ctx, value: str) -> str:
+    mode = value.lower()
+    if mode not in ("auto", "yes", "no"):
+        ctx.fail(
+            f"DirectorySync {value!r} is not a sync mode",
+            "use auto (content sync when the server offers it), yes or no",
+        )
+    return mode
+
+
 def _facility(ctx: _Ctx, value: str) -> str:
     name = value.lower().removeprefix("log_")
     if name not in _FACILITIES:
@@ -712,6 +722,9 @@ _KEYWORDS: tuple[_Keyword, ...] = (
     _Keyword("DirectoryMaxStale", "directory_max_stale", _seconds, "86400",
              "how long the last good answer is served while the directory is unreachable "
              "(0 disables)"),
+    _Keyword("DirectorySync", "directory_sync", _directory_sync, "auto",
+             "keep an in-memory replica current by RFC 4533 content sync: auto (when the "
+             "server offers it, else cached lookups), yes (sync only) or no (lookups only)"),
     # Signing
     _Keyword("Canonicalization", "canonicalization", _canonicalization, "simple/simple",
              "header/body canonicalization when signing, each simple or relaxed"),
@@ -760,6 +773,10 @@ _KEYWORDS: tuple[_Keyword, ...] = (
     _Keyword("UserID", "user_id", _user_id, None, "USER[:GROUP] to switch to after start",
              shown="(unchanged)"),
     _Keyword("PidFile", "pid_file", _path, None, "file to write the process ID to"),
+    _Keyword("StateDirectory", "state_directory", _path, "/var/lib/ldapdkim",
+             "where the milter keeps its directory replica and status.json; the replica "
+             "holds the private keys (files mode 0600; keep the directory 0700, owned by "
+             "UserID)"),
     _Keyword("UMask", "umask", _umask, None, "octal file creation mask (socket, PidFile)",
              shown="(inherited)"),
     _Keyword("Syslog", "syslog", _boolean, "yes", "log to syslog (else to standard error)"),
@@ -868,6 +885,7 @@ class Settings:
     ldap_cache_ttl: float = _DEFAULTS["ldap_cache_ttl"]
     ldap_negative_cache_ttl: float = _DEFAULTS["ldap_negative_cache_ttl"]
     directory_max_stale: float = _DEFAULTS["directory_max_stale"]
+    directory_sync: str = _DEFAULTS["directory_sync"]
     canonicalization: Canonicalization = _DEFAULTS["canonicalization"]
     sign_headers: tuple[str, ...] | None = _DEFAULTS["sign_headers"]
     oversign_headers: tuple[str, ...] = _DEFAULTS["oversign_headers"]
@@ -889,6 +907,7 @@ class Settings:
     rotation_retire_after: float = _DEFAULTS["rotation_retire_after"]
     user_id: str | None = _DEFAULTS["user_id"]
     pid_file: Path | None = _DEFAULTS["pid_file"]
+    state_directory: Path = _DEFAULTS["state_directory"]
     umask: int | None = _DEFAULTS["umask"]
     syslog: bool = _DEFAULTS["syslog"]
     syslog_facility: str = _DEFAULTS["syslog_facility"]

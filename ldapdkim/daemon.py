@@ -43,6 +43,7 @@ from ldapdkim.dnslookup import TxtLookup
 from ldapdkim.errors import ConfigError, LdapDkimError
 from ldapdkim.log import RedactingFilter
 from ldapdkim.milter import Counters, DkimMilter, Runtime
+from ldapdkim.replica import SyncReplica
 from ldapdkim.resolver import CachedResolver
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ SHUTDOWN_GRACE = 30.0
 def build_runtime(settings: config.Settings, previous: Runtime | None = None) -> Runtime:
     """A runtime for ``settings``; after a reload, the last known answers carry over."""
     resolver = CachedResolver(
-        open_directory(settings),
+        open_directory(settings, live=True),
         ttl=settings.ldap_cache_ttl,
         negative_ttl=settings.ldap_negative_cache_ttl,
         max_stale=settings.directory_max_stale,
@@ -175,6 +176,12 @@ def _drop_privileges(settings: config.Settings) -> None:
     path = _socket_path(settings.socket)
     if path is not None and path.exists():
         os.chown(path, entry.pw_uid, gid)
+    # The replica thread writes StateDirectory as UserID from now on.
+    state = settings.state_directory
+    if state.is_dir():
+        for item in [state, *state.iterdir()]:
+            with contextlib.suppress(FileNotFoundError):  # a temp file just renamed
+                os.chown(item, entry.pw_uid, gid, follow_symlinks=False)
     os.setgroups([])
     os.initgroups(user, gid)
     os.setgid(gid)
@@ -231,6 +238,7 @@ class Daemon:
                     self._report.clear()
                     log.info("stats: %s", self.stats())
         finally:
+            self.holder.current().resolver.directory.backend.close()
             if settings.pid_file is not None:
                 # After UserID the directory may no longer be ours to write.
                 with contextlib.suppress(OSError):
@@ -270,12 +278,16 @@ class Daemon:
         assert self.holder is not None
         runtime = self.holder.current()
         counters, cache = runtime.counters, runtime.resolver.stats
-        return (
+        backend = runtime.resolver.directory.backend
+        line = (
             f"sessions={counters.sessions} signed={counters.signed} "
             f"verified={counters.verified} not_signed={counters.not_signed} "
-            f"errors={counters.errors} ldap_searches={runtime.resolver.directory.backend.searches} "
+            f"errors={counters.errors} ldap_searches={backend.searches} "
             f"cache_hits={cache.hits} cache_misses={cache.misses} stale_served={cache.stale_served}"
         )
+        if isinstance(backend, SyncReplica):
+            line += f" {backend.describe_state()}"
+        return line
 
     def reload(self) -> bool:
         """Re-read the configuration; keep the old one if the new one does not load."""
@@ -290,6 +302,10 @@ class Daemon:
             log.warning("Socket and UserID changes take effect at the next restart")
         self.settings = settings
         setup_logging(settings)
+        previous = self.holder.current()
         self.holder.replace(runtime)
+        # Sessions in flight may still ask the old replica: it keeps answering
+        # from memory once closed.
+        previous.resolver.directory.backend.close()
         log.info("configuration reloaded from %s; caches flushed", self.config_path)
         return True

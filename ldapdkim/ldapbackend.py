@@ -14,13 +14,17 @@ names that :mod:`ldapdkim.domainname` has already validated.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import ldap
 import ldap.filter
 import ldap.sasl
+import ldapurl  # type: ignore[import-untyped]
 from ldap.controls import SimplePagedResultsControl
 
 from ldapdkim import schema
@@ -46,6 +50,29 @@ def _reason(err: ldap.LDAPError) -> str:
     return f"{desc}: {info}" if info else desc
 
 
+def peer_uri(conn: Any, uris: Sequence[str]) -> str:
+    """Which of ``uris`` the connection ``conn`` went to (libldap tries them in order)."""
+    if len(uris) == 1:
+        return uris[0]
+    try:
+        fd = conn.get_option(ldap.OPT_DESC)
+        with socket.socket(fileno=os.dup(fd)) as sock:
+            family, peer = sock.family, sock.getpeername()
+    except (OSError, ldap.LDAPError, ValueError):
+        return uris[0]
+    for uri in uris:
+        url = ldapurl.LDAPUrl(uri)
+        if family == socket.AF_UNIX:
+            if url.urlscheme == "ldapi":
+                return uri
+            continue
+        host, _, port = (url.hostport or "").rpartition(":")
+        default = 636 if url.urlscheme == "ldaps" else 389
+        if int(port or default) == peer[1] and host.strip("[]") in (peer[0], "localhost"):
+            return uri
+    return uris[0]
+
+
 class LdapBackend:
     """Entries from an LDAP server.
 
@@ -62,17 +89,32 @@ class LdapBackend:
         self.settings = settings
         self.bind_keywords = bind_keywords
         self.searches = 0
+        self.generation = 0
+        """Never changes: every lookup asks the server."""
         self._conn: Any = None
         self._lock = threading.Lock()
+        self._quiet_until = 0.0
+        """time.monotonic() until which the server is not asked again (after a failure)."""
+        self._quiet_reason = ""
 
     def describe(self) -> str:
         return f"{' '.join(self.uris)} (base {self.base_dn})"
 
+    def connected_uri(self) -> str | None:
+        """The URI of the server the shared connection goes to, or None (for status)."""
+        conn = self._conn
+        return peer_uri(conn, self.uris) if conn is not None else None
+
     # -- connection ---------------------------------------------------------
 
-    def _open(self) -> Any:
+    def _open(self, factory: Callable[..., Any] = ldap.initialize) -> Any:
+        """A bound connection to the first server that answers (libldap's URI list).
+
+        ``factory(uri_list, bytes_mode=False)`` makes the connection object;
+        :mod:`ldapdkim.replica` passes a content-sync consumer class.
+        """
         s = self.settings
-        conn = ldap.initialize(" ".join(self.uris), bytes_mode=False)
+        conn = factory(" ".join(self.uris), bytes_mode=False)
         conn.set_option(ldap.OPT_PROTOCOL_VERSION, ldap.VERSION3)
         conn.set_option(ldap.OPT_REFERRALS, 0)
         conn.set_option(ldap.OPT_DEREF, ldap.DEREF_NEVER)
@@ -104,6 +146,14 @@ class LdapBackend:
             ) from None
         return conn
 
+    def open_connection(self, factory: Callable[..., Any] = ldap.initialize) -> Any:
+        """A new bound connection of the caller's own, set up like the shared one.
+
+        Raises:
+            DirectoryUnavailable: no server answered, or the bind failed.
+        """
+        return self._open(factory)
+
     def _bind(self, conn: Any) -> None:
         s = self.settings
         mechanism = (s.ldap_auth_mechanism or "SIMPLE").upper()
@@ -128,23 +178,47 @@ class LdapBackend:
         Other python-ldap errors pass through unchanged, for the caller to
         name (the searches here; :mod:`ldapdkim.directorywrite`'s writes).
 
+        After a failure that cost time (a timeout: the server is frozen or
+        overloaded), calls fail at once for ``LDAPTimeout`` seconds instead of
+        asking again: each attempt costs up to two timeouts, and the callers
+        queued on the connection's lock would otherwise pay them one after the
+        other (16 sessions: 16 x LDAPTimeout).  This way no caller waits much
+        longer than two timeouts, and the resolver serves what it knows
+        meanwhile.  A quick failure (connection refused) is retried every time,
+        so a restarted server is used at once.
+
         Raises:
             DirectoryUnavailable: no server answered, or the bind failed.
         """
         with self._lock:
-            for attempt in (1, 2):
-                if self._conn is None:
-                    self._conn = self._open()
-                try:
-                    return operation(self._conn)
-                except (ldap.SERVER_DOWN, ldap.TIMEOUT, ldap.CONNECT_ERROR, ldap.UNAVAILABLE) as e:
-                    self._drop()
-                    if attempt == 2:
-                        raise DirectoryUnavailable(
-                            f"{self.describe()} did not answer ({_reason(e)}); "
-                            "check that the server runs, or raise LDAPTimeout"
-                        ) from None
-                    log.info("directory connection lost (%s); reconnecting", _reason(e))
+            wait = self._quiet_until - time.monotonic()
+            if wait > 0:
+                raise DirectoryUnavailable(f"{self._quiet_reason} (asking again in {wait:.1f} s)")
+            started = time.monotonic()
+            try:
+                return self._attempt(operation)
+            except DirectoryUnavailable as err:
+                now = time.monotonic()
+                if now - started >= self.settings.ldap_timeout / 2:
+                    self._quiet_until = now + self.settings.ldap_timeout
+                    self._quiet_reason = str(err)
+                raise
+
+    def _attempt(self, operation: Callable[[Any], _T]) -> _T:
+        """``operation`` with one reconnect; the caller holds the lock."""
+        for attempt in (1, 2):
+            if self._conn is None:
+                self._conn = self._open()
+            try:
+                return operation(self._conn)
+            except (ldap.SERVER_DOWN, ldap.TIMEOUT, ldap.CONNECT_ERROR, ldap.UNAVAILABLE) as e:
+                self._drop()
+                if attempt == 2:
+                    raise DirectoryUnavailable(
+                        f"{self.describe()} did not answer ({_reason(e)}); "
+                        "check that the server runs, or raise LDAPTimeout"
+                    ) from None
+                log.info("directory connection lost (%s); reconnecting", _reason(e))
         raise AssertionError("unreachable")
 
     def _run(self, base: str, scope: int, filterstr: str, attrs: list[str]) -> list[Entry]:

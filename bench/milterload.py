@@ -36,6 +36,7 @@ import itertools
 import json
 import os
 import pickle
+import random
 import resource
 import socket
 import struct
@@ -45,7 +46,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,26 @@ def make_message(domain: str, body_size: int) -> TestMessage:
     return TestMessage(sender, ("bob@example.net",), headers, make_body(body_size))
 
 
+def with_domain(message: TestMessage, domain: str) -> TestMessage:
+    """``message`` sent from ``alice@domain`` instead (envelope sender and From)."""
+    sender = f"alice@{domain}"
+    headers = tuple(
+        ("From", f"Alice Example <{sender}>") if name == "From" else (name, value)
+        for name, value in message.headers
+    )
+    return replace(message, sender=sender, headers=headers)
+
+
+def read_domains(path: str) -> list[str]:
+    """The From domains in ``path``: one a line; blank lines and ``#`` comments skipped."""
+    with open(path, encoding="utf-8") as stream:
+        domains = [line.strip() for line in stream]
+    domains = [d for d in domains if d and not d.startswith("#")]
+    if not domains:
+        raise ValueError(f"{path} lists no domains")
+    return domains
+
+
 # -- options and results -------------------------------------------------------------
 
 
@@ -132,6 +153,8 @@ class LoadOptions:
     messages_per_connection: int = 1
     body_size: int = 2048
     domain: str = "example.com"
+    domains_file: str | None = None
+    """A file of From domains, one a line: each message picks one at random."""
     quickack: bool = True
     nodelay: bool = True
     auth_authen: str | None = None
@@ -536,7 +559,9 @@ class _Shared:
         return self.count is None or next(self.claimed) < self.count
 
 
-def _worker(shared: _Shared, number: int, message: TestMessage) -> None:
+def _worker(
+    shared: _Shared, number: int, message: TestMessage, domains: Sequence[str] = ()
+) -> None:
     options = shared.options
     address = mp.MilterAddress.parse(options.socket)
     total_latency: list[float] = []
@@ -549,6 +574,7 @@ def _worker(shared: _Shared, number: int, message: TestMessage) -> None:
     sequence = 0
     prefix = f"{os.getpid():X}{number:02X}"
     clock = time.perf_counter
+    pick = random.Random(prefix).choice  # noqa: S311 - not for secrets
     while shared.claim():
         started = clock()
         try:
@@ -574,6 +600,8 @@ def _worker(shared: _Shared, number: int, message: TestMessage) -> None:
             sequence += 1
             queue_id = f"{prefix}{sequence:06X}"
             messages += 1
+            if domains:  # a fresh plan per message, for its own From domain
+                plan = MessagePlan(with_domain(message, pick(domains)), negotiated, options)
             try:
                 if index > 0:
                     # The previous transaction is over; reset the milter's message state.
@@ -636,12 +664,13 @@ def run_threads(
 ) -> LoadResult:
     """Run ``concurrency`` worker threads in this process until ``count`` or the duration."""
     message = make_message(options.domain, options.body_size)
+    domains = read_domains(options.domains_file) if options.domains_file else []
     shared = _Shared(options, count, None)
     gate = threading.Barrier(concurrency + 1)
 
     def body(number: int) -> None:
         gate.wait()
-        _worker(shared, number, message)
+        _worker(shared, number, message, domains)
 
     threads = [
         threading.Thread(target=body, args=(n,), name=f"milterload-{n}", daemon=True)
@@ -784,6 +813,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("-d", "--duration", type=float, help="seconds to run (default 10)")
     parser.add_argument("--size", type=int, default=2048, help="body bytes (default 2048)")
     parser.add_argument("--domain", default="example.com", help="From domain")
+    parser.add_argument(
+        "--domains-file",
+        type=Path,
+        help="file of From domains, one a line; each message picks one at random",
+    )
     parser.add_argument("--per-connection", type=int, default=1, help="messages per connection")
     parser.add_argument("--no-quickack", action="store_true", help="leave delayed ACKs on")
     parser.add_argument("--no-nodelay", action="store_true", help="leave Nagle on")
@@ -816,6 +850,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         messages_per_connection=args.per_connection,
         body_size=args.size,
         domain=args.domain,
+        domains_file=str(args.domains_file) if args.domains_file else None,
         quickack=not args.no_quickack,
         nodelay=not args.no_nodelay,
         auth_authen=args.auth,

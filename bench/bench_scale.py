@@ -1,0 +1,411 @@
+"""Scale: ldapdkim's content-sync replica with a directory of N domains (default 100 000).
+
+Every domain has its own domain entry and two key entries below it, an
+RSA-2048 key (selector ``rNNNNNN``) and an Ed25519 key (``eNNNNNN``), both
+active: 3N entries.  Generating 100 000 RSA-2048 keys takes over an hour on
+this machine, so the RSA keys are drawn from a pool of ``--rsa-pool``
+(default 200) keys, generated once and cached in the system temporary
+directory (``ldapdkim-scale-rsa-pool-<size>.pem``); domain i gets pool key
+i mod pool, in its own entry under its own selector.  The Ed25519 keys are
+cheap and unique per domain.  The signing cost per message is the same
+whether a key is shared or not; ldapdkim's key cache is keyed by entry, not
+by key material, so the pool does not make its caches hit more.
+
+Steps (all on one throw-away slapd from ``tests/integration/slapd.py``):
+
+0. load: write the LDIF (``ldapdkim.ldifout``), stop slapd, ``slapadd -q -n1``,
+   start slapd; timed, but not a target;
+1. initial sync: ``ldapdkim run`` with ``DirectorySync yes`` and an empty
+   ``StateDirectory``; time from the start of the process until its SIGUSR1
+   stats line says ``replica_entries=3N`` (polled every 0.25 s);
+   target <= 60 s;
+2. RSS with the full replica: VmRSS after the sync, VmHWM (peak so far);
+   target <= 1 GB;
+3. throughput: ``bench/milterload.py -c 4`` for ``--seconds`` (10) against
+   this milter, From domains drawn at random from all N (``--domains-file``),
+   and against a second milter (same settings) on a second slapd holding one
+   domain with the same two key types, rounds interleaved A B A B; target:
+   the N-domain figure within 10 % of the 1-domain one;
+4. restart: stop the milter (it writes ``replica.json``), stop slapd so only
+   ``replica.json`` can answer, start the milter again and time until it signs
+   a message from a random domain of the set; target <= 5 s.  Also the size
+   of ``replica.json`` and the milter's VmHWM after the restart.
+
+Run from the repository root::
+
+    /tmp/venv/bin/python bench/bench_scale.py --domains 10000
+    /tmp/venv/bin/python bench/bench_scale.py            # 100 000 domains
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+_ROOT = _HERE.parent
+sys.path.insert(0, str(_HERE.parent / "tests" / "integration"))
+sys.path.insert(0, str(_HERE))
+
+import ldif  # noqa: E402
+import milterload as ml  # noqa: E402
+import milterproc  # noqa: E402
+import milterproto as mp  # noqa: E402
+from bench_signing import catches_signal, memory_kb  # noqa: E402
+from cryptography.hazmat.primitives import serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa  # noqa: E402
+from slapd import Slapd  # noqa: E402
+
+from ldapdkim import ldifout, schema  # noqa: E402
+
+milterproc.START_TIMEOUT = 300.0  # a big saved replica is read before the milter listens
+MilterProcess = milterproc.MilterProcess
+
+TARGET_SYNC_S = 60.0
+TARGET_RESTART_S = 5.0
+TARGET_RSS_MB = 1024.0
+TARGET_THROUGHPUT = 0.10
+
+
+def _rsa_key(_: int) -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def rsa_pool(size: int) -> tuple[list[rsa.RSAPrivateKey], str]:
+    """``size`` RSA-2048 keys, cached in the temporary directory; and where they came from."""
+    cache = Path(tempfile.gettempdir()) / f"ldapdkim-scale-rsa-pool-{size}.pem"
+    marker = b"-----END PRIVATE KEY-----\n"
+    if cache.exists():
+        pems = [chunk + marker for chunk in cache.read_bytes().split(marker) if chunk.strip()]
+        origin = f"cached in {cache}"
+    else:
+        started = time.perf_counter()
+        with ProcessPoolExecutor(max(1, os.cpu_count() or 1)) as pool:
+            pems = list(pool.map(_rsa_key, range(size), chunksize=8))
+        fd = os.open(cache, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(b"".join(pems))
+        origin = f"generated in {time.perf_counter() - started:.1f} s, cached in {cache}"
+    keys = [serialization.load_pem_private_key(pem, password=None) for pem in pems]
+    assert all(isinstance(k, rsa.RSAPrivateKey) for k in keys)
+    return keys, origin  # type: ignore[return-value]
+
+
+def domain_name(i: int) -> str:
+    return f"d{i:06d}.scale.test"
+
+
+def write_ldif(path: Path, base: str, count: int, pool: list[rsa.RSAPrivateKey]) -> None:
+    """The domain and key entries of ``count`` domains, as LDIF for slapadd."""
+    # An RSA key's attributes are the same in every entry that uses it: render them once.
+    pool_attrs = [ldifout.key_record(base, "x", key)[1] for key in pool]
+    with path.open("w") as out:
+        # ldifout.LdifStream's writer without its "version: 1" line, which slapadd refuses.
+        stream = ldif.LDIFWriter(out, base64_attrs=[schema.PRIVATE_KEY], cols=76)
+        for i in range(count):
+            name = domain_name(i)
+            dn, attrs = ldifout.domain_record(name, base)
+            stream.unparse(*(dn, attrs))
+            rsa_attrs = dict(pool_attrs[i % len(pool)])
+            rsa_attrs[schema.SELECTOR] = [f"r{i:06d}".encode()]
+            stream.unparse(*(ldifout.child_dn(schema.SELECTOR, f"r{i:06d}", dn), rsa_attrs))
+            stream.unparse(
+                *ldifout.key_record(dn, f"e{i:06d}", ed25519.Ed25519PrivateKey.generate())
+            )
+
+
+def _without_version(text: str) -> str:
+    return text.removeprefix("version: 1\n\n")
+
+
+def load_directory(slapd: Slapd, ldif: Path) -> float:
+    """slapadd ``ldif`` into the stopped server's database; seconds for the slapadd."""
+    slapd.stop()
+    started = time.perf_counter()
+    subprocess.run(
+        ["slapadd", "-q", "-n1", "-F", str(slapd.config_dir), "-l", str(ldif)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    took = time.perf_counter() - started
+    slapd.start()
+    return took
+
+
+def milter_lines(slapd: Slapd, state_dir: Path) -> list[str]:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return [
+        "Mode s",
+        f"Directory {slapd.ldap_uri}/{slapd.domains_base}",
+        f"LDAPBindUser {slapd.milter_dn}",
+        f"LDAPBindPassword {slapd.milter_pw}",
+        "DirectorySync yes",
+        f"StateDirectory {state_dir}",
+        "InternalHosts 127.0.0.1",
+        "LogWhy no",
+        "SyslogSuccess no",
+    ]
+
+
+def stats(milter: MilterProcess, timeout: float = 5.0) -> dict[str, str] | None:
+    """The milter's SIGUSR1 counters line as a dict (None if it does not answer yet)."""
+    assert milter.process is not None
+    pid = milter.process.pid
+    if not catches_signal(pid, signal.SIGUSR1):
+        return None
+    before = len(milter.log())
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in milter.log()[before:].splitlines():
+            if "replica_entries=" in line:
+                return dict(w.partition("=")[::2] for w in line.split() if "=" in w)
+        time.sleep(0.02)
+    return None
+
+
+def signs(socket_spec: str, domain: str) -> bool:
+    """One message from ``domain``: True if the milter signed it."""
+    options = ml.LoadOptions(socket=socket_spec, domain=domain, timeout=10.0)
+    try:
+        session = ml.open_session(mp.MilterAddress.parse(socket_spec), options)
+    except (OSError, ml.MessageFailed, mp.MilterProtocolError):
+        return False
+    try:
+        plan = ml.MessagePlan(ml.make_message(domain, 2048), session.negotiated, options)
+        outcome = ml.send_message(session, plan, "SCALE0001", True)
+        ml.judge(outcome, require_signature=True)
+    except (OSError, ml.MessageFailed, mp.MilterProtocolError):
+        return False
+    finally:
+        session.close(polite=True)
+    return True
+
+
+def load_command(
+    socket_spec: str, seconds: float, json_path: Path, domains: Path | None
+) -> list[str]:
+    argv = [sys.executable, str(_HERE / "milterload.py"), "--socket", socket_spec]
+    argv += ["-c", "4", "-d", f"{seconds:g}", "--json", str(json_path)]
+    if domains is not None:
+        argv += ["--domains-file", str(domains)]
+    else:
+        argv += ["--domain", "one.scale.test"]
+    return argv
+
+
+def run_load(argv: list[str], json_path: Path) -> dict[str, float]:
+    subprocess.run(argv, check=False, stdout=subprocess.DEVNULL)
+    return json.loads(json_path.read_text())
+
+
+def mb(kb: int) -> float:
+    return kb / 1024.0
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--domains", type=int, default=100_000)
+    parser.add_argument("--rsa-pool", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per throughput round")
+    parser.add_argument("--rounds", type=int, default=2, help="A/B pairs of throughput rounds")
+    parser.add_argument("--sync-timeout", type=float, default=600.0)
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+    n = args.domains
+    wall = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="ldapdkim-scale-"))
+    print(f"command: {shlex.join([sys.executable, *sys.argv])}")
+    print(f"work directory: {tmp}")
+
+    pool, origin = rsa_pool(args.rsa_pool)
+    print(
+        f"keys: {n} domains x (RSA-2048 + Ed25519) = {3 * n} entries; RSA keys drawn from a "
+        f"pool of {len(pool)} ({origin}), each domain its own entries and selectors; "
+        "Ed25519 keys unique per domain"
+    )
+    domains_file = tmp / "domains.txt"
+    domains_file.write_text("".join(domain_name(i) + "\n" for i in range(n)))
+    rows: list[tuple[str, str, str, str]] = []
+
+    with Slapd(tmp / "slapd") as big, Slapd(tmp / "slapd-one") as small:
+        started = time.perf_counter()
+        ldif = tmp / "scale.ldif"
+        write_ldif(ldif, big.domains_base, n, pool)
+        ldif_s = time.perf_counter() - started
+        slapadd_s = load_directory(big, ldif)
+        print(
+            f"load (not a target): LDIF written in {ldif_s:.1f} s "
+            f"({ldif.stat().st_size / 1e6:.0f} MB), slapadd -q in {slapadd_s:.1f} s "
+            f"({3 * n / slapadd_s:.0f} entries/s)"
+        )
+        one = tmp / "one.ldif"
+        dn, attrs = ldifout.domain_record("one.scale.test", small.domains_base)
+        one.write_text(
+            _without_version(
+                ldifout.render(
+                    [
+                        (dn, attrs),
+                        (
+                            ldifout.child_dn(schema.SELECTOR, "r000000", dn),
+                            {**ldifout.key_record(dn, "r000000", pool[0])[1]},
+                        ),
+                        ldifout.key_record(dn, "e000000", ed25519.Ed25519PrivateKey.generate()),
+                    ]
+                )
+            )
+        )
+        load_directory(small, one)
+
+        # (1) initial sync from an empty StateDirectory.
+        state = tmp / "state-big"
+        milter = MilterProcess(tmp / "milter-big", milter_lines(big, state))
+        t0 = time.perf_counter()
+        milter.start()
+        listening = time.perf_counter() - t0
+        progress: list[tuple[float, int]] = []
+        entries = 0
+        while entries < 3 * n:
+            if time.perf_counter() - t0 > args.sync_timeout:
+                raise SystemExit(f"no full replica within {args.sync_timeout:g} s:\n{milter.log()}")
+            found = stats(milter)
+            if found is not None:
+                entries = int(found.get("replica_entries", "0"))
+                progress.append((time.perf_counter() - t0, entries))
+            time.sleep(0.25)
+        sync_s = time.perf_counter() - t0
+        print(
+            f"initial sync: listening after {listening:.2f} s, {3 * n} entries after "
+            f"{sync_s:.1f} s ({3 * n / sync_s:.0f} entries/s overall)"
+        )
+        half = next((t for t, e in progress if e >= 3 * n // 2), None)
+        if half is not None:
+            print(f"  half the entries after {half:.1f} s")
+        rows.append(
+            ("initial sync (empty StateDirectory)", f"{sync_s:.1f} s", "<= 60 s",
+             verdict(sync_s <= TARGET_SYNC_S))
+        )  # fmt: skip
+        # Let the replica write replica.json and settle before measuring memory.
+        deadline = time.monotonic() + 120
+        while not (state / "replica.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.25)
+        time.sleep(2)
+        assert milter.process is not None
+        mem = memory_kb(milter.process.pid)
+        rows.append(
+            ("RSS with full replica (VmRSS)", f"{mb(mem['VmRSS']):.0f} MB", "<= 1024 MB",
+             verdict(mb(mem["VmRSS"]) <= TARGET_RSS_MB))
+        )  # fmt: skip
+        rows.append(
+            ("peak RSS so far (VmHWM)", f"{mb(mem['VmHWM']):.0f} MB", "<= 1024 MB",
+             verdict(mb(mem["VmHWM"]) <= TARGET_RSS_MB))
+        )  # fmt: skip
+
+        # (3) throughput, N domains vs 1 domain, interleaved A B A B.
+        one_milter = MilterProcess(tmp / "milter-one", milter_lines(small, tmp / "state-one"))
+        one_milter.start()
+        deadline = time.monotonic() + 30
+        while not signs(one_milter.socket, "one.scale.test"):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"1-domain milter does not sign:\n{one_milter.log()}")
+            time.sleep(0.1)
+        rates: dict[str, list[float]] = {"A": [], "B": []}
+        fails = {"A": 0, "B": 0}
+        commands = {}
+        for r in range(args.rounds):
+            for label in "AB":
+                out = tmp / f"load-{label}{r}.json"
+                if label == "A":
+                    argv = load_command(milter.socket, args.seconds, out, domains_file)
+                else:
+                    argv = load_command(one_milter.socket, args.seconds, out, None)
+                commands[label] = argv
+                summary = run_load(argv, out)
+                rates[label].append(float(summary["messages"]) / args.seconds)
+                fails[label] += int(summary["messages"]) - int(summary.get("ok", 0))
+        one_milter.stop()
+        a = sum(rates["A"]) / len(rates["A"])
+        b = sum(rates["B"]) / len(rates["B"])
+        print(
+            f"throughput rounds msg/s: {n} domains {', '.join(f'{x:.1f}' for x in rates['A'])} "
+            f"(failed {fails['A']}); 1 domain {', '.join(f'{x:.1f}' for x in rates['B'])} "
+            f"(failed {fails['B']})"
+        )
+        for label, argv in commands.items():
+            print(f"  {label}: {shlex.join(argv)}")
+        rows.append((f"signing msg/s, {n} domains (A)", f"{a:.1f}", "", ""))
+        rows.append(("signing msg/s, 1 domain (B)", f"{b:.1f}", "", ""))
+        rows.append(("A / B", f"{a / b:.3f}", ">= 0.90", verdict(a / b >= 1 - TARGET_THROUGHPUT)))
+
+        # (2) restart from replica.json alone.
+        started = time.perf_counter()
+        milter.stop()
+        stop_s = time.perf_counter() - started
+        big.stop()
+        size = (state / "replica.json").stat().st_size
+        started = time.perf_counter()
+        t0 = time.perf_counter()
+        milter.start()
+        listening = time.perf_counter() - t0
+        domain = domain_name(random.randrange(n))  # noqa: S311 - not for secrets
+        tries = 0
+        while True:
+            tries += 1
+            if signs(milter.socket, domain):
+                break
+            if time.perf_counter() - t0 > 300:
+                raise SystemExit(f"no signature within 300 s of the restart:\n{milter.log()}")
+            time.sleep(0.02)
+        restart_s = time.perf_counter() - t0
+        assert milter.process is not None
+        mem2 = memory_kb(milter.process.pid)
+        milter.stop()
+        print(
+            f"restart: milter stop (writes replica.json) {stop_s:.1f} s; slapd stopped; "
+            f"listening after {listening:.2f} s, first signature ({domain}) after "
+            f"{restart_s:.2f} s ({tries} tries)"
+        )
+        rows.append(
+            ("restart to first signature (slapd down)", f"{restart_s:.2f} s", "<= 5 s",
+             verdict(restart_s <= TARGET_RESTART_S))
+        )  # fmt: skip
+        rows.append(("replica.json size", f"{size / 1e6:.0f} MB", "", ""))
+        rows.append(
+            ("VmRSS / VmHWM after restart", f"{mb(mem2['VmRSS']):.0f} / {mb(mem2['VmHWM']):.0f} MB",
+             "<= 1024 MB", verdict(mb(mem2["VmHWM"]) <= TARGET_RSS_MB))
+        )  # fmt: skip
+
+    print()
+    print(f"Scale, {n} domains ({3 * n} entries), RSA pool {len(pool)}:")
+    print("| measure | value | target | |")
+    print("| --- | --- | --- | --- |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print(f"wall time {time.perf_counter() - wall:.0f} s")
+    if not args.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

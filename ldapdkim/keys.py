@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 
 from cryptography.hazmat.primitives import serialization
@@ -85,25 +86,44 @@ def txt_record(algorithm: Algorithm, public_b64: str) -> str:
     return f"v=DKIM1; k={algorithm.key_type}; p={public_b64}"
 
 
+PARSED_KEY_CACHE = 65_536
+"""How many parsed private keys are kept, keyed by their stored bytes.
+
+Loading an RSA-2048 key checks it (OpenSSL's RSA key validation) and costs
+about 27 ms here, a hundred times a signature; a directory change flushes the
+resolver's answers, and without this cache every domain would pay it again."""
+
+
 def load_private_key(data: bytes, *, where: str) -> PrivateKey:
     """Parse a private key held as PEM, DER, base64 DER, or a raw Ed25519 seed in base64.
 
     ``where`` names the key's origin (an entry DN, a file name) for the error
-    message; the key itself is never quoted.
+    message; the key itself is never quoted.  The same bytes are parsed once
+    (see :data:`PARSED_KEY_CACHE`).
 
     Raises:
         KeyFormatError: not a key, encrypted, or of a type DKIM cannot use.
     """
-    data = data.strip()
+    try:
+        return _parse_private_key(data.strip())
+    except _Unusable as problem:
+        raise KeyFormatError(f"{where}: {problem}") from None
+
+
+class _Unusable(Exception):
+    """A key that cannot be used; the text completes ``WHERE: ...``."""
+
+
+@functools.lru_cache(maxsize=PARSED_KEY_CACHE)
+def _parse_private_key(data: bytes) -> PrivateKey:
+    """:func:`load_private_key` without the origin; failures raise :class:`_Unusable`."""
     candidates: list[bytes] = []
     if data.startswith(b"-----BEGIN"):
         try:
             key = serialization.load_pem_private_key(data, password=None)
         except (ValueError, TypeError):
-            raise KeyFormatError(
-                f"{where}: the private key is not a readable, unencrypted PEM key"
-            ) from None
-        return _usable(key, where)
+            raise _Unusable("the private key is not a readable, unencrypted PEM key") from None
+        return _usable(key)
     if _BASE64.match(data):
         try:
             candidates.append(base64.b64decode(b"".join(data.split()), validate=True))
@@ -117,19 +137,17 @@ def load_private_key(data: bytes, *, where: str) -> PrivateKey:
             key = serialization.load_der_private_key(der, password=None)
         except (ValueError, TypeError):
             continue
-        return _usable(key, where)
-    raise KeyFormatError(
-        f"{where}: the private key is neither PEM, DER, base64 DER nor an Ed25519 seed; "
+        return _usable(key)
+    raise _Unusable(
+        "the private key is neither PEM, DER, base64 DER nor an Ed25519 seed; "
         "regenerate it with 'ldapdkim genkey'"
     )
 
 
-def _usable(key: object, where: str) -> PrivateKey:
+def _usable(key: object) -> PrivateKey:
     if isinstance(key, rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
         return key
-    raise KeyFormatError(
-        f"{where}: a {type(key).__name__} cannot sign DKIM; use an RSA or Ed25519 key"
-    )
+    raise _Unusable(f"a {type(key).__name__} cannot sign DKIM; use an RSA or Ed25519 key")
 
 
 def check_key(key: PrivateKey, algorithm: Algorithm, minimum_bits: int, *, where: str) -> None:

@@ -179,3 +179,11 @@ def test_only_the_configured_number_of_signatures_is_verified() -> None:
     for _ in range(5):
         signed = _signed(signed, SigningParams(), key)
     assert len(verify_message(signed, _dns(key), max_signatures=3)) == 3
+
+
+def test_a_private_key_is_parsed_once_however_often_it_is_read() -> None:
+    """RSA key validation costs ~100 signatures; a directory change must not pay it again."""
+    pem = keys.private_pem(keys.generate(Algorithm.RSA_SHA256))
+    first = keys.load_private_key(pem, where="entry A")
+    again = keys.load_private_key(pem + b"\n", where="entry B")
+    assert again is first

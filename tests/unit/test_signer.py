@@ -8,7 +8,7 @@ from functools import cache
 import pytest
 
 from ldapdkim import keys
-from ldapdkim.errors import DnsTemporaryError, MessageError
+from ldapdkim.errors import DnsTemporaryError, KeyFormatError, MessageError
 from ldapdkim.model import Algorithm, Canonicalization, DkimResult, KeyState, SigningKey
 from ldapdkim.signer import SigningParams, select_header_names, sign_message, verify_message
 
@@ -187,3 +187,30 @@ def test_a_private_key_is_parsed_once_however_often_it_is_read() -> None:
     first = keys.load_private_key(pem, where="entry A")
     again = keys.load_private_key(pem + b"\n", where="entry B")
     assert again is first
+
+
+def test_a_key_whose_parts_do_not_belong_together_is_refused() -> None:
+    """Key validation is skipped for speed; the self-test signature catches a broken key."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    good = keys.generate(Algorithm.RSA_SHA256)
+    assert isinstance(good, rsa.RSAPrivateKey)
+    numbers = good.private_numbers()
+    broken_numbers = rsa.RSAPrivateNumbers(
+        p=numbers.p,
+        q=numbers.q,
+        d=numbers.d + 2,
+        dmp1=numbers.dmp1 + 2,
+        dmq1=numbers.dmq1 + 2,
+        iqmp=numbers.iqmp,
+        public_numbers=numbers.public_numbers,
+    )
+    broken = broken_numbers.private_key(unsafe_skip_rsa_key_validation=True)
+    pem = broken.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    with pytest.raises(KeyFormatError, match="parts do not belong together"):
+        keys.load_private_key(pem, where="entry X")

@@ -211,26 +211,31 @@ class ReplicaStore:
 
     def snapshot(self, directory: str, last_sync: float | None) -> dict[str, Any]:
         """The saved form (see the module docstring); clears ``changed``."""
+        # Entries are replaced whole, never changed in place, so a shallow copy
+        # taken under the lock can be encoded outside it: lookups are not held
+        # up while a large replica is written (seconds at 100 000 domains).
         with self.lock:
             self.changed = False
-            entries = [
-                {
-                    "uuid": uuid,
-                    "dn": dn,
-                    "attrs": {
-                        name: [base64.b64encode(v).decode("ascii") for v in values]
-                        for name, values in attrs.items()
-                    },
-                }
-                for uuid, (dn, attrs) in self._entries.items()
-            ]
-            return {
-                "format": 1,
-                "directory": directory,
-                "cookie": self.cookie,
-                "last_sync": last_sync,
-                "entries": entries,
+            current = list(self._entries.items())
+            cookie = self.cookie
+        entries = [
+            {
+                "uuid": uuid,
+                "dn": dn,
+                "attrs": {
+                    name: [base64.b64encode(v).decode("ascii") for v in values]
+                    for name, values in attrs.items()
+                },
             }
+            for uuid, (dn, attrs) in current
+        ]
+        return {
+            "format": 1,
+            "directory": directory,
+            "cookie": cookie,
+            "last_sync": last_sync,
+            "entries": entries,
+        }
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Take the entries and cookie of a saved replica; it then counts as loaded."""
@@ -558,6 +563,8 @@ class SyncReplica:
             return
         last = saved.get("last_sync")
         self._last_contact = float(last) if isinstance(last, (int, float)) else None
+        # What was just read is on disk already: no rewrite until something changes.
+        self._last_save = time.monotonic()
         log.info(
             "directory: loaded %d entries from %s (last sync %s); serving them",
             len(self.store),

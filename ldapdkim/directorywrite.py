@@ -25,7 +25,7 @@ from ldap.controls.libldap import AssertionControl
 
 from ldapdkim.config import Settings
 from ldapdkim.errors import ConfigError, DirectoryError
-from ldapdkim.ldapbackend import LdapBackend
+from ldapdkim.ldapbackend import LdapBackend, reason
 from ldapdkim.ldifout import Record
 
 _ADMIN_KEYWORDS = "LDAPAdminBindUser and LDAPAdminBindPasswordFile"
@@ -36,13 +36,6 @@ _REFUSED = (ldap.INSUFFICIENT_ACCESS, ldap.STRONG_AUTH_REQUIRED, ldap.UNWILLING_
 
 class EntryChanged(DirectoryError):
     """The entry no longer was what the change assumed (someone changed it meanwhile)."""
-
-
-def _reason(err: ldap.LDAPError) -> str:
-    details: dict[str, Any] = err.args[0] if err.args and isinstance(err.args[0], dict) else {}
-    desc = str(details.get("desc", type(err).__name__))
-    info = details.get("info")
-    return f"{desc}: {info}" if info else desc
 
 
 class DirectoryWriter:
@@ -143,11 +136,11 @@ class DirectoryWriter:
             ) from None
         except ldap.LDAPError as err:
             raise DirectoryError(
-                f"cannot {verb} {dn!r} at {self.describe()}: {_reason(err)}"
+                f"cannot {verb} {dn!r} at {self.describe()}: {reason(err)}"
             ) from None
 
     def _refused(self, verb: str, dn: str, err: ldap.LDAPError) -> str:
-        what = f"cannot {verb} {dn!r}: {_reason(err)}"
+        what = f"cannot {verb} {dn!r}: {reason(err)}"
         if self.admin:
             return (
                 f"{what}; the bind DN {self.bind_dn!r} (LDAPAdminBindUser) may not write "

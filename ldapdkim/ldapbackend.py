@@ -42,12 +42,34 @@ _BIND_KEYWORDS = "LDAPBindUser and LDAPBindPassword or LDAPBindPasswordFile"
 _T = TypeVar("_T")
 
 
-def _reason(err: ldap.LDAPError) -> str:
+def reason(err: ldap.LDAPError) -> str:
     """The human part of a python-ldap error (its ``desc`` and ``info``)."""
     details: dict[str, Any] = err.args[0] if err.args and isinstance(err.args[0], dict) else {}
     desc = str(details.get("desc", type(err).__name__))
     info = details.get("info")
     return f"{desc}: {info}" if info else desc
+
+
+def paged_search(
+    conn: Any, base: str, scope: int, filterstr: str, attrs: list[str], timeout: float
+) -> list[tuple[str, dict[str, list[bytes]]]]:
+    """Every entry a search finds, page by page (RFC 2696), so no size limit cuts it short.
+
+    python-ldap errors pass through for the caller to name.
+    """
+    page = SimplePagedResultsControl(True, size=_PAGE_SIZE, cookie="")
+    results: list[tuple[str, dict[str, list[bytes]]]] = []
+    while True:
+        msgid = conn.search_ext(base, scope, filterstr, attrs, serverctrls=[page], timeout=timeout)
+        _type, data, _msgid, controls = conn.result3(msgid, timeout=timeout)
+        results.extend((dn, a) for dn, a in data if dn is not None)
+        cookie = next(
+            (c.cookie for c in controls if c.controlType == SimplePagedResultsControl.controlType),
+            b"",
+        )
+        if not cookie:
+            return results
+        page.cookie = cookie
 
 
 def peer_uri(conn: Any, uris: Sequence[str]) -> str:
@@ -141,7 +163,7 @@ class LdapBackend:
             ) from None
         except ldap.LDAPError as err:
             raise DirectoryUnavailable(
-                f"cannot reach {self.describe()} ({_reason(err)}); check Directory, "
+                f"cannot reach {self.describe()} ({reason(err)}); check Directory, "
                 "LDAPUseTLS and LDAPTLSCACertFile"
             ) from None
         return conn
@@ -215,10 +237,10 @@ class LdapBackend:
                 self._drop()
                 if attempt == 2:
                     raise DirectoryUnavailable(
-                        f"{self.describe()} did not answer ({_reason(e)}); "
+                        f"{self.describe()} did not answer ({reason(e)}); "
                         "check that the server runs, or raise LDAPTimeout"
                     ) from None
-                log.info("directory connection lost (%s); reconnecting", _reason(e))
+                log.info("directory connection lost (%s); reconnecting", reason(e))
         raise AssertionError("unreachable")
 
     def _run(self, base: str, scope: int, filterstr: str, attrs: list[str]) -> list[Entry]:
@@ -234,36 +256,12 @@ class LdapBackend:
             return []
         except ldap.LDAPError as err:
             raise DirectoryError(
-                f"search under {base!r} failed at {self.describe()}: {_reason(err)}"
+                f"search under {base!r} failed at {self.describe()}: {reason(err)}"
             ) from None
 
     def _paged_search(self, base: str, scope: int, filterstr: str, attrs: list[str]) -> list[Entry]:
-        page = SimplePagedResultsControl(True, size=_PAGE_SIZE, cookie="")
-        results: list[Entry] = []
-        while True:
-            msgid = self._conn.search_ext(
-                base,
-                scope,
-                filterstr,
-                attrs,
-                serverctrls=[page],
-                timeout=self.settings.ldap_timeout,
-            )
-            _type, data, _msgid, controls = self._conn.result3(
-                msgid, timeout=self.settings.ldap_timeout
-            )
-            results.extend((dn, lower_keys(a)) for dn, a in data if dn is not None)
-            cookie = next(
-                (
-                    c.cookie
-                    for c in controls
-                    if c.controlType == SimplePagedResultsControl.controlType
-                ),
-                b"",
-            )
-            if not cookie:
-                return results
-            page.cookie = cookie
+        found = paged_search(self._conn, base, scope, filterstr, attrs, self.settings.ldap_timeout)
+        return [(dn, lower_keys(a)) for dn, a in found]
 
     def _drop(self) -> None:
         if self._conn is not None:

@@ -44,7 +44,6 @@ from typing import Any
 
 import ldap
 import ldap.dn
-from ldap.controls import SimplePagedResultsControl
 
 from ldapdkim import config, keys, ldifout, schema
 from ldapdkim.domainname import normalize_domain
@@ -55,6 +54,7 @@ from ldapdkim.errors import (
     InvalidDomain,
 )
 from ldapdkim.hostlist import normalize_host_name, read_dataset
+from ldapdkim.ldapbackend import paged_search, reason
 from ldapdkim.ldifout import Record
 from ldapdkim.model import Algorithm, PrivateKey
 
@@ -953,13 +953,6 @@ def read_password_file(path: Path) -> str:
 _URL = re.compile(r"(ldaps?|ldapi)://([^/?]*)(?:/([^?]*))?(?:\?.*)?\Z", re.IGNORECASE)
 
 
-def _reason(err: ldap.LDAPError) -> str:
-    details: dict[str, Any] = err.args[0] if err.args and isinstance(err.args[0], dict) else {}
-    desc = str(details.get("desc", type(err).__name__))
-    info = details.get("info")
-    return f"{desc}: {info}" if info else desc
-
-
 def read_contrib_ldap(
     url: str, *, bind_dn: str | None = None, password: str | None = None, timeout: float = 10.0
 ) -> list[tuple[str, dict[str, list[bytes]]]]:
@@ -1001,7 +994,7 @@ def read_contrib_ldap(
             ) from None
         except ldap.LDAPError as err:
             raise DirectoryUnavailable(
-                f"cannot reach {server} ({_reason(err)}); check the URL"
+                f"cannot reach {server} ({reason(err)}); check the URL"
             ) from None
         bases = [base] if base else _naming_contexts(conn, server)
         found: list[tuple[str, dict[str, list[bytes]]]] = []
@@ -1020,8 +1013,7 @@ def _naming_contexts(conn: Any, server: str) -> list[str]:
         result = conn.search_s("", ldap.SCOPE_BASE, "(objectClass=*)", ["namingContexts"])
     except ldap.LDAPError as err:
         raise DirectoryError(
-            f"{server}: cannot read the naming contexts ({_reason(err)}); put the base DN "
-            "in the URL"
+            f"{server}: cannot read the naming contexts ({reason(err)}); put the base DN in the URL"
         ) from None
     values = result[0][1].get("namingContexts", []) if result else []
     return [v.decode() for v in values]
@@ -1030,27 +1022,18 @@ def _naming_contexts(conn: Any, server: str) -> list[str]:
 def _paged_search(
     conn: Any, server: str, base: str, timeout: float
 ) -> list[tuple[str, dict[str, list[bytes]]]]:
-    page = SimplePagedResultsControl(True, size=500, cookie="")
-    found: list[tuple[str, dict[str, list[bytes]]]] = []
     try:
-        while True:
-            msgid = conn.search_ext(
-                base,
-                ldap.SCOPE_SUBTREE,
-                "(DKIMSelector=*)",
-                [*CONTRIB_ATTRIBUTES, "objectClass"],
-                serverctrls=[page],
-                timeout=timeout,
-            )
-            _type, data, _msgid, controls = conn.result3(msgid, timeout=timeout)
-            found += [(dn, attrs) for dn, attrs in data if dn is not None]
-            cookie = next((c.cookie for c in controls if c.controlType == page.controlType), b"")
-            if not cookie:
-                return found
-            page.cookie = cookie
+        return paged_search(
+            conn,
+            base,
+            ldap.SCOPE_SUBTREE,
+            "(DKIMSelector=*)",
+            [*CONTRIB_ATTRIBUTES, "objectClass"],
+            timeout,
+        )
     except ldap.NO_SUCH_OBJECT:
         raise DirectoryError(f"{server}: base DN {base!r} does not exist; fix the URL") from None
     except ldap.LDAPError as err:
         raise DirectoryError(
-            f"search for DKIMSelector under {base!r} failed at {server}: {_reason(err)}"
+            f"search for DKIMSelector under {base!r} failed at {server}: {reason(err)}"
         ) from None

@@ -70,7 +70,7 @@ from ldapdkim.config import Settings
 from ldapdkim.entries import Entry
 from ldapdkim.entryindex import EntryIndex
 from ldapdkim.errors import DirectoryStale, DirectoryUnavailable
-from ldapdkim.ldapbackend import LdapBackend, peer_uri
+from ldapdkim.ldapbackend import LdapBackend, peer_uri, reason
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +97,6 @@ def _result_code(err: ldap.LDAPError) -> int | None:
     details = err.args[0] if err.args and isinstance(err.args[0], dict) else {}
     code = details.get("result")
     return code if isinstance(code, int) else None
-
-
-def _reason(err: ldap.LDAPError) -> str:
-    details = err.args[0] if err.args and isinstance(err.args[0], dict) else {}
-    desc = str(details.get("desc", type(err).__name__))
-    info = details.get("info")
-    return f"{desc}: {info}" if info else desc
 
 
 def _iso(when: float | None) -> str | None:
@@ -506,10 +499,10 @@ class SyncReplica:
                     "directory content sync with %s lost (%s); serving the replica and "
                     "reconnecting",
                     self._connected_uri,
-                    _reason(err),
+                    reason(err),
                 )
             else:
-                log.warning("directory content sync failed (%s); retrying", _reason(err))
+                log.warning("directory content sync failed (%s); retrying", reason(err))
         finally:
             self._connected_uri = None
             if conn is not None:
@@ -524,14 +517,14 @@ class SyncReplica:
                 "directory: %s refuses content sync (%s); using cached lookups "
                 "(LDAPCacheTTL) instead",
                 self.describe(),
-                _reason(err),
+                reason(err),
             )
         else:
             log.error(
                 "DirectorySync yes, but %s refuses content sync (%s); enable syncprov "
                 "there, or set DirectorySync auto",
                 self.describe(),
-                _reason(err),
+                reason(err),
             )
 
     def _peer_uri(self, conn: Any) -> str:

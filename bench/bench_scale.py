@@ -26,10 +26,10 @@ Steps (all on one throw-away slapd from ``tests/integration/slapd.py``):
    and against a second milter (same settings) on a second slapd holding one
    domain with the same two key types, rounds interleaved A B A B; target:
    the N-domain figure within 10 % of the 1-domain one;
-4. restart: stop the milter (it writes ``replica.json``), stop slapd so only
-   ``replica.json`` can answer, start the milter again and time until it signs
-   a message from a random domain of the set; target <= 5 s.  Also the size
-   of ``replica.json`` and the milter's VmHWM after the restart.
+4. restart: stop the milter (it writes ``replica.state``), stop slapd so only
+   ``replica.state`` can answer, start the milter again and time until it
+   signs a message from a random domain of the set; target <= 5 s.  Also the
+   size of ``replica.state`` and the milter's VmHWM after the restart.
 
 Run from the repository root::
 
@@ -68,6 +68,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa  # noqa: E402
 from slapd import Slapd  # noqa: E402
 
 from ldapdkim import ldifout, schema  # noqa: E402
+from ldapdkim.replica import STATE_FILE  # noqa: E402
 
 milterproc.START_TIMEOUT = 300.0  # a big saved replica is read before the milter listens
 MilterProcess = milterproc.MilterProcess
@@ -305,9 +306,9 @@ def main() -> int:
             ("initial sync (empty StateDirectory)", f"{sync_s:.1f} s", "<= 60 s",
              verdict(sync_s <= TARGET_SYNC_S))
         )  # fmt: skip
-        # Let the replica write replica.json and settle before measuring memory.
+        # Let the replica write its state file and settle before measuring memory.
         deadline = time.monotonic() + 120
-        while not (state / "replica.json").exists() and time.monotonic() < deadline:
+        while not (state / STATE_FILE).exists() and time.monotonic() < deadline:
             time.sleep(0.25)
         time.sleep(2)
         assert milter.process is not None
@@ -356,13 +357,19 @@ def main() -> int:
         rows.append((f"signing msg/s, {n} domains (A)", f"{a:.1f}", "", ""))
         rows.append(("signing msg/s, 1 domain (B)", f"{b:.1f}", "", ""))
         rows.append(("A / B", f"{a / b:.3f}", ">= 0.90", verdict(a / b >= 1 - TARGET_THROUGHPUT)))
+        mem = memory_kb(milter.process.pid)
+        rows.append(
+            ("VmRSS / VmHWM after the throughput rounds (A)",
+             f"{mb(mem['VmRSS']):.0f} / {mb(mem['VmHWM']):.0f} MB", "<= 1024 MB",
+             verdict(mb(mem["VmHWM"]) <= TARGET_RSS_MB))
+        )  # fmt: skip
 
-        # (2) restart from replica.json alone.
+        # (4) restart from the saved replica alone.
         started = time.perf_counter()
         milter.stop()
         stop_s = time.perf_counter() - started
         big.stop()
-        size = (state / "replica.json").stat().st_size
+        size = (state / STATE_FILE).stat().st_size
         started = time.perf_counter()
         t0 = time.perf_counter()
         milter.start()
@@ -381,7 +388,7 @@ def main() -> int:
         mem2 = memory_kb(milter.process.pid)
         milter.stop()
         print(
-            f"restart: milter stop (writes replica.json) {stop_s:.1f} s; slapd stopped; "
+            f"restart: milter stop (writes {STATE_FILE}) {stop_s:.1f} s; slapd stopped; "
             f"listening after {listening:.2f} s, first signature ({domain}) after "
             f"{restart_s:.2f} s ({tries} tries)"
         )
@@ -389,7 +396,7 @@ def main() -> int:
             ("restart to first signature (slapd down)", f"{restart_s:.2f} s", "<= 5 s",
              verdict(restart_s <= TARGET_RESTART_S))
         )  # fmt: skip
-        rows.append(("replica.json size", f"{size / 1e6:.0f} MB", "", ""))
+        rows.append((f"{STATE_FILE} size", f"{size / 1e6:.0f} MB", "", ""))
         rows.append(
             ("VmRSS / VmHWM after restart", f"{mb(mem2['VmRSS']):.0f} / {mb(mem2['VmHWM']):.0f} MB",
              "<= 1024 MB", verdict(mb(mem2["VmHWM"]) <= TARGET_RSS_MB))

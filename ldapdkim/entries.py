@@ -36,6 +36,12 @@ def parent_dn(dn: str) -> str:
     return str(ldap.dn.dn2str(ldap.dn.str2dn(dn.lower())[1:]))
 
 
+def locate(dn: str) -> tuple[str, str]:
+    """The normalized DNs of ``dn`` and of the entry above it, from one parse."""
+    rdns = ldap.dn.str2dn(dn.lower())
+    return str(ldap.dn.dn2str(rdns)), str(ldap.dn.dn2str(rdns[1:]))
+
+
 def lower_keys(attrs: Mapping[str, Sequence[bytes]]) -> dict[str, Sequence[bytes]]:
     """Attribute names are case-insensitive in LDAP; we index them in lowercase."""
     return {name.lower(): values for name, values in attrs.items()}

@@ -6,16 +6,68 @@ them.  Entries can be added, replaced and removed one at a time, so the same
 index serves a fixed LDIF file (:mod:`ldapdkim.memorybackend`) and a replica
 kept current by content sync (:mod:`ldapdkim.replica`).
 
+Each entry is held once, in a compact form (:func:`compact`), and every table
+refers to that one copy: at 100 000 domains (300 000 entries) the index is
+most of the milter's memory.  Entries are never changed in place, only
+replaced, so a reader may keep an entry it was handed.
+
 Not thread-safe by itself: a caller that changes the index while others read
 it holds a lock around both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Iterator, Mapping, Sequence
 
 from ldapdkim import schema
-from ldapdkim.entries import Entry, lower_keys, normalize_dn, parent_dn
+from ldapdkim.entries import Attributes, Entry, locate, normalize_dn
+
+Record = tuple[str, str, str, Attributes, str | None]
+"""How an entry is filed and saved: (DN, normalized DN, normalized parent DN,
+compact attributes, owner).  The owner is the replica's entryUUID (None in a
+fixed directory)."""
+
+_ENUMERATED = frozenset(
+    name.lower()
+    for name in (
+        "objectClass",
+        schema.ALGORITHM,
+        schema.KEY_STATE,
+        schema.ENABLED,
+        schema.SUBDOMAINS,
+        schema.CANONICALIZATION,
+    )
+)
+"""Attributes whose values repeat across entries: one copy of each value is kept."""
+_SHARED_VALUES_MAX = 4096
+_shared_values: dict[bytes, bytes] = {}
+
+
+def compact(attrs: Mapping[str, Sequence[bytes]]) -> dict[str, tuple[bytes, ...]]:
+    """``attrs`` as the index holds them.
+
+    Names lowercased (LDAP attribute names are case-insensitive) and interned,
+    values in tuples, and the values of enumerated attributes (object classes,
+    algorithms, key states, booleans) shared between entries.
+    """
+    out: dict[str, tuple[bytes, ...]] = {}
+    for name, values in attrs.items():
+        lowered = sys.intern(name.lower())
+        if lowered in _ENUMERATED:
+            out[lowered] = tuple(_share(v) for v in values)
+        else:
+            out[lowered] = tuple(values)
+    return out
+
+
+def _share(value: bytes) -> bytes:
+    shared = _shared_values.get(value)
+    if shared is not None:
+        return shared
+    if len(_shared_values) < _SHARED_VALUES_MAX:
+        _shared_values[value] = value
+    return value
 
 
 def has_class(entry: Entry, name: str) -> bool:
@@ -30,40 +82,54 @@ class EntryIndex:
     def __init__(self) -> None:
         self._policies: dict[str, dict[str, Entry]] = {}
         self._children: dict[str, dict[str, Entry]] = {}
-        self._where: dict[str, tuple[list[str], str | None]] = {}
-        """Normalized DN -> (names it is filed under, parent it is filed under)."""
+        self._where: dict[str, tuple[Entry, tuple[str, ...], str, str | None]] = {}
+        """Normalized DN -> (entry, names it is filed under, parent, owner)."""
 
     def __len__(self) -> int:
         return len(self._where)
 
-    def add(self, dn: str, attrs: dict[str, Sequence[bytes]]) -> None:
-        """File the entry ``dn``, replacing what was filed under that DN before."""
-        entry: Entry = (dn, lower_keys(attrs))
-        key = normalize_dn(dn)
-        self.remove(dn)
+    def add(self, dn: str, attrs: Mapping[str, Sequence[bytes]], owner: str | None = None) -> str:
+        """File the entry ``dn``, replacing what was filed under that DN; its normalized DN."""
+        key, parent = locate(dn)
+        self.file((dn, key, parent, compact(attrs), owner))
+        return key
+
+    def file(self, record: Record) -> None:
+        """File an entry whose DNs are normalized and attributes compact already."""
+        dn, key, parent, attrs, owner = record
+        entry: Entry = (dn, attrs)
+        self.remove(key)
         names: list[str] = []
-        parent: str | None = None
         if has_class(entry, schema.POLICY_CLASS):
-            for value in entry[1].get(schema.DOMAIN_NAME.lower(), ()):
+            for value in attrs.get(schema.DOMAIN_NAME.lower(), ()):
                 name = value.decode("utf-8", "replace").lower()
                 self._policies.setdefault(name, {})[key] = entry
                 names.append(name)
         if has_class(entry, schema.KEY_CLASS):
-            parent = parent_dn(dn)
             self._children.setdefault(parent, {})[key] = entry
-        self._where[key] = (names, parent)
+        self._where[key] = (entry, tuple(names), parent, owner)
 
-    def remove(self, dn: str) -> None:
-        """Forget the entry ``dn``, if filed."""
-        key = normalize_dn(dn)
+    def remove(self, key: str) -> None:
+        """Forget the entry whose normalized DN is ``key``, if filed."""
         filed = self._where.pop(key, None)
         if filed is None:
             return
-        names, parent = filed
+        _entry, names, parent, _owner = filed
         for name in names:
             _discard(self._policies, name, key)
-        if parent is not None:
-            _discard(self._children, parent, key)
+        _discard(self._children, parent, key)
+
+    def owner(self, key: str) -> str | None:
+        """The owner the entry at ``key`` was filed with (None: none, or not filed)."""
+        filed = self._where.get(key)
+        return None if filed is None else filed[3]
+
+    def records(self) -> list[Record]:
+        """Every entry as filed, for saving (a new list: safe to use without the lock)."""
+        return [
+            (entry[0], key, parent, entry[1], owner)
+            for key, (entry, _names, parent, owner) in self._where.items()
+        ]
 
     def policies(self, names: Sequence[str]) -> list[Entry]:
         """Policy entries naming one of ``names``, each once."""

@@ -33,7 +33,7 @@ class MemoryBackend:
         self._description = description
         self._index = EntryIndex()
         for dn, attrs in entries:
-            self._index.add(dn, dict(attrs))
+            self._index.add(dn, attrs)
 
     @classmethod
     def from_ldif(cls, path: Path) -> MemoryBackend:

@@ -26,12 +26,10 @@ a modify in the directory changes the next message's signature.
 
 Files in ``StateDirectory``:
 
-``replica.json`` (mode 0600: it holds the private keys), written atomically
-after the first refresh and at most once a second after changes::
-
-    {"format": 1, "directory": "<uris> <base>", "cookie": str|null,
-     "last_sync": unix time, "entries": [{"uuid": str, "dn": str,
-     "attrs": {name: [base64 value, ...]}}]}
+``replica.state`` (mode 0600: it holds the private keys; format in
+:mod:`ldapdkim.replicafile`), written after the first refresh, after changes
+(at most once a second, and at most a tenth of the time), every five minutes
+(for its ``last_sync``) and at shutdown.
 
 ``status.json``, rewritten every few seconds for ``ldapdkim status``::
 
@@ -48,7 +46,6 @@ server was last known current.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import logging
@@ -65,12 +62,12 @@ import ldap
 from ldap.ldapobject import SimpleLDAPObject
 from ldap.syncrepl import SyncreplConsumer
 
-from ldapdkim import schema
+from ldapdkim import replicafile, schema
 from ldapdkim.config import Settings
 from ldapdkim.entries import Entry
-from ldapdkim.entryindex import EntryIndex
 from ldapdkim.errors import DirectoryStale, DirectoryUnavailable
 from ldapdkim.ldapbackend import LdapBackend, peer_uri, reason
+from ldapdkim.replicastore import ReplicaStore
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +75,7 @@ SYNC_FILTER = f"(|(objectClass={schema.POLICY_CLASS})(objectClass={schema.KEY_CL
 SYNC_ATTRIBUTES = sorted(
     {*schema.POLICY_ATTRIBUTES, *schema.KEY_ATTRIBUTES, "objectClass", "createTimestamp"}
 )
-STATE_FILE = "replica.json"
+STATE_FILE = "replica.state"
 STATUS_FILE = "status.json"
 RETRY_FIRST = 0.5
 RETRY_MAX = 30.0
@@ -103,147 +100,6 @@ def _iso(when: float | None) -> str | None:
     if when is None:
         return None
     return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds")
-
-
-class ReplicaStore:
-    """The replicated entries, by entryUUID and indexed; the sync callbacks land here.
-
-    Thread-safe: the sync thread writes, milter threads read, under one lock.
-    """
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.generation = 0
-        self.cookie: str | None = None
-        self.loaded = False
-        """True once a refresh completed or a saved replica was read."""
-        self.changed = False
-        """Entries or cookie changed since the last save."""
-        self._entries: dict[str, tuple[str, dict[str, list[bytes]]]] = {}
-        self._index = EntryIndex()
-        self._present: set[str] = set()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    # -- sync callbacks -----------------------------------------------------
-
-    def begin_refresh(self) -> None:
-        """A new sync search starts: no entry has been presented yet."""
-        with self.lock:
-            self._present = set()
-
-    def entry(self, uuid: str, dn: str, attrs: dict[str, list[bytes]]) -> None:
-        """An entry was added or changed (or is sent in full during a refresh)."""
-        with self.lock:
-            old = self._entries.get(uuid)
-            if old is not None:
-                self._index.remove(old[0])
-            self._entries[uuid] = (dn, attrs)
-            self._index.add(dn, dict(attrs))
-            self._bump()
-
-    def delete(self, uuids: Sequence[str]) -> None:
-        with self.lock:
-            for uuid in uuids:
-                old = self._entries.pop(uuid, None)
-                if old is not None:
-                    self._index.remove(old[0])
-                    self._bump()
-
-    def present(self, uuids: Sequence[str] | None, refresh_deletes: bool) -> None:
-        """python-ldap's ``syncrepl_present``: record, or end of a present phase.
-
-        ``uuids`` None ends a phase: after a present phase (``refresh_deletes``
-        False) every entry the server did not present is gone (RFC 4533 §3.3.1),
-        which is how deletes made while we were away reach us.
-        """
-        with self.lock:
-            if uuids is not None:
-                self._present.update(uuids)
-                return
-            if not refresh_deletes:
-                for uuid in [u for u in self._entries if u not in self._present]:
-                    dn, _attrs = self._entries.pop(uuid)
-                    self._index.remove(dn)
-                    self._bump()
-            self._present = set()
-
-    def set_cookie(self, cookie: str | bytes | None) -> None:
-        with self.lock:
-            if isinstance(cookie, bytes):
-                cookie = cookie.decode("utf-8", "replace")
-            if cookie != self.cookie:
-                self.cookie = cookie
-                self.changed = True
-
-    def refresh_done(self) -> None:
-        with self.lock:
-            self.loaded = True
-            self.changed = True
-
-    def _bump(self) -> None:
-        self.generation += 1
-        self.changed = True
-
-    # -- lookups ------------------------------------------------------------
-
-    def policies(self, names: Sequence[str]) -> list[Entry]:
-        with self.lock:
-            return self._index.policies(names)
-
-    def children(self, dn: str) -> list[Entry]:
-        with self.lock:
-            return self._index.children(dn)
-
-    def walk(self) -> list[tuple[Entry, list[Entry]]]:
-        with self.lock:
-            return list(self._index.walk())
-
-    # -- persistence --------------------------------------------------------
-
-    def snapshot(self, directory: str, last_sync: float | None) -> dict[str, Any]:
-        """The saved form (see the module docstring); clears ``changed``."""
-        # Entries are replaced whole, never changed in place, so a shallow copy
-        # taken under the lock can be encoded outside it: lookups are not held
-        # up while a large replica is written (seconds at 100 000 domains).
-        with self.lock:
-            self.changed = False
-            current = list(self._entries.items())
-            cookie = self.cookie
-        entries = [
-            {
-                "uuid": uuid,
-                "dn": dn,
-                "attrs": {
-                    name: [base64.b64encode(v).decode("ascii") for v in values]
-                    for name, values in attrs.items()
-                },
-            }
-            for uuid, (dn, attrs) in current
-        ]
-        return {
-            "format": 1,
-            "directory": directory,
-            "cookie": cookie,
-            "last_sync": last_sync,
-            "entries": entries,
-        }
-
-    def restore(self, saved: dict[str, Any]) -> None:
-        """Take the entries and cookie of a saved replica; it then counts as loaded."""
-        with self.lock:
-            for item in saved["entries"]:
-                attrs = {
-                    str(name): [base64.b64decode(v) for v in values]
-                    for name, values in item["attrs"].items()
-                }
-                self._entries[str(item["uuid"])] = (str(item["dn"]), attrs)
-                self._index.add(str(item["dn"]), dict(attrs))
-            cookie = saved.get("cookie")
-            self.cookie = cookie if isinstance(cookie, str) else None
-            self.loaded = True
-            self.generation += 1
 
 
 class _Consumer(SyncreplConsumer, SimpleLDAPObject):  # type: ignore[misc]
@@ -297,6 +153,8 @@ class SyncReplica:
         self._thread: threading.Thread | None = None
         self._state_warned = False
         self._last_save = 0.0
+        self._save_seconds = 0.0
+        """How long the last save of the replica took."""
         self._last_status = 0.0
         self._status_mode = ""
         if self.wanted != "no":
@@ -535,33 +393,31 @@ class SyncReplica:
 
     def _load_state(self) -> None:
         path = self.state_dir / STATE_FILE
+        started = time.monotonic()
         try:
-            saved = json.loads(path.read_text())
+            with replicafile.SavedReplica(path) as saved:
+                header = saved.header
+                if header.directory != self._directory_id:
+                    log.info("%s holds another Directory; starting without it", path)
+                    return
+                self.store.restore(header.cookie, saved.chunks())
         except FileNotFoundError:
             return
-        except (OSError, ValueError) as err:
+        except OSError as err:
             log.warning("cannot read the saved replica %s (%s); starting without it", path, err)
             return
-        if not isinstance(saved, dict) or saved.get("format") != 1:
-            log.warning("%s is not a saved replica of this version; ignoring it", path)
-            return
-        if saved.get("directory") != self._directory_id:
-            log.info("%s holds another Directory; starting without it", path)
-            return
-        try:
-            self.store.restore(saved)
-        except (KeyError, TypeError, ValueError) as err:
-            log.warning("saved replica %s is damaged (%s); starting without it", path, err)
+        except replicafile.DamagedReplica as err:
+            log.warning("saved replica %s: %s; starting without it", path, err)
             self.store = ReplicaStore()
             return
-        last = saved.get("last_sync")
-        self._last_contact = float(last) if isinstance(last, (int, float)) else None
+        self._last_contact = header.last_sync
         # What was just read is on disk already: no rewrite until something changes.
         self._last_save = time.monotonic()
         log.info(
-            "directory: loaded %d entries from %s (last sync %s); serving them",
+            "directory: loaded %d entries from %s in %.1f s (last sync %s); serving them",
             len(self.store),
             path,
+            self._last_save - started,
             _iso(self._last_contact) or "unknown",
         )
 
@@ -569,33 +425,49 @@ class SyncReplica:
         now = time.monotonic()
         if self.wanted != "no" and self.store.loaded:
             due = self.store.changed and now - self._last_save >= PERSIST_DEBOUNCE
+            # A big replica takes a while to write: under a stream of changes,
+            # spend at most a tenth of the time writing it.
+            due = due and now - self._last_save >= 10 * self._save_seconds
             if due or final or now - self._last_save >= PERSIST_ANYWAY:
-                self._last_save = now
-                self._write(STATE_FILE, self.store.snapshot(self._directory_id, self._last_contact))
+                self._save()
+                self._last_save = time.monotonic()
+                self._save_seconds = self._last_save - now
         if final or now - self._last_status >= STATUS_INTERVAL or self.mode != self._status_mode:
             self._last_status = now
             self._status_mode = self.mode
             self._write(STATUS_FILE, self.status())
+
+    def _save(self) -> None:
+        """Write the replica to ``StateDirectory/replica.state``."""
+        try:
+            self.store.save(self.state_dir / STATE_FILE, self._directory_id, self._last_contact)
+        except OSError as err:
+            self._unwritable(STATE_FILE, err)
 
     def _write(self, name: str, document: dict[str, Any]) -> None:
         """Write ``document`` as JSON to ``StateDirectory/name``: temp file, 0600, rename."""
         try:
             fd, temp = tempfile.mkstemp(prefix=f".{name}.", dir=self.state_dir)
         except OSError as err:
-            if not self._state_warned:
-                self._state_warned = True
-                log.warning(
-                    "StateDirectory %s is not usable (%s); the replica is not kept across "
-                    "restarts and status.json is not written; create it, writable by UserID",
-                    self.state_dir,
-                    err.strerror,
-                )
+            self._unwritable(name, err)
             return
         try:
             with os.fdopen(fd, "w") as stream:  # mkstemp: mode 0600
                 json.dump(document, stream, separators=(",", ":"))
             os.replace(temp, self.state_dir / name)
         except OSError as err:
-            log.warning("cannot write %s in %s: %s", name, self.state_dir, err.strerror)
+            self._unwritable(name, err)
             with contextlib.suppress(OSError):
                 os.unlink(temp)
+
+    def _unwritable(self, name: str, err: OSError) -> None:
+        if not self._state_warned:
+            self._state_warned = True
+            log.warning(
+                "cannot write %s in StateDirectory %s (%s); the replica is not kept across "
+                "restarts and status.json is not written; create the directory, writable "
+                "by UserID",
+                name,
+                self.state_dir,
+                err.strerror or err,
+            )

@@ -27,6 +27,8 @@ LAYERS = [
     "ldifout",
     "entries",
     "entryindex",
+    "replicafile",
+    "replicastore",
     "memorybackend",
     "ldapbackend",
     "replica",

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import json
+import os
+import pickle
 from pathlib import Path
 
 import pytest
 
-from ldapdkim import config
+from ldapdkim import config, replicafile
 from ldapdkim.directory import Directory
 from ldapdkim.errors import DirectoryUnavailable
-from ldapdkim.replica import STATE_FILE, ReplicaStore, SyncReplica
+from ldapdkim.replica import STATE_FILE, SyncReplica
+from ldapdkim.replicastore import ReplicaStore
 from ldapdkim.resolver import CachedResolver
 
 POLICY = {"objectClass": [b"dkimSignDomainPolicy"], "dkimSignDomainName": [b"example.com"]}
@@ -78,14 +80,90 @@ def test_a_rename_moves_the_entry() -> None:
     assert len(store.children(other)) == 1
 
 
-def test_snapshot_and_restore_round_trip() -> None:
+def _restored(path: Path) -> ReplicaStore:
+    store = ReplicaStore()
+    with replicafile.SavedReplica(path) as saved:
+        store.restore(saved.header.cookie, saved.chunks())
+    return store
+
+
+def test_a_saved_replica_restores_entries_and_cookie(tmp_path: Path) -> None:
     store = _filled()
     store.set_cookie("rid=001,csn=20261128")
-    saved = json.loads(json.dumps(store.snapshot("ldap://x dc=test", 1.0)))
-    again = ReplicaStore()
-    again.restore(saved)
+    store.save(tmp_path / STATE_FILE, "ldap://x dc=test", 1.0)
+    assert not store.changed
+    assert (tmp_path / STATE_FILE).stat().st_mode & 0o777 == 0o600
+    again = _restored(tmp_path / STATE_FILE)
     assert again.loaded and again.cookie == "rid=001,csn=20261128"
     assert _selectors(again) == ["s1", "s2"]
+    again.delete(["u-s1"])  # entryUUIDs survive the round trip
+    assert _selectors(again) == ["s2"]
+
+
+def test_a_large_replica_is_saved_in_chunks_and_restored_whole(tmp_path: Path) -> None:
+    store = ReplicaStore()
+    for n in range(replicafile.CHUNK * 2 + 5):
+        store.entry(f"u-{n}", f"dkimSignSelector=s{n},{DOMAIN}", _key(f"s{n}"))
+    store.refresh_done()
+    store.save(tmp_path / STATE_FILE, "ldap://x dc=test", None)
+    assert len(_restored(tmp_path / STATE_FILE)) == len(store)
+
+
+def test_a_cut_short_replica_file_is_refused(tmp_path: Path) -> None:
+    store = ReplicaStore()
+    for n in range(replicafile.CHUNK + 5):
+        store.entry(f"u-{n}", f"dkimSignSelector=s{n},{DOMAIN}", _key(f"s{n}"))
+    path = tmp_path / STATE_FILE
+    store.save(path, "ldap://x dc=test", None)
+    os.truncate(path, path.stat().st_size - 10)
+    again = ReplicaStore()
+    with (
+        pytest.raises(replicafile.DamagedReplica, match="ends early"),
+        replicafile.SavedReplica(path) as saved,
+    ):
+        again.restore(saved.header.cookie, saved.chunks())
+    assert len(again) == 0 and not again.loaded
+
+
+class _Boom:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, ("touch pwned",))
+
+
+def test_reading_a_replica_file_never_runs_code(tmp_path: Path) -> None:
+    """The file is pickles of plain data; one naming a function is refused, not called."""
+    path = tmp_path / STATE_FILE
+    with path.open("wb") as stream:
+        pickle.dump({"format": 2, "directory": "d", "entries": 1}, stream)
+        pickle.dump([_Boom()], stream)
+    with (
+        pytest.raises(replicafile.DamagedReplica, match="plain data only"),
+        replicafile.SavedReplica(path) as saved,
+    ):
+        list(saved.chunks())
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+
+
+def test_a_replica_file_of_another_format_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / STATE_FILE
+    with path.open("wb") as stream:
+        pickle.dump({"format": 1, "directory": "d", "entries": 0}, stream)
+    with pytest.raises(replicafile.DamagedReplica, match="not a saved replica of this version"):
+        replicafile.SavedReplica(path)
+    path.write_bytes(b'{"format": 1, "entries": []}')
+    with pytest.raises(replicafile.DamagedReplica, match=r"cannot be read"):
+        replicafile.SavedReplica(path)
+
+
+def test_an_entry_deleted_and_recreated_under_the_same_dn_is_not_lost() -> None:
+    """A refresh sends the new entry; the old one's absence must not remove it."""
+    store = _filled()
+    store.begin_refresh()
+    store.entry("u-s1-new", f"dkimSignSelector=s1,{DOMAIN}", _key("s1"))
+    store.present(["u-policy", "u-s2", "u-s1-new"], False)
+    store.present(None, False)  # u-s1 was not presented: gone, but its DN lives on
+    assert _selectors(store) == ["s1", "s2"]
+    assert len(store) == 3
 
 
 def _settings(tmp_path: Path, *lines: str) -> config.Settings:
@@ -96,8 +174,7 @@ def _settings(tmp_path: Path, *lines: str) -> config.Settings:
 def test_a_saved_replica_serves_without_a_server(tmp_path: Path) -> None:
     settings = _settings(tmp_path, "DirectorySync yes")
     directory_id = f"ldap://127.0.0.1:9 {BASE}"
-    snapshot = _filled().snapshot(directory_id, None)
-    (tmp_path / STATE_FILE).write_text(json.dumps(snapshot))
+    _filled().save(tmp_path / STATE_FILE, directory_id, None)
     replica = SyncReplica(settings, start=False)
     assert replica.mode == "sync"
     assert [dn for dn, _ in replica.search_policies(["example.com"])] == [DOMAIN]

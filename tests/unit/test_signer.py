@@ -189,24 +189,29 @@ def test_a_private_key_is_parsed_once_however_often_it_is_read() -> None:
     assert again is first
 
 
-def test_a_key_whose_parts_do_not_belong_together_is_refused() -> None:
-    """Key validation is skipped for speed; the self-test signature catches a broken key."""
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"d": 2, "dmp1": 2, "dmq1": 2},  # d no longer inverts e
+        {"iqmp": 1},  # the CRT coefficient is wrong
+        {"dmq1": 2},  # one CRT exponent is wrong
+    ],
+    ids=["private-exponent", "crt-coefficient", "crt-exponent"],
+)
+def test_a_key_whose_parts_do_not_belong_together_is_refused(damage: dict[str, int]) -> None:
+    """Key validation is skipped for speed; an arithmetic check catches a broken key."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     good = keys.generate(Algorithm.RSA_SHA256)
     assert isinstance(good, rsa.RSAPrivateKey)
     numbers = good.private_numbers()
-    broken_numbers = rsa.RSAPrivateNumbers(
-        p=numbers.p,
-        q=numbers.q,
-        d=numbers.d + 2,
-        dmp1=numbers.dmp1 + 2,
-        dmq1=numbers.dmq1 + 2,
-        iqmp=numbers.iqmp,
-        public_numbers=numbers.public_numbers,
+    parts = {name: getattr(numbers, name) for name in ("p", "q", "d", "dmp1", "dmq1", "iqmp")}
+    for name, delta in damage.items():
+        parts[name] += delta
+    broken = rsa.RSAPrivateNumbers(**parts, public_numbers=numbers.public_numbers).private_key(
+        unsafe_skip_rsa_key_validation=True
     )
-    broken = broken_numbers.private_key(unsafe_skip_rsa_key_validation=True)
     pem = broken.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,

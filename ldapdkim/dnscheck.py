@@ -128,8 +128,9 @@ def public_key_bits(b64: str) -> int | None:
 
 def key_bits(key: SigningKey) -> int | None:
     """The size of a key entry's key, from the private key or else the public key."""
-    if key.private_key is not None:
-        return keys.key_bits(key.private_key)
+    private = keys.private_key_of(key)
+    if private is not None:
+        return keys.key_bits(private)
     return public_key_bits(key.public_key) if key.public_key else None
 
 
@@ -147,8 +148,9 @@ def expected_public_key(key: SigningKey) -> Expected:
     ``problem`` is set when ``dkimSignPublicKey`` contradicts the private key,
     or when the entry has neither.
     """
-    if key.private_key is not None:
-        derived = keys.public_key_b64(key.private_key)
+    private = keys.private_key_of(key)
+    if private is not None:
+        derived = keys.public_key_b64(private)
         if key.public_key and not same_public_key(key.public_key, derived):
             return Expected(
                 derived,

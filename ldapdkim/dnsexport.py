@@ -156,8 +156,9 @@ def publication(
 def _public_key(key: SigningKey) -> str | None:
     """The public key to publish: the private key's public half wins over the attribute."""
     public = key.public_key
-    if key.private_key is not None:
-        derived = keys.public_key_b64(key.private_key)
+    private = keys.private_key_of(key)
+    if private is not None:
+        derived = keys.public_key_b64(private)
         if public and public != derived:
             log.warning(
                 "%s: dkimSignPublicKey does not match the private key; "

@@ -133,12 +133,13 @@ def key_from_entry(entry: Entry, minimum_bits: int) -> SigningKey:
         not_after = parse_generalized_time(text) if text else None
     except ValueError as err:
         problem = problem or str(err)
-    private_key = None
+    key_data = None
     raw = attrs.get(schema.PRIVATE_KEY.lower())
     if raw:
         try:
             private_key = keys.load_private_key(raw[0], where=f"entry {dn!r}")
             keys.check_key(private_key, algorithm, minimum_bits, where=f"entry {dn!r}")
+            key_data = raw[0]
         except KeyFormatError as err:
             problem = problem or str(err)
     elif state is KeyState.ACTIVE:
@@ -153,7 +154,7 @@ def key_from_entry(entry: Entry, minimum_bits: int) -> SigningKey:
         selector=selector,
         algorithm=algorithm,
         state=state,
-        private_key=private_key,
+        key_data=key_data,
         public_key=_single(attrs, schema.PUBLIC_KEY),
         not_before=not_before,
         not_after=not_after,

@@ -108,7 +108,10 @@ class SigningKey:
     selector: str
     algorithm: Algorithm
     state: KeyState
-    private_key: PrivateKey | None = field(default=None, repr=False, compare=False)
+    key_data: bytes | None = field(default=None, repr=False, compare=False)
+    """The private key as stored, already checked; parsed when used, through a
+    bounded cache (:func:`ldapdkim.keys.private_key_of`), so that cached answers
+    for many domains do not hold many parsed keys (8.8 kB each for RSA-2048)."""
     public_key: str | None = None
     not_before: datetime | None = None
     not_after: datetime | None = None
@@ -117,7 +120,7 @@ class SigningKey:
 
     def signs_at(self, now: datetime) -> bool:
         """True when the key is active, usable and inside its validity window."""
-        if self.state is not KeyState.ACTIVE or self.private_key is None or self.problem:
+        if self.state is not KeyState.ACTIVE or self.key_data is None or self.problem:
             return False
         if self.not_before is not None and now < self.not_before:
             return False

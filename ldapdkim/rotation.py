@@ -322,7 +322,7 @@ def _pending(
     expected = expected_public_key(key)
     if expected.problem:
         return problem(expected.problem)
-    if key.problem or key.private_key is None:
+    if key.problem or key.key_data is None:
         return problem(
             key.problem
             or f"no {schema.PRIVATE_KEY} that LDAPBindUser can read; check the ACL "

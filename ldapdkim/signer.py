@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, utils
 from dkim.canonicalization import CanonicalizationPolicy
 from dkim.util import InvalidTagValueList, parse_tag_value
 
+from ldapdkim import keys
 from ldapdkim.bodyhash import BodyHasher
 from ldapdkim.errors import DnsTemporaryError, MessageError
 from ldapdkim.model import (
@@ -120,7 +121,7 @@ def body_hasher(params: SigningParams) -> BodyHasher:
 
 
 def _raw_signature(key: SigningKey, digest: bytes) -> bytes:
-    private = key.private_key
+    private = keys.private_key_of(key)
     if private is None:  # Resolution.active_keys never yields such a key
         raise MessageError(f"key {key.dn} has no private key")
     if isinstance(private, ed25519.Ed25519PrivateKey):

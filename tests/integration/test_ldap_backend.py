@@ -48,8 +48,8 @@ def test_only_the_milter_dn_reads_private_keys(slapd: Slapd, ldap_base: str) -> 
     as_reader = open_directory(
         _settings(slapd, ldap_base, user=slapd.reader_dn, password=slapd.reader_pw)
     ).resolve("example.com")
-    assert as_milter.keys[0].private_key is not None and as_milter.keys[0].problem is None
-    assert as_reader.keys[0].private_key is None
+    assert as_milter.keys[0].key_data is not None and as_milter.keys[0].problem is None
+    assert as_reader.keys[0].key_data is None
     assert "check the ACL" in (as_reader.keys[0].problem or "")
 
 
@@ -67,7 +67,7 @@ def test_sasl_external_over_ldapi(slapd: Slapd, ldap_base: str) -> None:
     _provision(slapd, ldap_base)
     text = f"Mode sv\nDirectory {slapd.ldapi_uri}/{ldap_base}\nLDAPAuthMechanism EXTERNAL\n"
     resolution = open_directory(config.parse(text, "test.conf")).resolve("example.com")
-    assert resolution.keys[0].private_key is not None
+    assert resolution.keys[0].key_data is not None
 
 
 @pytest.mark.parametrize("transport", ["starttls", "ldaps"])
@@ -78,7 +78,7 @@ def test_tls_with_certificate_checking(slapd: Slapd, ldap_base: str, transport: 
     if transport == "starttls":
         lines.append("LDAPUseTLS yes")
     directory = open_directory(_settings(slapd, ldap_base, *lines, uri=uri))
-    assert directory.resolve("example.com").keys[0].private_key is not None
+    assert directory.resolve("example.com").keys[0].key_data is not None
 
 
 def test_tls_with_the_wrong_ca_is_refused(slapd: Slapd, ldap_base: str, tmp_path: Path) -> None:
@@ -150,7 +150,7 @@ def test_outage_serves_last_known_good_then_recovers(own_slapd: Slapd) -> None:
     assert resolver.resolve("example.com").keys
 
     own_slapd.stop()
-    assert resolver.resolve("example.com").keys[0].private_key is not None
+    assert resolver.resolve("example.com").keys[0].key_data is not None
     assert resolver.stats.stale_served == 1
     with pytest.raises(DirectoryUnavailable, match=r"did not answer|cannot reach"):
         resolver.resolve("never-seen.example")

@@ -32,7 +32,7 @@ def key(state: KeyState = KeyState.ACTIVE, *, rsa: bool = False) -> SigningKey:
         selector="s1",
         algorithm=keys.algorithm_of(private),
         state=state,
-        private_key=private,
+        key_data=keys.private_pem(private),
         public_key=keys.public_key_b64(private),
     )
 

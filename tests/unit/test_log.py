@@ -39,5 +39,6 @@ def test_repr_of_a_signing_key_never_shows_the_private_key() -> None:
     from ldapdkim.model import KeyState, SigningKey
 
     private = keys.generate(Algorithm.ED25519_SHA256)
-    key = SigningKey("dn", "s1", Algorithm.ED25519_SHA256, KeyState.ACTIVE, private)
-    assert "private_key" not in repr(key)
+    pem = keys.private_pem(private)
+    key = SigningKey("dn", "s1", Algorithm.ED25519_SHA256, KeyState.ACTIVE, pem)
+    assert "key_data" not in repr(key) and "PRIVATE" not in repr(key)

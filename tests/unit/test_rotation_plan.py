@@ -42,7 +42,7 @@ def key(
         selector=selector,
         algorithm=algorithm,
         state=state,
-        private_key=private if readable else None,
+        key_data=keys.private_pem(private) if readable else None,
         public_key=keys.public_key_b64(private),
         not_before=not_before,
         not_after=not_after,

@@ -29,14 +29,14 @@ NOW = 1_795_000_000
 def _key(algorithm: Algorithm) -> SigningKey:
     private = keys.generate(algorithm)
     selector = "r1" if algorithm is Algorithm.RSA_SHA256 else "e1"
-    return SigningKey("dn", selector, algorithm, KeyState.ACTIVE, private)
+    return SigningKey("dn", selector, algorithm, KeyState.ACTIVE, keys.private_pem(private))
 
 
 def _dns(*signing_keys: SigningKey) -> Callable[[str], bytes | None]:
     table = {
         f"{k.selector}._domainkey.example.com": keys.txt_record(
             k.algorithm,
-            keys.public_key_b64(k.private_key),  # type: ignore[arg-type]
+            keys.public_key_b64(keys.private_key_of(k)),  # type: ignore[arg-type]
         ).encode()
         for k in signing_keys
     }
@@ -162,7 +162,11 @@ def test_missing_key_is_permerror_and_dns_trouble_is_temperror_never_fail() -> N
 
 def test_key_shorter_than_the_minimum_is_permerror() -> None:
     short = SigningKey(
-        "dn", "r1", Algorithm.RSA_SHA256, KeyState.ACTIVE, keys.generate(Algorithm.RSA_SHA256, 1024)
+        "dn",
+        "r1",
+        Algorithm.RSA_SHA256,
+        KeyState.ACTIVE,
+        keys.private_pem(keys.generate(Algorithm.RSA_SHA256, 1024)),
     )
     signed = _signed(MESSAGE, SigningParams(), short)
     [result] = verify_message(signed, _dns(short), minimum_key_bits=2048)

@@ -80,11 +80,15 @@ STATUS_FILE = "status.json"
 RETRY_FIRST = 0.5
 RETRY_MAX = 30.0
 POLL_TIMEOUT = 0.5
+REFUSED_RETRY = 300.0
+"""``auto`` asks a server that refused content sync again after this long."""
 PERSIST_DEBOUNCE = 1.0
 PERSIST_ANYWAY = 300.0
 """Rewrite the saved replica this often even without changes (its last_sync)."""
 STATUS_INTERVAL = 2.0
 KEEPALIVE_INTERVAL = 5.0
+LOOKUP_PROBE_INTERVAL = 30.0
+"""In lookup mode, a Who am I? this often keeps the connection (and status) current."""
 """A Who am I? this often on the sync connection notices a frozen server."""
 _REFUSED_SYNC = (ldap.UNAVAILABLE_CRITICAL_EXTENSION, ldap.PROTOCOL_ERROR)
 _REFRESH_REQUIRED = 4096  # e-syncRefreshRequired, RFC 4533 §2.3
@@ -94,6 +98,16 @@ def _result_code(err: ldap.LDAPError) -> int | None:
     details = err.args[0] if err.args and isinstance(err.args[0], dict) else {}
     code = details.get("result")
     return code if isinstance(code, int) else None
+
+
+def _cannot_resume(err: ldap.LDAPError) -> bool:
+    """Whether the server refused the sync search because of the cookie we sent.
+
+    RFC 4533 §2.3 says e-syncRefreshRequired; slapd 2.5 answers a cookie
+    newer than its own state with unwillingToPerform ("consumer state is
+    newer than provider!").
+    """
+    return _result_code(err) == _REFRESH_REQUIRED or isinstance(err, ldap.UNWILLING_TO_PERFORM)
 
 
 def _iso(when: float | None) -> str | None:
@@ -143,6 +157,7 @@ class SyncReplica:
         self._directory_id = f"{' '.join(self.lookup.uris)} {self.lookup.base_dn}"
         self._refused = False
         """The server refused the sync control (auto then answers by lookups)."""
+        self._refused_at = 0.0
         self._connected_uri: str | None = None
         self._last_contact: float | None = None
         """Wall-clock time the replica was last known current."""
@@ -156,6 +171,7 @@ class SyncReplica:
         self._save_seconds = 0.0
         """How long the last save of the replica took."""
         self._last_status = 0.0
+        self._last_probe = 0.0
         self._status_mode = ""
         if self.wanted != "no":
             self._load_state()
@@ -244,7 +260,8 @@ class SyncReplica:
     def status(self) -> dict[str, Any]:
         """Mode and per-server state, as written to ``status.json``.
 
-        In lookup mode ``connected`` is the lookup connection's server; a
+        In lookup mode ``connected`` is the lookup connection's server (kept
+        up by a probe every LOOKUP_PROBE_INTERVAL while no mail needs it); a
         server never synced from has ``staleness_s`` of the replica as a whole
         (or the time since start).
         """
@@ -288,7 +305,7 @@ class SyncReplica:
     def _run(self) -> None:
         delay = RETRY_FIRST
         while not self._stop.is_set():
-            if self.wanted == "no" or self._refused:
+            if self.wanted == "no" or self._still_refused():
                 self._housekeeping()
                 self._stop.wait(POLL_TIMEOUT)
                 continue
@@ -308,6 +325,7 @@ class SyncReplica:
         try:
             conn = self.lookup.open_connection(_Consumer)
             conn.store = self.store
+            resuming = self.store.cookie is not None
             self.store.begin_refresh()
             msgid = conn.syncrepl_search(
                 self.lookup.base_dn,
@@ -332,10 +350,11 @@ class SyncReplica:
                     log.info(
                         "directory: content sync (RFC 4533) with %s, %s",
                         uri,
-                        "resuming with the saved cookie" if self.store.cookie else "full refresh",
+                        "resuming with the saved cookie" if resuming else "full refresh",
                     )
                 if self.store.loaded:
                     refreshed = True
+                    self._refused = False
                     self._last_contact = time.time()
                     self._last_sync_by_uri[uri] = self._last_contact
                     self._last_uri = uri
@@ -348,8 +367,17 @@ class SyncReplica:
         except _REFUSED_SYNC as err:
             self._on_refused(err)
         except ldap.LDAPError as err:
-            if _result_code(err) == _REFRESH_REQUIRED:
-                log.info("server asks for a full refresh (cookie too old); refreshing")
+            if self.store.cookie is not None and _cannot_resume(err):
+                # The server cannot start from our cookie: it is too old for its
+                # session log, or newer than the server's own state (a server
+                # restored from a backup, or a replica that lags behind the one
+                # we synced from).  A full refresh puts us level with it.
+                log.warning(
+                    "%s cannot resume content sync from the saved cookie (%s); "
+                    "doing a full refresh",
+                    self.describe(),
+                    reason(err),
+                )
                 self.store.set_cookie(None)
                 return True
             if self._connected_uri is not None:
@@ -368,15 +396,32 @@ class SyncReplica:
                     conn.unbind_ext_s()
         return refreshed
 
+    def _still_refused(self) -> bool:
+        """Whether to go on with lookups after a refusal; False every REFUSED_RETRY s.
+
+        A server may gain ``syncprov`` later, or failover may reach one that
+        has it: ``auto`` asks again now and then (lookups go on meanwhile).
+        """
+        if not self._refused:
+            return False
+        if time.monotonic() - self._refused_at < REFUSED_RETRY:
+            return True
+        log.info("directory: asking %s for content sync again", self.describe())
+        self._refused_at = time.monotonic()
+        return False
+
     def _on_refused(self, err: ldap.LDAPError) -> None:
         if self.wanted == "auto":
+            if not self._refused:
+                log.info(
+                    "directory: %s refuses content sync (%s); using cached lookups "
+                    "(LDAPCacheTTL) instead, and asking again every %.0f s",
+                    self.describe(),
+                    reason(err),
+                    REFUSED_RETRY,
+                )
             self._refused = True
-            log.info(
-                "directory: %s refuses content sync (%s); using cached lookups "
-                "(LDAPCacheTTL) instead",
-                self.describe(),
-                reason(err),
-            )
+            self._refused_at = time.monotonic()
         else:
             log.error(
                 "DirectorySync yes, but %s refuses content sync (%s); enable syncprov "
@@ -428,14 +473,27 @@ class SyncReplica:
             # A big replica takes a while to write: under a stream of changes,
             # spend at most a tenth of the time writing it.
             due = due and now - self._last_save >= 10 * self._save_seconds
-            if due or final or now - self._last_save >= PERSIST_ANYWAY:
+            # At shutdown an unchanged replica is not written again: the file
+            # is at most PERSIST_ANYWAY old, and its last_sync errs on the safe side.
+            due = due or (final and self.store.changed)
+            if due or now - self._last_save >= PERSIST_ANYWAY:
                 self._save()
                 self._last_save = time.monotonic()
                 self._save_seconds = self._last_save - now
+        if self.mode == "lookup" and not final and now - self._last_probe >= LOOKUP_PROBE_INTERVAL:
+            self._last_probe = now
+            self._probe()
         if final or now - self._last_status >= STATUS_INTERVAL or self.mode != self._status_mode:
             self._last_status = now
             self._status_mode = self.mode
             self._write(STATUS_FILE, self.status())
+
+    def _probe(self) -> None:
+        """Keep the lookup connection up while no mail needs it, so status can tell."""
+        try:
+            self.lookup.execute(lambda conn: conn.whoami_s())
+        except (DirectoryUnavailable, ldap.LDAPError) as err:
+            log.debug("directory probe: %s", err)
 
     def _save(self) -> None:
         """Write the replica to ``StateDirectory/replica.state``."""

@@ -37,6 +37,9 @@ class ReplicaStore:
         """entryUUID -> normalized DN of the entry in the index."""
         self._index = EntryIndex()
         self._present: set[str] = set()
+        """entryUUIDs the server sent or named as present in this refresh."""
+        self._full = False
+        """This refresh started without a cookie: the server sends everything it has."""
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -44,9 +47,15 @@ class ReplicaStore:
     # -- sync callbacks -----------------------------------------------------
 
     def begin_refresh(self) -> None:
-        """A new sync search starts: no entry has been presented yet."""
+        """A new sync search starts: no entry has been presented yet.
+
+        Without a cookie the server sends its whole content (RFC 4533 §3.3):
+        whatever we hold that it does not send is gone once the refresh ends,
+        whichever way the server ends it.
+        """
         with self.lock:
             self._present = set()
+            self._full = self.cookie is None
 
     def entry(self, uuid: str, dn: str, attrs: dict[str, list[bytes]]) -> None:
         """An entry was added or changed (or is sent in full during a refresh)."""
@@ -73,11 +82,16 @@ class ReplicaStore:
             if uuids is not None:
                 self._present.update(uuids)
                 return
-            if not refresh_deletes:
-                for uuid in [u for u in self._keys if u not in self._present]:
-                    self._forget(uuid)
-                    self._bump()
-            self._present = set()
+            if not refresh_deletes or self._full:
+                self._drop_unpresented()
+
+    def _drop_unpresented(self) -> None:
+        """End of a present phase or of a full refresh; under the lock."""
+        for uuid in [u for u in self._keys if u not in self._present]:
+            self._forget(uuid)
+            self._bump()
+        self._present = set()
+        self._full = False
 
     def set_cookie(self, cookie: str | bytes | None) -> None:
         with self.lock:
@@ -89,6 +103,8 @@ class ReplicaStore:
 
     def refresh_done(self) -> None:
         with self.lock:
+            if self._full:
+                self._drop_unpresented()
             first = not self.loaded
             self.loaded = True
             self.changed = True

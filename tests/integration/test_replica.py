@@ -20,10 +20,12 @@ from provisioning import genkey, without_version_line
 from slapd import Slapd
 
 from ldapdkim import config
+from ldapdkim import replica as replica_module
 from ldapdkim.directory import Directory
 from ldapdkim.errors import DirectoryUnavailable, DomainNotSigned
 from ldapdkim.policy import signing_keys
 from ldapdkim.replica import STATE_FILE, STATUS_FILE, SyncReplica
+from ldapdkim.replicastore import ReplicaStore
 from ldapdkim.resolver import CachedResolver
 
 LIVE = 1.0
@@ -43,6 +45,13 @@ def _settings(slapd: Slapd, base: str, state: Path, *lines: str) -> config.Setti
         ]
     )
     return config.parse(text + "\n", "test.conf")
+
+
+GHOST_POLICY = {
+    "objectClass": [b"dkimSignDomainPolicy", b"organizationalUnit"],
+    "ou": [b"ghost.example"],
+    "dkimSignDomainName": [b"ghost.example"],
+}
 
 
 class Live:
@@ -261,6 +270,31 @@ def test_outage_restart_and_resume_with_the_cookie(
         assert third.replica.status()["servers"][0]["connected"] is False
 
 
+def test_a_cookie_the_server_cannot_honour_brings_a_full_refresh(
+    slapd: Slapd, ldap_base: str, tmp_path: Path, live_factory: Callable[[config.Settings], Live]
+) -> None:
+    """e-syncRefreshRequired (RFC 4533 §2.3): start again without the cookie.
+
+    slapd answers so when a consumer's cookie is newer than its own state
+    (here: a saved replica from a server whose database was since restored
+    from an older backup).  The saved replica's entry that the server no
+    longer has must go.
+    """
+    _provision(slapd, ldap_base, "example.com", "s1")
+    saved = ReplicaStore()
+    saved.entry("0000-ghost", f"ou=ghost.example,{ldap_base}", dict(GHOST_POLICY))
+    saved.set_cookie("rid=000,csn=20991231000000.000000Z#000000#000#000000")
+    saved.refresh_done()
+    saved.save(tmp_path / STATE_FILE, f"{slapd.ldap_uri} {ldap_base}", time.time())
+    live = live_factory(_settings(slapd, ldap_base, tmp_path, "DirectorySync yes"))
+    assert [dn for dn, _ in live.replica.store.policies(["ghost.example"])]  # loaded
+    wait_for("full refresh", lambda: live.replica.store.policies(["example.com"]) != [], 10)
+    wait_for("ghost gone", lambda: live.replica.store.policies(["ghost.example"]) == [], 10)
+    assert live.selectors("example.com") == ["s1"]
+    cookie = live.replica.store.cookie
+    assert cookie is not None and "2099" not in cookie  # the server's own state now
+
+
 def test_replica_older_than_directory_max_stale_is_unavailable(
     tmp_path: Path, live_factory: Callable[[config.Settings], Live]
 ) -> None:
@@ -286,6 +320,22 @@ def test_directory_sync_no_means_plain_lookups(
     assert not (tmp_path / STATE_FILE).exists()
 
 
+def test_status_in_lookup_mode_shows_the_server_connected_before_any_mail(
+    slapd: Slapd, ldap_base: str, tmp_path: Path, live_factory: Callable[[config.Settings], Live]
+) -> None:
+    """An idle milter is not reported disconnected just because no mail needed a lookup."""
+    live = live_factory(_settings(slapd, ldap_base, tmp_path, "DirectorySync no"))
+    status_file = tmp_path / STATUS_FILE
+
+    def connected() -> bool:
+        return bool(json.loads(status_file.read_text())["servers"][0]["connected"])
+
+    wait_for("status.json", status_file.exists, 5)
+    wait_for("connected in status.json", connected, 5)
+    assert json.loads(status_file.read_text())["mode"] == "lookup"
+    assert live.replica.searches == 0  # a probe, not a search
+
+
 class _SlapdWithoutSyncprov(Slapd):
     """The test server minus its syncprov overlay (as Active Directory: no RFC 4533)."""
 
@@ -309,6 +359,30 @@ def test_without_syncprov_auto_falls_back_and_yes_refuses(
         time.sleep(1.0)
         with pytest.raises(DirectoryUnavailable, match="DirectorySync yes"):
             strict.resolver.resolve("example.com")
+
+
+def test_auto_asks_again_and_syncs_once_the_server_offers_it(
+    tmp_path: Path,
+    live_factory: Callable[[config.Settings], Live],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(replica_module, "REFUSED_RETRY", 1.0)
+    with _SlapdWithoutSyncprov(tmp_path / "slapd") as server:
+        _provision(server, server.domains_base, "example.com", "s1")
+        live = live_factory(_settings(server, server.domains_base, tmp_path))
+        wait_for("fallback", lambda: live.replica._refused, 10)
+        assert live.replica.mode == "lookup"
+        server.ldapadd(
+            "dn: olcOverlay=syncprov,olcDatabase={1}mdb,cn=config\n"
+            "objectClass: olcOverlayConfig\n"
+            "objectClass: olcSyncProvConfig\n"
+            "olcOverlay: syncprov\n",
+            external=True,
+        )
+        wait_for("content sync", lambda: live.replica.mode == "sync", 15)
+        searches = live.replica.searches
+        assert live.selectors("example.com") == ["s1"]
+        assert live.replica.searches == searches  # answered from the replica
 
 
 def test_the_running_milter_signs_the_next_message_with_the_changed_key(

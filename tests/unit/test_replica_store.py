@@ -56,6 +56,7 @@ def test_entries_are_indexed_by_name_and_parent() -> None:
 
 def test_a_present_phase_deletes_what_the_server_did_not_present() -> None:
     store = _filled()
+    store.set_cookie("rid=000,csn=1")
     before = store.generation
     store.begin_refresh()  # reconnect: the server presents the policy and s2 only
     store.present(["u-policy", "u-s2"], False)
@@ -66,10 +67,33 @@ def test_a_present_phase_deletes_what_the_server_did_not_present() -> None:
 
 def test_a_delete_phase_deletes_only_what_it_names() -> None:
     store = _filled()
+    store.set_cookie("rid=000,csn=1")  # resuming: the server names what went
     store.begin_refresh()
     store.delete(["u-s1"])
     store.present(None, True)
     assert _selectors(store) == ["s2"]
+
+
+def test_a_refresh_without_a_cookie_drops_whatever_the_server_did_not_send() -> None:
+    """With no cookie the server sends all it has, however it ends the refresh."""
+    store = _filled()
+    store.set_cookie(None)  # e.g. the server could not resume from it
+    store.begin_refresh()
+    store.entry("u-s2", f"dkimSignSelector=s2,{DOMAIN}", _key("s2"))
+    store.present(["u-s2"], False)
+    store.present(None, True)  # a refreshDelete phase names no deletes
+    store.refresh_done()
+    assert _selectors(store) == ["s2"]
+    assert store.policies(["example.com"]) == []
+
+
+def test_a_resumed_refresh_keeps_what_a_delete_phase_does_not_name() -> None:
+    store = _filled()
+    store.set_cookie("rid=000,csn=1")
+    store.begin_refresh()
+    store.present(None, True)
+    store.refresh_done()
+    assert _selectors(store) == ["s1", "s2"]
 
 
 def test_a_rename_moves_the_entry() -> None:

@@ -12,11 +12,14 @@ a modify in the directory changes the next message's signature.
 * ``searches`` counts network round trips only: lookups served from the
   replica leave it alone.
 * After an error the thread reconnects (0.5 s, doubling up to 30 s) and
-  resumes with the saved cookie.  A refresh without a usable cookie is a full
-  refresh: entries the server does not present are deleted (present phase).
+  resumes with the saved cookie.  A server that cannot resume from it
+  (e-syncRefreshRequired; slapd's unwillingToPerform for a cookie newer than
+  its own state) is asked again without one: a full refresh, after which
+  whatever the server did not send is deleted.
 * ``DirectorySync auto``: sync if the server accepts the sync control, else
   (unavailableCriticalExtension, protocolError: Active Directory, or slapd
-  without syncprov) lookups through the LDAP backend.  ``yes``: sync only;
+  without syncprov) lookups through the LDAP backend, asking for sync again
+  every REFUSED_RETRY seconds.  ``yes``: sync only;
   lookups raise :class:`DirectoryUnavailable` until the first refresh is
   done or a saved replica was loaded.  ``no``: lookups only.  Until the first
   refresh (and with no saved replica), ``auto`` answers by direct lookups.

@@ -35,6 +35,15 @@ class Backend(Protocol):
         """Changes whenever the entries may have changed (a live replica applied a change)."""
         ...
 
+    @property
+    def serves_from_memory(self) -> bool:
+        """Whether answers come from entries held in memory (no server is asked).
+
+        Such a backend is its own last known state: the resolver keeps no
+        second copy of its answers for outages.
+        """
+        ...
+
     def describe(self) -> str:
         """Where the entries come from, for messages (no credentials)."""
         ...

@@ -112,6 +112,7 @@ class LdapBackend:
         self.bind_keywords = bind_keywords
         self.searches = 0
         self.generation = 0
+        self.serves_from_memory = False
         """Never changes: every lookup asks the server."""
         self._conn: Any = None
         self._lock = threading.Lock()

@@ -27,6 +27,7 @@ class MemoryBackend:
 
     generation = 0
     """Never changes: the entries are fixed."""
+    serves_from_memory = True
 
     def __init__(self, entries: Iterable[Entry], description: str) -> None:
         self.searches = 0

@@ -199,6 +199,10 @@ class SyncReplica:
     def generation(self) -> int:
         return self.store.generation
 
+    @property
+    def serves_from_memory(self) -> bool:
+        return self.mode == "sync"
+
     def describe(self) -> str:
         return self.lookup.describe()
 

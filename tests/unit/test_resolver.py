@@ -25,7 +25,9 @@ class FakeDirectory:
     ambiguous: set[str] = field(default_factory=set)
     down: bool = False
     asked: list[str] = field(default_factory=list)
-    backend: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(generation=0))
+    backend: SimpleNamespace = field(
+        default_factory=lambda: SimpleNamespace(generation=0, serves_from_memory=False)
+    )
     """The resolver watches ``backend.generation`` (a live replica bumps it)."""
 
     def resolve(self, domain: str) -> Resolution:
@@ -133,3 +135,14 @@ def test_zero_ttl_disables_caching() -> None:
     resolver.resolve("example.com")
     resolver.resolve("example.com")
     assert len(directory.asked) == 2
+
+
+def test_answers_from_a_replica_in_memory_get_no_second_copy_for_outages() -> None:
+    """The replica is itself the last known state; copying it would double its memory."""
+    directory = FakeDirectory()
+    directory.backend.serves_from_memory = True
+    resolver = CachedResolver(directory, ttl=0, negative_ttl=0, max_stale=3600)  # type: ignore[arg-type]
+    resolver.resolve("example.com")
+    directory.down = True
+    with pytest.raises(DirectoryUnavailable):
+        resolver.resolve("example.com")

@@ -418,3 +418,48 @@ def test_the_running_milter_signs_the_next_message_with_the_changed_key(
             stats = milter.log().split("stats: ")[-1]
             assert "ldap_searches=0" in stats, stats
             assert "Traceback" not in milter.log(), milter.log()
+
+
+def test_the_replica_follows_the_directory_through_a_consumer_while_the_provider_is_down(
+    tmp_path: Path, live_factory: Callable[[config.Settings], Live]
+) -> None:
+    """``Directory PROVIDER CONSUMER`` with content sync: failover keeps changes coming.
+
+    ``DirectoryMaxStale 0`` makes lookups fail the moment no server is synced
+    with, so every answer below comes from a live sync connection.
+    """
+    with (
+        Slapd(tmp_path / "provider") as provider,
+        Slapd(tmp_path / "consumer", provider=provider) as consumer,
+    ):
+        base = provider.domains_base
+        _provision(provider, base, "example.com", "s1")
+        consumer.wait_in_sync()
+        text = "\n".join(
+            [
+                f"Directory {provider.ldap_uri}/{base} {consumer.ldap_uri}/{base}",
+                f"LDAPBindUser {provider.milter_dn}",
+                f"LDAPBindPassword {provider.milter_pw}",
+                "LDAPTimeout 2",
+                "DirectorySync yes",
+                "DirectoryMaxStale 0",
+                f"StateDirectory {tmp_path}",
+            ]
+        )
+        live = live_factory(config.parse(text + "\n", "test.conf"))
+        _synced(live, 2)
+
+        def synced_with(uri: str) -> bool:
+            return any(s["uri"] == uri and s["connected"] for s in live.replica.status()["servers"])
+
+        wait_for("synced with the provider", lambda: synced_with(provider.ldap_uri), 5)
+        provider.stop()
+        wait_for("synced with the consumer", lambda: synced_with(consumer.ldap_uri), 15)
+        assert live.selectors("example.com") == ["s1"]
+
+        provider.start()
+        _provision(provider, base, "example.org", "s1")  # written on the provider ...
+        # ... it reaches the replica through the consumer, which we stay with.
+        wait_for("change through the consumer", lambda: live.selectors("example.org") == ["s1"], 15)
+        assert synced_with(consumer.ldap_uri)
+        assert live.replica.searches == 0

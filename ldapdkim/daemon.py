@@ -55,8 +55,9 @@ SHUTDOWN_GRACE = 30.0
 
 def build_runtime(settings: config.Settings, previous: Runtime | None = None) -> Runtime:
     """A runtime for ``settings``; after a reload, the last known answers carry over."""
+    running = previous.resolver.directory.backend if previous is not None else None
     resolver = CachedResolver(
-        open_directory(settings, live=True),
+        open_directory(settings, live=True, running=running),
         ttl=settings.ldap_cache_ttl,
         negative_ttl=settings.ldap_negative_cache_ttl,
         max_stale=settings.directory_max_stale,
@@ -304,8 +305,15 @@ class Daemon:
         setup_logging(settings)
         previous = self.holder.current()
         self.holder.replace(runtime)
-        # Sessions in flight may still ask the old replica: it keeps answering
-        # from memory once closed.
-        previous.resolver.directory.backend.close()
-        log.info("configuration reloaded from %s; caches flushed", self.config_path)
+        old_backend = previous.resolver.directory.backend
+        kept = old_backend is runtime.resolver.directory.backend
+        if not kept:
+            # Sessions in flight may still ask the old replica: it keeps
+            # answering from memory once closed.
+            old_backend.close()
+        log.info(
+            "configuration reloaded from %s; caches flushed%s",
+            self.config_path,
+            "; directory replica kept (its settings did not change)" if kept else "",
+        )
         return True

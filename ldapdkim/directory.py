@@ -138,12 +138,16 @@ def _log_key_problems(keys: Sequence[SigningKey]) -> None:
             log.warning("key %s cannot sign: %s", key.dn, key.problem)
 
 
-def open_backend(settings: Settings, *, live: bool = False) -> Backend:
+def open_backend(
+    settings: Settings, *, live: bool = False, running: Backend | None = None
+) -> Backend:
     """The backend the configuration names: ``Directory``, or Domain/Selector/KeyFile.
 
     ``live``: for the milter, an LDAP ``Directory`` is served by a content-sync
     replica (:mod:`ldapdkim.replica`, ``DirectorySync``), which runs a thread;
     one-shot commands leave it False and look entries up directly.
+    ``running``: the milter's backend before a reload; a replica that serves
+    ``settings`` unchanged is returned as it is.
 
     Raises:
         ConfigError: the configuration names no key source.
@@ -156,6 +160,8 @@ def open_backend(settings: Settings, *, live: bool = False) -> Backend:
     if source is not None and live:
         from ldapdkim.replica import SyncReplica
 
+        if isinstance(running, SyncReplica) and running.serves(settings):
+            return running
         return SyncReplica(settings)
     if source is not None:
         from ldapdkim.ldapbackend import LdapBackend
@@ -172,10 +178,12 @@ def open_backend(settings: Settings, *, live: bool = False) -> Backend:
     )
 
 
-def open_directory(settings: Settings, *, live: bool = False) -> Directory:
-    """A :class:`Directory` over the configured backend, with the configured defaults."""
+def open_directory(
+    settings: Settings, *, live: bool = False, running: Backend | None = None
+) -> Directory:
+    """A :class:`Directory` over the configured backend (see :func:`open_backend`)."""
     return Directory(
-        open_backend(settings, live=live),
+        open_backend(settings, live=live, running=running),
         subdomains=settings.subdomains,
         minimum_key_bits=settings.minimum_key_bits,
     )

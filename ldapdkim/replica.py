@@ -93,6 +93,22 @@ KEEPALIVE_INTERVAL = 5.0
 LOOKUP_PROBE_INTERVAL = 30.0
 """In lookup mode, a Who am I? this often keeps the connection (and status) current."""
 """A Who am I? this often on the sync connection notices a frozen server."""
+REPLICA_SETTINGS = (
+    "directory",
+    "ldap_bind_user",
+    "ldap_bind_password",
+    "ldap_auth_mechanism",
+    "ldap_auth_user",
+    "ldap_authz_id",
+    "ldap_auth_realm",
+    "ldap_use_tls",
+    "ldap_tls_ca_cert_file",
+    "ldap_timeout",
+    "directory_max_stale",
+    "directory_sync",
+    "state_directory",
+)
+"""The settings a replica is made from: a reload that changes none of them keeps it."""
 _REFUSED_SYNC = (ldap.UNAVAILABLE_CRITICAL_EXTENSION, ldap.PROTOCOL_ERROR)
 _REFRESH_REQUIRED = 4096  # e-syncRefreshRequired, RFC 4533 §2.3
 
@@ -183,6 +199,16 @@ class SyncReplica:
         if start:
             self._thread = threading.Thread(target=self._run, name="ldapdkim-sync", daemon=True)
             self._thread.start()
+
+    def serves(self, settings: Settings) -> bool:
+        """Whether this running replica is what ``settings`` ask for (see REPLICA_SETTINGS).
+
+        A configuration reload then keeps it, instead of reading the saved
+        replica again next to it (at 100 000 domains: 2 s, and 0.7 GB twice).
+        """
+        return not self._stop.is_set() and all(
+            getattr(settings, name) == getattr(self.settings, name) for name in REPLICA_SETTINGS
+        )
 
     # -- Backend ------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from slapd import Slapd
 
 from ldapdkim import config
 from ldapdkim import replica as replica_module
+from ldapdkim.daemon import build_runtime
 from ldapdkim.directory import Directory
 from ldapdkim.errors import DirectoryUnavailable, DomainNotSigned
 from ldapdkim.policy import signing_keys
@@ -463,3 +464,33 @@ def test_the_replica_follows_the_directory_through_a_consumer_while_the_provider
         wait_for("change through the consumer", lambda: live.selectors("example.org") == ["s1"], 15)
         assert synced_with(consumer.ldap_uri)
         assert live.replica.searches == 0
+
+
+def test_a_reload_keeps_the_replica_unless_its_settings_change(
+    slapd: Slapd, ldap_base: str, tmp_path: Path
+) -> None:
+    """SIGHUP builds a new runtime; reading the saved replica again would double memory."""
+    _provision(slapd, ldap_base, "example.com", "s1")
+    first = build_runtime(_settings(slapd, ldap_base, tmp_path, "DirectorySync yes"))
+    replica = first.resolver.directory.backend
+    try:
+        assert isinstance(replica, SyncReplica)
+        _synced_replica(replica, 2)
+        same = build_runtime(
+            _settings(slapd, ldap_base, tmp_path, "DirectorySync yes", "LDAPCacheTTL 5"), first
+        )
+        assert same.resolver.directory.backend is replica
+        assert same.resolver is not first.resolver  # the caches are new all the same
+        other = build_runtime(
+            _settings(slapd, ldap_base, tmp_path, "DirectorySync yes", "LDAPTimeout 3"), same
+        )
+        try:
+            assert other.resolver.directory.backend is not replica
+        finally:
+            other.resolver.directory.backend.close()
+    finally:
+        replica.close()
+
+
+def _synced_replica(replica: SyncReplica, entries: int) -> None:
+    wait_for("first refresh", lambda: replica.store.loaded and len(replica.store) == entries, 10)

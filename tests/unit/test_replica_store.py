@@ -11,7 +11,7 @@ import pytest
 from ldapdkim import config, replicafile
 from ldapdkim.directory import Directory
 from ldapdkim.errors import DirectoryUnavailable
-from ldapdkim.replica import STATE_FILE, SyncReplica
+from ldapdkim.replica import REPLICA_SETTINGS, STATE_FILE, SyncReplica
 from ldapdkim.replicastore import ReplicaStore
 from ldapdkim.resolver import CachedResolver
 
@@ -225,3 +225,9 @@ def test_the_resolver_forgets_its_answers_when_the_generation_moves(tmp_path: Pa
     replica.store.delete(["u-s1"])
     second = resolver.resolve("example.com")
     assert [k.selector for k in second.keys] == ["s2"]
+
+
+def test_the_settings_a_replica_is_made_from_are_settings() -> None:
+    settings = config.Settings()
+    for name in REPLICA_SETTINGS:
+        assert hasattr(settings, name), name

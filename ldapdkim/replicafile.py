@@ -17,8 +17,9 @@ Layout, each item one pickle::
 
 A record is ``(dn, normalized dn, normalized parent dn, attributes, entryUUID)``
 (:data:`ldapdkim.entryindex.Record`).  The file is written under a temporary
-name and renamed, so a reader sees the old file or the new one.  Chunks keep
-the writer's memory flat and let other threads run between them.
+name, synced to disk and renamed, so a reader sees the old file or the new
+one.  Chunks keep the writer's memory flat and let other threads run between
+them.
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ def write(path: Path, header: Header, records: Sequence[Record]) -> None:
                 # written) stays small instead of growing with the replica.
                 pickle.Pickler(stream, protocol=5).dump(list(records[start : start + CHUNK]))
             pickle.Pickler(stream, protocol=5).dump(_END)
+            # On disk before the rename: after a power cut the old file or the
+            # new one is there, never a name for a file that was not written.
+            stream.flush()
+            os.fsync(stream.fileno())
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -90,9 +90,9 @@ PERSIST_ANYWAY = 300.0
 """Rewrite the saved replica this often even without changes (its last_sync)."""
 STATUS_INTERVAL = 2.0
 KEEPALIVE_INTERVAL = 5.0
+"""A Who am I? this often on the sync connection notices a frozen server."""
 LOOKUP_PROBE_INTERVAL = 30.0
 """In lookup mode, a Who am I? this often keeps the connection (and status) current."""
-"""A Who am I? this often on the sync connection notices a frozen server."""
 REPLICA_SETTINGS = (
     "directory",
     "ldap_bind_user",
@@ -439,7 +439,7 @@ class SyncReplica:
             return False
         if time.monotonic() - self._refused_at < REFUSED_RETRY:
             return True
-        log.info("directory: asking %s for content sync again", self.describe())
+        log.debug("directory: asking %s for content sync again", self.describe())
         self._refused_at = time.monotonic()
         return False
 

@@ -53,7 +53,6 @@ import os
 import random
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -71,7 +70,7 @@ import ldif  # noqa: E402
 import milterload as ml  # noqa: E402
 import milterproc  # noqa: E402
 import milterproto as mp  # noqa: E402
-from bench_signing import catches_signal, memory_kb  # noqa: E402
+from bench_signing import memory_kb  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa  # noqa: E402
 from slapd import Slapd  # noqa: E402
@@ -174,23 +173,6 @@ def milter_lines(slapd: Slapd, state_dir: Path) -> list[str]:
         "LogWhy no",
         "SyslogSuccess no",
     ]
-
-
-def stats(milter: MilterProcess, timeout: float = 5.0) -> dict[str, str] | None:
-    """The milter's SIGUSR1 counters line as a dict (None if it does not answer yet)."""
-    assert milter.process is not None
-    pid = milter.process.pid
-    if not catches_signal(pid, signal.SIGUSR1):
-        return None
-    before = len(milter.log())
-    os.kill(pid, signal.SIGUSR1)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in milter.log()[before:].splitlines():
-            if "replica_entries=" in line:
-                return dict(w.partition("=")[::2] for w in line.split() if "=" in w)
-        time.sleep(0.02)
-    return None
 
 
 def signs(socket_spec: str, domain: str) -> bool:
@@ -360,7 +342,7 @@ def main() -> int:
         while entries < 3 * n:
             if time.perf_counter() - t0 > args.sync_timeout:
                 raise SystemExit(f"no full replica within {args.sync_timeout:g} s:\n{milter.log()}")
-            found = stats(milter)
+            found = milter.stats(timeout=5.0)
             if found is not None:
                 entries = int(found.get("replica_entries", "0"))
                 progress.append((time.perf_counter() - t0, entries))

@@ -43,14 +43,12 @@ from ldapdkim.dnsupdate import (
 from ldapdkim.domainname import domain_of_address, normalize_domain
 from ldapdkim.entries import parse_generalized_time
 from ldapdkim.errors import (
+    SIGNING_REFUSALS,
     ConfigError,
-    DirectoryError,
-    DirectoryUnavailable,
     DomainNotSigned,
     InvalidDomain,
     KeyFormatError,
     LdapDkimError,
-    MessageError,
 )
 from ldapdkim.log import setup_cli_logging
 from ldapdkim.model import Algorithm, DkimResult, KeyState
@@ -513,27 +511,12 @@ def _load(args: argparse.Namespace) -> config.Settings:
     return settings
 
 
-def _resolver(settings: config.Settings) -> CachedResolver:
-    return CachedResolver(
-        open_directory(settings),
-        ttl=settings.ldap_cache_ttl,
-        negative_ttl=settings.ldap_negative_cache_ttl,
-        max_stale=settings.directory_max_stale,
-    )
-
-
 def cmd_sign(args: argparse.Namespace) -> int:
     settings = _load(args)
     message = sys.stdin.buffer.read()
     try:
         signatures = _sign(settings, message, args.sender)
-    except (
-        MessageError,
-        InvalidDomain,
-        DomainNotSigned,
-        DirectoryError,
-        DirectoryUnavailable,
-    ) as reason:
+    except SIGNING_REFUSALS as reason:
         sys.stdout.buffer.write(message)
         print(f"ldapdkim: not signed: {reason}", file=sys.stderr)
         return 1
@@ -550,7 +533,7 @@ def _sign(settings: config.Settings, message: bytes, sender: str | None) -> list
     headers, body = parse_message(message)
     author = policy.author_domain(headers)
     domain = domain_of_address(sender) if sender else author
-    resolution = _resolver(settings).resolve(domain)
+    resolution = CachedResolver.configured(open_directory(settings), settings).resolve(domain)
     now = datetime.now(UTC)
     signing_keys = policy.signing_keys(resolution, now)
     if not signing_keys:

@@ -56,11 +56,8 @@ SHUTDOWN_GRACE = 30.0
 def build_runtime(settings: config.Settings, previous: Runtime | None = None) -> Runtime:
     """A runtime for ``settings``; after a reload, the last known answers carry over."""
     running = previous.resolver.directory.backend if previous is not None else None
-    resolver = CachedResolver(
-        open_directory(settings, live=True, running=running),
-        ttl=settings.ldap_cache_ttl,
-        negative_ttl=settings.ldap_negative_cache_ttl,
-        max_stale=settings.directory_max_stale,
+    resolver = CachedResolver.configured(
+        open_directory(settings, live=True, running=running), settings
     )
     if previous is not None:
         resolver.adopt_last_known_good(previous.resolver)

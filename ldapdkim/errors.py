@@ -79,3 +79,14 @@ class MessageError(LdapDkimError):
 
 class DnsTemporaryError(LdapDkimError):
     """A DNS query timed out or failed in a way that may pass (RFC 8601 temperror)."""
+
+
+SIGNING_REFUSALS: tuple[type[LdapDkimError], ...] = (
+    MessageError,
+    InvalidDomain,
+    DomainNotSigned,
+    DirectoryError,
+    DirectoryUnavailable,
+)
+"""What finding a message's signer (author domain, directory answer) can raise
+instead: the message is then not signed, for the reason the exception gives."""

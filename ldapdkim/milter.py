@@ -29,11 +29,10 @@ from ldapdkim import __version__, authresults, policy
 from ldapdkim.bodyhash import BodyHasher
 from ldapdkim.config import Action, Settings
 from ldapdkim.errors import (
+    SIGNING_REFUSALS,
     DirectoryError,
     DirectoryUnavailable,
     DomainNotFound,
-    DomainNotSigned,
-    InvalidDomain,
     MessageError,
 )
 from ldapdkim.model import DkimResult, KeyState, Resolution, VerifyResult
@@ -269,13 +268,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             self.resolution = self.runtime.resolver.resolve(domain)
             self.params = policy.signing_params(self.runtime.settings, self.resolution)
             self.hasher = body_hasher(self.params)
-        except (
-            MessageError,
-            InvalidDomain,
-            DomainNotSigned,
-            DirectoryError,
-            DirectoryUnavailable,
-        ) as refusal:
+        except SIGNING_REFUSALS as refusal:
             self.refusal = refusal
 
     def _sign(self) -> int:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from cachetools import LRUCache, TTLCache
 
+from ldapdkim.config import Settings
 from ldapdkim.directory import Directory
 from ldapdkim.domainname import normalize_domain
 from ldapdkim.errors import (
@@ -73,6 +74,16 @@ class CachedResolver:
         )
         self._last_good: LRUCache[str, tuple[Answer, float]] = LRUCache(maxsize)
         self._generation = directory.backend.generation
+
+    @classmethod
+    def configured(cls, directory: Directory, settings: Settings) -> CachedResolver:
+        """A resolver over ``directory`` with the configuration's TTLs and DirectoryMaxStale."""
+        return cls(
+            directory,
+            ttl=settings.ldap_cache_ttl,
+            negative_ttl=settings.ldap_negative_cache_ttl,
+            max_stale=settings.directory_max_stale,
+        )
 
     def resolve(self, domain: str) -> Resolution:
         """The signing identity of ``domain``.

@@ -50,6 +50,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.tsig
 import dns.zone
+from processes import stop_process
 from slapd import find_binary, log_tail, skip_or_fail
 
 KEY_NAME = "ldapdkim-update."
@@ -152,13 +153,8 @@ class Knot:
     def stop(self) -> None:
         """Stop knotd and remove its control directory; safe to call twice."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop_process(process, STOP_TIMEOUT)
         if self._rundir is not None:
             shutil.rmtree(self._rundir, ignore_errors=True)
             self._rundir = None

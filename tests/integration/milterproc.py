@@ -8,6 +8,7 @@ deadline.  Its log (standard error) is kept for assertions.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from processes import catches_signal, stop_process
 from slapd import free_port
 
 START_TIMEOUT = 15.0
@@ -84,6 +86,30 @@ class MilterProcess:
         assert self.process is not None
         self.process.send_signal(signum)
 
+    def stats_line(self, timeout: float = 10.0) -> str | None:
+        """The milter's next ``stats:`` line (its counters), asked for with SIGUSR1.
+
+        None if it does not catch SIGUSR1 yet (the signal would end it) or
+        logs no such line within ``timeout`` seconds.
+        """
+        assert self.process is not None
+        if not catches_signal(self.process.pid, signal.SIGUSR1):
+            return None
+        before = self.log().count("stats: ")
+        self.signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            parts = self.log().split("stats: ")
+            if len(parts) > before + 1:
+                return parts[before + 1].splitlines()[0]
+            time.sleep(0.02)
+        return None
+
+    def stats(self, timeout: float = 10.0) -> dict[str, str] | None:
+        """:meth:`stats_line` as ``{name: value}``."""
+        line = self.stats_line(timeout)
+        return None if line is None else dict(re.findall(r"(\w+)=(\S+)", line))
+
     def reload(self, lines: list[str]) -> None:
         """Write a new configuration and send SIGHUP; wait until the log says what happened."""
         before = self.log().count("configuration")
@@ -96,13 +122,7 @@ class MilterProcess:
     def stop(self) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, 15)
         self.process = None
 
     def log(self) -> str:

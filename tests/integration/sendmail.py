@@ -77,6 +77,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from processes import stop_process
 from slapd import REPO_ROOT, free_port, log_tail, skip_or_fail
 from smtp import SinkMessage, SmtpReply, SmtpSink, send_message
 
@@ -252,13 +253,8 @@ class _Resources:
     def end_processes(self, timeout: float) -> None:
         """SIGTERM the daemon, then SIGKILL whatever is left in its namespace."""
         process = self.process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop_process(process, timeout)
         if self.namespace is not None and self.namespace != _mount_namespace(os.getpid()):
             # Children of the daemon (SMTP sessions, deliveries, queue runs)
             # outlive it and may have left its process group (setsid()); all

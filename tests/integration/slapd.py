@@ -65,6 +65,7 @@ from typing import NoReturn, Self
 import ldap
 import ldap.ldapobject
 import pytest
+from processes import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT_SCHEMA = REPO_ROOT / "schema" / "ldapdkim.ldif"
@@ -353,15 +354,9 @@ class Slapd:
         process = self._resources.process
         if process is None:
             return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            if self._paused:
-                process.send_signal(signal.SIGCONT)
-            try:
-                process.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if self._paused and process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+        stop_process(process, STOP_TIMEOUT)
         self._resources.process = None
         self._paused = False
 

@@ -25,15 +25,27 @@ class MailSite:
     workdir: Path
     extra: list[str] = field(default_factory=list)
 
+    def site_lines(self, uri: str | None = None) -> list[str]:
+        """What every configuration against this site says: the directory, its bind, the DNS."""
+        return [
+            f"Directory {uri or self.slapd.ldap_uri}/{self.base}",
+            f"LDAPBindUser {self.slapd.milter_dn}",
+            f"LDAPBindPassword {self.slapd.milter_pw}",
+            f"Nameservers 127.0.0.1:{self.dns.port}",
+        ]
+
+    def config_file(self, *lines: str) -> Path:
+        """A new configuration file in ``workdir``: :meth:`site_lines` and ``lines``."""
+        path = self.workdir / f"ldapdkim-{len(list(self.workdir.glob('ldapdkim-*.conf')))}.conf"
+        path.write_text("\n".join([*self.site_lines(), *lines]) + "\n")
+        return path
+
     def milter_config(self, *lines: str, uri: str | None = None) -> list[str]:
         """Configuration lines for ``ldapdkim run`` against this site (Socket is added later)."""
         return [
             "Mode sv",
-            f"Directory {uri or self.slapd.ldap_uri}/{self.base}",
-            f"LDAPBindUser {self.slapd.milter_dn}",
-            f"LDAPBindPassword {self.slapd.milter_pw}",
+            *self.site_lines(uri),
             "LDAPTimeout 2",
-            f"Nameservers 127.0.0.1:{self.dns.port}",
             "DNSTimeout 2",
             f"AuthservID {AUTHSERV_ID}",
             "InternalHosts 127.0.0.1",

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from dnsserver import DnsServer
+from mailsite import MailSite
 from provisioning import run_cli, without_version_line
 from slapd import Slapd, skip_or_fail
 from verifiers import (
@@ -89,13 +90,8 @@ def write_key(path: Path, key: PrivateKey) -> Path:
 
 
 @dataclass
-class Directory:
+class Directory(MailSite):
     """The project's slapd with migrated entries, its DNS records, and ldapdkim's view of it."""
-
-    slapd: Slapd
-    base: str
-    dns: DnsServer
-    workdir: Path
 
     def load(self, ldif: str) -> None:
         self.slapd.ldapadd(without_version_line(ldif))
@@ -104,20 +100,7 @@ class Directory:
         self.dns.load_zone_lines(zone.decode())
 
     def config(self, *lines: str) -> Path:
-        path = self.workdir / "ldapdkim.conf"
-        path.write_text(
-            "\n".join(
-                [
-                    f"Directory {self.slapd.ldap_uri}/{self.base}",
-                    f"LDAPBindUser {self.slapd.milter_dn}",
-                    f"LDAPBindPassword {self.slapd.milter_pw}",
-                    f"Nameservers 127.0.0.1:{self.dns.port}",
-                    *lines,
-                ]
-            )
-            + "\n"
-        )
-        return path
+        return self.config_file(*lines)
 
     def sign(self, msg: bytes, *lines: str) -> bytes:
         status, signed, err = run_cli("sign", "-c", str(self.config(*lines)), stdin=msg)

@@ -19,6 +19,7 @@ from pathlib import Path
 import ldap
 import pytest
 from dnsserver import DnsServer
+from mailsite import MailSite
 from provisioning import genkey, run_cli
 from slapd import Slapd
 
@@ -40,13 +41,8 @@ MESSAGE = (
 
 
 @dataclass
-class Site:
+class Site(MailSite):
     """A directory container, a DNS server, and configurations that use both."""
-
-    slapd: Slapd
-    base: str
-    dns: DnsServer
-    workdir: Path
 
     def config(self, *lines: str, admin: bool = True) -> Path:
         admin_lines: list[str] = []
@@ -57,23 +53,7 @@ class Site:
                 f"LDAPAdminBindUser {self.slapd.admin_dn}",
                 f"LDAPAdminBindPasswordFile {password_file}",
             ]
-        path = self.workdir / f"ldapdkim-{len(list(self.workdir.glob('*.conf')))}.conf"
-        path.write_text(
-            "\n".join(
-                [
-                    "Mode sv",
-                    f"Directory {self.slapd.ldap_uri}/{self.base}",
-                    f"LDAPBindUser {self.slapd.milter_dn}",
-                    f"LDAPBindPassword {self.slapd.milter_pw}",
-                    *admin_lines,
-                    f"Nameservers 127.0.0.1:{self.dns.port}",
-                    "DNSTimeout 2",
-                    *lines,
-                ]
-            )
-            + "\n"
-        )
-        return path
+        return self.config_file("Mode sv", *admin_lines, "DNSTimeout 2", *lines)
 
     def run(self, *argv: str, config: Path | None = None) -> tuple[int, str, str]:
         """``ldapdkim COMMAND -c CONFIG ARGS``: (status, stdout, stderr)."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from dnsserver import DnsServer
+from mailsite import MailSite
 from provisioning import provision, run_cli, without_version_line
 from slapd import Slapd
 from verifiers import (
@@ -44,30 +45,11 @@ MESSAGE = (
 
 
 @dataclass
-class Site:
+class Site(MailSite):
     """A provisioned directory, its DNS, and a configuration that uses both."""
 
-    slapd: Slapd
-    base: str
-    dns: DnsServer
-    workdir: Path
-
     def config(self, *lines: str) -> Path:
-        path = self.workdir / f"ldapdkim-{len(list(self.workdir.glob('*.conf')))}.conf"
-        path.write_text(
-            "\n".join(
-                [
-                    "Mode sv",
-                    f"Directory {self.slapd.ldap_uri}/{self.base}",
-                    f"LDAPBindUser {self.slapd.milter_dn}",
-                    f"LDAPBindPassword {self.slapd.milter_pw}",
-                    f"Nameservers 127.0.0.1:{self.dns.port}",
-                    *lines,
-                ]
-            )
-            + "\n"
-        )
-        return path
+        return self.config_file("Mode sv", *lines)
 
     def sign(
         self, message: bytes, *lines: str, sender: str | None = None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from dnsserver import DnsServer
+from mailsite import MailSite
 from provisioning import genkey, run_cli
 from slapd import Slapd
 
@@ -23,21 +24,11 @@ from ldapdkim.model import Algorithm
 
 
 @dataclass
-class Site:
-    slapd: Slapd
-    base: str
-    dns: DnsServer
-    workdir: Path
+class Site(MailSite):
     domains: list[str] = field(default_factory=list)
 
     def config(self) -> Path:
-        path = self.workdir / "ldapdkim.conf"
-        path.write_text(
-            f"Mode sv\nDirectory {self.slapd.ldap_uri}/{self.base}\n"
-            f"LDAPBindUser {self.slapd.milter_dn}\nLDAPBindPassword {self.slapd.milter_pw}\n"
-            f"Nameservers 127.0.0.1:{self.dns.port}\nDNSTimeout 1\n"
-        )
-        return path
+        return self.config_file("Mode sv", "DNSTimeout 1")
 
     def key(self, domain: str, selector: str, **options: object) -> None:
         """Add a key (and its domain entry if new) with ``ldapdkim genkey``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 from pathlib import Path
@@ -231,3 +232,19 @@ def test_the_settings_a_replica_is_made_from_are_settings() -> None:
     settings = config.Settings()
     for name in REPLICA_SETTINGS:
         assert hasattr(settings, name), name
+
+
+def test_every_directory_setting_is_weighed_when_a_reload_keeps_the_replica() -> None:
+    """A new LDAP keyword must either be in REPLICA_SETTINGS or be named here as not one."""
+    not_the_replicas = {
+        "ldap_cache_ttl",  # the resolver's
+        "ldap_negative_cache_ttl",  # the resolver's
+        "ldap_admin_bind_user",  # rotate and dns-records --apply only
+        "ldap_admin_bind_password",
+    }
+    directory_settings = {
+        f.name
+        for f in dataclasses.fields(config.Settings)
+        if f.name.startswith(("ldap_", "directory"))
+    }
+    assert directory_settings - not_the_replicas <= set(REPLICA_SETTINGS)

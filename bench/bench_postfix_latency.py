@@ -20,13 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integration"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from dnsserver import DnsServer
-from mailsite import MailSite, message
-from milterproc import MilterProcess
-from postfix import Postfix
-from slapd import Slapd
+from harness.dnsserver import DnsServer
+from harness.mailsite import MailSite, message
+from harness.milterproc import MilterProcess
+from harness.postfix import Postfix
+from harness.slapd import Slapd
 
 
 def _measure(postfix: Postfix, label: str, count: int) -> list[float]:

@@ -11,9 +11,9 @@ cheap and unique per domain.  The signing cost per message is the same
 whether a key is shared or not; ldapdkim's key cache is keyed by entry, not
 by key material, so the pool does not make its caches hit more.
 
-Steps (all on one throw-away slapd from ``tests/integration/slapd.py``):
+Steps (all on one throw-away slapd from ``tests/harness/slapd.py``):
 
-0. load: write the LDIF (``ldapdkim.ldifout``), stop slapd, ``slapadd -q -n1``,
+0. load: write the LDIF (``ldapdkim.directory.ldifout``), stop slapd, ``slapadd -q -n1``,
    start slapd; timed, but not a target;
 1. initial sync: ``ldapdkim run`` with ``DirectorySync yes`` and an empty
    ``StateDirectory``; time from the start of the process until its SIGUSR1
@@ -63,20 +63,21 @@ from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
 _ROOT = _HERE.parent
-sys.path.insert(0, str(_HERE.parent / "tests" / "integration"))
+sys.path.insert(0, str(_HERE.parent / "tests"))
 sys.path.insert(0, str(_HERE))
 
 import ldif  # noqa: E402
 import milterload as ml  # noqa: E402
-import milterproc  # noqa: E402
 import milterproto as mp  # noqa: E402
 from bench_signing import memory_kb  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa  # noqa: E402
-from slapd import Slapd  # noqa: E402
+from harness import milterproc  # noqa: E402
+from harness.slapd import Slapd  # noqa: E402
 
-from ldapdkim import ldifout, schema  # noqa: E402
-from ldapdkim.replica import STATE_FILE  # noqa: E402
+from ldapdkim import schema  # noqa: E402
+from ldapdkim.directory import ldifout  # noqa: E402
+from ldapdkim.directory.replica.sync import STATE_FILE  # noqa: E402
 
 milterproc.START_TIMEOUT = 300.0  # a big saved replica is read before the milter listens
 MilterProcess = milterproc.MilterProcess

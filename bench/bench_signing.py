@@ -49,17 +49,17 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "bench"), str(REPO / "tests" / "integration")]
+sys.path[:0] = [str(REPO / "bench"), str(REPO / "tests")]
 
 import ldap  # noqa: E402
 import ldif  # noqa: E402
 import milterload  # noqa: E402
-from dnsserver import DnsServer  # noqa: E402
-from milterproc import MilterProcess  # noqa: E402
-from processes import stop_process  # noqa: E402
-from provisioning import provision, run_cli, without_version_line  # noqa: E402
-from slapd import Slapd, free_port  # noqa: E402
-from verifiers import mail_dkim_verify, opendkim_binary  # noqa: E402
+from harness.dnsserver import DnsServer  # noqa: E402
+from harness.milterproc import MilterProcess  # noqa: E402
+from harness.processes import stop_process  # noqa: E402
+from harness.provisioning import provision, run_cli, without_version_line  # noqa: E402
+from harness.slapd import Slapd, free_port  # noqa: E402
+from harness.verifiers import mail_dkim_verify, opendkim_binary  # noqa: E402
 
 DOMAIN = "bench.example.com"
 SIGN_HEADERS = "From,To,Subject,Date,Message-ID,MIME-Version,Content-Type"
@@ -156,7 +156,7 @@ class Engine:
 
 
 class LdapdkimEngine(Engine):
-    """``ldapdkim run`` (tests/integration/milterproc.py) against the bench slapd."""
+    """``ldapdkim run`` (tests/harness/milterproc.py) against the bench slapd."""
 
     name = "ldapdkim"
 

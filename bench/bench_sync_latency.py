@@ -32,14 +32,14 @@ from pathlib import Path
 import ldap
 
 _HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(_HERE.parent / "tests" / "integration"))
+sys.path.insert(0, str(_HERE.parent / "tests"))
 sys.path.insert(0, str(_HERE))
 
 import milterload as ml  # noqa: E402
 import milterproto as mp  # noqa: E402
-from milterproc import MilterProcess  # noqa: E402
-from provisioning import genkey, without_version_line  # noqa: E402
-from slapd import Slapd  # noqa: E402
+from harness.milterproc import MilterProcess  # noqa: E402
+from harness.provisioning import genkey, without_version_line  # noqa: E402
+from harness.slapd import Slapd  # noqa: E402
 
 _SELECTOR = re.compile(rb"\bs=([A-Za-z0-9._-]+)")
 

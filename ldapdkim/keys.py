@@ -98,7 +98,7 @@ def private_key_of(key: SigningKey) -> PrivateKey | None:
     """The parsed private key of a key entry (None if it has none), through the cache.
 
     Raises:
-        KeyFormatError: the stored key does not parse (:func:`ldapdkim.entries.key_from_entry`
+        KeyFormatError: the stored key does not parse (the directory's entry reader
             checks it first, so only a key built by hand can get here).
     """
     if key.key_data is None:

@@ -13,11 +13,11 @@
 #      loopback ports (an instance that was there before is left alone);
 #   3. unpacks Debian 13's libmail-dkim-perl (pure Perl, verifies
 #      ed25519-sha256, RFC 8463) into tests/.cache/mail-dkim without
-#      installing it; tests/integration/verifiers.py puts it first in PERL5LIB;
+#      installing it; tests/harness/verifiers.py puts it first in PERL5LIB;
 #   4. unpacks this release's sendmail-bin and sendmail-cf into
 #      tests/.cache/sendmail without installing them (sendmail-bin conflicts
 #      with postfix: installing it would remove postfix);
-#      tests/integration/sendmail.py runs that Sendmail;
+#      tests/harness/sendmail.py runs that Sendmail;
 #   5. creates .venv at the repository root and installs ldapdkim[test] in it.
 set -euo pipefail
 

@@ -18,30 +18,14 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ldapdkim import __version__, config, keys, ldifout, migrate, policy, provision, status
-from ldapdkim.audit import KeyReport, Level, audit
-from ldapdkim.directory import open_directory
-from ldapdkim.directorywrite import DirectoryWriter
-from ldapdkim.dnsexport import (
-    DEFAULT_UPDATE_TTL,
-    Adsp,
-    KeyRecord,
-    nsupdate_lines,
-    publication,
-    zone_lines,
-)
-from ldapdkim.dnslookup import TxtLookup
-from ldapdkim.dnsupdate import (
-    Outcome,
-    Server,
-    Updater,
-    parse_server,
-    parse_zone,
-    read_tsig_key_file,
-    summary,
-)
+from ldapdkim import __version__, config, keys
+from ldapdkim.directory import ldifout
+from ldapdkim.directory.entries import parse_generalized_time
+from ldapdkim.directory.replica import status
+from ldapdkim.directory.resolution import open_directory
+from ldapdkim.directory.resolver import CachedResolver
+from ldapdkim.directory.writer import DirectoryWriter
 from ldapdkim.domainname import domain_of_address, normalize_domain
-from ldapdkim.entries import parse_generalized_time
 from ldapdkim.errors import (
     SIGNING_REFUSALS,
     ConfigError,
@@ -50,11 +34,31 @@ from ldapdkim.errors import (
     KeyFormatError,
     LdapDkimError,
 )
+from ldapdkim.lifecycle import migrate, provision
+from ldapdkim.lifecycle.rotation import StepKind, advance, find_domain, start_rotation
 from ldapdkim.log import setup_cli_logging
 from ldapdkim.model import Algorithm, DkimResult, KeyState
-from ldapdkim.resolver import CachedResolver
-from ldapdkim.rotation import StepKind, advance, find_domain, start_rotation
-from ldapdkim.signer import parse_message, sign_parsed, verify_message
+from ldapdkim.publish.audit import KeyReport, Level, audit
+from ldapdkim.publish.dnsexport import (
+    DEFAULT_UPDATE_TTL,
+    Adsp,
+    KeyRecord,
+    nsupdate_lines,
+    publication,
+    zone_lines,
+)
+from ldapdkim.publish.dnsupdate import (
+    Outcome,
+    Server,
+    Updater,
+    parse_server,
+    parse_zone,
+    read_tsig_key_file,
+    summary,
+)
+from ldapdkim.signing import policy
+from ldapdkim.signing.dnslookup import TxtLookup
+from ldapdkim.signing.signer import parse_message, sign_parsed, verify_message
 
 DEFAULT_CONFIG = "/etc/ldapdkim/ldapdkim.conf"
 
@@ -380,7 +384,7 @@ def _time_arg(text: str) -> datetime:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ldapdkim.daemon import Daemon  # pymilter is needed only here
+    from ldapdkim.milter.daemon import Daemon  # pymilter is needed only here
 
     return Daemon(args.config).run()
 

@@ -40,9 +40,9 @@ from typing import Any, Literal, NoReturn
 
 import ldap.dn
 
+from ldapdkim.config.hostlist import HostList, normalize_host_name, read_dataset
 from ldapdkim.domainname import normalize_domain
 from ldapdkim.errors import ConfigError, InvalidDomain
-from ldapdkim.hostlist import HostList, normalize_host_name, read_dataset
 from ldapdkim.model import Canonicalization
 
 

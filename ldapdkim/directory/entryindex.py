@@ -3,8 +3,8 @@
 Policy entries are found by ``dkimSignDomainName`` (case-insensitive, as the
 schema's equality rule says) and key entries by the DN of the entry above
 them.  Entries can be added, replaced and removed one at a time, so the same
-index serves a fixed LDIF file (:mod:`ldapdkim.memorybackend`) and a replica
-kept current by content sync (:mod:`ldapdkim.replica`).
+index serves a fixed LDIF file (:mod:`ldapdkim.directory.memorybackend`) and a replica
+kept current by content sync (:mod:`ldapdkim.directory.replica.sync`).
 
 Each entry is held once, in a compact form (:func:`compact`), and every table
 refers to that one copy: at 100 000 domains (300 000 entries) the index is
@@ -21,7 +21,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 
 from ldapdkim import schema
-from ldapdkim.entries import Attributes, Entry, locate, normalize_dn
+from ldapdkim.directory.entries import Attributes, Entry, locate, normalize_dn
 
 Record = tuple[str, str, str, Attributes, str | None]
 """How an entry is filed and saved: (DN, normalized DN, normalized parent DN,

@@ -28,8 +28,8 @@ import ldapurl  # type: ignore[import-untyped]
 from ldap.controls import SimplePagedResultsControl
 
 from ldapdkim import schema
-from ldapdkim.config import Settings
-from ldapdkim.entries import Entry, lower_keys, normalize_dn, parent_dn
+from ldapdkim.config.settings import Settings
+from ldapdkim.directory.entries import Entry, lower_keys, normalize_dn, parent_dn
 from ldapdkim.errors import DirectoryError, DirectoryUnavailable
 
 log = logging.getLogger(__name__)
@@ -134,7 +134,7 @@ class LdapBackend:
         """A bound connection to the first server that answers (libldap's URI list).
 
         ``factory(uri_list, bytes_mode=False)`` makes the connection object;
-        :mod:`ldapdkim.replica` passes a content-sync consumer class.
+        :mod:`ldapdkim.directory.replica.sync` passes a content-sync consumer class.
         """
         s = self.settings
         conn = factory(" ".join(self.uris), bytes_mode=False)
@@ -199,7 +199,7 @@ class LdapBackend:
         """``operation(connection)`` on the shared connection, with one reconnect if it broke.
 
         Other python-ldap errors pass through unchanged, for the caller to
-        name (the searches here; :mod:`ldapdkim.directorywrite`'s writes).
+        name (the searches here; :mod:`ldapdkim.directory.writer`'s writes).
 
         After a failure that cost time (a timeout: the server is frozen or
         overloaded), calls fail at once for ``LDAPTimeout`` seconds instead of

@@ -15,10 +15,10 @@ from pathlib import Path
 import ldif
 
 from ldapdkim import keys, schema
-from ldapdkim.entries import Entry
-from ldapdkim.entryindex import EntryIndex
+from ldapdkim.directory.entries import Entry
+from ldapdkim.directory.entryindex import EntryIndex
+from ldapdkim.directory.ldifout import child_dn
 from ldapdkim.errors import DirectoryError, DirectoryUnavailable
-from ldapdkim.ldifout import child_dn
 from ldapdkim.model import KeyState
 
 

@@ -6,7 +6,7 @@ entries beneath the policy that applies.  DNs are only ever taken from search
 results, never built from the domain.  Two policy entries claiming one name
 are an error, never "first hit wins".
 
-Backends implement :class:`Backend`; caching lives in :mod:`ldapdkim.resolver`.
+Backends implement :class:`Backend`; caching lives in :mod:`ldapdkim.directory.resolver`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
-from ldapdkim.config import Settings
+from ldapdkim.config.settings import Settings
+from ldapdkim.directory.entries import Entry, key_from_entry, policy_from_entry
 from ldapdkim.domainname import normalize_domain, parent_domains
-from ldapdkim.entries import Entry, key_from_entry, policy_from_entry
 from ldapdkim.errors import AmbiguousDomain, ConfigError, DomainNotFound, DomainNotSigned
 from ldapdkim.model import DomainPolicy, Resolution, SigningKey
 
@@ -144,7 +144,7 @@ def open_backend(
     """The backend the configuration names: ``Directory``, or Domain/Selector/KeyFile.
 
     ``live``: for the milter, an LDAP ``Directory`` is served by a content-sync
-    replica (:mod:`ldapdkim.replica`, ``DirectorySync``), which runs a thread;
+    replica (:mod:`ldapdkim.directory.replica.sync`, ``DirectorySync``), which runs a thread;
     one-shot commands leave it False and look entries up directly.
     ``running``: the milter's backend before a reload; a replica that serves
     ``settings`` unchanged is returned as it is.
@@ -154,21 +154,21 @@ def open_backend(
     """
     source = settings.directory
     if source is not None and source.kind == "ldif" and source.ldif_path is not None:
-        from ldapdkim.memorybackend import MemoryBackend
+        from ldapdkim.directory.memorybackend import MemoryBackend
 
         return MemoryBackend.from_ldif(source.ldif_path)
     if source is not None and live:
-        from ldapdkim.replica import SyncReplica
+        from ldapdkim.directory.replica.sync import SyncReplica
 
         if isinstance(running, SyncReplica) and running.serves(settings):
             return running
         return SyncReplica(settings)
     if source is not None:
-        from ldapdkim.ldapbackend import LdapBackend
+        from ldapdkim.directory.ldapbackend import LdapBackend
 
         return LdapBackend(settings)
     if settings.domain and settings.selector and settings.key_file:
-        from ldapdkim.memorybackend import MemoryBackend
+        from ldapdkim.directory.memorybackend import MemoryBackend
 
         domains = [normalize_domain(d) for d in settings.domain]
         return MemoryBackend.from_key_file(domains, settings.selector, settings.key_file)

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 from cachetools import LRUCache, TTLCache
 
-from ldapdkim.config import Settings
-from ldapdkim.directory import Directory
+from ldapdkim.config.settings import Settings
+from ldapdkim.directory.resolution import Directory
 from ldapdkim.domainname import normalize_domain
 from ldapdkim.errors import (
     DirectoryError,

@@ -6,7 +6,7 @@ simple bind), or, when those are not set, as the milter's own bind
 (``LDAPBindUser`` ...), which a directory set up like
 ``conf/openldap-acl.ldif`` does not let write: that refusal is reported with
 the keyword to set.  The connection (URIs and failover, timeouts, TLS, one
-reconnect) is :class:`~ldapdkim.ldapbackend.LdapBackend`'s.
+reconnect) is :class:`~ldapdkim.directory.ldapbackend.LdapBackend`'s.
 
 A change can carry an assertion (RFC 4528): the server applies it only if
 the entry still matches a filter, e.g. ``(dkimSignKeyState=pending)``, so
@@ -23,10 +23,10 @@ import ldap
 import ldap.modlist
 from ldap.controls.libldap import AssertionControl
 
-from ldapdkim.config import Settings
+from ldapdkim.config.settings import Settings
+from ldapdkim.directory.ldapbackend import LdapBackend, reason
+from ldapdkim.directory.ldifout import Record
 from ldapdkim.errors import ConfigError, DirectoryError
-from ldapdkim.ldapbackend import LdapBackend, reason
-from ldapdkim.ldifout import Record
 
 _ADMIN_KEYWORDS = "LDAPAdminBindUser and LDAPAdminBindPasswordFile"
 

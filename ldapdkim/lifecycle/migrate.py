@@ -45,7 +45,11 @@ from typing import Any
 import ldap
 import ldap.dn
 
-from ldapdkim import config, keys, ldifout, schema
+from ldapdkim import config, keys, schema
+from ldapdkim.config.hostlist import normalize_host_name, read_dataset
+from ldapdkim.directory import ldifout
+from ldapdkim.directory.ldapbackend import paged_search, reason
+from ldapdkim.directory.ldifout import Record
 from ldapdkim.domainname import normalize_domain
 from ldapdkim.errors import (
     ConfigError,
@@ -53,9 +57,6 @@ from ldapdkim.errors import (
     DirectoryUnavailable,
     InvalidDomain,
 )
-from ldapdkim.hostlist import normalize_host_name, read_dataset
-from ldapdkim.ldapbackend import paged_search, reason
-from ldapdkim.ldifout import Record
 from ldapdkim.model import Algorithm, PrivateKey
 
 CONTRIB_ATTRIBUTES = ("DKIMDomain", "DKIMSelector", "DKIMKey", "DKIMIdentity")

@@ -13,11 +13,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, TextIO
 
-from ldapdkim import keys, ldifout
-from ldapdkim.dnsexport import KeyRecord, zone_line
+from ldapdkim import keys
+from ldapdkim.directory import ldifout
 from ldapdkim.domainname import normalize_domain
 from ldapdkim.errors import InvalidDomain, KeyFormatError
 from ldapdkim.model import Algorithm
+from ldapdkim.publish.dnsexport import KeyRecord, zone_line
 
 
 @dataclass(frozen=True)

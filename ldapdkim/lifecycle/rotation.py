@@ -41,11 +41,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from ldapdkim import keys, ldifout, schema
-from ldapdkim.audit import domain_entries
-from ldapdkim.directory import Directory
-from ldapdkim.directorywrite import DirectoryWriter, EntryChanged
-from ldapdkim.dnscheck import (
+from ldapdkim import keys, schema
+from ldapdkim.directory import ldifout
+from ldapdkim.directory.entries import key_from_entry, policy_from_entry
+from ldapdkim.directory.resolution import Directory
+from ldapdkim.directory.writer import DirectoryWriter, EntryChanged
+from ldapdkim.lifecycle.provision import selectors_for
+from ldapdkim.model import Algorithm, DomainPolicy, KeyState, SigningKey
+from ldapdkim.publish.audit import domain_entries
+from ldapdkim.publish.dnscheck import (
     DnsStatus,
     Lookup,
     Published,
@@ -53,10 +57,7 @@ from ldapdkim.dnscheck import (
     expected_public_key,
     record_name,
 )
-from ldapdkim.dnsexport import KeyRecord, zone_line
-from ldapdkim.entries import key_from_entry, policy_from_entry
-from ldapdkim.model import Algorithm, DomainPolicy, KeyState, SigningKey
-from ldapdkim.provision import selectors_for
+from ldapdkim.publish.dnsexport import KeyRecord, zone_line
 
 
 def format_time(moment: datetime) -> str:

@@ -38,13 +38,13 @@ import Milter
 import milter as libmilter
 
 from ldapdkim import __version__, config
-from ldapdkim.directory import open_directory
-from ldapdkim.dnslookup import TxtLookup
+from ldapdkim.directory.replica.sync import SyncReplica
+from ldapdkim.directory.resolution import open_directory
+from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.errors import ConfigError, LdapDkimError
 from ldapdkim.log import RedactingFilter
-from ldapdkim.milter import Counters, DkimMilter, Runtime
-from ldapdkim.replica import SyncReplica
-from ldapdkim.resolver import CachedResolver
+from ldapdkim.milter.session import Counters, DkimMilter, Runtime
+from ldapdkim.signing.dnslookup import TxtLookup
 
 log = logging.getLogger(__name__)
 

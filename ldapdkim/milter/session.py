@@ -25,9 +25,9 @@ from typing import Any, TypeVar
 
 import Milter
 
-from ldapdkim import __version__, authresults, policy
-from ldapdkim.bodyhash import BodyHasher
-from ldapdkim.config import Action, Settings
+from ldapdkim import __version__
+from ldapdkim.config.settings import Action, Settings
+from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.errors import (
     SIGNING_REFUSALS,
     DirectoryError,
@@ -36,8 +36,9 @@ from ldapdkim.errors import (
     MessageError,
 )
 from ldapdkim.model import DkimResult, KeyState, Resolution, VerifyResult
-from ldapdkim.resolver import CachedResolver
-from ldapdkim.signer import (
+from ldapdkim.signing import authresults, policy
+from ldapdkim.signing.bodyhash import BodyHasher
+from ldapdkim.signing.signer import (
     Header,
     SigningParams,
     TxtLookup,

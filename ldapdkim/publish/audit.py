@@ -3,7 +3,7 @@
 For each key entry and each mail domain of its entry, one :class:`KeyReport`:
 
 - DNS: what ``selector._domainkey.domain`` publishes, compared with the
-  directory's public key (:mod:`ldapdkim.dnscheck`): match, mismatch,
+  directory's public key (:mod:`ldapdkim.publish.dnscheck`): match, mismatch,
   missing, revoked (``p=`` empty) or a DNS error;
 - size: RSA under 2048 bits is weak, under 1024 bad (RFC 8301 §3.2);
 - age, from the entry's ``createTimestamp`` (RFC 4512 §3.4) where the
@@ -28,8 +28,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ldapdkim import schema
-from ldapdkim.directory import Backend, Directory
-from ldapdkim.dnscheck import (
+from ldapdkim.directory.entries import (
+    Entry,
+    key_from_entry,
+    parse_generalized_time,
+    policy_from_entry,
+)
+from ldapdkim.directory.resolution import Backend, Directory
+from ldapdkim.errors import AmbiguousDomain, DomainNotFound
+from ldapdkim.model import Algorithm, DomainPolicy, KeyState, SigningKey
+from ldapdkim.publish.dnscheck import (
     DnsStatus,
     Lookup,
     Published,
@@ -38,9 +46,6 @@ from ldapdkim.dnscheck import (
     key_bits,
     record_name,
 )
-from ldapdkim.entries import Entry, key_from_entry, parse_generalized_time, policy_from_entry
-from ldapdkim.errors import AmbiguousDomain, DomainNotFound
-from ldapdkim.model import Algorithm, DomainPolicy, KeyState, SigningKey
 
 WEAK_RSA_BITS = 2048
 BAD_RSA_BITS = 1024

@@ -2,7 +2,7 @@
 
 A DKIM key record (RFC 6376 §3.6.1) is a tag list: ``v=DKIM1; k=rsa; p=...``.
 :func:`check` fetches the record at ``selector._domainkey.domain`` through a
-lookup (:class:`~ldapdkim.dnslookup.TxtLookup`, which honours
+lookup (:class:`~ldapdkim.signing.dnslookup.TxtLookup`, which honours
 ``Nameservers``) and compares its ``p=`` with the public key the directory
 holds for the key entry: the public half of ``dkimSignPrivateKey`` where it
 can be read, else ``dkimSignPublicKey``.  Keys are compared as keys, not as

@@ -4,7 +4,7 @@ Published are the keys that are pending, active or retired; a revoked key's
 name is withdrawn so that verifiers stop finding it (RFC 6376 §3.6.1: an
 empty or absent record revokes).  Two renderings: zone-file lines (RFC 1035
 §5.1) and input for BIND's ``nsupdate`` (RFC 2136 dynamic update).  Sending
-the updates itself is :mod:`ldapdkim.dnsupdate`'s job.
+the updates itself is :mod:`ldapdkim.publish.dnsupdate`'s job.
 
 A TXT record is a sequence of character-strings of at most 255 bytes each; a
 2048-bit RSA key record is longer, so it is split.  Verifiers join the strings

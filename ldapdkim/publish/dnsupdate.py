@@ -41,7 +41,8 @@ import dns.rdtypes.ANY.TXT
 import dns.tsig
 import dns.update
 
-from ldapdkim.dnsexport import (
+from ldapdkim.errors import ConfigError, LdapDkimError
+from ldapdkim.publish.dnsexport import (
     Publication,
     Record,
     Withdrawal,
@@ -49,7 +50,6 @@ from ldapdkim.dnsexport import (
     in_zone,
     split_strings,
 )
-from ldapdkim.errors import ConfigError, LdapDkimError
 
 NAMES_PER_MESSAGE = 50
 """Names per UPDATE message: 50 RSA-4096 records stay well under TCP's 64 KB."""

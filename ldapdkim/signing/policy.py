@@ -12,11 +12,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from email.utils import getaddresses
 
-from ldapdkim.config import Settings
+from ldapdkim.config.settings import Settings
 from ldapdkim.domainname import domain_of_address
 from ldapdkim.errors import MessageError
 from ldapdkim.model import Resolution, SigningKey
-from ldapdkim.signer import Header, SigningParams
+from ldapdkim.signing.signer import Header, SigningParams
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,6 @@ from dkim.canonicalization import CanonicalizationPolicy
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from ldapdkim import keys
-from ldapdkim.bodyhash import BodyHasher
 from ldapdkim.errors import DnsTemporaryError, MessageError
 from ldapdkim.model import (
     Canonicalization,
@@ -33,6 +32,7 @@ from ldapdkim.model import (
     SigningKey,
     VerifyResult,
 )
+from ldapdkim.signing.bodyhash import BodyHasher
 
 Header = tuple[bytes, bytes]
 """A header field as dkimpy holds it: name, and the raw value after the colon (with CRLF)."""

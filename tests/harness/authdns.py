@@ -50,8 +50,9 @@ import dns.rcode
 import dns.rdatatype
 import dns.tsig
 import dns.zone
-from processes import stop_process
-from slapd import find_binary, log_tail, skip_or_fail
+
+from harness.processes import stop_process
+from harness.slapd import find_binary, log_tail, skip_or_fail
 
 KEY_NAME = "ldapdkim-update."
 READY_TIMEOUT = 10.0

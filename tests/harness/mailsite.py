@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dnsserver import DnsServer
-from provisioning import provision, run_cli, without_version_line
-from slapd import Slapd
+from harness.dnsserver import DnsServer
+from harness.provisioning import provision, run_cli, without_version_line
+from harness.slapd import Slapd
 
 AUTHSERV_ID = "mx.ldapdkim.test"
 

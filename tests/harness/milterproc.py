@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from processes import catches_signal, stop_process
-from slapd import free_port
+from harness.processes import catches_signal, stop_process
+from harness.slapd import free_port
 
 START_TIMEOUT = 15.0
 

@@ -90,8 +90,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from slapd import find_binary, free_port, log_tail, skip_or_fail
-from smtp import (
+from harness.slapd import find_binary, free_port, log_tail, skip_or_fail
+from harness.smtp import (
     CLIENT_HELO,
     SinkMessage,
     SmtpReply,

@@ -65,7 +65,8 @@ from typing import NoReturn, Self
 import ldap
 import ldap.ldapobject
 import pytest
-from processes import stop_process
+
+from harness.processes import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT_SCHEMA = REPO_ROOT / "schema" / "ldapdkim.ldif"

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from slapd import SLAPD_BINARIES, Slapd, require_binaries
+from harness.slapd import SLAPD_BINARIES, Slapd, require_binaries
 
 _HERE = Path(__file__).resolve().parent
 _container_numbers = itertools.count(1)

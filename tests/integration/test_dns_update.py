@@ -20,9 +20,9 @@ from pathlib import Path
 
 import ldap
 import pytest
-from authdns import KEY_NAME, Knot, require_knot, write_key_file
-from provisioning import run_cli, without_version_line
-from slapd import Slapd, find_binary, skip_or_fail
+from harness.authdns import KEY_NAME, Knot, require_knot, write_key_file
+from harness.provisioning import run_cli, without_version_line
+from harness.slapd import Slapd, find_binary, skip_or_fail
 
 DOMAINS = ["example.test", "mail.example.test", "other.test"]
 ZONES = ["example.test", "other.test"]

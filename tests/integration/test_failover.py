@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dnsserver import DnsServer
-from mailsite import MailSite, message
-from milterproc import MilterProcess
-from netpeers import established_remote_ports
-from postfix import Postfix, header_values, require_postfix
-from slapd import SLAPD_BINARIES, Slapd, require_binaries
+from harness.dnsserver import DnsServer
+from harness.mailsite import MailSite, message
+from harness.milterproc import MilterProcess
+from harness.netpeers import established_remote_ports
+from harness.postfix import Postfix, header_values, require_postfix
+from harness.slapd import SLAPD_BINARIES, Slapd, require_binaries
 
 
 @dataclass

@@ -9,13 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from provisioning import genkey
-from slapd import Slapd, free_port
+from harness.provisioning import genkey
+from harness.slapd import Slapd, free_port
 
 from ldapdkim import config
-from ldapdkim.directory import open_directory
+from ldapdkim.directory.resolution import open_directory
+from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.errors import DirectoryUnavailable
-from ldapdkim.resolver import CachedResolver
 
 
 def _settings(

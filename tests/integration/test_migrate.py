@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dnsserver import DnsServer
-from mailsite import MailSite
-from provisioning import run_cli, without_version_line
-from slapd import Slapd, skip_or_fail
-from verifiers import (
+from harness.dnsserver import DnsServer
+from harness.mailsite import MailSite
+from harness.provisioning import run_cli, without_version_line
+from harness.slapd import Slapd, skip_or_fail
+from harness.verifiers import (
     SignatureVerdict,
     mail_dkim_verify,
     opendkim_binary,

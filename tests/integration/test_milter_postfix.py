@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dnsserver import DnsServer
-from mailsite import AUTHSERV_ID, MailSite, message
-from milterproc import MilterProcess
-from postfix import Postfix, header_values, require_postfix
-from provisioning import run_cli
-from slapd import Slapd
-from verifiers import (
+from harness.dnsserver import DnsServer
+from harness.mailsite import AUTHSERV_ID, MailSite, message
+from harness.milterproc import MilterProcess
+from harness.postfix import Postfix, header_values, require_postfix
+from harness.provisioning import run_cli
+from harness.slapd import Slapd
+from harness.verifiers import (
     mail_dkim_verify,
     opendkim_verify,
     require_mail_dkim,

@@ -6,12 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dnsserver import DnsServer
-from mailsite import AUTHSERV_ID, MailSite, message
-from milterproc import MilterProcess
-from sendmail import Sendmail, require_sendmail
-from slapd import Slapd
-from verifiers import mail_dkim_verify, require_mail_dkim, require_mail_dkim_ed25519
+from harness.dnsserver import DnsServer
+from harness.mailsite import AUTHSERV_ID, MailSite, message
+from harness.milterproc import MilterProcess
+from harness.sendmail import Sendmail, require_sendmail
+from harness.slapd import Slapd
+from harness.verifiers import mail_dkim_verify, require_mail_dkim, require_mail_dkim_ed25519
 
 
 @pytest.fixture

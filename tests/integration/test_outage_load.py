@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from dnsserver import DnsServer
-from mailsite import MailSite
-from milterproc import MilterProcess
-from slapd import SLAPD_BINARIES, Slapd, require_binaries
+from harness.dnsserver import DnsServer
+from harness.mailsite import MailSite
+from harness.milterproc import MilterProcess
+from harness.slapd import SLAPD_BINARIES, Slapd, require_binaries
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import milterload

@@ -8,9 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-from dnsserver import DnsServer
-from postfix import Postfix, require_postfix
-from verifiers import mail_dkim_verify, require_mail_dkim, require_mail_dkim_ed25519
+from harness.dnsserver import DnsServer
+from harness.postfix import Postfix, require_postfix
+from harness.verifiers import mail_dkim_verify, require_mail_dkim, require_mail_dkim_ed25519
 
 REPO = Path(__file__).resolve().parents[2]
 

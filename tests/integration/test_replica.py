@@ -11,22 +11,22 @@ from pathlib import Path
 
 import ldap
 import pytest
-from dnsserver import DnsServer
-from mailsite import MailSite, message
-from milterproc import MilterProcess
-from postfix import Postfix, header_values, require_postfix
-from provisioning import genkey, without_version_line
-from slapd import Slapd
+from harness.dnsserver import DnsServer
+from harness.mailsite import MailSite, message
+from harness.milterproc import MilterProcess
+from harness.postfix import Postfix, header_values, require_postfix
+from harness.provisioning import genkey, without_version_line
+from harness.slapd import Slapd
 
 from ldapdkim import config
-from ldapdkim import replica as replica_module
-from ldapdkim.daemon import build_runtime
-from ldapdkim.directory import Directory
+from ldapdkim.directory.replica import sync as replica_module
+from ldapdkim.directory.replica.store import ReplicaStore
+from ldapdkim.directory.replica.sync import STATE_FILE, STATUS_FILE, SyncReplica
+from ldapdkim.directory.resolution import Directory
+from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.errors import DirectoryUnavailable, DomainNotSigned
-from ldapdkim.policy import signing_keys
-from ldapdkim.replica import STATE_FILE, STATUS_FILE, SyncReplica
-from ldapdkim.replicastore import ReplicaStore
-from ldapdkim.resolver import CachedResolver
+from ldapdkim.milter.daemon import build_runtime
+from ldapdkim.signing.policy import signing_keys
 
 LIVE = 1.0
 """A directory change must reach resolution within this many seconds."""

@@ -13,15 +13,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from provisioning import genkey, without_version_line
-from slapd import Slapd
+from harness.provisioning import genkey, without_version_line
+from harness.slapd import Slapd
 
 from ldapdkim import config
-from ldapdkim.directory import Directory, open_directory
+from ldapdkim.directory.resolution import Directory, open_directory
+from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.errors import AmbiguousDomain, DomainNotFound, DomainNotSigned, InvalidDomain
 from ldapdkim.model import Algorithm, Canonicalization, KeyState
-from ldapdkim.policy import signing_keys, signing_params
-from ldapdkim.resolver import CachedResolver
+from ldapdkim.signing.policy import signing_keys, signing_params
 
 
 class DirectoryUnderTest:

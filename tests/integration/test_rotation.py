@@ -18,13 +18,13 @@ from pathlib import Path
 
 import ldap
 import pytest
-from dnsserver import DnsServer
-from mailsite import MailSite
-from provisioning import genkey, run_cli
-from slapd import Slapd
+from harness.dnsserver import DnsServer
+from harness.mailsite import MailSite
+from harness.provisioning import genkey, run_cli
+from harness.slapd import Slapd
 
 from ldapdkim import keys
-from ldapdkim.entries import parse_generalized_time
+from ldapdkim.directory.entries import parse_generalized_time
 from ldapdkim.model import Algorithm
 
 EXAMPLE_LDIF = Path(__file__).resolve().parents[2] / "conf" / "example.ldif"

@@ -24,7 +24,7 @@ import ldap.ldapobject
 import ldap.schema.models
 import ldif
 import pytest
-from slapd import (
+from harness.slapd import (
     PROJECT_SCHEMA,
     REPO_ROOT,
     SLAPD_BINARIES,

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sendmail import Sendmail, SendmailError, require_sendmail, wait_for_listener
-from slapd import free_port
+from harness.sendmail import Sendmail, SendmailError, require_sendmail, wait_for_listener
+from harness.slapd import free_port
 
-SEEN_MILTER = Path(__file__).resolve().parent / "seen_milter.py"
+SEEN_MILTER = Path(__file__).resolve().parents[1] / "harness" / "seen_milter.py"
 
 MESSAGE = (
     b"From: Alice <alice@example.com>\r\n"

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dnsserver import DnsServer
-from mailsite import MailSite
-from provisioning import provision, run_cli, without_version_line
-from slapd import Slapd
-from verifiers import (
+from harness.dnsserver import DnsServer
+from harness.mailsite import MailSite
+from harness.provisioning import provision, run_cli, without_version_line
+from harness.slapd import Slapd
+from harness.verifiers import (
     mail_dkim_verify,
     opendkim_verify,
     require_mail_dkim,

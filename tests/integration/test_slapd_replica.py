@@ -12,7 +12,7 @@ from pathlib import Path
 
 import ldap
 import pytest
-from slapd import SLAPD_BINARIES, Slapd, require_binaries
+from harness.slapd import SLAPD_BINARIES, Slapd, require_binaries
 
 
 @pytest.fixture

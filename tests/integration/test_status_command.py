@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dnsserver import DnsServer
-from mailsite import MailSite
-from milterproc import MilterProcess
-from provisioning import run_cli
-from slapd import SLAPD_BINARIES, Slapd, require_binaries
+from harness.dnsserver import DnsServer
+from harness.mailsite import MailSite
+from harness.milterproc import MilterProcess
+from harness.provisioning import run_cli
+from harness.slapd import SLAPD_BINARIES, Slapd, require_binaries
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import milterload

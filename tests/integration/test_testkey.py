@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from dnsserver import DnsServer
-from mailsite import MailSite
-from provisioning import genkey, run_cli
-from slapd import Slapd
+from harness.dnsserver import DnsServer
+from harness.mailsite import MailSite
+from harness.provisioning import genkey, run_cli
+from harness.slapd import Slapd
 
 from ldapdkim import keys
 from ldapdkim.model import Algorithm

@@ -29,8 +29,8 @@ import dns.rcode
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from dnsserver import DnsServer, parse_zone_lines
-from verifiers import (
+from harness.dnsserver import DnsServer, parse_zone_lines
+from harness.verifiers import (
     REPO_ROOT,
     SignatureVerdict,
     mail_dkim_verify,

@@ -1,7 +1,11 @@
-"""Dependencies point one way: cli → policy → directory / signer → keys → config → model.
+"""Dependencies point one way: cli → milter → lifecycle → publish → signing → directory → config.
 
-Each module may import only modules listed before it here.  A new module
-must be placed in this list, which is the architecture in one place.
+``LAYERS`` is the architecture in one place: the packages from the bottom up,
+and inside each the modules from the bottom up.  A module may import only
+modules listed before it.  A package's ``__init__`` counts as the last module
+of its package (it may re-export what the package offers), so a module that
+imports a package imports everything in it.  A new module must be placed in
+this table.
 """
 
 from __future__ import annotations
@@ -13,74 +17,100 @@ import ldapdkim
 
 PACKAGE = Path(ldapdkim.__file__).parent
 
-LAYERS = [
-    "errors",
-    "schema",
-    "log",
-    "model",
-    "domainname",
-    "hostlist",
-    "keys",
-    "bodyhash",
-    "config",
-    "dnsexport",
-    "ldifout",
-    "entries",
-    "entryindex",
-    "replicafile",
-    "replicastore",
-    "memorybackend",
-    "ldapbackend",
-    "replica",
-    "directorywrite",
-    "directory",
-    "resolver",
-    "signer",
-    "dnslookup",
-    "dnscheck",
-    "dnsupdate",
-    "policy",
-    "authresults",
-    "milter",
-    "daemon",
-    "status",
-    "provision",
-    "migrate",
-    "audit",
-    "rotation",
-    "cli",
-    "__init__",
-    "__main__",
+LAYERS: list[tuple[str, list[str]]] = [
+    ("", ["errors", "schema", "log", "model", "domainname", "keys"]),
+    ("config", ["hostlist", "settings"]),
+    (
+        "directory",
+        [
+            "ldifout",
+            "entries",
+            "entryindex",
+            "replica.statefile",
+            "replica.store",
+            "memorybackend",
+            "ldapbackend",
+            "replica.status",
+            "replica.sync",
+            "replica",
+            "writer",
+            "resolution",
+            "resolver",
+        ],
+    ),
+    ("signing", ["bodyhash", "signer", "dnslookup", "policy", "authresults"]),
+    ("publish", ["dnsexport", "dnscheck", "dnsupdate", "audit"]),
+    ("lifecycle", ["provision", "migrate", "rotation"]),
+    ("milter", ["session", "daemon"]),
+    ("cli", ["main"]),
+    ("", ["__main__"]),
 ]
 
 
-def _imports(path: Path) -> set[str]:
-    found = set()
+def _ordered() -> list[str]:
+    """Every module's dotted name below ``ldapdkim``, bottom first ("" is ``ldapdkim``)."""
+    order: list[str] = []
+    for package, modules in LAYERS:
+        order += [f"{package}.{m}" if package else m for m in modules]
+        if package:
+            order.append(package)
+    order.insert(order.index("keys") + 1, "")  # ``ldapdkim`` re-exports the bottom only
+    return order
+
+
+def _name_of(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_name_of(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _imports(path: Path, known: set[str]) -> set[str]:
+    """The project modules that ``path`` imports, by dotted name below ``ldapdkim``."""
+    found: set[str] = set()
+
+    def add(dotted: str) -> None:
+        name = dotted.removeprefix("ldapdkim").lstrip(".")
+        found.add(name)
+
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "ldapdkim":
-                found |= {alias.name for alias in node.names}
-            elif node.module.startswith("ldapdkim."):
-                found.add(node.module.split(".")[1])
+            if node.module == "ldapdkim" or node.module.startswith("ldapdkim."):
+                base = node.module.removeprefix("ldapdkim").lstrip(".")
+                for alias in node.names:
+                    sub = f"{base}.{alias.name}" if base else alias.name
+                    add(sub if sub in known else node.module)
         elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("ldapdkim.")}
+            for alias in node.names:
+                if alias.name.startswith("ldapdkim."):
+                    add(alias.name)
     return found
 
 
 def test_every_module_has_a_place_in_the_layers() -> None:
-    modules = {p.stem for p in PACKAGE.glob("*.py")}
-    assert modules == set(LAYERS)
+    assert sorted(_modules()) == sorted(_ordered())
 
 
 def test_modules_import_only_what_lies_below_them() -> None:
-    rank = {name: i for i, name in enumerate(LAYERS)}
+    modules = _modules()
+    rank = {name: i for i, name in enumerate(_ordered())}
     upward = [
-        f"{module} imports {imported}"
-        for module in LAYERS
-        for imported in _imports(PACKAGE / f"{module}.py")
+        f"{module or 'ldapdkim'} imports {imported or 'ldapdkim'}"
+        for module, path in modules.items()
+        for imported in _imports(path, set(modules))
         if imported in rank and rank[imported] >= rank[module]
     ]
     assert upward == []
+
+
+def test_a_package_is_one_block_of_the_layers() -> None:
+    """Packages do not interleave: each package's modules stand together in the order."""
+    packages = [name for name, _ in LAYERS if name]
+    assert len(packages) == len(set(packages))
 
 
 def test_the_public_surface_is_what_init_declares() -> None:

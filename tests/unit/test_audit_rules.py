@@ -13,10 +13,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from ldapdkim import keys
-from ldapdkim.audit import AuditedKey, Level, assess_domain, assess_key
-from ldapdkim.dnscheck import DnsStatus, Published, check, compare, same_public_key
 from ldapdkim.errors import DnsTemporaryError
 from ldapdkim.model import Algorithm, DomainPolicy, KeyState, SigningKey
+from ldapdkim.publish.audit import AuditedKey, Level, assess_domain, assess_key
+from ldapdkim.publish.dnscheck import DnsStatus, Published, check, compare, same_public_key
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 NAME = "s1._domainkey.example.com"

@@ -8,7 +8,7 @@ import random
 import pytest
 from dkim.canonicalization import CanonicalizationPolicy
 
-from ldapdkim.bodyhash import BodyHasher
+from ldapdkim.signing.bodyhash import BodyHasher
 
 PIECES = [
     b"a",

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ldapdkim import cli, ldifout
+from ldapdkim import cli
+from ldapdkim.directory import ldifout
 from ldapdkim.keys import load_private_key
 
 REPO = Path(__file__).resolve().parents[2]

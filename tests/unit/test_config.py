@@ -8,7 +8,8 @@ from textwrap import dedent
 
 import pytest
 
-from ldapdkim.config import (
+from ldapdkim.config.hostlist import HostList
+from ldapdkim.config.settings import (
     Action,
     DirectorySource,
     Secret,
@@ -18,7 +19,6 @@ from ldapdkim.config import (
     parse,
 )
 from ldapdkim.errors import ConfigError
-from ldapdkim.hostlist import HostList
 from ldapdkim.model import Canonicalization
 
 

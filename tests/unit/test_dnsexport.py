@@ -7,8 +7,9 @@ import logging
 
 import pytest
 
-from ldapdkim import dnsexport
-from ldapdkim.dnsexport import (
+from ldapdkim.model import Algorithm, DomainPolicy, KeyState, SigningKey
+from ldapdkim.publish import dnsexport
+from ldapdkim.publish.dnsexport import (
     Adsp,
     AdspRecord,
     KeyRecord,
@@ -18,7 +19,6 @@ from ldapdkim.dnsexport import (
     publication,
     zone_lines,
 )
-from ldapdkim.model import Algorithm, DomainPolicy, KeyState, SigningKey
 
 ED = Algorithm.ED25519_SHA256
 RSA = Algorithm.RSA_SHA256

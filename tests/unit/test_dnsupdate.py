@@ -11,9 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from ldapdkim import cli, dnsupdate
-from ldapdkim.dnsupdate import Server, parse_server, parse_tsig_key, parse_zone, read_tsig_key_file
+from ldapdkim import cli
 from ldapdkim.errors import ConfigError
+from ldapdkim.publish import dnsupdate
+from ldapdkim.publish.dnsupdate import (
+    Server,
+    parse_server,
+    parse_tsig_key,
+    parse_zone,
+    read_tsig_key_file,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "R3HI8P6BKw9ZwXwN3VZKuQhYr0XM9lsFBVcFvdxH/TM="

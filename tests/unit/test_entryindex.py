@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ldapdkim.entries import locate, normalize_dn
-from ldapdkim.entryindex import EntryIndex, compact
+from ldapdkim.directory.entries import locate, normalize_dn
+from ldapdkim.directory.entryindex import EntryIndex, compact
 
 POLICY = {"objectClass": [b"top", b"dkimSignDomainPolicy"], "dkimSignDomainName": [b"Ex.COM"]}
 KEY = {"objectClass": [b"top", b"dkimSignKey"], "dkimSignSelector": [b"s1"]}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ldapdkim.hostlist import HostList, read_dataset
+from ldapdkim.config.hostlist import HostList, read_dataset
 
 
 def hosts(value: str, base: Path | None = None) -> HostList:

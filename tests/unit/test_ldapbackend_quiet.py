@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from ldapdkim import config, ldapbackend
+from ldapdkim import config
+from ldapdkim.directory import ldapbackend
 from ldapdkim.errors import DirectoryUnavailable
 
 

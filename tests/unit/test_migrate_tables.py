@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from ldapdkim import cli, keys, ldifout, migrate
+from ldapdkim import cli, keys
+from ldapdkim.directory import ldifout
 from ldapdkim.errors import ConfigError, KeyFormatError
+from ldapdkim.lifecycle import migrate
 from ldapdkim.model import Algorithm, PrivateKey
 
 BASE = "ou=domains,dc=example,dc=com"

@@ -16,9 +16,10 @@ import Milter
 import pytest
 from Milter import testctx
 
-from ldapdkim import config, keys, ldifout
-from ldapdkim.daemon import Holder, build_runtime
-from ldapdkim.milter import DkimMilter
+from ldapdkim import config, keys
+from ldapdkim.directory import ldifout
+from ldapdkim.milter.daemon import Holder, build_runtime
+from ldapdkim.milter.session import DkimMilter
 from ldapdkim.model import Algorithm
 
 BASE = "ou=domains,dc=example,dc=com"
@@ -197,7 +198,7 @@ def test_an_exception_in_a_callback_is_logged_and_tempfailed(
     def explode(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr("ldapdkim.milter.sign_parsed", explode)
+    monkeypatch.setattr("ldapdkim.milter.session.sign_parsed", explode)
     rc, ctx = feed(MESSAGE)
     assert rc == Milter.TEMPFAIL
     assert ctx.replies == [("451", "4.7.1", "DKIM: internal error; try again later")]

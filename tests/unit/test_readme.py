@@ -6,7 +6,7 @@ import re
 import sys
 from pathlib import Path
 
-from ldapdkim.config import keyword_reference
+from ldapdkim.config.settings import keyword_reference
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 START = re.compile(r"<!-- keywords:start[^>]*-->\n")

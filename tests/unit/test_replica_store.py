@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from ldapdkim import config, replicafile
-from ldapdkim.directory import Directory
+from ldapdkim import config
+from ldapdkim.directory.replica import statefile
+from ldapdkim.directory.replica.store import ReplicaStore
+from ldapdkim.directory.replica.sync import REPLICA_SETTINGS, STATE_FILE, SyncReplica
+from ldapdkim.directory.resolution import Directory
+from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.errors import DirectoryUnavailable
-from ldapdkim.replica import REPLICA_SETTINGS, STATE_FILE, SyncReplica
-from ldapdkim.replicastore import ReplicaStore
-from ldapdkim.resolver import CachedResolver
 
 POLICY = {"objectClass": [b"dkimSignDomainPolicy"], "dkimSignDomainName": [b"example.com"]}
 
@@ -107,7 +108,7 @@ def test_a_rename_moves_the_entry() -> None:
 
 def _restored(path: Path) -> ReplicaStore:
     store = ReplicaStore()
-    with replicafile.SavedReplica(path) as saved:
+    with statefile.SavedReplica(path) as saved:
         store.restore(saved.header.cookie, saved.chunks())
     return store
 
@@ -127,7 +128,7 @@ def test_a_saved_replica_restores_entries_and_cookie(tmp_path: Path) -> None:
 
 def test_a_large_replica_is_saved_in_chunks_and_restored_whole(tmp_path: Path) -> None:
     store = ReplicaStore()
-    for n in range(replicafile.CHUNK * 2 + 5):
+    for n in range(statefile.CHUNK * 2 + 5):
         store.entry(f"u-{n}", f"dkimSignSelector=s{n},{DOMAIN}", _key(f"s{n}"))
     store.refresh_done()
     store.save(tmp_path / STATE_FILE, "ldap://x dc=test", None)
@@ -136,15 +137,15 @@ def test_a_large_replica_is_saved_in_chunks_and_restored_whole(tmp_path: Path) -
 
 def test_a_cut_short_replica_file_is_refused(tmp_path: Path) -> None:
     store = ReplicaStore()
-    for n in range(replicafile.CHUNK + 5):
+    for n in range(statefile.CHUNK + 5):
         store.entry(f"u-{n}", f"dkimSignSelector=s{n},{DOMAIN}", _key(f"s{n}"))
     path = tmp_path / STATE_FILE
     store.save(path, "ldap://x dc=test", None)
     os.truncate(path, path.stat().st_size - 10)
     again = ReplicaStore()
     with (
-        pytest.raises(replicafile.DamagedReplica, match="ends early"),
-        replicafile.SavedReplica(path) as saved,
+        pytest.raises(statefile.DamagedReplica, match="ends early"),
+        statefile.SavedReplica(path) as saved,
     ):
         again.restore(saved.header.cookie, saved.chunks())
     assert len(again) == 0 and not again.loaded
@@ -162,8 +163,8 @@ def test_reading_a_replica_file_never_runs_code(tmp_path: Path) -> None:
         pickle.dump({"format": 2, "directory": "d", "entries": 1}, stream)
         pickle.dump([_Boom()], stream)
     with (
-        pytest.raises(replicafile.DamagedReplica, match="plain data only"),
-        replicafile.SavedReplica(path) as saved,
+        pytest.raises(statefile.DamagedReplica, match="plain data only"),
+        statefile.SavedReplica(path) as saved,
     ):
         list(saved.chunks())
     assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
@@ -173,11 +174,11 @@ def test_a_replica_file_of_another_format_is_refused(tmp_path: Path) -> None:
     path = tmp_path / STATE_FILE
     with path.open("wb") as stream:
         pickle.dump({"format": 1, "directory": "d", "entries": 0}, stream)
-    with pytest.raises(replicafile.DamagedReplica, match="not a saved replica of this version"):
-        replicafile.SavedReplica(path)
+    with pytest.raises(statefile.DamagedReplica, match="not a saved replica of this version"):
+        statefile.SavedReplica(path)
     path.write_bytes(b'{"format": 1, "entries": []}')
-    with pytest.raises(replicafile.DamagedReplica, match=r"cannot be read"):
-        replicafile.SavedReplica(path)
+    with pytest.raises(statefile.DamagedReplica, match=r"cannot be read"):
+        statefile.SavedReplica(path)
 
 
 def test_an_entry_deleted_and_recreated_under_the_same_dn_is_not_lost() -> None:

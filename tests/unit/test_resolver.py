@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.errors import (
     AmbiguousDomain,
     DirectoryUnavailable,
@@ -14,12 +15,11 @@ from ldapdkim.errors import (
     InvalidDomain,
 )
 from ldapdkim.model import DomainPolicy, Resolution
-from ldapdkim.resolver import CachedResolver
 
 
 @dataclass
 class FakeDirectory:
-    """Stands in for :class:`ldapdkim.directory.Directory` (this tests the cache only)."""
+    """Stands in for :class:`~ldapdkim.directory.resolution.Directory` (tests the cache only)."""
 
     known: set[str] = field(default_factory=lambda: {"example.com"})
     ambiguous: set[str] = field(default_factory=set)

@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ldapdkim import keys
-from ldapdkim.dnscheck import DnsStatus, Published
+from ldapdkim.lifecycle.rotation import NewKey, Step, StepKind, plan_advance, plan_new_keys
 from ldapdkim.model import Algorithm, DomainPolicy, KeyState, SigningKey
-from ldapdkim.rotation import NewKey, Step, StepKind, plan_advance, plan_new_keys
+from ldapdkim.publish.dnscheck import DnsStatus, Published
 
 NOW = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 DAY = 86400.0

@@ -10,7 +10,7 @@ import pytest
 from ldapdkim import keys
 from ldapdkim.errors import DnsTemporaryError, KeyFormatError, MessageError
 from ldapdkim.model import Algorithm, Canonicalization, DkimResult, KeyState, SigningKey
-from ldapdkim.signer import SigningParams, select_header_names, sign_message, verify_message
+from ldapdkim.signing.signer import SigningParams, select_header_names, sign_message, verify_message
 
 MESSAGE = (
     b"From: Alice <alice@example.com>\r\n"

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from ldapdkim import cli, status
+from ldapdkim import cli
+from ldapdkim.directory.replica import status
 
 NOW = datetime(2026, 11, 28, 6, 0, 0, tzinfo=UTC)
 

@@ -16,7 +16,7 @@ Layout, each item one pickle::
     "end"                                                  # proof of a whole file
 
 A record is ``(dn, normalized dn, normalized parent dn, attributes, entryUUID)``
-(:data:`ldapdkim.entryindex.Record`).  The file is written under a temporary
+(:data:`ldapdkim.directory.entryindex.Record`).  The file is written under a temporary
 name, synced to disk and renamed, so a reader sees the old file or the new
 one.  Chunks keep the writer's memory flat and let other threads run between
 them.
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ldapdkim.entryindex import Record
+from ldapdkim.directory.entryindex import Record
 
 FORMAT = 2
 CHUNK = 2048

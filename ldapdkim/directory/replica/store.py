@@ -2,7 +2,7 @@
 
 :class:`ReplicaStore` applies what an RFC 4533 refresh or persist phase sends
 (entries, deletes, present lists, cookies) to an :class:`EntryIndex`, answers
-lookups from it, and saves and restores it through :mod:`ldapdkim.replicafile`.
+lookups from it, and saves and restores it through :mod:`ldapdkim.directory.replica.statefile`.
 
 Thread-safe: the sync thread writes, milter threads read, under one lock that
 is held only for dictionary updates and lookups; parsing DNs, compacting
@@ -16,9 +16,9 @@ import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ldapdkim import replicafile
-from ldapdkim.entries import Entry, locate
-from ldapdkim.entryindex import EntryIndex, Record, compact
+from ldapdkim.directory.entries import Entry, locate
+from ldapdkim.directory.entryindex import EntryIndex, Record, compact
+from ldapdkim.directory.replica import statefile
 
 
 class ReplicaStore:
@@ -168,9 +168,9 @@ class ReplicaStore:
             self.changed = False
             records = self._index.records()
             cookie = self.cookie
-        header = replicafile.Header(directory, cookie, last_sync, len(records))
+        header = statefile.Header(directory, cookie, last_sync, len(records))
         try:
-            replicafile.write(path, header, records)
+            statefile.write(path, header, records)
         except OSError:
             self.changed = True
             raise
@@ -179,7 +179,7 @@ class ReplicaStore:
         """Take the entries and cookie of a saved replica; it then counts as loaded.
 
         Raises:
-            replicafile.DamagedReplica: the chunks end early or hold junk; the
+            statefile.DamagedReplica: the chunks end early or hold junk; the
                 store is then left empty.
         """
         gc.disable()  # millions of new objects, none of them garbage: no collections
@@ -190,7 +190,7 @@ class ReplicaStore:
                         for record in chunk:
                             if record[4] is not None:
                                 self._file(record)
-                except replicafile.DamagedReplica:
+                except statefile.DamagedReplica:
                     self._keys.clear()
                     self._index = EntryIndex()
                     raise

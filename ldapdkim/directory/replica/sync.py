@@ -2,7 +2,7 @@
 
 :class:`SyncReplica` is a directory backend that answers lookups from memory.
 A thread runs python-ldap's ``SyncreplConsumer`` in refreshAndPersist mode
-over a connection of its own (set up by :class:`~ldapdkim.ldapbackend.LdapBackend`:
+over a connection of its own (set up by :class:`~ldapdkim.directory.ldapbackend.LdapBackend`:
 same URIs, bind, TLS and timeouts; failover is libldap's URI list), with the
 filter ``(|(objectClass=dkimSignDomainPolicy)(objectClass=dkimSignKey))`` and
 ``derefAliases`` never.  Every change the server sends bumps
@@ -30,7 +30,7 @@ a modify in the directory changes the next message's signature.
 Files in ``StateDirectory``:
 
 ``replica.state`` (mode 0600: it holds the private keys; format in
-:mod:`ldapdkim.replicafile`), written after the first refresh, after changes
+:mod:`ldapdkim.directory.replica.statefile`), written after the first refresh, after changes
 (at most once a second, and at most a tenth of the time), every five minutes
 (for its ``last_sync``) and at shutdown.
 
@@ -65,12 +65,13 @@ import ldap
 from ldap.ldapobject import SimpleLDAPObject
 from ldap.syncrepl import SyncreplConsumer
 
-from ldapdkim import replicafile, schema
-from ldapdkim.config import Settings
-from ldapdkim.entries import Entry
+from ldapdkim import schema
+from ldapdkim.config.settings import Settings
+from ldapdkim.directory.entries import Entry
+from ldapdkim.directory.ldapbackend import LdapBackend, peer_uri, reason
+from ldapdkim.directory.replica import statefile
+from ldapdkim.directory.replica.store import ReplicaStore
 from ldapdkim.errors import DirectoryStale, DirectoryUnavailable
-from ldapdkim.ldapbackend import LdapBackend, peer_uri, reason
-from ldapdkim.replicastore import ReplicaStore
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ class _Consumer(SyncreplConsumer, SimpleLDAPObject):  # type: ignore[misc]
 
 
 class SyncReplica:
-    """A :class:`~ldapdkim.directory.Backend` answering from a content-sync replica.
+    """A :class:`~ldapdkim.directory.resolution.Backend` answering from a content-sync replica.
 
     ``mode`` is the ``DirectorySync`` value (auto, yes, no).  ``start`` False
     leaves the thread unstarted (tests drive :attr:`store` themselves).
@@ -473,7 +474,7 @@ class SyncReplica:
         path = self.state_dir / STATE_FILE
         started = time.monotonic()
         try:
-            with replicafile.SavedReplica(path) as saved:
+            with statefile.SavedReplica(path) as saved:
                 header = saved.header
                 if header.directory != self._directory_id:
                     log.info("%s holds another Directory; starting without it", path)
@@ -484,7 +485,7 @@ class SyncReplica:
         except OSError as err:
             log.warning("cannot read the saved replica %s (%s); starting without it", path, err)
             return
-        except replicafile.DamagedReplica as err:
+        except statefile.DamagedReplica as err:
             log.warning("saved replica %s: %s; starting without it", path, err)
             self.store = ReplicaStore()
             return

@@ -1,0 +1,5 @@
+"""The ``ldapdkim`` command."""
+
+from ldapdkim.cli.main import main
+
+__all__ = ["main"]

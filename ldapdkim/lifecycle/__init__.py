@@ -1,0 +1,4 @@
+"""The life of keys and domains.
+
+Provisioning, rotation, migration from OpenDKIM.
+"""

@@ -1,0 +1,4 @@
+"""The milter.
+
+The pymilter session and the daemon process around it.
+"""

@@ -1,4 +1,4 @@
-"""Validation of mail domains before they go anywhere near the directory.
+"""Names: mail domains, DKIM selectors and host names, each validated one way everywhere.
 
 A From domain is chosen by whoever wrote the message.  Escaping (RFC 4515)
 alone does not make it safe: OpenLDAP's IA5 matching stops at a NUL, so an
@@ -6,6 +6,13 @@ escaped ``example.org\\00.evil`` still equals ``example.org``.  So a domain is
 first checked against the host-name syntax of RFC 1035 §2.3.1 / RFC 5890
 (ASCII letters, digits and hyphens, IDNs as A-labels, at most 253 characters);
 only a name that passes is looked up, and then escaped as well.
+
+Every name is turned into ASCII the same way: IDNA 2008 with the UTS 46
+mapping (``faß.de`` is ``xn--fa-hia.de``, never IDNA 2003's ``fass.de``), so
+that a domain in the configuration, in the directory and in a From field
+compare equal.  Selectors follow RFC 6376 §3.1 (``sub-domain`` labels: letters,
+digits and inner hyphens); host names in host lists and URLs may also hold
+``_``, which some internal DNS zones use.
 """
 
 from __future__ import annotations
@@ -14,12 +21,13 @@ import re
 
 import idna
 
-from ldapdkim.errors import InvalidDomain
+from ldapdkim.errors import InvalidDomain, InvalidSelector
 
 MAX_DOMAIN_LENGTH = 253
 MAX_LABEL_LENGTH = 63
 
 _LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+_HOST_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z")
 _FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
 
 
@@ -49,13 +57,7 @@ def normalize_domain(text: str) -> str:
         )
     if text.startswith("["):
         raise InvalidDomain(f"address literal {_shown(text)} is not a domain that can be signed")
-    name = text[:-1] if text.endswith(".") else text
-    if not name.isascii():
-        try:
-            name = idna.encode(name, uts46=True).decode("ascii")
-        except idna.IDNAError as err:
-            raise InvalidDomain(f"domain {_shown(text)} is not a valid IDN: {err}") from None
-    name = name.lower()
+    name = _ascii(text[:-1] if text.endswith(".") else text, text, "domain")
     if len(name) > MAX_DOMAIN_LENGTH:
         raise InvalidDomain(
             f"domain {_shown(text)} has {len(name)} characters; at most "
@@ -74,6 +76,56 @@ def normalize_domain(text: str) -> str:
                 f"domain {_shown(text)}: label {_shown(label)} is not letters, digits "
                 "and inner hyphens (RFC 1035 host name)"
             )
+    return name
+
+
+def _ascii(name: str, text: str, what: str) -> str:
+    """``name`` in lowercase ASCII, IDNs as A-labels (IDNA 2008, UTS 46 mapping)."""
+    if not name.isascii():
+        try:
+            name = idna.encode(name, uts46=True).decode("ascii")
+        except idna.IDNAError as err:
+            raise InvalidDomain(f"{what} {_shown(text)} is not a valid IDN: {err}") from None
+    return name.lower()
+
+
+def normalize_selector(text: str) -> str:
+    """Return ``text`` as a lowercase ASCII DKIM selector, or raise :class:`InvalidSelector`.
+
+    RFC 6376 §3.1: ``selector = sub-domain *( "." sub-domain )``, IDNs as A-labels.
+
+    >>> normalize_selector("Mail2024.Dept")
+    'mail2024.dept'
+    """
+    try:
+        name = _ascii(text, text, "selector") if text else ""
+    except InvalidDomain as err:
+        raise InvalidSelector(str(err)) from None
+    labels = name.split(".")
+    if len(name) > MAX_DOMAIN_LENGTH or not all(_LDH_LABEL.match(label) for label in labels):
+        raise InvalidSelector(
+            f"selector {_shown(text)} is not a DNS name of letters, digits and inner hyphens "
+            "(RFC 6376 §3.1); e.g. mail2024"
+        )
+    return name
+
+
+def normalize_host_name(text: str) -> str:
+    """Return ``text`` as a lowercase ASCII host name without trailing dot (IDNs as A-labels).
+
+    Unlike a mail domain, a host name (of an SMTP client, an LDAP or DNS
+    server) may hold ``_``.
+
+    Raises:
+        InvalidDomain: not a host name; the message gives the rule.
+    """
+    name = _ascii(text.strip().rstrip("."), text, "host name")
+    labels = name.split(".")
+    if len(name) > MAX_DOMAIN_LENGTH or not all(_HOST_LABEL.match(label) for label in labels):
+        raise InvalidDomain(
+            f"{_shown(text)} is not a host name (labels of letters, digits, '-' and '_', "
+            "at most 63 characters each, separated by dots)"
+        )
     return name
 
 

@@ -11,6 +11,7 @@ keyword, never shown.
     ├── ConfigError            bad configuration file, keyword or value
     ├── KeyFormatError         a key that cannot be used (not PEM, too short, ...)
     ├── InvalidDomain          a From domain that fails validation (never sent to LDAP)
+    ├── InvalidSelector        a selector that is not RFC 6376 sub-domain syntax
     ├── DomainNotSigned        a valid domain that the directory does not sign for
     │   └── DomainNotFound     ... because no policy entry covers it
     ├── DirectoryError         the directory answered, but the data is wrong
@@ -44,6 +45,10 @@ class InvalidDomain(LdapDkimError):
 
     Raised before any directory lookup, so hostile input never reaches LDAP.
     """
+
+
+class InvalidSelector(LdapDkimError):
+    """A DKIM selector that is not RFC 6376 §3.1 syntax (letters, digits, inner hyphens)."""
 
 
 class DomainNotSigned(LdapDkimError):

@@ -34,6 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from ldapdkim.domainname import normalize_host_name
+from ldapdkim.errors import InvalidDomain
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -42,7 +45,6 @@ _DATABASE_KINDS = frozenset(
     {"db", "dsn", "ldap", "ldaps", "ldapi", "lua", "memcache", "mdb", "erlang", "socket"}
 )
 
-_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z")
 _PATTERN = re.compile(r"[a-z0-9_.*-]+\Z")
 
 _ENTRY_FORMS = (
@@ -133,27 +135,6 @@ def _read_file(path_text: str, base: Path | None, *, pattern: bool) -> list[Data
     return entries
 
 
-def normalize_host_name(name: str) -> str:
-    """Return ``name`` as a lowercase ASCII host name (IDNs as A-labels), no trailing dot.
-
-    Raises:
-        ValueError: not a host name; the message gives the rule.
-    """
-    text = name.strip().rstrip(".").lower()
-    if not text.isascii():
-        try:
-            text = text.encode("idna").decode("ascii")
-        except UnicodeError:
-            raise ValueError(f"{name!r} is not a valid international domain name") from None
-    labels = text.split(".")
-    if len(text) > 253 or not all(_LABEL.match(label) for label in labels):
-        raise ValueError(
-            f"{name!r} is not a host name (labels of letters, digits, '-' and '_', "
-            "at most 63 characters each, separated by dots)"
-        )
-    return text
-
-
 def _parse_network(text: str) -> IPNetwork:
     """An address or CIDR network, IPv4-mapped IPv6 turned into IPv4."""
     network = ipaddress.ip_network(text, strict=False)
@@ -224,12 +205,12 @@ class HostEntry:
         if body.startswith("."):
             try:
                 domain = normalize_host_name(body[1:])
-            except ValueError as err:
+            except InvalidDomain as err:
                 raise bad(str(err)) from None
             return cls(f"{sign}.{domain}", negated, suffix="." + domain)
         try:
             host = normalize_host_name(body)
-        except ValueError as err:
+        except InvalidDomain as err:
             raise bad(str(err)) from None
         return cls(sign + host, negated, host=host)
 

@@ -40,9 +40,9 @@ from typing import Any, Literal, NoReturn
 
 import ldap.dn
 
-from ldapdkim.config.hostlist import HostList, normalize_host_name, read_dataset
-from ldapdkim.domainname import normalize_domain
-from ldapdkim.errors import ConfigError, InvalidDomain
+from ldapdkim.config.hostlist import HostList, read_dataset
+from ldapdkim.domainname import normalize_domain, normalize_host_name, normalize_selector
+from ldapdkim.errors import ConfigError, InvalidDomain, InvalidSelector
 from ldapdkim.model import Canonicalization
 
 
@@ -236,7 +236,7 @@ def _socket(ctx: _Ctx, value: str) -> str:
         except ValueError:
             try:
                 normalize_host_name(bare)
-            except ValueError:
+            except InvalidDomain:
                 ctx.fail(f"Socket {value!r} has a bad host {host!r}", forms)
         else:
             if (address.version == 6) != (kind == "inet6"):
@@ -379,8 +379,8 @@ def _domains(ctx: _Ctx, value: str) -> tuple[str, ...]:
 
 def _selector(ctx: _Ctx, value: str) -> str:
     try:
-        return normalize_host_name(value)
-    except ValueError as err:
+        return normalize_selector(value)
+    except InvalidSelector as err:
         ctx.fail(
             f"Selector {value!r} is not a valid selector ({err})",
             "use letters, digits and '-', e.g. Selector mail2024",
@@ -623,7 +623,7 @@ def _host_port(ctx: _Ctx, url: str, scheme: str, hostport: str) -> str:
     except ValueError:
         try:
             host = normalize_host_name(host)
-        except ValueError:
+        except InvalidDomain:
             ctx.fail(f"Directory URL {url!r} has a bad host {host!r}", _DIRECTORY_FORMS)
     else:
         if address.version == 4 and ipv6:

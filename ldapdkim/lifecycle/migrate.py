@@ -46,16 +46,17 @@ import ldap
 import ldap.dn
 
 from ldapdkim import config, keys, schema
-from ldapdkim.config.hostlist import normalize_host_name, read_dataset
+from ldapdkim.config.hostlist import read_dataset
 from ldapdkim.directory import ldifout
 from ldapdkim.directory.ldapbackend import paged_search, reason
 from ldapdkim.directory.ldifout import Record
-from ldapdkim.domainname import normalize_domain
+from ldapdkim.domainname import normalize_domain, normalize_selector
 from ldapdkim.errors import (
     ConfigError,
     DirectoryError,
     DirectoryUnavailable,
     InvalidDomain,
+    InvalidSelector,
 )
 from ldapdkim.model import Algorithm, PrivateKey
 
@@ -301,8 +302,8 @@ def _key_row(row: _Row) -> _KeyRow:
                 "signing domain (d=), or % for the sender's domain"
             ) from None
     try:
-        selector = normalize_host_name(selector)
-    except ValueError as err:
+        selector = normalize_selector(selector)
+    except InvalidSelector as err:
         raise ConfigError(f"{row.where}: KeyTable entry {row.key!r}: selector {err}") from None
     return _KeyRow(row.key, domain, selector, key, algorithm, row.where)
 
@@ -787,8 +788,8 @@ def _from_single_key(
         conf["keyfile"],
     )
     try:
-        selector = normalize_host_name(selector_setting.value)
-    except ValueError as err:
+        selector = normalize_selector(selector_setting.value)
+    except InvalidSelector as err:
         raise ConfigError(f"{selector_setting.where}: Selector {err}") from None
     key_path = key_setting.value
     if not key_path.startswith("/"):

@@ -590,7 +590,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     selector = _selector_arg(datetime.now(UTC).strftime(args.selector_format))
     algorithms = [Algorithm.parse(a) for a in args.algorithm] if args.algorithm else None
     directory = open_directory(settings)
-    writer = DirectoryWriter(settings)
+    writer = DirectoryWriter.for_settings(settings)
     added = 0
     try:
         if args.all:
@@ -631,7 +631,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 
 def _rotate_advance(settings: config.Settings, *, prune: bool) -> int:
     directory = open_directory(settings)
-    writer = DirectoryWriter(settings)
+    writer = DirectoryWriter.for_settings(settings)
     lookup = TxtLookup(settings.nameservers, timeout=settings.dns_timeout)
     problems = 0
     try:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import difflib
 import enum
-import hmac
 import ipaddress
 import os
 import re
@@ -41,35 +40,11 @@ from typing import Any, Literal, NoReturn
 import ldap.dn
 
 from ldapdkim.config.hostlist import HostList, read_dataset
+from ldapdkim.config.ldap import ADMIN_BIND_KEYWORDS, LdapSettings
+from ldapdkim.config.secret import Secret
 from ldapdkim.domainname import normalize_domain, normalize_host_name, normalize_selector
 from ldapdkim.errors import ConfigError, InvalidDomain, InvalidSelector
 from ldapdkim.model import Canonicalization
-
-
-class Secret:
-    """A string that is never shown: ``repr`` and ``str`` give ``Secret('***')``."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """The secret itself; call it only where the value is handed to a library."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Secret):
-            return NotImplemented
-        return hmac.compare_digest(self._value.encode(), other._value.encode())
-
-    def __hash__(self) -> int:
-        return hash((Secret, self._value))
 
 
 @enum.unique
@@ -915,6 +890,36 @@ class Settings:
     log_why: bool = _DEFAULTS["log_why"]
     software_header: bool = _DEFAULTS["software_header"]
     on_actions: Mapping[str, Action] = field(default_factory=_default_actions, hash=False)
+
+    @property
+    def ldap(self) -> LdapSettings | None:
+        """How the milter connects to the directory; None unless ``Directory`` is LDAP."""
+        source = self.directory
+        if source is None or source.kind != "ldap":
+            return None
+        return LdapSettings(
+            uris=source.uris,
+            base_dn=source.base_dn,
+            bind_dn=self.ldap_bind_user,
+            password=self.ldap_bind_password,
+            sasl_mechanism=self.ldap_auth_mechanism,
+            sasl_authcid=self.ldap_auth_user,
+            sasl_authzid=self.ldap_authz_id,
+            sasl_realm=self.ldap_auth_realm,
+            start_tls=self.ldap_use_tls,
+            ca_cert_file=self.ldap_tls_ca_cert_file,
+            timeout=self.ldap_timeout,
+        )
+
+    @property
+    def ldap_admin(self) -> LdapSettings | None:
+        """How ``ldapdkim rotate`` connects to write: as LDAPAdminBindUser when it is set."""
+        ldap = self.ldap
+        if ldap is None or self.ldap_admin_bind_user is None:
+            return ldap
+        return ldap.binding_as(
+            self.ldap_admin_bind_user, self.ldap_admin_bind_password, ADMIN_BIND_KEYWORDS
+        )
 
     @property
     def signs(self) -> bool:

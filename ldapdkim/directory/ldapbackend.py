@@ -28,7 +28,7 @@ import ldapurl  # type: ignore[import-untyped]
 from ldap.controls import SimplePagedResultsControl
 
 from ldapdkim import schema
-from ldapdkim.config.settings import Settings
+from ldapdkim.config.ldap import LdapSettings
 from ldapdkim.directory.entries import Entry, lower_keys, normalize_dn, parent_dn
 from ldapdkim.errors import DirectoryError, DirectoryUnavailable
 
@@ -38,7 +38,6 @@ _POLICY_ATTRS = [*schema.POLICY_ATTRIBUTES, "objectClass"]
 # createTimestamp (RFC 4512 §3.4) tells audits a key's age; nothing else reads it.
 _KEY_ATTRS = [*schema.KEY_ATTRIBUTES, "objectClass", "createTimestamp"]
 _PAGE_SIZE = 500
-_BIND_KEYWORDS = "LDAPBindUser and LDAPBindPassword or LDAPBindPasswordFile"
 _T = TypeVar("_T")
 
 
@@ -96,20 +95,12 @@ def peer_uri(conn: Any, uris: Sequence[str]) -> str:
 
 
 class LdapBackend:
-    """Entries from an LDAP server.
+    """Entries from an LDAP server, reached and bound as ``ldap_settings`` say."""
 
-    ``bind_keywords`` names the keywords that hold the bind credentials in
-    ``settings``, for the message when the server refuses them.
-    """
-
-    def __init__(self, settings: Settings, *, bind_keywords: str = _BIND_KEYWORDS) -> None:
-        source = settings.directory
-        if source is None or source.kind != "ldap":
-            raise ValueError("LdapBackend needs an ldap Directory")
-        self.uris = source.uris
-        self.base_dn = source.base_dn
-        self.settings = settings
-        self.bind_keywords = bind_keywords
+    def __init__(self, ldap_settings: LdapSettings) -> None:
+        self.ldap_settings = ldap_settings
+        self.uris = ldap_settings.uris
+        self.base_dn = ldap_settings.base_dn
         self.searches = 0
         self.generation = 0
         self.serves_from_memory = False
@@ -121,7 +112,7 @@ class LdapBackend:
         self._quiet_reason = ""
 
     def describe(self) -> str:
-        return f"{' '.join(self.uris)} (base {self.base_dn})"
+        return self.ldap_settings.describe()
 
     def connected_uri(self) -> str | None:
         """The URI of the server the shared connection goes to, or None (for status)."""
@@ -136,31 +127,31 @@ class LdapBackend:
         ``factory(uri_list, bytes_mode=False)`` makes the connection object;
         :mod:`ldapdkim.directory.replica.sync` passes a content-sync consumer class.
         """
-        s = self.settings
+        s = self.ldap_settings
         conn = factory(" ".join(self.uris), bytes_mode=False)
         conn.set_option(ldap.OPT_PROTOCOL_VERSION, ldap.VERSION3)
         conn.set_option(ldap.OPT_REFERRALS, 0)
         conn.set_option(ldap.OPT_DEREF, ldap.DEREF_NEVER)
-        conn.set_option(ldap.OPT_NETWORK_TIMEOUT, s.ldap_timeout)
-        conn.set_option(ldap.OPT_TIMEOUT, s.ldap_timeout)
-        if s.ldap_tls_ca_cert_file is not None:
+        conn.set_option(ldap.OPT_NETWORK_TIMEOUT, s.timeout)
+        conn.set_option(ldap.OPT_TIMEOUT, s.timeout)
+        if s.ca_cert_file is not None:
             try:
-                conn.set_option(ldap.OPT_X_TLS_CACERTFILE, str(s.ldap_tls_ca_cert_file))
+                conn.set_option(ldap.OPT_X_TLS_CACERTFILE, str(s.ca_cert_file))
                 conn.set_option(ldap.OPT_X_TLS_REQUIRE_CERT, ldap.OPT_X_TLS_DEMAND)
                 conn.set_option(ldap.OPT_X_TLS_NEWCTX, 0)
             except (ValueError, ldap.LDAPError):
                 raise DirectoryUnavailable(
-                    f"cannot set up TLS with LDAPTLSCACertFile {s.ldap_tls_ca_cert_file}; "
+                    f"cannot set up TLS with LDAPTLSCACertFile {s.ca_cert_file}; "
                     "check that it holds PEM CA certificates"
                 ) from None
         try:
-            if s.ldap_use_tls and not all(u.startswith("ldaps:") for u in self.uris):
+            if s.start_tls and not all(u.startswith("ldaps:") for u in self.uris):
                 conn.start_tls_s()
             self._bind(conn)
         except ldap.INVALID_CREDENTIALS:
             raise DirectoryUnavailable(
-                f"{self.describe()}: bind as {s.ldap_bind_user!r} refused (invalid "
-                f"credentials); check {self.bind_keywords}"
+                f"{self.describe()}: bind as {s.bind_dn!r} refused (invalid "
+                f"credentials); check {s.credentials}"
             ) from None
         except ldap.LDAPError as err:
             raise DirectoryUnavailable(
@@ -178,21 +169,21 @@ class LdapBackend:
         return self._open(factory)
 
     def _bind(self, conn: Any) -> None:
-        s = self.settings
-        mechanism = (s.ldap_auth_mechanism or "SIMPLE").upper()
+        s = self.ldap_settings
+        mechanism = (s.sasl_mechanism or "SIMPLE").upper()
         if mechanism == "SIMPLE":
-            password = s.ldap_bind_password.reveal() if s.ldap_bind_password else ""
-            conn.simple_bind_s(s.ldap_bind_user or "", password)
+            password = s.password.reveal() if s.password else ""
+            conn.simple_bind_s(s.bind_dn or "", password)
         elif mechanism == "EXTERNAL":
             conn.sasl_non_interactive_bind_s("EXTERNAL")
         else:
             callbacks: dict[int, str] = {}
-            if s.ldap_auth_user:
-                callbacks[ldap.sasl.CB_AUTHNAME] = s.ldap_auth_user
-            if s.ldap_bind_password:
-                callbacks[ldap.sasl.CB_PASS] = s.ldap_bind_password.reveal()
-            if s.ldap_authz_id:
-                callbacks[ldap.sasl.CB_USER] = s.ldap_authz_id
+            if s.sasl_authcid:
+                callbacks[ldap.sasl.CB_AUTHNAME] = s.sasl_authcid
+            if s.password:
+                callbacks[ldap.sasl.CB_PASS] = s.password.reveal()
+            if s.sasl_authzid:
+                callbacks[ldap.sasl.CB_USER] = s.sasl_authzid
             conn.sasl_interactive_bind_s("", ldap.sasl.sasl(callbacks, mechanism))
 
     def execute(self, operation: Callable[[Any], _T]) -> _T:
@@ -222,8 +213,8 @@ class LdapBackend:
                 return self._attempt(operation)
             except DirectoryUnavailable as err:
                 now = time.monotonic()
-                if now - started >= self.settings.ldap_timeout / 2:
-                    self._quiet_until = now + self.settings.ldap_timeout
+                if now - started >= self.ldap_settings.timeout / 2:
+                    self._quiet_until = now + self.ldap_settings.timeout
                     self._quiet_reason = str(err)
                 raise
 
@@ -261,7 +252,7 @@ class LdapBackend:
             ) from None
 
     def _paged_search(self, base: str, scope: int, filterstr: str, attrs: list[str]) -> list[Entry]:
-        found = paged_search(self._conn, base, scope, filterstr, attrs, self.settings.ldap_timeout)
+        found = paged_search(self._conn, base, scope, filterstr, attrs, self.ldap_settings.timeout)
         return [(dn, lower_keys(a)) for dn, a in found]
 
     def _drop(self) -> None:

@@ -153,20 +153,22 @@ def open_backend(
         ConfigError: the configuration names no key source.
     """
     source = settings.directory
+    ldap_settings = settings.ldap
     if source is not None and source.kind == "ldif" and source.ldif_path is not None:
         from ldapdkim.directory.memorybackend import MemoryBackend
 
         return MemoryBackend.from_ldif(source.ldif_path)
-    if source is not None and live:
-        from ldapdkim.directory.replica.sync import SyncReplica
+    if ldap_settings is not None and live:
+        from ldapdkim.directory.replica.sync import ReplicaSettings, SyncReplica
 
-        if isinstance(running, SyncReplica) and running.serves(settings):
+        wanted = ReplicaSettings.of(settings)
+        if isinstance(running, SyncReplica) and running.serves(wanted):
             return running
-        return SyncReplica(settings)
-    if source is not None:
+        return SyncReplica(wanted)
+    if ldap_settings is not None:
         from ldapdkim.directory.ldapbackend import LdapBackend
 
-        return LdapBackend(settings)
+        return LdapBackend(ldap_settings)
     if settings.domain and settings.selector and settings.key_file:
         from ldapdkim.directory.memorybackend import MemoryBackend
 

@@ -15,7 +15,6 @@ two ``rotate --advance`` runs at once cannot both act on one key.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,12 +22,11 @@ import ldap
 import ldap.modlist
 from ldap.controls.libldap import AssertionControl
 
+from ldapdkim.config.ldap import LdapSettings
 from ldapdkim.config.settings import Settings
 from ldapdkim.directory.ldapbackend import LdapBackend, reason
 from ldapdkim.directory.ldifout import Record
 from ldapdkim.errors import ConfigError, DirectoryError
-
-_ADMIN_KEYWORDS = "LDAPAdminBindUser and LDAPAdminBindPasswordFile"
 
 # Result codes that mean "this bind may not do that" (RFC 4511 appendix A).
 _REFUSED = (ldap.INSUFFICIENT_ACCESS, ldap.STRONG_AUTH_REQUIRED, ldap.UNWILLING_TO_PERFORM)
@@ -41,33 +39,29 @@ class EntryChanged(DirectoryError):
 class DirectoryWriter:
     """Adds, changes and deletes entries with the administrative bind."""
 
-    def __init__(self, settings: Settings) -> None:
-        source = settings.directory
-        if source is None or source.kind != "ldap":
+    def __init__(self, ldap_settings: LdapSettings, *, admin: bool) -> None:
+        """Write through ``ldap_settings``; ``admin`` says they bind as LDAPAdminBindUser."""
+        self.admin = admin
+        self.bind_dn = ldap_settings.bind_identity()
+        self._backend = LdapBackend(ldap_settings)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> DirectoryWriter:
+        """A writer binding as the configuration's LDAPAdminBindUser, or as the milter.
+
+        Raises:
+            ConfigError: ``Directory`` is not an LDAP server.
+        """
+        ldap_settings = settings.ldap_admin
+        if ldap_settings is None:
+            source = settings.directory
             where = f"ldif:{source.ldif_path}" if source is not None else "not set"
             raise ConfigError(
                 f"{settings.source}: key rotation writes to an LDAP directory, but Directory "
                 f"is {where}; point Directory at the LDAP server (an LDIF file is read-only: "
                 "add keys to it with 'ldapdkim genkey')"
             )
-        if settings.ldap_admin_bind_user is not None:
-            settings = dataclasses.replace(
-                settings,
-                ldap_bind_user=settings.ldap_admin_bind_user,
-                ldap_bind_password=settings.ldap_admin_bind_password,
-                ldap_auth_mechanism=None,
-                ldap_auth_user=None,
-                ldap_authz_id=None,
-            )
-            self.admin = True
-            self._backend = LdapBackend(settings, bind_keywords=_ADMIN_KEYWORDS)
-        else:
-            self.admin = False
-            self._backend = LdapBackend(settings)
-        mechanism = settings.ldap_auth_mechanism
-        self.bind_dn = settings.ldap_bind_user or (
-            f"SASL {mechanism}" if mechanism else "anonymous"
-        )
+        return cls(ldap_settings, admin=settings.ldap_admin_bind_user is not None)
 
     def describe(self) -> str:
         return self._backend.describe()

@@ -21,7 +21,7 @@ from harness.slapd import Slapd
 from ldapdkim import config
 from ldapdkim.directory.replica import sync as replica_module
 from ldapdkim.directory.replica.store import ReplicaStore
-from ldapdkim.directory.replica.sync import STATE_FILE, STATUS_FILE, SyncReplica
+from ldapdkim.directory.replica.sync import STATE_FILE, STATUS_FILE, ReplicaSettings, SyncReplica
 from ldapdkim.directory.resolution import Directory
 from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.errors import DirectoryUnavailable, DomainNotSigned
@@ -58,7 +58,7 @@ class Live:
     """A replica with the milter's resolver on top (long TTLs: only the generation flushes)."""
 
     def __init__(self, settings: config.Settings) -> None:
-        self.replica = SyncReplica(settings)
+        self.replica = SyncReplica(ReplicaSettings.of(settings))
         self.resolver = CachedResolver(
             Directory(self.replica, subdomains=False, minimum_key_bits=1024),
             ttl=300,

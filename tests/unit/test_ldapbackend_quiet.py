@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from ldapdkim import config
+from ldapdkim.config.ldap import LdapSettings
 from ldapdkim.directory import ldapbackend
 from ldapdkim.errors import DirectoryUnavailable
 
@@ -34,12 +35,17 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
     return fake
 
 
+def _ldap(settings: config.Settings) -> LdapSettings:
+    assert settings.ldap is not None
+    return settings.ldap
+
+
 def _backend(
     monkeypatch: pytest.MonkeyPatch, opened: list[float], clock: _Clock, *, takes: float
 ) -> Any:
     """A backend whose connection attempts fail after *takes* seconds (on *clock*)."""
     settings = config.parse("Directory ldap://127.0.0.1:1/dc=example,dc=test\nLDAPTimeout 2\n")
-    backend = ldapbackend.LdapBackend(settings)
+    backend = ldapbackend.LdapBackend(_ldap(settings))
 
     def refuse() -> Any:
         opened.append(clock.now)
@@ -83,7 +89,7 @@ def test_a_quick_refusal_is_retried_every_time(
 
 def test_success_needs_no_quiet_period(monkeypatch: pytest.MonkeyPatch, clock: _Clock) -> None:
     settings = config.parse("Directory ldap://127.0.0.1:1/dc=example,dc=test\n")
-    backend = ldapbackend.LdapBackend(settings)
+    backend = ldapbackend.LdapBackend(_ldap(settings))
     monkeypatch.setattr(backend, "_open", lambda: "connection")
     assert backend.execute(lambda conn: f"{conn} used") == "connection used"
     assert backend.execute(lambda conn: f"{conn} again") == "connection again"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import pickle
 from pathlib import Path
@@ -10,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from ldapdkim import config
+from ldapdkim.config.ldap import LdapSettings
+from ldapdkim.config.secret import Secret
 from ldapdkim.directory.replica import statefile
 from ldapdkim.directory.replica.store import ReplicaStore
-from ldapdkim.directory.replica.sync import REPLICA_SETTINGS, STATE_FILE, SyncReplica
+from ldapdkim.directory.replica.sync import STATE_FILE, ReplicaSettings, SyncReplica
 from ldapdkim.directory.resolution import Directory
 from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.errors import DirectoryUnavailable
@@ -201,20 +202,20 @@ def test_a_saved_replica_serves_without_a_server(tmp_path: Path) -> None:
     settings = _settings(tmp_path, "DirectorySync yes")
     directory_id = f"ldap://127.0.0.1:9 {BASE}"
     _filled().save(tmp_path / STATE_FILE, directory_id, None)
-    replica = SyncReplica(settings, start=False)
+    replica = SyncReplica(ReplicaSettings.of(settings), start=False)
     assert replica.mode == "sync"
     assert [dn for dn, _ in replica.search_policies(["example.com"])] == [DOMAIN]
     assert replica.searches == 0
 
 
 def test_sync_yes_without_a_replica_is_unavailable(tmp_path: Path) -> None:
-    replica = SyncReplica(_settings(tmp_path, "DirectorySync yes"), start=False)
+    replica = SyncReplica(ReplicaSettings.of(_settings(tmp_path, "DirectorySync yes")), start=False)
     with pytest.raises(DirectoryUnavailable, match="DirectorySync yes"):
         replica.search_policies(["example.com"])
 
 
 def test_the_resolver_forgets_its_answers_when_the_generation_moves(tmp_path: Path) -> None:
-    replica = SyncReplica(_settings(tmp_path, "DirectorySync yes"), start=False)
+    replica = SyncReplica(ReplicaSettings.of(_settings(tmp_path, "DirectorySync yes")), start=False)
     replica.store = _filled()
     resolver = CachedResolver(
         Directory(replica, subdomains=False, minimum_key_bits=1024),
@@ -229,23 +230,63 @@ def test_the_resolver_forgets_its_answers_when_the_generation_moves(tmp_path: Pa
     assert [k.selector for k in second.keys] == ["s2"]
 
 
-def test_the_settings_a_replica_is_made_from_are_settings() -> None:
-    settings = config.Settings()
-    for name in REPLICA_SETTINGS:
-        assert hasattr(settings, name), name
+def test_a_reload_keeps_the_replica_only_when_nothing_it_is_made_from_changed(
+    tmp_path: Path,
+) -> None:
+    bind = ["LDAPBindUser cn=milter", "LDAPBindPassword s3cret"]
+    before = ReplicaSettings.of(_settings(tmp_path, *bind))
+    admin_password = tmp_path / "admin.password"
+    admin_password.write_text("4dm1n\n")
+    admin = ["LDAPAdminBindUser cn=admin", f"LDAPAdminBindPasswordFile {admin_password}"]
+    same = [*bind, "LDAPCacheTTL 10", "LDAPNegativeCacheTTL 5", *admin]
+    assert ReplicaSettings.of(_settings(tmp_path, *same)) == before
+    for changed in [
+        "LDAPBindPassword other",
+        "LDAPTimeout 9",
+        "LDAPUseTLS yes",
+        "LDAPAuthRealm EXAMPLE.COM",
+        "DirectorySync no",
+        "DirectoryMaxStale 60",
+    ]:
+        after = ReplicaSettings.of(_settings(tmp_path, *bind, changed))
+        assert after != before, changed
 
 
-def test_every_directory_setting_is_weighed_when_a_reload_keeps_the_replica() -> None:
-    """A new LDAP keyword must either be in REPLICA_SETTINGS or be named here as not one."""
-    not_the_replicas = {
-        "ldap_cache_ttl",  # the resolver's
-        "ldap_negative_cache_ttl",  # the resolver's
-        "ldap_admin_bind_user",  # rotate and dns-records --apply only
-        "ldap_admin_bind_password",
-    }
-    directory_settings = {
-        f.name
-        for f in dataclasses.fields(config.Settings)
-        if f.name.startswith(("ldap_", "directory"))
-    }
-    assert directory_settings - not_the_replicas <= set(REPLICA_SETTINGS)
+def test_every_ldap_connection_keyword_reaches_the_connection_value(tmp_path: Path) -> None:
+    """The backend sees only LdapSettings: a keyword missing from it would be ignored."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+    settings = _settings(
+        tmp_path,
+        "LDAPBindUser cn=milter,dc=example,dc=com",
+        "LDAPBindPassword s3cret",
+        "LDAPAuthMechanism DIGEST-MD5",
+        "LDAPAuthName milter",
+        "LDAPAuthUser dn:cn=proxy",
+        "LDAPAuthRealm EXAMPLE.COM",
+        "LDAPUseTLS yes",
+        f"LDAPTLSCACertFile {ca}",
+        "LDAPTimeout 7",
+    )
+    assert settings.ldap == LdapSettings(
+        uris=("ldap://127.0.0.1:9",),
+        base_dn=BASE,
+        bind_dn="cn=milter,dc=example,dc=com",
+        password=Secret("s3cret"),
+        sasl_mechanism="DIGEST-MD5",
+        sasl_authcid="milter",
+        sasl_authzid="dn:cn=proxy",
+        sasl_realm="EXAMPLE.COM",
+        start_tls=True,
+        ca_cert_file=ca,
+        timeout=7.0,
+    )
+    ldap_keywords = {name for name, _, _ in config.keyword_reference() if name.startswith("LDAP")}
+    not_connection = {"LDAPCacheTTL", "LDAPNegativeCacheTTL"}  # the resolver's
+    admin = {"LDAPAdminBindUser", "LDAPAdminBindPasswordFile"}  # see settings.ldap_admin
+    password_file = {"LDAPBindPasswordFile"}  # the same field as LDAPBindPassword
+    given = {
+        "LDAPBindUser", "LDAPBindPassword", "LDAPAuthMechanism", "LDAPAuthName",
+        "LDAPAuthUser", "LDAPAuthRealm", "LDAPUseTLS", "LDAPTLSCACertFile", "LDAPTimeout",
+    }  # fmt: skip
+    assert ldap_keywords - not_connection - admin - password_file == given

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ldapdkim import __version__, config, keys
+from ldapdkim.config.ldap import LdapSettings
 from ldapdkim.directory import ldifout
 from ldapdkim.directory.entries import parse_generalized_time
 from ldapdkim.directory.replica import status
@@ -485,8 +486,18 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         password = None
         if args.bind_password_file:
             password = migrate.read_password_file(Path(args.bind_password_file))
-            setup_cli_logging(args.verbose, secrets=[password])
-        entries = migrate.read_contrib_ldap(args.from_ldap, bind_dn=args.bind_dn, password=password)
+            setup_cli_logging(args.verbose, secrets=[password.reveal()])
+        server, base = migrate.contrib_source(args.from_ldap)
+        connection = LdapSettings(
+            uris=(server,),
+            base_dn="",
+            bind_dn=args.bind_dn,
+            password=password,
+            timeout=10.0,
+            credentials="--bind-dn and --bind-password-file",
+            connection_keywords="the URL",
+        )
+        entries = migrate.read_contrib_ldap(connection, base)
         result = migrate.from_contrib_entries(entries, args.base)
     else:
         result = migrate.from_opendkim_conf(Path(args.opendkim_conf), args.base)

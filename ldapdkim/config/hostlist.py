@@ -1,17 +1,4 @@
-"""OpenDKIM list data sets, and the host sets (InternalHosts, PeerList, ...) built from them.
-
-A *data set* is how opendkim.conf(5) spells a list in one value (opendkim(8),
-DATA SETS).  ldapdkim reads the list kinds that need no database:
-
-- an inline list, entries separated by commas and/or blanks: ``127.0.0.1, ::1``;
-- ``csl:LIST``, the same with an explicit prefix (``csl:`` alone is the empty list);
-- ``file:PATH``, or a bare absolute ``/PATH``: one entry per line, ``#`` starts a
-  comment, blank lines are skipped;
-- ``refile:PATH``: like ``file:``, but each line is a host-name pattern in which
-  ``*`` matches any text (host lists only).
-
-Relative paths are taken from ``base`` when given, else from the current
-working directory, as OpenDKIM does.
+"""The host sets (InternalHosts, PeerList, ...) built from OpenDKIM data sets.
 
 A :class:`HostList` answers "is this SMTP client in the set?".  Its entries are
 IPv4/IPv6 addresses, CIDR networks (``192.0.2.0/24``, ``2001:db8::/32``; host
@@ -32,18 +19,13 @@ import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
+from ldapdkim.config.datasets import DataSetEntry, read_dataset
 from ldapdkim.domainname import normalize_host_name
 from ldapdkim.errors import InvalidDomain
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-# Data-set kinds OpenDKIM knows that need a database or a script (opendkim(8)).
-_DATABASE_KINDS = frozenset(
-    {"db", "dsn", "ldap", "ldaps", "ldapi", "lua", "memcache", "mdb", "erlang", "socket"}
-)
 
 _PATTERN = re.compile(r"[a-z0-9_.*-]+\Z")
 
@@ -52,87 +34,6 @@ _ENTRY_FORMS = (
     "a host name (mail.example.com) or a domain (.example.com), optionally preceded by ! "
     "to exclude"
 )
-
-
-class DataSetEntry(NamedTuple):
-    """One entry of a data set, and where it came from (for error messages)."""
-
-    text: str
-    where: str
-    """``""`` for an inline value, else `` (PATH line N)``."""
-    pattern: bool = False
-    """True when the entry comes from a ``refile:`` and may hold ``*`` wildcards."""
-
-
-def read_dataset(
-    value: str, *, base: Path | None = None, patterns: bool = False
-) -> list[DataSetEntry]:
-    """Return the entries of the data set ``value`` (see the module docstring).
-
-    ``patterns`` allows ``refile:``; only host lists give wildcards a meaning.
-
-    Raises:
-        ValueError: an unsupported data-set kind, or a file that cannot be read;
-            the message says what to do.
-    """
-    value = value.strip()
-    lower = value.lower()
-    if lower.startswith("file:"):
-        return _read_file(value[len("file:") :], base, pattern=False)
-    if lower.startswith("refile:"):
-        if not patterns:
-            raise ValueError(
-                "refile: (wildcard patterns) only applies to host lists; "
-                "use a comma list, csl:LIST or file:PATH"
-            )
-        return _read_file(value[len("refile:") :], base, pattern=True)
-    if value.startswith("/"):
-        return _read_file(value, base, pattern=False)
-    if lower.startswith("csl:"):
-        value = value[len("csl:") :]
-    else:
-        # "db::1" is an IPv6 address, "db:/x" a Berkeley DB: a kind is never followed by ':'.
-        kind = re.match(r"([a-z]+):(?!:)", lower)
-        if kind and kind.group(1) in _DATABASE_KINDS:
-            also = ", refile:PATH" if patterns else ""
-            raise ValueError(
-                f"OpenDKIM data set type '{kind.group(1)}:' is not supported by ldapdkim; "
-                f"use a comma list, csl:LIST, file:PATH{also}"
-            )
-    return [DataSetEntry(text, "") for text in re.split(r"[,\s]+", value) if text]
-
-
-def _read_file(path_text: str, base: Path | None, *, pattern: bool) -> list[DataSetEntry]:
-    path_text = path_text.strip()
-    if not path_text:
-        raise ValueError("the data set names no file; write file:/path/to/list")
-    path = Path(path_text)
-    if not path.is_absolute():
-        path = (base if base is not None else Path.cwd()) / path
-    shown = repr(path_text) if path_text == str(path) else f"{path_text!r} ({path})"
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(
-            f"file {shown} does not exist; create it with one entry per line, or fix the path"
-        ) from None
-    except IsADirectoryError:
-        raise ValueError(f"{shown} is a directory; name a file with one entry per line") from None
-    except PermissionError:
-        raise ValueError(
-            f"file {shown} cannot be read (permission denied); "
-            "make it readable by the user ldapdkim starts as"
-        ) from None
-    except UnicodeDecodeError:
-        raise ValueError(f"file {shown} is not UTF-8 text; save it as UTF-8") from None
-    except OSError as err:
-        raise ValueError(f"file {shown} cannot be read ({err.strerror}); fix the path") from err
-    entries = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        line = line.split("#", 1)[0].strip()
-        if line:
-            entries.append(DataSetEntry(line, f" ({path} line {number})", pattern))
-    return entries
 
 
 def _parse_network(text: str) -> IPNetwork:

@@ -45,10 +45,15 @@ class LdapSettings:
     """Seconds for connecting and for each operation."""
     credentials: str = dataclasses.field(default=BIND_KEYWORDS, compare=False)
     """Where the bind identity was configured, named when a server refuses it."""
+    connection_keywords: str = dataclasses.field(
+        default="Directory, LDAPUseTLS and LDAPTLSCACertFile", compare=False
+    )
+    """Where the servers and TLS were configured, named when no server answers."""
 
     def describe(self) -> str:
         """The servers and the base DN, for messages (never the secret)."""
-        return f"{' '.join(self.uris)} (base {self.base_dn})"
+        servers = " ".join(self.uris)
+        return f"{servers} (base {self.base_dn})" if self.base_dn else servers
 
     def bind_identity(self) -> str:
         """Who binds, for messages: the DN, ``SASL <mechanism>`` or ``anonymous``."""

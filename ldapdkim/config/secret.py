@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from pathlib import Path
 
 
 class Secret:
@@ -29,3 +30,14 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash((Secret, self._value))
+
+
+def read_secret_file(path: Path) -> Secret | None:
+    """The first line of ``path`` (UTF-8, without its line end); None when that line is empty.
+
+    Raises:
+        OSError, UnicodeDecodeError: as reading the file raises them, for the
+            caller to name with the keyword or option that gave the path.
+    """
+    first = path.read_text(encoding="utf-8").split("\n", 1)[0].removesuffix("\r")
+    return Secret(first) if first else None

@@ -39,9 +39,10 @@ from typing import Any, Literal, NoReturn
 
 import ldap.dn
 
-from ldapdkim.config.hostlist import HostList, read_dataset
+from ldapdkim.config.datasets import keyword_lines, read_dataset
+from ldapdkim.config.hostlist import HostList
 from ldapdkim.config.ldap import ADMIN_BIND_KEYWORDS, LdapSettings
-from ldapdkim.config.secret import Secret
+from ldapdkim.config.secret import Secret, read_secret_file
 from ldapdkim.domainname import normalize_domain, normalize_host_name, normalize_selector
 from ldapdkim.errors import ConfigError, InvalidDomain, InvalidSelector
 from ldapdkim.model import Canonicalization
@@ -262,7 +263,7 @@ def _password_file(ctx: _Ctx, value: str) -> Secret:
     )
     path = _existing_file(ctx, value, fix)
     try:
-        text = path.read_text(encoding="utf-8")
+        secret = read_secret_file(path)
     except PermissionError:
         ctx.fail(
             f"{ctx.keyword} {_shown_path(value, path)} cannot be read (permission denied)",
@@ -271,11 +272,9 @@ def _password_file(ctx: _Ctx, value: str) -> Secret:
         )
     except (OSError, UnicodeDecodeError) as err:
         ctx.fail(f"{ctx.keyword} {_shown_path(value, path)} cannot be read ({err})", fix)
-    lines = text.split("\n", 1)
-    password = lines[0].removesuffix("\r")
-    if not password:
+    if secret is None:
         ctx.fail(f"{ctx.keyword} {_shown_path(value, path)} has an empty first line", fix)
-    return Secret(password)
+    return secret
 
 
 def _sasl_mechanism(ctx: _Ctx, value: str) -> str | None:
@@ -985,12 +984,7 @@ def parse(text: str, source: str = "<string>") -> Settings:
         ConfigError: ``source:LINE: what; fix`` for the first problem found.
     """
     given: dict[str, tuple[_Keyword, str, int]] = {}
-    for number, raw in enumerate(text.split("\n"), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        name, _, value = line.replace("\t", " ").partition(" ")
-        value = value.strip()
+    for number, name, value in keyword_lines(text):
         keyword = _BY_NAME.get(name.lower())
         if keyword is None:
             _reject_keyword(source, number, name)

@@ -155,8 +155,7 @@ class LdapBackend:
             ) from None
         except ldap.LDAPError as err:
             raise DirectoryUnavailable(
-                f"cannot reach {self.describe()} ({reason(err)}); check Directory, "
-                "LDAPUseTLS and LDAPTLSCACertFile"
+                f"cannot reach {self.describe()} ({reason(err)}); check {s.connection_keywords}"
             ) from None
         return conn
 

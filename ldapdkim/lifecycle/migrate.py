@@ -46,15 +46,22 @@ import ldap
 import ldap.dn
 
 from ldapdkim import config, keys, schema
-from ldapdkim.config.hostlist import read_dataset
+from ldapdkim.config.datasets import (
+    KINDS,
+    dataset_kind,
+    dataset_prefix,
+    keyword_lines,
+    read_dataset,
+)
+from ldapdkim.config.ldap import LdapSettings
+from ldapdkim.config.secret import Secret, read_secret_file
 from ldapdkim.directory import ldifout
-from ldapdkim.directory.ldapbackend import paged_search, reason
+from ldapdkim.directory.ldapbackend import LdapBackend, paged_search, reason
 from ldapdkim.directory.ldifout import Record
 from ldapdkim.domainname import normalize_domain, normalize_selector
 from ldapdkim.errors import (
     ConfigError,
     DirectoryError,
-    DirectoryUnavailable,
     InvalidDomain,
     InvalidSelector,
 )
@@ -94,10 +101,6 @@ _CONSUMED = frozenset(
     )
 )
 
-_DATASET_KINDS = frozenset(
-    {"file", "refile", "csl", "db", "dsn", "ldap", "ldaps", "ldapi", "lua"}
-    | {"memcache", "mdb", "erlang", "socket"}
-)
 _KEYTABLE_ALGORITHMS = ("rsa-sha256", "rsa-sha1", "ed25519-sha256")
 
 
@@ -146,12 +149,8 @@ def _read_conf(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, _Setting]:
         reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
         raise ConfigError(f"{path}: cannot be read ({reason}); check the path") from None
     settings: dict[str, _Setting] = {}
-    for number, raw in enumerate(text.split("\n"), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        name, _, value = line.replace("\t", " ").partition(" ")
-        setting = _Setting(name, value.strip(), path, number)
+    for number, name, value in keyword_lines(text):
+        setting = _Setting(name, value, path, number)
         if name.lower() == "include":
             included = Path(setting.value)
             if not included.is_absolute():
@@ -181,16 +180,6 @@ class _Row:
     where: str
 
 
-def _dataset_kind(value: str) -> tuple[str, str]:
-    """(kind, rest) of a data-set value, by OpenDKIM's rules (opendkim(8), DATA SETS)."""
-    colon, comma = value.find(":"), value.find(",")
-    if colon > 0 and (comma < 0 or colon < comma):
-        return value[:colon].lower(), value[colon + 1 :]
-    if value.startswith("/"):
-        return ("db" if value.endswith(".db") else "file"), value
-    return "csl", value
-
-
 def _unsupported_table(keyword: str, kind: str, where: str) -> ConfigError:
     if kind in ("ldap", "ldaps", "ldapi"):
         how = (
@@ -214,11 +203,12 @@ def _unsupported_table(keyword: str, kind: str, where: str) -> ConfigError:
 def _read_table(setting: _Setting, base: Path) -> tuple[str, list[_Row]]:
     """(kind, rows) of a KeyTable or SigningTable data set."""
     keyword = setting.spelled
-    kind, rest = _dataset_kind(setting.value)
-    if kind not in _DATASET_KINDS:
+    kind, rest = dataset_kind(setting.value)
+    prefix = dataset_prefix(setting.value)
+    if prefix is not None and prefix not in KINDS:
         raise ConfigError(
             f"{setting.where}: {keyword} {setting.value!r} has the unknown data-set type "
-            f"'{kind}:'; OpenDKIM refuses it too; write file:PATH, refile:PATH or csl:LIST"
+            f"'{prefix}:'; OpenDKIM refuses it too; write file:PATH, refile:PATH or csl:LIST"
         )
     if kind == "csl":
         rows = []
@@ -241,12 +231,7 @@ def _read_table(setting: _Setting, base: Path) -> tuple[str, list[_Row]]:
             f"{setting.where}: {keyword} file {path} cannot be read ({reason}); fix the path, "
             "or run migrate as a user who may read it"
         ) from None
-    rows = []
-    for number, raw in enumerate(text.split("\n"), start=1):
-        line = raw.split("#", 1)[0].strip()
-        if line:
-            key, _, value = line.replace("\t", " ").partition(" ")
-            rows.append(_Row(key, value.strip(), f"{path}:{number}"))
+    rows = [_Row(key, value, f"{path}:{number}") for number, key, value in keyword_lines(text)]
     return kind, rows
 
 
@@ -935,19 +920,18 @@ def from_contrib_entries(
     return _result(_records(plan, base, report), report)
 
 
-def read_password_file(path: Path) -> str:
+def read_password_file(path: Path) -> Secret:
     """The first line of ``path``, for an LDAP bind.
 
     Raises:
         ConfigError: unreadable or empty.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        password = read_secret_file(path)
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
         raise ConfigError(f"password file {path} cannot be read ({reason}); fix the path") from None
-    password = text.split("\n", 1)[0].removesuffix("\r")
-    if not password:
+    if password is None:
         raise ConfigError(f"password file {path} has an empty first line; put the password there")
     return password
 
@@ -955,18 +939,14 @@ def read_password_file(path: Path) -> str:
 _URL = re.compile(r"(ldaps?|ldapi)://([^/?]*)(?:/([^?]*))?(?:\?.*)?\Z", re.IGNORECASE)
 
 
-def read_contrib_ldap(
-    url: str, *, bind_dn: str | None = None, password: str | None = None, timeout: float = 10.0
-) -> list[tuple[str, dict[str, list[bytes]]]]:
-    """Entries with ``DKIMSelector`` below the base DN of ``url`` (whole tree if it has none).
+def contrib_source(url: str) -> tuple[str, str]:
+    """(server URI, base DN) of an ``ldap://HOST[:PORT]/BASE-DN`` URL; the base may be "".
 
-    ``url`` is ``ldap://HOST[:PORT]/BASE-DN``; attributes, scope and filter
-    after ``?`` (as in an OpenDKIM KeyTable URL) are ignored.
+    Attributes, scope and filter after ``?`` (as in an OpenDKIM KeyTable URL)
+    are ignored.
 
     Raises:
         ConfigError: not an LDAP URL, or a base DN with ``$d``/``$D``.
-        DirectoryUnavailable: the server cannot be reached or refuses the bind.
-        DirectoryError: the search fails.
     """
     match = _URL.match(url.strip())
     if match is None:
@@ -980,28 +960,28 @@ def read_contrib_ldap(
             f"base DN {base!r} holds an OpenDKIM placeholder ($d/$D); give the DN above "
             "the DKIM entries, e.g. ou=people,dc=example,dc=com"
         )
-    server = f"{scheme}://{hostport}"
-    conn = ldap.initialize(server, bytes_mode=False)
+    return f"{scheme}://{hostport}", base
+
+
+def read_contrib_ldap(
+    connection: LdapSettings, base: str
+) -> list[tuple[str, dict[str, list[bytes]]]]:
+    """Entries with ``DKIMSelector`` below ``base`` (every naming context when it is "").
+
+    ``connection`` says how to reach and bind to the server (TLS and SASL as
+    for the milter's own directory).
+
+    Raises:
+        DirectoryUnavailable: the server cannot be reached or refuses the bind.
+        DirectoryError: the search fails.
+    """
+    server = connection.describe()
+    conn = LdapBackend(connection).open_connection()
     try:
-        conn.set_option(ldap.OPT_PROTOCOL_VERSION, ldap.VERSION3)
-        conn.set_option(ldap.OPT_REFERRALS, 0)
-        conn.set_option(ldap.OPT_NETWORK_TIMEOUT, timeout)
-        conn.set_option(ldap.OPT_TIMEOUT, timeout)
-        try:
-            conn.simple_bind_s(bind_dn or "", password or "")
-        except ldap.INVALID_CREDENTIALS:
-            raise DirectoryUnavailable(
-                f"{server}: bind as {bind_dn!r} refused (invalid credentials); check "
-                "--bind-dn and --bind-password-file"
-            ) from None
-        except ldap.LDAPError as err:
-            raise DirectoryUnavailable(
-                f"cannot reach {server} ({reason(err)}); check the URL"
-            ) from None
         bases = [base] if base else _naming_contexts(conn, server)
         found: list[tuple[str, dict[str, list[bytes]]]] = []
         for dn in bases:
-            found += _paged_search(conn, server, dn, timeout)
+            found += _paged_search(conn, server, dn, connection.timeout)
         return found
     finally:
         try:

@@ -19,7 +19,7 @@ PACKAGE = Path(ldapdkim.__file__).parent
 
 LAYERS: list[tuple[str, list[str]]] = [
     ("", ["errors", "schema", "log", "model", "domainname", "keys"]),
-    ("config", ["hostlist", "secret", "ldap", "settings"]),
+    ("config", ["datasets", "hostlist", "secret", "ldap", "settings"]),
     (
         "directory",
         [

@@ -77,7 +77,7 @@ from harness.slapd import Slapd  # noqa: E402
 
 from ldapdkim import schema  # noqa: E402
 from ldapdkim.directory import ldifout  # noqa: E402
-from ldapdkim.directory.replica.sync import STATE_FILE  # noqa: E402
+from ldapdkim.directory.replica.statedir import STATE_FILE  # noqa: E402
 
 milterproc.START_TIMEOUT = 300.0  # a big saved replica is read before the milter listens
 MilterProcess = milterproc.MilterProcess

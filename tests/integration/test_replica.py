@@ -20,8 +20,10 @@ from harness.slapd import Slapd
 
 from ldapdkim import config
 from ldapdkim.directory.replica import sync as replica_module
+from ldapdkim.directory.replica.statedir import STATE_FILE
+from ldapdkim.directory.replica.status import STATUS_FILE
 from ldapdkim.directory.replica.store import ReplicaStore
-from ldapdkim.directory.replica.sync import STATE_FILE, STATUS_FILE, ReplicaSettings, SyncReplica
+from ldapdkim.directory.replica.sync import ReplicaSettings, SyncReplica
 from ldapdkim.directory.resolution import Directory
 from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.errors import DirectoryUnavailable, DomainNotSigned

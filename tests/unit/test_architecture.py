@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "memorybackend",
             "ldapbackend",
             "replica.status",
+            "replica.statedir",
             "replica.sync",
             "replica",
             "writer",

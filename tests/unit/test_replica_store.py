@@ -12,8 +12,9 @@ from ldapdkim import config
 from ldapdkim.config.ldap import LdapSettings
 from ldapdkim.config.secret import Secret
 from ldapdkim.directory.replica import statefile
+from ldapdkim.directory.replica.statedir import STATE_FILE
 from ldapdkim.directory.replica.store import ReplicaStore
-from ldapdkim.directory.replica.sync import STATE_FILE, ReplicaSettings, SyncReplica
+from ldapdkim.directory.replica.sync import ReplicaSettings, SyncReplica
 from ldapdkim.directory.resolution import Directory
 from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.errors import DirectoryUnavailable

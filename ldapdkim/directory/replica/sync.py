@@ -27,38 +27,25 @@ a modify in the directory changes the next message's signature.
   seconds after the last contact with a server it raises
   :class:`DirectoryUnavailable` (0: as soon as it is disconnected).
 
-Files in ``StateDirectory``:
-
-``replica.state`` (mode 0600: it holds the private keys; format in
-:mod:`ldapdkim.directory.replica.statefile`), written after the first refresh, after changes
-(at most once a second, and at most a tenth of the time), every five minutes
-(for its ``last_sync``) and at shutdown.
-
-``status.json``, rewritten every few seconds for ``ldapdkim status``::
-
-    {"mode": "sync"|"lookup",
-     "servers": [{"uri": str, "connected": bool, "last_sync": iso8601|null,
-                  "entries": int, "staleness_s": float|null}],
-     "updated": iso8601}
-
-``mode`` says how lookups are answered now; ``servers`` has one item per
-``Directory`` URI; ``entries`` is the size of the replica for the server it
-was last synced from (0 for others), ``staleness_s`` the seconds since that
-server was last known current.
+Its files in ``StateDirectory`` (:mod:`ldapdkim.directory.replica.statedir`):
+``replica.state`` is written after the first refresh, after changes (at most
+once a second, and at most a tenth of the time), every five minutes (for its
+``last_sync``) and at shutdown; ``status.json`` every few seconds, for
+``ldapdkim status`` (:mod:`ldapdkim.directory.replica.status`): ``mode`` says
+how lookups are answered now; ``servers`` has one item per ``Directory`` URI;
+``entries`` is the size of the replica for the server it was last synced from
+(0 for others), ``staleness_s`` the seconds since that server was last known
+current.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +58,7 @@ from ldapdkim.config.ldap import LdapSettings
 from ldapdkim.config.settings import Settings
 from ldapdkim.directory.entries import Entry
 from ldapdkim.directory.ldapbackend import LdapBackend, peer_uri, reason
-from ldapdkim.directory.replica import statefile
+from ldapdkim.directory.replica.statedir import StateDirectory, iso
 from ldapdkim.directory.replica.store import ReplicaStore
 from ldapdkim.errors import DirectoryStale, DirectoryUnavailable
 
@@ -81,8 +68,6 @@ SYNC_FILTER = f"(|(objectClass={schema.POLICY_CLASS})(objectClass={schema.KEY_CL
 SYNC_ATTRIBUTES = sorted(
     {*schema.POLICY_ATTRIBUTES, *schema.KEY_ATTRIBUTES, "objectClass", "createTimestamp"}
 )
-STATE_FILE = "replica.state"
-STATUS_FILE = "status.json"
 RETRY_FIRST = 0.5
 RETRY_MAX = 30.0
 POLL_TIMEOUT = 0.5
@@ -114,12 +99,6 @@ def _cannot_resume(err: ldap.LDAPError) -> bool:
     newer than provider!").
     """
     return _result_code(err) == _REFRESH_REQUIRED or isinstance(err, ldap.UNWILLING_TO_PERFORM)
-
-
-def _iso(when: float | None) -> str | None:
-    if when is None:
-        return None
-    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds")
 
 
 class _Consumer(SyncreplConsumer, SimpleLDAPObject):  # type: ignore[misc]
@@ -186,8 +165,9 @@ class SyncReplica:
         self.lookup = LdapBackend(settings.ldap)
         self.store = ReplicaStore()
         self.max_stale = settings.max_stale
-        self.state_dir: Path = settings.state_directory
-        self._directory_id = f"{' '.join(self.lookup.uris)} {self.lookup.base_dn}"
+        self.files = StateDirectory(
+            settings.state_directory, f"{' '.join(self.lookup.uris)} {self.lookup.base_dn}"
+        )
         self._refused = False
         """The server refused the sync control (auto then answers by lookups)."""
         self._refused_at = 0.0
@@ -199,7 +179,6 @@ class SyncReplica:
         self._started = time.time()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._state_warned = False
         self._last_save = 0.0
         self._save_seconds = 0.0
         """How long the last save of the replica took."""
@@ -329,12 +308,12 @@ class SyncReplica:
                 {
                     "uri": uri,
                     "connected": connected,
-                    "last_sync": _iso(now if current and not lookup_mode else last),
+                    "last_sync": iso(now if current and not lookup_mode else last),
                     "entries": len(self.store) if uri == self._last_uri else 0,
                     "staleness_s": round(stale, 3),
                 }
             )
-        return {"mode": self.mode, "servers": servers, "updated": _iso(now)}
+        return {"mode": self.mode, "servers": servers, "updated": iso(now)}
 
     def describe_state(self) -> str:
         """One line for the SIGUSR1 stats."""
@@ -482,34 +461,11 @@ class SyncReplica:
     # -- files --------------------------------------------------------------
 
     def _load_state(self) -> None:
-        path = self.state_dir / STATE_FILE
-        started = time.monotonic()
-        try:
-            with statefile.SavedReplica(path) as saved:
-                header = saved.header
-                if header.directory != self._directory_id:
-                    log.info("%s holds another Directory; starting without it", path)
-                    return
-                self.store.restore(header.cookie, saved.chunks())
-        except FileNotFoundError:
-            return
-        except OSError as err:
-            log.warning("cannot read the saved replica %s (%s); starting without it", path, err)
-            return
-        except statefile.DamagedReplica as err:
-            log.warning("saved replica %s: %s; starting without it", path, err)
-            self.store = ReplicaStore()
-            return
-        self._last_contact = header.last_sync
-        # What was just read is on disk already: no rewrite until something changes.
-        self._last_save = time.monotonic()
-        log.info(
-            "directory: loaded %d entries from %s in %.1f s (last sync %s); serving them",
-            len(self.store),
-            path,
-            self._last_save - started,
-            _iso(self._last_contact) or "unknown",
-        )
+        loaded = self.files.load()
+        if loaded is not None:
+            self.store, self._last_contact = loaded
+            # What was just read is on disk already: no rewrite until something changes.
+            self._last_save = time.monotonic()
 
     def _housekeeping(self, *, final: bool = False) -> None:
         now = time.monotonic()
@@ -522,7 +478,7 @@ class SyncReplica:
             # is at most PERSIST_ANYWAY old, and its last_sync errs on the safe side.
             due = due or (final and self.store.changed)
             if due or now - self._last_save >= PERSIST_ANYWAY:
-                self._save()
+                self.files.save(self.store, self._last_contact)
                 self._last_save = time.monotonic()
                 self._save_seconds = self._last_save - now
         if self.mode == "lookup" and not final and now - self._last_probe >= LOOKUP_PROBE_INTERVAL:
@@ -531,7 +487,7 @@ class SyncReplica:
         if final or now - self._last_status >= STATUS_INTERVAL or self.mode != self._status_mode:
             self._last_status = now
             self._status_mode = self.mode
-            self._write(STATUS_FILE, self.status())
+            self.files.write_status(self.status())
 
     def _probe(self) -> None:
         """Keep the lookup connection up while no mail needs it, so status can tell."""
@@ -539,38 +495,3 @@ class SyncReplica:
             self.lookup.execute(lambda conn: conn.whoami_s())
         except (DirectoryUnavailable, ldap.LDAPError) as err:
             log.debug("directory probe: %s", err)
-
-    def _save(self) -> None:
-        """Write the replica to ``StateDirectory/replica.state``."""
-        try:
-            self.store.save(self.state_dir / STATE_FILE, self._directory_id, self._last_contact)
-        except OSError as err:
-            self._unwritable(STATE_FILE, err)
-
-    def _write(self, name: str, document: dict[str, Any]) -> None:
-        """Write ``document`` as JSON to ``StateDirectory/name``: temp file, 0600, rename."""
-        try:
-            fd, temp = tempfile.mkstemp(prefix=f".{name}.", dir=self.state_dir)
-        except OSError as err:
-            self._unwritable(name, err)
-            return
-        try:
-            with os.fdopen(fd, "w") as stream:  # mkstemp: mode 0600
-                json.dump(document, stream, separators=(",", ":"))
-            os.replace(temp, self.state_dir / name)
-        except OSError as err:
-            self._unwritable(name, err)
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-
-    def _unwritable(self, name: str, err: OSError) -> None:
-        if not self._state_warned:
-            self._state_warned = True
-            log.warning(
-                "cannot write %s in StateDirectory %s (%s); the replica is not kept across "
-                "restarts and status.json is not written; create the directory, writable "
-                "by UserID",
-                name,
-                self.state_dir,
-                err.strerror or err,
-            )

@@ -15,11 +15,15 @@ keyword, never shown.
     ├── DomainNotSigned        a valid domain that the directory does not sign for
     │   └── DomainNotFound     ... because no policy entry covers it
     ├── DirectoryError         the directory answered, but the data is wrong
-    │   └── AmbiguousDomain    two policy entries claim one domain
+    │   ├── AmbiguousDomain    two policy entries claim one domain
+    │   └── EntryChanged       a write found the entry changed meanwhile (RFC 4528)
     ├── DirectoryUnavailable   the directory did not answer (down, timeout, TLS, bind)
     │   └── DirectoryStale     ... and the replica is older than DirectoryMaxStale
     ├── MessageError           a message that cannot be signed as it is
-    └── DnsTemporaryError      a DNS lookup that timed out or failed temporarily
+    ├── DnsTemporaryError      a DNS lookup that timed out or failed temporarily
+    ├── DnsUpdateError         a DNS server took no RFC 2136 update (unreachable, no answer)
+    ├── DamagedReplica         a saved replica file that cannot be read back
+    └── StatusUnreadable       a status.json that is not what the milter writes
 """
 
 from __future__ import annotations
@@ -67,6 +71,10 @@ class AmbiguousDomain(DirectoryError):
     """More than one policy entry claims the same mail domain."""
 
 
+class EntryChanged(DirectoryError):
+    """The entry no longer was what the change assumed (someone changed it meanwhile)."""
+
+
 class DirectoryUnavailable(LdapDkimError):
     """The directory could not be asked: unreachable, timed out, bind or TLS failure."""
 
@@ -84,6 +92,18 @@ class MessageError(LdapDkimError):
 
 class DnsTemporaryError(LdapDkimError):
     """A DNS query timed out or failed in a way that may pass (RFC 8601 temperror)."""
+
+
+class DnsUpdateError(LdapDkimError):
+    """The DNS server could not be reached, or its answer could not be read."""
+
+
+class DamagedReplica(LdapDkimError):
+    """A saved replica file that is cut short, of another format, or holds anything but data."""
+
+
+class StatusUnreadable(LdapDkimError):
+    """The status file exists but is not the JSON document the milter writes."""
 
 
 SIGNING_REFUSALS: tuple[type[LdapDkimError], ...] = (

@@ -34,6 +34,7 @@ from ldapdkim.errors import (
     InvalidDomain,
     KeyFormatError,
     LdapDkimError,
+    StatusUnreadable,
 )
 from ldapdkim.lifecycle import migrate, provision
 from ldapdkim.lifecycle.rotation import StepKind, advance, find_domain, start_rotation
@@ -741,7 +742,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     except FileNotFoundError:
         _error(status.missing_hint(path), args.verbose)
         return status.MISSING
-    except status.StatusUnreadable as err:
+    except StatusUnreadable as err:
         _error(f"{path}: {err}", args.verbose)
         return status.PROBLEM
     now = status.now_utc()

@@ -26,14 +26,10 @@ from ldapdkim.config.ldap import LdapSettings
 from ldapdkim.config.settings import Settings
 from ldapdkim.directory.ldapbackend import LdapBackend, reason
 from ldapdkim.directory.ldifout import Record
-from ldapdkim.errors import ConfigError, DirectoryError
+from ldapdkim.errors import ConfigError, DirectoryError, EntryChanged
 
 # Result codes that mean "this bind may not do that" (RFC 4511 appendix A).
 _REFUSED = (ldap.INSUFFICIENT_ACCESS, ldap.STRONG_AUTH_REQUIRED, ldap.UNWILLING_TO_PERFORM)
-
-
-class EntryChanged(DirectoryError):
-    """The entry no longer was what the change assumed (someone changed it meanwhile)."""
 
 
 class DirectoryWriter:

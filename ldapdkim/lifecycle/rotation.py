@@ -45,7 +45,8 @@ from ldapdkim import keys, schema
 from ldapdkim.directory import ldifout
 from ldapdkim.directory.entries import key_from_entry, policy_from_entry
 from ldapdkim.directory.resolution import Directory
-from ldapdkim.directory.writer import DirectoryWriter, EntryChanged
+from ldapdkim.directory.writer import DirectoryWriter
+from ldapdkim.errors import EntryChanged
 from ldapdkim.lifecycle.provision import selectors_for
 from ldapdkim.model import Algorithm, DomainPolicy, KeyState, SigningKey
 from ldapdkim.publish.audit import domain_entries

@@ -41,7 +41,7 @@ import dns.rdtypes.ANY.TXT
 import dns.tsig
 import dns.update
 
-from ldapdkim.errors import ConfigError, LdapDkimError
+from ldapdkim.errors import ConfigError, DnsUpdateError
 from ldapdkim.publish.dnsexport import (
     Publication,
     Record,
@@ -65,10 +65,6 @@ TSIG_ALGORITHMS = {
 """TSIG algorithms as BIND's key files name them (RFC 8945 §6)."""
 
 _KEY_FILE_FORM = 'key "NAME" { algorithm hmac-sha256; secret "BASE64"; };'
-
-
-class DnsUpdateError(LdapDkimError):
-    """The DNS server could not be reached, or its answer could not be read."""
 
 
 # -- the server ------------------------------------------------------------------

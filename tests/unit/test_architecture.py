@@ -14,6 +14,7 @@ import ast
 from pathlib import Path
 
 import ldapdkim
+from ldapdkim import errors
 
 PACKAGE = Path(ldapdkim.__file__).parent
 
@@ -112,6 +113,29 @@ def test_a_package_is_one_block_of_the_layers() -> None:
     """Packages do not interleave: each package's modules stand together in the order."""
     packages = [name for name, _ in LAYERS if name]
     assert len(packages) == len(set(packages))
+
+
+def test_every_public_exception_lives_in_errors_and_in_its_drawing() -> None:
+    """Private control-flow exceptions (``_Done``) may stay where they are raised and caught."""
+    drawing = errors.__doc__ or ""
+    error_names = {
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, Exception)
+    }
+    elsewhere, undrawn = [], []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ClassDef) or node.name.startswith("_"):
+                continue
+            bases = {b.id if isinstance(b, ast.Name) else ast.unparse(b) for b in node.bases}
+            if not any(b.endswith(("Error", "Exception")) or b in error_names for b in bases):
+                continue
+            if name != "errors":
+                elsewhere.append(f"{name}.{node.name}")
+            elif node.name not in drawing:
+                undrawn.append(node.name)
+    assert (elsewhere, undrawn) == ([], [])
 
 
 def test_the_public_surface_is_what_init_declares() -> None:

@@ -17,7 +17,7 @@ from ldapdkim.directory.replica.store import ReplicaStore
 from ldapdkim.directory.replica.sync import ReplicaSettings, SyncReplica
 from ldapdkim.directory.resolution import Directory
 from ldapdkim.directory.resolver import CachedResolver
-from ldapdkim.errors import DirectoryUnavailable
+from ldapdkim.errors import DamagedReplica, DirectoryUnavailable
 
 POLICY = {"objectClass": [b"dkimSignDomainPolicy"], "dkimSignDomainName": [b"example.com"]}
 
@@ -146,7 +146,7 @@ def test_a_cut_short_replica_file_is_refused(tmp_path: Path) -> None:
     os.truncate(path, path.stat().st_size - 10)
     again = ReplicaStore()
     with (
-        pytest.raises(statefile.DamagedReplica, match="ends early"),
+        pytest.raises(DamagedReplica, match="ends early"),
         statefile.SavedReplica(path) as saved,
     ):
         again.restore(saved.header.cookie, saved.chunks())
@@ -165,7 +165,7 @@ def test_reading_a_replica_file_never_runs_code(tmp_path: Path) -> None:
         pickle.dump({"format": 2, "directory": "d", "entries": 1}, stream)
         pickle.dump([_Boom()], stream)
     with (
-        pytest.raises(statefile.DamagedReplica, match="plain data only"),
+        pytest.raises(DamagedReplica, match="plain data only"),
         statefile.SavedReplica(path) as saved,
     ):
         list(saved.chunks())
@@ -176,10 +176,10 @@ def test_a_replica_file_of_another_format_is_refused(tmp_path: Path) -> None:
     path = tmp_path / STATE_FILE
     with path.open("wb") as stream:
         pickle.dump({"format": 1, "directory": "d", "entries": 0}, stream)
-    with pytest.raises(statefile.DamagedReplica, match="not a saved replica of this version"):
+    with pytest.raises(DamagedReplica, match="not a saved replica of this version"):
         statefile.SavedReplica(path)
     path.write_bytes(b'{"format": 1, "entries": []}')
-    with pytest.raises(statefile.DamagedReplica, match=r"cannot be read"):
+    with pytest.raises(DamagedReplica, match=r"cannot be read"):
         statefile.SavedReplica(path)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from ldapdkim import cli
 from ldapdkim.directory.replica import status
+from ldapdkim.errors import StatusUnreadable
 
 NOW = datetime(2026, 11, 28, 6, 0, 0, tzinfo=UTC)
 
@@ -134,7 +135,7 @@ def test_a_malformed_file_is_refused_with_the_reason(
     state: Path, content: str, message: str
 ) -> None:
     (state / "status.json").write_text(content)
-    with pytest.raises(status.StatusUnreadable, match=message.replace("[", r"\[")):
+    with pytest.raises(StatusUnreadable, match=message.replace("[", r"\[")):
         status.read_status(state / "status.json")
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from ldapdkim.directory.replica import statefile
 from ldapdkim.directory.replica.status import STATUS_FILE
 from ldapdkim.directory.replica.store import ReplicaStore
+from ldapdkim.errors import DamagedReplica
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class StateDirectory:
         except OSError as err:
             log.warning("cannot read the saved replica %s (%s); starting without it", path, err)
             return None
-        except statefile.DamagedReplica as err:
+        except DamagedReplica as err:
             log.warning("saved replica %s: %s; starting without it", path, err)
             return None
         log.info(

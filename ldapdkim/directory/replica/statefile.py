@@ -34,14 +34,11 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ldapdkim.directory.entryindex import Record
+from ldapdkim.errors import DamagedReplica
 
 FORMAT = 2
 CHUNK = 2048
 _END = "end"
-
-
-class DamagedReplica(ValueError):
-    """The file is not a whole saved replica of this format."""
 
 
 @dataclass(frozen=True)

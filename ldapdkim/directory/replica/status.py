@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ldapdkim.errors import StatusUnreadable
+
 STATUS_FILE = "status.json"
 FRESH_SECONDS = 30.0
 """A status file older than this counts as stale: the milter no longer updates it."""
@@ -34,10 +36,6 @@ FRESH_SECONDS = 30.0
 OK = 0
 PROBLEM = 1
 MISSING = 2
-
-
-class StatusUnreadable(ValueError):
-    """The status file exists but is not the JSON document the milter writes."""
 
 
 @dataclass(frozen=True)

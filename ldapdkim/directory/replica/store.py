@@ -19,6 +19,7 @@ from pathlib import Path
 from ldapdkim.directory.entries import Entry, locate
 from ldapdkim.directory.entryindex import EntryIndex, Record, compact
 from ldapdkim.directory.replica import statefile
+from ldapdkim.errors import DamagedReplica
 
 
 class ReplicaStore:
@@ -179,7 +180,7 @@ class ReplicaStore:
         """Take the entries and cookie of a saved replica; it then counts as loaded.
 
         Raises:
-            statefile.DamagedReplica: the chunks end early or hold junk; the
+            DamagedReplica: the chunks end early or hold junk; the
                 store is then left empty.
         """
         gc.disable()  # millions of new objects, none of them garbage: no collections
@@ -190,7 +191,7 @@ class ReplicaStore:
                         for record in chunk:
                             if record[4] is not None:
                                 self._file(record)
-                except statefile.DamagedReplica:
+                except DamagedReplica:
                     self._keys.clear()
                     self._index = EntryIndex()
                     raise

@@ -9,6 +9,7 @@ keyword, never shown.
 
     LdapDkimError
     ├── ConfigError            bad configuration file, keyword or value
+    ├── UsageError             bad command-line arguments (exit status 2)
     ├── KeyFormatError         a key that cannot be used (not PEM, too short, ...)
     ├── InvalidDomain          a From domain that fails validation (never sent to LDAP)
     ├── InvalidSelector        a selector that is not RFC 6376 sub-domain syntax
@@ -38,6 +39,10 @@ class ConfigError(LdapDkimError):
 
     The message starts with ``FILE:LINE:`` where the problem is in a file.
     """
+
+
+class UsageError(LdapDkimError):
+    """Bad command-line arguments (exit status 2)."""
 
 
 class KeyFormatError(LdapDkimError):

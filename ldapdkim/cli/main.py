@@ -35,6 +35,7 @@ from ldapdkim.errors import (
     KeyFormatError,
     LdapDkimError,
     StatusUnreadable,
+    UsageError,
 )
 from ldapdkim.lifecycle import migrate, provision
 from ldapdkim.lifecycle.rotation import StepKind, advance, find_domain, start_rotation
@@ -65,10 +66,6 @@ from ldapdkim.signing.signer import parse_message, sign_parsed, verify_message
 DEFAULT_CONFIG = "/etc/ldapdkim/ldapdkim.conf"
 
 log = logging.getLogger(__name__)
-
-
-class UsageError(LdapDkimError):
-    """Bad command-line arguments (exit status 2)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

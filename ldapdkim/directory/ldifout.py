@@ -86,7 +86,6 @@ class LdifStream:
     """Writes records as LDIF to a text stream, with a version line first."""
 
     def __init__(self, out: IO[str]) -> None:
-        self._out = out
         out.write("version: 1\n\n")
         self._writer = ldif.LDIFWriter(out, base64_attrs=[schema.PRIVATE_KEY], cols=76)
 

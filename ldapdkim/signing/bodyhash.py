@@ -53,7 +53,6 @@ class BodyHasher:
         self._blank = b""
         """CRLFs at the end of what was seen: dropped if nothing follows them."""
         self._content = False
-        self.length = 0
 
     def update(self, chunk: bytes) -> None:
         data = self._pending + chunk if self._pending else chunk
@@ -81,7 +80,6 @@ class BodyHasher:
 
     def _emit(self, data: bytes) -> None:
         self._hash.update(data)
-        self.length += len(data)
 
     def digest(self) -> bytes:
         """The hash of the canonical body; call once, after the last chunk."""

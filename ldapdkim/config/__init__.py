@@ -1,6 +1,5 @@
-"""The configuration.
-
-The keyword table, its value converters, host lists and data sets.
+"""The configuration: the keyword table and ``Settings``, value converters, data sets,
+host lists and the LDAP connection value.
 """
 
 from ldapdkim.config.settings import Settings, keyword_reference, load, parse

@@ -1,5 +1,3 @@
-"""The directory.
-
-Domain → entry resolution, entries and their index, the LDIF and LDAP backends,
-the writer, the cached resolver.
+"""The directory: domain → entry resolution, entries and their index, the LDIF and LDAP backends,
+the writer, the cached resolver, and the content-sync replica.
 """

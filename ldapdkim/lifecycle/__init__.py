@@ -1,4 +1,1 @@
-"""The life of keys and domains.
-
-Provisioning, rotation, migration from OpenDKIM.
-"""
+"""The life of keys and domains: provisioning, rotation and migration from OpenDKIM."""

@@ -1,4 +1,1 @@
-"""The milter.
-
-The pymilter session and the daemon process around it.
-"""
+"""The milter: the pymilter session and the daemon process around it."""

@@ -1,4 +1,1 @@
-"""Publishing keys in DNS.
-
-Zone records, DNS checks, RFC 2136 updates, the key audit.
-"""
+"""Publishing keys in DNS: zone records, DNS checks, RFC 2136 updates and the key audit."""

@@ -1,4 +1,3 @@
-"""Signing and verifying one message.
-
-Signer, body hash, policy, Authentication-Results, DNS key lookup.
+"""Signing and verifying one message: signer, body hash, policy, Authentication-Results and the
+DNS key lookup.
 """

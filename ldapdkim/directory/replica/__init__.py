@@ -1,4 +1,3 @@
-"""The RFC 4533 content-sync replica.
-
-Its consumer, its store of entries, its saved state and its status file.
+"""The RFC 4533 content-sync replica: its consumer, its store of entries, its saved state and
+status file.
 """

@@ -12,11 +12,12 @@ The syntax is OpenDKIM's (opendkim.conf(5)):
 - relative paths are taken from the current working directory, as OpenDKIM does,
   and stored as absolute paths, so a later change of directory does not move them.
 
-Every keyword is declared once, in ``_KEYWORDS``, with its converter, its default
-(as configuration text, converted like a value from the file) and a one-line
-doc; :func:`keyword_reference` hands that table to the README.  OpenDKIM
-keywords that ldapdkim deliberately lacks are listed in ``_UNSUPPORTED`` with
-what to do instead.
+Every keyword is declared once, in ``_KEYWORDS``, with its converter (from
+:mod:`ldapdkim.config.values`, and :mod:`ldapdkim.config.directorysource` for
+``Directory``), its default (as configuration text, converted like a value
+from the file) and a one-line doc; :func:`keyword_reference` hands that table
+to the README.  OpenDKIM keywords that ldapdkim deliberately lacks are listed
+in ``_UNSUPPORTED`` with what to do instead.
 
 Every problem is a :class:`~ldapdkim.errors.ConfigError` reading
 ``FILE:LINE: what; how to fix``.  No message and no ``repr`` shows the bind
@@ -27,24 +28,21 @@ from __future__ import annotations
 
 import difflib
 import enum
-import ipaddress
 import os
 import re
 import types
-import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
-import ldap.dn
-
-from ldapdkim.config.datasets import keyword_lines, read_dataset
+from ldapdkim.config import values
+from ldapdkim.config.datasets import keyword_lines
+from ldapdkim.config.directorysource import DirectorySource, directory
 from ldapdkim.config.hostlist import HostList
 from ldapdkim.config.ldap import ADMIN_BIND_KEYWORDS, LdapSettings
-from ldapdkim.config.secret import Secret, read_secret_file
-from ldapdkim.domainname import normalize_domain, normalize_host_name, normalize_selector
-from ldapdkim.errors import ConfigError, InvalidDomain, InvalidSelector
+from ldapdkim.config.secret import Secret
+from ldapdkim.errors import ConfigError
 from ldapdkim.model import Canonicalization
 
 
@@ -75,404 +73,11 @@ class Action(enum.Enum):
         )
 
 
-@dataclass(frozen=True)
-class DirectorySource:
-    """Where keys and per-domain policy are read from: LDAP servers or one LDIF file.
-
-    For ``ldap``, ``uris`` holds each server as ``scheme://host:port`` (or
-    ``ldapi://%2Fpath%2Fto%2Fsocket``) in failover order, and ``base_dn`` the
-    one base DN all of them share.  For ``ldif``, ``uris`` is empty, ``base_dn``
-    is ``""`` and ``ldif_path`` names the file.
-    """
-
-    kind: Literal["ldap", "ldif"]
-    uris: tuple[str, ...] = ()
-    base_dn: str = ""
-    ldif_path: Path | None = None
-
-
 # --------------------------------------------------------------------------
-# Converters: each turns the text of one value into its typed form, or fails
-# through ctx.fail() with "what; fix".
+# The On-* actions
 
 
-@dataclass(frozen=True)
-class _Ctx:
-    source: str
-    line: int
-    keyword: str
-
-    def fail(self, what: str, fix: str) -> NoReturn:
-        raise ConfigError(f"{self.source}:{self.line}: {what}; {fix}")
-
-    def fail_from(self, err: ValueError) -> NoReturn:
-        """Fail with a message (already "what; fix") from a lower-level parser."""
-        raise ConfigError(f"{self.source}:{self.line}: {self.keyword}: {err}") from err
-
-
-_BOOLEANS = {
-    "yes": True, "true": True, "on": True, "1": True,
-    "no": False, "false": False, "off": False, "0": False,
-}  # fmt: skip
-
-
-def _boolean(ctx: _Ctx, value: str) -> bool:
-    try:
-        return _BOOLEANS[value.lower()]
-    except KeyError:
-        ctx.fail(
-            f"{ctx.keyword} {value!r} is not a boolean",
-            "use yes or no (also true/false, on/off, 1/0)",
-        )
-
-
-def _text(ctx: _Ctx, value: str) -> str:
-    return value
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)\Z", re.IGNORECASE)
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def _seconds(ctx: _Ctx, value: str) -> float:
-    match = _DURATION.match(value)
-    if match is None:
-        ctx.fail(
-            f"{ctx.keyword} {value!r} is not a duration",
-            "give seconds, or a number with s, m, h or d, e.g. 30, 5m, 1d",
-        )
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
-
-
-def _positive_seconds(ctx: _Ctx, value: str) -> float:
-    seconds = _seconds(ctx, value)
-    if seconds <= 0:
-        ctx.fail(f"{ctx.keyword} {value!r} must be more than 0", "give e.g. 5 (seconds)")
-    return seconds
-
-
-def _whole_seconds(ctx: _Ctx, value: str) -> int:
-    seconds = _seconds(ctx, value)
-    if seconds != int(seconds):
-        ctx.fail(f"{ctx.keyword} {value!r} is not a whole number of seconds", "e.g. 604800 or 7d")
-    return int(seconds)
-
-
-def _integer(ctx: _Ctx, value: str, minimum: int, fix: str) -> int:
-    if not re.fullmatch(r"\d+", value):
-        ctx.fail(f"{ctx.keyword} {value!r} is not a whole number", fix)
-    number = int(value)
-    if number < minimum:
-        ctx.fail(f"{ctx.keyword} {value!r} is less than {minimum}", fix)
-    return number
-
-
-def _key_bits(ctx: _Ctx, value: str) -> int:
-    fix = (
-        "use 1024 or more (RFC 8301); ldapdkim refuses keys under 512 bits, "
-        "and OpenDKIM's 0 (any size) is not accepted"
-    )
-    return _integer(ctx, value, 512, fix)
-
-
-def _signature_count(ctx: _Ctx, value: str) -> int:
-    return _integer(ctx, value, 1, "give 1 or more (the default is 3); use 'Mode s' to verify none")
-
-
-def _mode(ctx: _Ctx, value: str) -> str:
-    letters = value.lower()
-    if letters in ("s", "v"):
-        return letters
-    if letters in ("sv", "vs"):
-        return "sv"
-    ctx.fail(f"Mode {value!r} is not a mode", "use s (sign), v (verify) or sv (both)")
-
-
-_PORT = r"([1-9]\d{0,4})"
-
-
-def _socket(ctx: _Ctx, value: str) -> str:
-    forms = "use inet:PORT@HOST, inet:PORT, inet6:PORT@HOST, local:/PATH or unix:/PATH"
-    kind, _, rest = value.partition(":")
-    kind = kind.lower()
-    if kind in ("local", "unix"):
-        if not rest:
-            ctx.fail(f"Socket {value!r} names no path", forms)
-        return f"{kind}:{rest}"
-    if kind not in ("inet", "inet6"):
-        ctx.fail(f"Socket {value!r} is not a socket", forms)
-    match = re.fullmatch(_PORT + r"(?:@(.+))?", rest)
-    if match is None or int(match.group(1)) > 65535:
-        ctx.fail(f"Socket {value!r} has no valid port (1-65535)", forms)
-    host = match.group(2)
-    if host is not None:
-        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-        try:
-            address = ipaddress.ip_address(bare)
-        except ValueError:
-            try:
-                normalize_host_name(bare)
-            except InvalidDomain:
-                ctx.fail(f"Socket {value!r} has a bad host {host!r}", forms)
-        else:
-            if (address.version == 6) != (kind == "inet6"):
-                ctx.fail(
-                    f"Socket {value!r} puts an IPv{address.version} address on {kind}:",
-                    "use inet: for IPv4 and inet6: for IPv6",
-                )
-    return f"{kind}:{rest}"
-
-
-def _path(ctx: _Ctx, value: str) -> Path:
-    path = Path(value)
-    return path if path.is_absolute() else Path.cwd() / path
-
-
-def _shown_path(value: str, path: Path) -> str:
-    return repr(value) if value == str(path) else f"{value!r} ({path})"
-
-
-def _existing_file(ctx: _Ctx, value: str, fix: str) -> Path:
-    path = _path(ctx, value)
-    if not path.exists():
-        ctx.fail(f"{ctx.keyword} file {_shown_path(value, path)} does not exist", fix)
-    if not path.is_file():
-        ctx.fail(f"{ctx.keyword} {_shown_path(value, path)} is not a file", fix)
-    return path
-
-
-def _key_file(ctx: _Ctx, value: str) -> Path:
-    return _existing_file(
-        ctx, value, "fix the path, or create the key (ldapdkim genkey) and publish its DNS record"
-    )
-
-
-def _ca_file(ctx: _Ctx, value: str) -> Path:
-    return _existing_file(
-        ctx, value, "give the PEM file of the CA that signed the LDAP server's certificate"
-    )
-
-
-def _password(ctx: _Ctx, value: str) -> Secret:
-    return Secret(value)
-
-
-def _password_file(ctx: _Ctx, value: str) -> Secret:
-    fix = (
-        "create it with the bind password on its first line, readable by root only, or fix the path"
-    )
-    path = _existing_file(ctx, value, fix)
-    try:
-        secret = read_secret_file(path)
-    except PermissionError:
-        ctx.fail(
-            f"{ctx.keyword} {_shown_path(value, path)} cannot be read (permission denied)",
-            "run ldapdkim as root (it reads the file before dropping privileges) "
-            "or let its user read the file",
-        )
-    except (OSError, UnicodeDecodeError) as err:
-        ctx.fail(f"{ctx.keyword} {_shown_path(value, path)} cannot be read ({err})", fix)
-    if secret is None:
-        ctx.fail(f"{ctx.keyword} {_shown_path(value, path)} has an empty first line", fix)
-    return secret
-
-
-def _sasl_mechanism(ctx: _Ctx, value: str) -> str | None:
-    name = value.upper()
-    if name == "SIMPLE":
-        return None
-    if not re.fullmatch(r"[A-Z0-9_-]{1,20}", name):
-        ctx.fail(
-            f"LDAPAuthMechanism {value!r} is not a SASL mechanism name",
-            "use SIMPLE (the default), EXTERNAL, or a SASL mechanism such as GSSAPI or DIGEST-MD5",
-        )
-    return name
-
-
-def _canonicalization(ctx: _Ctx, value: str) -> Canonicalization:
-    try:
-        return Canonicalization.parse(value)
-    except ValueError:
-        ctx.fail(
-            f"Canonicalization {value!r} is not valid",
-            "use HEADER/BODY, each simple or relaxed, e.g. relaxed/simple",
-        )
-
-
-def _entries(ctx: _Ctx, value: str) -> list[tuple[str, str]]:
-    try:
-        return [(e.text, e.where) for e in read_dataset(value)]
-    except ValueError as err:
-        ctx.fail_from(err)
-
-
-_FIELD_NAME = re.compile(r"[!-9;-~]+\Z")  # RFC 5322 ftext: printable ASCII except ':'
-
-
-def _header_names(ctx: _Ctx, value: str) -> tuple[str, ...]:
-    names: list[str] = []
-    for text, where in _entries(ctx, value):
-        if text == "*":
-            ctx.fail(
-                f"{ctx.keyword} starts an OpenDKIM delta list ('*,+X,-Y')",
-                "ldapdkim does not support those: list the header fields in full",
-            )
-        if not _FIELD_NAME.match(text):
-            ctx.fail(
-                f"{ctx.keyword} entry {text!r}{where} is not a header field name",
-                "list names such as from, to, subject, separated by commas",
-            )
-        if text.lower() not in names:
-            names.append(text.lower())
-    return tuple(names)
-
-
-def _sign_headers(ctx: _Ctx, value: str) -> tuple[str, ...]:
-    names = _header_names(ctx, value)
-    # RFC 6376 §5.4: From MUST be signed; OpenDKIM adds it implicitly, so do we.
-    return names if "from" in names else ("from", *names)
-
-
-def _domains(ctx: _Ctx, value: str) -> tuple[str, ...]:
-    domains: list[str] = []
-    for text, where in _entries(ctx, value):
-        try:
-            # The same normalisation as From domains get, so that they compare equal.
-            domain = normalize_domain(text)
-        except InvalidDomain as err:
-            ctx.fail(
-                f"Domain entry {text!r}{where} is not a domain name ({err})",
-                "list domains such as example.com, separated by commas",
-            )
-        if domain not in domains:
-            domains.append(domain)
-    if not domains:
-        ctx.fail("Domain lists no domain", "name at least one, e.g. Domain example.com")
-    return tuple(domains)
-
-
-def _selector(ctx: _Ctx, value: str) -> str:
-    try:
-        return normalize_selector(value)
-    except InvalidSelector as err:
-        ctx.fail(
-            f"Selector {value!r} is not a valid selector ({err})",
-            "use letters, digits and '-', e.g. Selector mail2024",
-        )
-
-
-def _host_list(ctx: _Ctx, value: str) -> HostList:
-    try:
-        return HostList.parse(value)
-    except ValueError as err:
-        ctx.fail_from(err)
-
-
-_MACRO_NAME = re.compile(r"(?:\{[A-Za-z0-9_]+\}|[A-Za-z0-9_]+)\Z")
-
-
-def _macros(ctx: _Ctx, value: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    forms = "write NAME or NAME=VALUE1|VALUE2, e.g. {auth_authen}, {daemon_name}=ORIGINATING"
-    macros: dict[str, tuple[str, ...]] = {}
-    for text, where in _entries(ctx, value):
-        if "=" in text:
-            name, _, values_text = text.partition("=")
-            has_values = True
-        else:
-            # A file line may also read "NAME VALUE1|VALUE2" (OpenDKIM's key/value form).
-            name, blank, values_text = text.replace("\t", " ").partition(" ")
-            has_values = bool(blank)
-        name, values_text = name.strip(), values_text.strip()
-        if not _MACRO_NAME.match(name):
-            ctx.fail(f"MacroList entry {text!r}{where} has a bad macro name {name!r}", forms)
-        if len(name) > 1 and not name.startswith("{"):
-            name = "{" + name + "}"  # libmilter accepts both spellings; keep one
-        values: tuple[str, ...] = ()
-        if has_values:
-            values = tuple(values_text.split("|"))
-            if not all(values):
-                ctx.fail(f"MacroList entry {text!r}{where} has an empty value", forms)
-        if name in macros:
-            ctx.fail(f"MacroList names macro {name} twice", "merge the values with |")
-        macros[name] = values
-    return tuple(macros.items())
-
-
-def _authserv_id(ctx: _Ctx, value: str) -> str | None:
-    if value == "HOSTNAME":  # OpenDKIM's spelling of "this host's name"
-        return None
-    if any(c.isspace() or c in ';()"\\' for c in value) or not value.isascii():
-        ctx.fail(
-            f"AuthservID {value!r} is not a valid authserv-id",
-            "use a host name such as mail.example.com (RFC 8601 §2.5)",
-        )
-    return value
-
-
-def _nameservers(ctx: _Ctx, value: str) -> tuple[tuple[str, int], ...]:
-    forms = "use IPv4, IPv4:PORT, IPv6 or [IPv6]:PORT, separated by commas or blanks"
-    servers: list[tuple[str, int]] = []
-    for text in re.split(r"[,\s]+", value):
-        if not text:
-            continue
-        host, port = text, "53"
-        bracketed = re.fullmatch(r"\[([^\]]+)\](?::(\d+))?", text)
-        if bracketed:
-            host, port = bracketed.group(1), bracketed.group(2) or "53"
-        elif text.count(":") == 1:
-            host, port = text.split(":")
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            ctx.fail(f"Nameservers entry {text!r} is not an IP address", forms)
-        if not re.fullmatch(_PORT, port) or int(port) > 65535:
-            ctx.fail(f"Nameservers entry {text!r} has a bad port", forms)
-        if bracketed and address.version != 6:
-            ctx.fail(f"Nameservers entry {text!r} puts IPv4 in brackets", forms)
-        servers.append((str(address), int(port)))
-    return tuple(servers)
-
-
-def _user_id(ctx: _Ctx, value: str) -> str:
-    if not re.fullmatch(r"[^:\s]+(:[^:\s]+)?", value):
-        ctx.fail(f"UserID {value!r} is not a user", "write USER or USER:GROUP, e.g. ldapdkim")
-    return value
-
-
-def _umask(ctx: _Ctx, value: str) -> int:
-    digits = value.lower().removeprefix("0o")
-    if not re.fullmatch(r"[0-7]{1,4}", digits) or int(digits, 8) > 0o777:
-        ctx.fail(f"UMask {value!r} is not an octal mask", "write e.g. 007 or 022")
-    return int(digits, 8)
-
-
-_FACILITIES = frozenset(
-    "auth authpriv cron daemon ftp kern lpr mail news syslog user uucp".split()
-    + [f"local{n}" for n in range(8)]
-)
-
-
-def _directory_sync(ctx: _Ctx, value: str) -> str:
-    mode = value.lower()
-    if mode not in ("auto", "yes", "no"):
-        ctx.fail(
-            f"DirectorySync {value!r} is not a sync mode",
-            "use auto (content sync when the server offers it), yes or no",
-        )
-    return mode
-
-
-def _facility(ctx: _Ctx, value: str) -> str:
-    name = value.lower().removeprefix("log_")
-    if name not in _FACILITIES:
-        ctx.fail(
-            f"SyslogFacility {value!r} is not a syslog facility",
-            "use mail (the default), daemon, local0 ... local7 or another syslog.conf(5) name",
-        )
-    return name
-
-
-def _action(ctx: _Ctx, value: str) -> Action:
+def _action(ctx: values.Context, value: str) -> Action:
     try:
         return Action.parse(value)
     except ValueError:
@@ -480,144 +85,6 @@ def _action(ctx: _Ctx, value: str) -> Action:
             f"{ctx.keyword} {value!r} is not an action",
             "use accept (a), discard (d), quarantine (q), reject (r) or tempfail (t)",
         )
-
-
-# Directory ----------------------------------------------------------------
-
-_LDAP_URL = re.compile(r"(ldaps?|ldapi)://([^/?]*)(?:/([^?]*))?(\?.*)?\Z", re.IGNORECASE)
-_DIRECTORY_FORMS = (
-    "use ldap://HOST[:PORT]/BASE-DN, ldaps://HOST[:PORT]/BASE-DN, "
-    "ldapi://%2Fpath%2Fto%2Fsocket/BASE-DN (several servers separated by blanks), "
-    "or ldif:PATH"
-)
-_DEFAULT_PORTS = {"ldap": 389, "ldaps": 636}
-
-
-def _directory(ctx: _Ctx, value: str) -> DirectorySource:
-    if value.lower().startswith("ldif:"):
-        return _ldif_source(ctx, value[len("ldif:") :].strip())
-    uris: list[str] = []
-    base_dn = ""
-    base_key: object = None
-    for url in value.split():
-        if url.lower().startswith("ldif:"):
-            ctx.fail(
-                "Directory mixes an ldif: file with LDAP URLs",
-                "give either LDAP URLs or one ldif:PATH",
-            )
-        uri, dn = _ldap_url(ctx, url)
-        key = _dn_key(dn)
-        if base_key is None:
-            base_dn, base_key = dn, key
-        elif key != base_key:
-            ctx.fail(
-                f"Directory URLs name different base DNs ({base_dn!r} and {dn!r})",
-                "all servers are replicas of one tree: give every URL the same base DN",
-            )
-        if uri in uris:
-            ctx.fail(f"Directory names server {uri} twice", "remove the duplicate")
-        uris.append(uri)
-    return DirectorySource("ldap", tuple(uris), base_dn, None)
-
-
-def _ldif_source(ctx: _Ctx, path_text: str) -> DirectorySource:
-    if not path_text:
-        ctx.fail("Directory ldif: names no file", "write ldif:/path/to/keys.ldif")
-    path = _path(ctx, path_text)
-    if not path.is_file():
-        problem = "is not a file" if path.exists() else "does not exist"
-        ctx.fail(
-            f"Directory file {_shown_path(path_text, path)} {problem}",
-            "create the LDIF file (ldapdkim ldif) or fix the path; relative paths are "
-            "taken from the directory ldapdkim is started in",
-        )
-    return DirectorySource("ldif", (), "", path)
-
-
-def _ldap_url(ctx: _Ctx, url: str) -> tuple[str, str]:
-    """Return (``scheme://host:port``, base DN) for one Directory URL."""
-    match = _LDAP_URL.match(url)
-    if match is None:
-        ctx.fail(f"Directory {url!r} is not an LDAP URL", _DIRECTORY_FORMS)
-    scheme, hostport, path, query = match.groups()
-    scheme = scheme.lower()
-    if query:
-        ctx.fail(
-            f"Directory URL {url!r} has attributes, scope or filter ({query!r})",
-            "ldapdkim takes only the base DN from the URL: remove everything from '?' "
-            "(OpenDKIM KeyTable/SigningTable URLs do not carry over)",
-        )
-    base_dn = urllib.parse.unquote(path or "")
-    if not base_dn:
-        ctx.fail(
-            f"Directory URL {url!r} has no base DN",
-            f"append the DN under which the DKIM entries live, "
-            f"e.g. {scheme}://{hostport}/ou=dkim,dc=example,dc=com",
-        )
-    if "$" in base_dn:
-        ctx.fail(
-            f"Directory base DN {base_dn!r} holds an OpenDKIM placeholder ($d/$D)",
-            "give the fixed DN under which the DKIM entries live, e.g. ou=dkim,dc=example,dc=com",
-        )
-    if not ldap.dn.is_dn(base_dn):
-        ctx.fail(
-            f"Directory base DN {base_dn!r} is not a valid DN",
-            "write it like ou=dkim,dc=example,dc=com, with %20 for blanks",
-        )
-    if scheme == "ldapi":
-        socket_path = urllib.parse.unquote(hostport)
-        if socket_path and not socket_path.startswith("/"):
-            ctx.fail(
-                f"Directory URL {url!r} has a relative socket path {socket_path!r}",
-                "write the absolute path with / as %2F, e.g. ldapi://%2Frun%2Fslapd%2Fldapi/"
-                + path,
-            )
-        return "ldapi://" + urllib.parse.quote(socket_path, safe=""), base_dn
-    return f"{scheme}://{_host_port(ctx, url, scheme, hostport)}", base_dn
-
-
-def _host_port(ctx: _Ctx, url: str, scheme: str, hostport: str) -> str:
-    ipv6 = re.fullmatch(r"\[([^\]]+)\](?::(\d*))?", hostport)
-    if ipv6:
-        host, port = ipv6.group(1), ipv6.group(2)
-    elif hostport.count(":") > 1:
-        ctx.fail(
-            f"Directory URL {url!r} has an IPv6 address without brackets",
-            f"write {scheme}://[2001:db8::1]:PORT/BASE-DN",
-        )
-    else:
-        host, _, port = hostport.partition(":")
-    if not host:
-        ctx.fail(
-            f"Directory URL {url!r} names no server",
-            f"write {scheme}://HOST/BASE-DN; for the local socket use ldapi://",
-        )
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        try:
-            host = normalize_host_name(host)
-        except InvalidDomain:
-            ctx.fail(f"Directory URL {url!r} has a bad host {host!r}", _DIRECTORY_FORMS)
-    else:
-        if address.version == 4 and ipv6:
-            ctx.fail(
-                f"Directory URL {url!r} puts an IPv4 address in brackets",
-                f"write {scheme}://{address}/BASE-DN",
-            )
-        host = f"[{address}]" if ipv6 else str(address)
-    if port is None or port == "":
-        port = str(_DEFAULT_PORTS[scheme])
-    if not re.fullmatch(_PORT, port) or int(port) > 65535:
-        ctx.fail(f"Directory URL {url!r} has a bad port {port!r}", "use a port from 1 to 65535")
-    return f"{host}:{int(port)}"
-
-
-def _dn_key(dn: str) -> tuple[tuple[tuple[str, str], ...], ...]:
-    """A DN in a form where equal DNs (as dc/ou/cn compare: case-insensitively) are equal."""
-    return tuple(
-        tuple((attr.lower(), val.lower()) for attr, val, _ in rdn) for rdn in ldap.dn.str2dn(dn)
-    )
 
 
 # --------------------------------------------------------------------------
@@ -628,7 +95,7 @@ def _dn_key(dn: str) -> tuple[tuple[tuple[str, str], ...], ...]:
 class _Keyword:
     name: str
     field: str
-    convert: Callable[[_Ctx, str], Any]
+    convert: Callable[[values.Context, str], Any]
     default: str | None
     """Default as configuration text, converted like a value from the file."""
     doc: str
@@ -656,110 +123,110 @@ def _on(name: str, default: str, doc: str) -> _Keyword:
 
 _KEYWORDS: tuple[_Keyword, ...] = (
     # Operation
-    _Keyword("Mode", "mode", _mode, "sv", "s to sign, v to verify, sv for both"),
-    _Keyword("Socket", "socket", _socket, "inet:8891@127.0.0.1",
+    _Keyword("Mode", "mode", values.mode, "sv", "s to sign, v to verify, sv for both"),
+    _Keyword("Socket", "socket", values.socket, "inet:8891@127.0.0.1",
              "where the MTA connects: inet:PORT@HOST, inet6:PORT@HOST or local:/PATH"),
     # The directory
-    _Keyword("Directory", "directory", _directory, None,
+    _Keyword("Directory", "directory", directory, None,
              "LDAP URLs with the base DN as path (failover order), or ldif:PATH",
              shown="(none)"),
-    _Keyword("LDAPBindUser", "ldap_bind_user", _text, None,
+    _Keyword("LDAPBindUser", "ldap_bind_user", values.text, None,
              "DN to bind as with a simple bind", shown="(anonymous)"),
-    _Keyword("LDAPBindPassword", "ldap_bind_password", _password, None,
+    _Keyword("LDAPBindPassword", "ldap_bind_password", values.password, None,
              "bind password; prefer LDAPBindPasswordFile, which keeps it out of this file"),
-    _Keyword("LDAPBindPasswordFile", "ldap_bind_password", _password_file, None,
+    _Keyword("LDAPBindPasswordFile", "ldap_bind_password", values.password_file, None,
              "file whose first line is the bind password, read before dropping root"),
-    _Keyword("LDAPAdminBindUser", "ldap_admin_bind_user", _text, None,
+    _Keyword("LDAPAdminBindUser", "ldap_admin_bind_user", values.text, None,
              "DN that 'ldapdkim rotate' binds as to write keys (simple bind); the milter "
              "never uses it", shown="(LDAPBindUser)"),
-    _Keyword("LDAPAdminBindPasswordFile", "ldap_admin_bind_password", _password_file, None,
+    _Keyword("LDAPAdminBindPasswordFile", "ldap_admin_bind_password", values.password_file, None,
              "file whose first line is the password of LDAPAdminBindUser"),
-    _Keyword("LDAPAuthMechanism", "ldap_auth_mechanism", _sasl_mechanism, None,
+    _Keyword("LDAPAuthMechanism", "ldap_auth_mechanism", values.sasl_mechanism, None,
              "SIMPLE, EXTERNAL (TLS client certificate or ldapi://) or another SASL mechanism",
              shown="SIMPLE"),
-    _Keyword("LDAPAuthName", "ldap_auth_user", _text, None,
+    _Keyword("LDAPAuthName", "ldap_auth_user", values.text, None,
              "SASL user to authenticate as (authcid), e.g. for DIGEST-MD5"),
-    _Keyword("LDAPAuthUser", "ldap_authz_id", _text, None,
+    _Keyword("LDAPAuthUser", "ldap_authz_id", values.text, None,
              "SASL identity to act as (authzid), when not the authenticated user"),
-    _Keyword("LDAPAuthRealm", "ldap_auth_realm", _text, None, "SASL realm"),
-    _Keyword("LDAPUseTLS", "ldap_use_tls", _boolean, "no",
+    _Keyword("LDAPAuthRealm", "ldap_auth_realm", values.text, None, "SASL realm"),
+    _Keyword("LDAPUseTLS", "ldap_use_tls", values.boolean, "no",
              "issue StartTLS on ldap:// connections"),
-    _Keyword("LDAPTLSCACertFile", "ldap_tls_ca_cert_file", _ca_file, None,
+    _Keyword("LDAPTLSCACertFile", "ldap_tls_ca_cert_file", values.ca_file, None,
              "PEM file of the CAs trusted for the LDAP server certificate",
              shown="(libldap's ldap.conf)"),
-    _Keyword("LDAPTimeout", "ldap_timeout", _positive_seconds, "5",
+    _Keyword("LDAPTimeout", "ldap_timeout", values.positive_seconds, "5",
              "seconds before an LDAP connect or search is abandoned"),
-    _Keyword("LDAPCacheTTL", "ldap_cache_ttl", _seconds, "300",
+    _Keyword("LDAPCacheTTL", "ldap_cache_ttl", values.duration, "300",
              "how long a directory answer is reused (0 disables the cache)"),
-    _Keyword("LDAPNegativeCacheTTL", "ldap_negative_cache_ttl", _seconds, "60",
+    _Keyword("LDAPNegativeCacheTTL", "ldap_negative_cache_ttl", values.duration, "60",
              "how long a 'no such domain' answer is reused"),
-    _Keyword("DirectoryMaxStale", "directory_max_stale", _seconds, "86400",
+    _Keyword("DirectoryMaxStale", "directory_max_stale", values.duration, "86400",
              "how long the last good answer is served while the directory is unreachable "
              "(0 disables)"),
-    _Keyword("DirectorySync", "directory_sync", _directory_sync, "auto",
+    _Keyword("DirectorySync", "directory_sync", values.directory_sync, "auto",
              "keep an in-memory replica current by RFC 4533 content sync: auto (when the "
              "server offers it, else cached lookups), yes (sync only) or no (lookups only)"),
     # Signing
-    _Keyword("Canonicalization", "canonicalization", _canonicalization, "simple/simple",
+    _Keyword("Canonicalization", "canonicalization", values.canonicalization, "simple/simple",
              "header/body canonicalization when signing, each simple or relaxed"),
-    _Keyword("SignHeaders", "sign_headers", _sign_headers, None,
+    _Keyword("SignHeaders", "sign_headers", values.sign_headers, None,
              "header fields to sign (From is always added)", shown="(RFC 6376 §5.4 set)"),
-    _Keyword("OversignHeaders", "oversign_headers", _header_names, "from",
+    _Keyword("OversignHeaders", "oversign_headers", values.header_names, "from",
              "header fields signed once more than present, so none can be added"),
-    _Keyword("SignatureTTL", "signature_ttl", _whole_seconds, "0",
+    _Keyword("SignatureTTL", "signature_ttl", values.whole_seconds, "0",
              "signature lifetime for x= in seconds (0: no x= tag)"),
-    _Keyword("MinimumKeyBits", "minimum_key_bits", _key_bits, "1024",
+    _Keyword("MinimumKeyBits", "minimum_key_bits", values.key_bits, "1024",
              "smallest RSA key accepted when verifying (512 at least)"),
-    _Keyword("SubDomains", "subdomains", _boolean, "no",
+    _Keyword("SubDomains", "subdomains", values.boolean, "no",
              "also sign for subdomains of the signing domains"),
-    _Keyword("Domain", "domain", _domains, None,
+    _Keyword("Domain", "domain", values.domains, None,
              "single-key mode: domains to sign (list, csl: or file:)", empty=()),
-    _Keyword("Selector", "selector", _selector, None, "single-key mode: selector of KeyFile"),
-    _Keyword("KeyFile", "key_file", _key_file, None, "single-key mode: PEM private key file"),
+    _Keyword("Selector", "selector", values.selector, None, "single-key mode: selector of KeyFile"),
+    _Keyword("KeyFile", "key_file", values.key_file, None, "single-key mode: PEM private key file"),
     # Who is who
-    _Keyword("InternalHosts", "internal_hosts", _host_list, "127.0.0.1, ::1",
+    _Keyword("InternalHosts", "internal_hosts", values.host_list, "127.0.0.1, ::1",
              "clients whose mail is signed, not verified (replaces the default)"),
-    _Keyword("ExternalIgnoreList", "external_ignore_list", _host_list, None,
+    _Keyword("ExternalIgnoreList", "external_ignore_list", values.host_list, None,
              "outside clients allowed to send as signing domains without a log line",
              empty=HostList()),
-    _Keyword("PeerList", "peer_list", _host_list, None,
+    _Keyword("PeerList", "peer_list", values.host_list, None,
              "clients whose mail is passed without any DKIM processing", empty=HostList()),
-    _Keyword("MacroList", "macro_list", _macros, "{auth_authen}, {daemon_name}=ORIGINATING",
+    _Keyword("MacroList", "macro_list", values.macros, "{auth_authen}, {daemon_name}=ORIGINATING",
              "MTA macros that mark mail to sign: NAME or NAME=VALUE1|VALUE2"),
     # Verifying
-    _Keyword("AuthservID", "authserv_id", _authserv_id, None,
+    _Keyword("AuthservID", "authserv_id", values.authserv_id, None,
              "authserv-id in Authentication-Results", shown="(host name)"),
-    _Keyword("Nameservers", "nameservers", _nameservers, None,
+    _Keyword("Nameservers", "nameservers", values.nameservers, None,
              "DNS servers for key lookups: IP, IP:PORT or [IPv6]:PORT",
              shown="(system resolver)", empty=()),
-    _Keyword("DNSTimeout", "dns_timeout", _positive_seconds, "5",
+    _Keyword("DNSTimeout", "dns_timeout", values.positive_seconds, "5",
              "seconds before a key lookup counts as a temporary DNS error (temperror)"),
-    _Keyword("MaximumSignaturesToVerify", "maximum_signatures_to_verify", _signature_count,
+    _Keyword("MaximumSignaturesToVerify", "maximum_signatures_to_verify", values.signature_count,
              "3", "how many signatures of one message are verified, from the top"),
     # Key rotation (ldapdkim rotate)
-    _Keyword("RotationOverlap", "rotation_overlap", _seconds, "2d",
+    _Keyword("RotationOverlap", "rotation_overlap", values.duration, "2d",
              "how long a new key's DNS record must have been seen before rotate --advance "
              "activates the key"),
-    _Keyword("RotationRetireAfter", "rotation_retire_after", _seconds, "7d",
+    _Keyword("RotationRetireAfter", "rotation_retire_after", values.duration, "7d",
              "how long a retired key stays published before rotate --advance --prune "
              "deletes it"),
     # Process and logging
-    _Keyword("UserID", "user_id", _user_id, None, "USER[:GROUP] to switch to after start",
+    _Keyword("UserID", "user_id", values.user_id, None, "USER[:GROUP] to switch to after start",
              shown="(unchanged)"),
-    _Keyword("PidFile", "pid_file", _path, None, "file to write the process ID to"),
-    _Keyword("StateDirectory", "state_directory", _path, "/var/lib/ldapdkim",
+    _Keyword("PidFile", "pid_file", values.absolute_path, None, "file to write the process ID to"),
+    _Keyword("StateDirectory", "state_directory", values.absolute_path, "/var/lib/ldapdkim",
              "where the milter keeps its directory replica and status.json; the replica "
              "holds the private keys (files mode 0600; keep the directory 0700, owned by "
              "UserID)"),
-    _Keyword("UMask", "umask", _umask, None, "octal file creation mask (socket, PidFile)",
+    _Keyword("UMask", "umask", values.umask, None, "octal file creation mask (socket, PidFile)",
              shown="(inherited)"),
-    _Keyword("Syslog", "syslog", _boolean, "yes", "log to syslog (else to standard error)"),
-    _Keyword("SyslogFacility", "syslog_facility", _facility, "mail", "syslog facility"),
-    _Keyword("SyslogSuccess", "syslog_success", _boolean, "no",
+    _Keyword("Syslog", "syslog", values.boolean, "yes", "log to syslog (else to standard error)"),
+    _Keyword("SyslogFacility", "syslog_facility", values.facility, "mail", "syslog facility"),
+    _Keyword("SyslogSuccess", "syslog_success", values.boolean, "no",
              "also log each successful signature and verification"),
-    _Keyword("LogWhy", "log_why", _boolean, "no",
+    _Keyword("LogWhy", "log_why", values.boolean, "no",
              "log why each message was signed, verified or skipped"),
-    _Keyword("SoftwareHeader", "software_header", _boolean, "no",
+    _Keyword("SoftwareHeader", "software_header", values.boolean, "no",
              "add a DKIM-Filter header field naming ldapdkim"),
     # Actions
     _on("On-Default", "accept",
@@ -808,7 +275,7 @@ def _default(keyword: _Keyword) -> Any:
     """The default value of a keyword's field, converted from the table's text."""
     if keyword.default is None:
         return keyword.empty
-    return keyword.convert(_Ctx("<default>", 0, keyword.name), keyword.default)
+    return keyword.convert(values.Context("<default>", 0, keyword.name), keyword.default)
 
 
 # Settings field -> default; where two keywords share a field, the first one's default.
@@ -821,7 +288,7 @@ for _keyword in _KEYWORDS:
 def _default_actions() -> Mapping[str, Action]:
     return types.MappingProxyType(
         {
-            str(kw.action): _action(_Ctx("<default>", 0, kw.name), str(kw.default))
+            str(kw.action): _action(values.Context("<default>", 0, kw.name), str(kw.default))
             for kw in _KEYWORDS
             if kw.action
         }
@@ -996,14 +463,14 @@ def parse(text: str, source: str = "<string>") -> Settings:
         given[keyword.name] = (keyword, value, number)
 
     _check_one_password(source, given)
-    values: dict[str, Any] = {}
+    fields: dict[str, Any] = {}
     actions: dict[str, Action] = {}
     for keyword, value, number in sorted(given.values(), key=lambda item: item[2]):
-        converted = keyword.convert(_Ctx(source, number, keyword.name), value)
+        converted = keyword.convert(values.Context(source, number, keyword.name), value)
         if keyword.action:
             actions[keyword.action] = converted
         else:
-            values[keyword.field] = converted
+            fields[keyword.field] = converted
 
     # OpenDKIM applies On-Default first, then the specific On-* keywords.
     final = dict(_default_actions())
@@ -1012,7 +479,7 @@ def parse(text: str, source: str = "<string>") -> Settings:
             final[key] = actions[key]
         elif "default" in actions:
             final[key] = actions["default"]
-    settings = Settings(source=source, on_actions=types.MappingProxyType(final), **values)
+    settings = Settings(source=source, on_actions=types.MappingProxyType(final), **fields)
     _cross_check(settings, {name: item[2] for name, item in given.items()})
     return settings
 

@@ -20,7 +20,7 @@ PACKAGE = Path(ldapdkim.__file__).parent
 
 LAYERS: list[tuple[str, list[str]]] = [
     ("", ["errors", "schema", "log", "model", "domainname", "keys"]),
-    ("config", ["datasets", "hostlist", "secret", "ldap", "settings"]),
+    ("config", ["datasets", "hostlist", "secret", "ldap", "values", "directorysource", "settings"]),
     (
         "directory",
         [

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ldapdkim.config.settings import DirectorySource, Settings, keyword_reference, load, parse
+from ldapdkim.config.directorysource import DirectorySource
+from ldapdkim.config.settings import Settings, keyword_reference, load, parse
 from ldapdkim.model import Canonicalization
 
 ROOT = Path(__file__).resolve().parents[2]

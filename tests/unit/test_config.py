@@ -8,16 +8,10 @@ from textwrap import dedent
 
 import pytest
 
+from ldapdkim.config.directorysource import DirectorySource
 from ldapdkim.config.hostlist import HostList
-from ldapdkim.config.settings import (
-    Action,
-    DirectorySource,
-    Secret,
-    Settings,
-    keyword_reference,
-    load,
-    parse,
-)
+from ldapdkim.config.secret import Secret
+from ldapdkim.config.settings import Action, Settings, keyword_reference, load, parse
 from ldapdkim.errors import ConfigError
 from ldapdkim.model import Canonicalization
 

@@ -147,6 +147,82 @@ class Resolution:
 
 
 @enum.unique
+class Action(enum.Enum):
+    """What the milter tells the MTA for an outcome (OpenDKIM's ``On-*`` values)."""
+
+    ACCEPT = "accept"
+    DISCARD = "discard"
+    QUARANTINE = "quarantine"
+    REJECT = "reject"
+    TEMPFAIL = "tempfail"
+
+    @classmethod
+    def parse(cls, text: str) -> Action:
+        """Parse a full name or OpenDKIM's one-letter form (a, d, q, r, t), any case.
+
+        Raises:
+            ValueError: naming the accepted forms.
+        """
+        word = text.strip().lower()
+        for action in cls:
+            if word in (action.value, action.value[0]):
+                return action
+        raise ValueError(
+            f"unknown action {text!r}; use accept (a), discard (d), quarantine (q), "
+            "reject (r) or tempfail (t)"
+        )
+
+
+@enum.unique
+class Outcome(enum.StrEnum):
+    """The outcomes that OpenDKIM's ``On-*`` keywords give an :class:`Action` to.
+
+    The value is the keyword without ``On-``, lowercase.  ``DEFAULT`` is not an
+    outcome of its own: ``On-Default`` sets the action of every outcome whose
+    keyword is not given.
+    """
+
+    DEFAULT = "default"
+    BAD_SIGNATURE = "badsignature"
+    DNS_ERROR = "dnserror"
+    INTERNAL_ERROR = "internalerror"
+    KEY_NOT_FOUND = "keynotfound"
+    NO_SIGNATURE = "nosignature"
+    SIGNATURE_ERROR = "signatureerror"
+    DIRECTORY_ERROR = "directoryerror"
+
+    @property
+    def keyword(self) -> str:
+        """The configuration keyword, e.g. ``On-BadSignature``."""
+        return "On-" + _ON_KEYWORDS[self]
+
+    @classmethod
+    def parse(cls, text: str) -> Outcome:
+        """The outcome named ``text``: ``badsignature`` or ``On-BadSignature``, any case.
+
+        Raises:
+            ValueError: an unknown outcome name, listing the known ones.
+        """
+        try:
+            return cls(text.strip().lower().removeprefix("on-"))
+        except ValueError:
+            known = ", ".join(sorted(o.value for o in cls))
+            raise ValueError(f"unknown outcome {text!r}; use one of {known}") from None
+
+
+_ON_KEYWORDS = {
+    Outcome.DEFAULT: "Default",
+    Outcome.BAD_SIGNATURE: "BadSignature",
+    Outcome.DNS_ERROR: "DNSError",
+    Outcome.INTERNAL_ERROR: "InternalError",
+    Outcome.KEY_NOT_FOUND: "KeyNotFound",
+    Outcome.NO_SIGNATURE: "NoSignature",
+    Outcome.SIGNATURE_ERROR: "SignatureError",
+    Outcome.DIRECTORY_ERROR: "DirectoryError",
+}
+
+
+@enum.unique
 class DkimResult(enum.Enum):
     """RFC 8601 §2.7.1 results of DKIM verification."""
 
@@ -157,6 +233,33 @@ class DkimResult(enum.Enum):
     NEUTRAL = "neutral"
     TEMPERROR = "temperror"
     PERMERROR = "permerror"
+
+
+@enum.unique
+class Failure(enum.Enum):
+    """Why a signature did not pass, as the verifier found it; never read from the reason text.
+
+    The milter chooses the ``On-*`` outcome from it: :attr:`DNS_ERROR` is
+    ``On-DNSError``, :attr:`NO_KEY` is ``On-KeyNotFound``, every other failure
+    ``On-BadSignature``.
+    """
+
+    NONE = "none"
+    """The signature passed."""
+    SYNTAX = "syntax"
+    """The signature field is malformed: bad tag list, a required tag missing or wrong."""
+    NO_KEY = "no-key"
+    """DNS holds no key record at the selector's name."""
+    KEY_UNUSABLE = "key-unusable"
+    """The key record is malformed, revoked, too small or of the wrong type."""
+    DNS_ERROR = "dns-error"
+    """The key lookup failed in a way that may pass (RFC 8601 temperror)."""
+    BODY_HASH = "body-hash"
+    """The body hash does not match: the body was changed."""
+    BAD_SIGNATURE = "bad-signature"
+    """The signature does not verify over the signed header fields."""
+    ALGORITHM = "algorithm"
+    """An algorithm that is no longer accepted (rsa-sha1, RFC 8301)."""
 
 
 @dataclass(frozen=True)
@@ -171,3 +274,21 @@ class VerifyResult:
     signature_prefix: str = ""
     """The first characters of ``b=``, for RFC 6008 ``header.b``."""
     identity: str = ""
+    failure: Failure = Failure.NONE
+    """What went wrong, for the ``On-*`` decision; ``reason`` is for people."""
+
+
+Header = tuple[bytes, bytes]
+"""A header field as dkimpy holds it: name, and the raw value after the colon (with CRLF)."""
+
+
+@dataclass(frozen=True)
+class SigningParams:
+    """How to sign: the configuration's defaults merged with the domain's policy."""
+
+    canonicalization: Canonicalization = Canonicalization("relaxed", "simple")
+    sign_headers: tuple[str, ...] | None = None
+    """The header fields to sign; None means RFC 6376 §5.4.1's list."""
+    oversign_headers: tuple[str, ...] = ("from",)
+    identity: str | None = None
+    expire_seconds: int | None = None

@@ -27,7 +27,6 @@ password.
 from __future__ import annotations
 
 import difflib
-import enum
 import os
 import re
 import types
@@ -43,35 +42,7 @@ from ldapdkim.config.hostlist import HostList
 from ldapdkim.config.ldap import ADMIN_BIND_KEYWORDS, LdapSettings
 from ldapdkim.config.secret import Secret
 from ldapdkim.errors import ConfigError
-from ldapdkim.model import Canonicalization
-
-
-@enum.unique
-class Action(enum.Enum):
-    """What the milter tells the MTA for an outcome (OpenDKIM's ``On-*`` values)."""
-
-    ACCEPT = "accept"
-    DISCARD = "discard"
-    QUARANTINE = "quarantine"
-    REJECT = "reject"
-    TEMPFAIL = "tempfail"
-
-    @classmethod
-    def parse(cls, text: str) -> Action:
-        """Parse a full name or OpenDKIM's one-letter form (a, d, q, r, t), any case.
-
-        Raises:
-            ValueError: naming the accepted forms.
-        """
-        word = text.strip().lower()
-        for action in cls:
-            if word in (action.value, action.value[0]):
-                return action
-        raise ValueError(
-            f"unknown action {text!r}; use accept (a), discard (d), quarantine (q), "
-            "reject (r) or tempfail (t)"
-        )
-
+from ldapdkim.model import Action, Canonicalization, Outcome
 
 # --------------------------------------------------------------------------
 # The On-* actions
@@ -104,11 +75,8 @@ class _Keyword:
     empty: Any = None
     """The field value when ``default`` is None."""
 
-    @property
-    def action(self) -> str | None:
-        """The ``on_actions`` key for an On-* keyword, else None."""
-        lower = self.name.lower()
-        return lower.removeprefix("on-") if lower.startswith("on-") else None
+    outcome: Outcome | None = None
+    """The outcome an On-* keyword gives its action to; None for other keywords."""
 
     @property
     def default_text(self) -> str:
@@ -117,8 +85,8 @@ class _Keyword:
         return self.shown or "(none)"
 
 
-def _on(name: str, default: str, doc: str) -> _Keyword:
-    return _Keyword(name, "on_actions", _action, default, doc)
+def _on(outcome: Outcome, default: str, doc: str) -> _Keyword:
+    return _Keyword(outcome.keyword, "on_actions", _action, default, doc, outcome=outcome)
 
 
 _KEYWORDS: tuple[_Keyword, ...] = (
@@ -229,15 +197,15 @@ _KEYWORDS: tuple[_Keyword, ...] = (
     _Keyword("SoftwareHeader", "software_header", values.boolean, "no",
              "add a DKIM-Filter header field naming ldapdkim"),
     # Actions
-    _on("On-Default", "accept",
+    _on(Outcome.DEFAULT, "accept",
         "action for any outcome; when given, the default of every On-* not given"),
-    _on("On-BadSignature", "accept", "action when a signature fails to verify"),
-    _on("On-DNSError", "tempfail", "action when a key lookup fails temporarily"),
-    _on("On-InternalError", "tempfail", "action when ldapdkim hits an internal error"),
-    _on("On-KeyNotFound", "accept", "action when a signature's key is not in the DNS"),
-    _on("On-NoSignature", "accept", "action for an unsigned message"),
-    _on("On-SignatureError", "reject", "action when a message cannot be signed"),
-    _on("On-DirectoryError", "tempfail",
+    _on(Outcome.BAD_SIGNATURE, "accept", "action when a signature fails to verify"),
+    _on(Outcome.DNS_ERROR, "tempfail", "action when a key lookup fails temporarily"),
+    _on(Outcome.INTERNAL_ERROR, "tempfail", "action when ldapdkim hits an internal error"),
+    _on(Outcome.KEY_NOT_FOUND, "accept", "action when a signature's key is not in the DNS"),
+    _on(Outcome.NO_SIGNATURE, "accept", "action for an unsigned message"),
+    _on(Outcome.SIGNATURE_ERROR, "reject", "action when a message cannot be signed"),
+    _on(Outcome.DIRECTORY_ERROR, "tempfail",
         "action when the directory cannot be read and no cached answer is fresh enough"),
 )  # fmt: skip
 
@@ -281,16 +249,16 @@ def _default(keyword: _Keyword) -> Any:
 # Settings field -> default; where two keywords share a field, the first one's default.
 _DEFAULTS: dict[str, Any] = {}
 for _keyword in _KEYWORDS:
-    if not _keyword.action:
+    if _keyword.outcome is None:
         _DEFAULTS.setdefault(_keyword.field, _default(_keyword))
 
 
-def _default_actions() -> Mapping[str, Action]:
+def _default_actions() -> Mapping[Outcome, Action]:
     return types.MappingProxyType(
         {
-            str(kw.action): _action(values.Context("<default>", 0, kw.name), str(kw.default))
+            kw.outcome: _action(values.Context("<default>", 0, kw.name), str(kw.default))
             for kw in _KEYWORDS
-            if kw.action
+            if kw.outcome is not None
         }
     )
 
@@ -355,7 +323,7 @@ class Settings:
     syslog_success: bool = _DEFAULTS["syslog_success"]
     log_why: bool = _DEFAULTS["log_why"]
     software_header: bool = _DEFAULTS["software_header"]
-    on_actions: Mapping[str, Action] = field(default_factory=_default_actions, hash=False)
+    on_actions: Mapping[Outcome, Action] = field(default_factory=_default_actions, hash=False)
 
     @property
     def ldap(self) -> LdapSettings | None:
@@ -395,18 +363,9 @@ class Settings:
     def verifies(self) -> bool:
         return "v" in self.mode
 
-    def action_for(self, name: str) -> Action:
-        """The action for an outcome: ``"badsignature"``, ``"On-BadSignature"``, any case.
-
-        Raises:
-            ValueError: an unknown outcome name, listing the known ones.
-        """
-        key = name.strip().lower().removeprefix("on-")
-        try:
-            return self.on_actions[key]
-        except KeyError:
-            known = ", ".join(sorted(self.on_actions))
-            raise ValueError(f"unknown outcome {name!r}; use one of {known}") from None
+    def action_for(self, outcome: Outcome) -> Action:
+        """The action the ``On-*`` keywords give ``outcome``."""
+        return self.on_actions[outcome]
 
 
 # --------------------------------------------------------------------------
@@ -464,21 +423,21 @@ def parse(text: str, source: str = "<string>") -> Settings:
 
     _check_one_password(source, given)
     fields: dict[str, Any] = {}
-    actions: dict[str, Action] = {}
+    actions: dict[Outcome, Action] = {}
     for keyword, value, number in sorted(given.values(), key=lambda item: item[2]):
         converted = keyword.convert(values.Context(source, number, keyword.name), value)
-        if keyword.action:
-            actions[keyword.action] = converted
+        if keyword.outcome is not None:
+            actions[keyword.outcome] = converted
         else:
             fields[keyword.field] = converted
 
     # OpenDKIM applies On-Default first, then the specific On-* keywords.
     final = dict(_default_actions())
-    for key in final:
-        if key in actions:
-            final[key] = actions[key]
-        elif "default" in actions:
-            final[key] = actions["default"]
+    for outcome in final:
+        if outcome in actions:
+            final[outcome] = actions[outcome]
+        elif Outcome.DEFAULT in actions:
+            final[outcome] = actions[Outcome.DEFAULT]
     settings = Settings(source=source, on_actions=types.MappingProxyType(final), **fields)
     _cross_check(settings, {name: item[2] for name, item in given.items()})
     return settings

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import Milter
 
 from ldapdkim import __version__
-from ldapdkim.config.settings import Action, Settings
+from ldapdkim.config.settings import Settings
 from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.errors import (
     SIGNING_REFUSALS,
@@ -35,12 +35,19 @@ from ldapdkim.errors import (
     DomainNotFound,
     MessageError,
 )
-from ldapdkim.model import DkimResult, KeyState, Resolution, VerifyResult
+from ldapdkim.model import (
+    Action,
+    DkimResult,
+    Header,
+    KeyState,
+    Outcome,
+    Resolution,
+    SigningParams,
+    VerifyResult,
+)
 from ldapdkim.signing import authresults, policy
 from ldapdkim.signing.bodyhash import BodyHasher
 from ldapdkim.signing.signer import (
-    Header,
-    SigningParams,
     TxtLookup,
     body_hasher,
     sign_parsed,
@@ -58,6 +65,14 @@ DISCARD: int = Milter.DISCARD
 LEADSPC: int = Milter.P_HDR_LEADSPC
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_SMTP_REASONS = {
+    Outcome.NO_SIGNATURE: "no signature",
+    Outcome.DNS_ERROR: "key lookup failed temporarily",
+    Outcome.KEY_NOT_FOUND: "key not found",
+    Outcome.BAD_SIGNATURE: "signature did not verify",
+}
+"""The SMTP reply text of each verification outcome."""
 
 
 @dataclass
@@ -120,7 +135,7 @@ def barrier(method: F) -> F:
             self.runtime.counters.add("errors")
             self.log.exception("internal error in %s; applying On-InternalError", method.__name__)
             try:
-                return self.reply_for("internalerror", "internal error")
+                return self.reply_for(Outcome.INTERNAL_ERROR, "internal error")
             except Exception:  # the barrier must not raise
                 return TEMPFAIL
 
@@ -165,7 +180,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         if self.runtime.settings.log_why:
             self.log.info(text, *args)
 
-    def reply_for(self, outcome: str, reason: str) -> int:
+    def reply_for(self, outcome: Outcome, reason: str) -> int:
         """The milter reply for an ``On-*`` outcome, with the SMTP text set."""
         action = self.runtime.settings.action_for(outcome)
         if action is Action.REJECT:
@@ -277,10 +292,10 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         refusal = self.refusal
         if isinstance(refusal, DirectoryUnavailable):
             self.log.error("not signed: %s", refusal)
-            raise _Done(self.reply_for("directoryerror", "directory unavailable"))
+            raise _Done(self.reply_for(Outcome.DIRECTORY_ERROR, "directory unavailable"))
         if isinstance(refusal, DirectoryError):
             self.log.error("not signed: %s", refusal)
-            raise _Done(self.reply_for("signatureerror", "signing data is inconsistent"))
+            raise _Done(self.reply_for(Outcome.SIGNATURE_ERROR, "signing data is inconsistent"))
         if refusal is not None:
             runtime.counters.add("not_signed")
             level = logging.INFO if isinstance(refusal, DomainNotFound) else logging.WARNING
@@ -289,7 +304,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             return ACCEPT
         resolution, params, hasher = self.resolution, self.params, self.hasher
         if resolution is None or params is None or hasher is None:  # _resolve_signer did not run
-            raise _Done(self.reply_for("internalerror", "no signing decision"))
+            raise _Done(self.reply_for(Outcome.INTERNAL_ERROR, "no signing decision"))
         now = datetime.now(UTC)
         keys = policy.signing_keys(resolution, now)
         if not keys:
@@ -300,7 +315,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
                     resolution.signing_domain,
                     broken[0].problem,
                 )
-                raise _Done(self.reply_for("signatureerror", "no usable signing key"))
+                raise _Done(self.reply_for(Outcome.SIGNATURE_ERROR, "no usable signing key"))
             runtime.counters.add("not_signed")
             self._why("not signed: no active key for %s", resolution.signing_domain)
             return ACCEPT
@@ -315,7 +330,9 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             )
         except MessageError as err:
             self.log.error("not signed: %s", err)
-            raise _Done(self.reply_for("signatureerror", "message cannot be signed")) from None
+            raise _Done(
+                self.reply_for(Outcome.SIGNATURE_ERROR, "message cannot be signed")
+            ) from None
         leading = "" if self._protocol & LEADSPC else None
         for value in reversed(values):
             text = value.decode("ascii").replace("\r\n", "\n")
@@ -371,15 +388,10 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         return self._verify_action(results)
 
     def _verify_action(self, results: list[VerifyResult]) -> int:
-        if not results:
-            return self.reply_for("nosignature", "no signature")
-        if any(r.result is DkimResult.PASS for r in results):
+        outcome = policy.verification_outcome(results)
+        if outcome is None:
             return ACCEPT
-        if any(r.result is DkimResult.TEMPERROR for r in results):
-            return self.reply_for("dnserror", "key lookup failed temporarily")
-        if any(r.reason.startswith("no key record") for r in results):
-            return self.reply_for("keynotfound", "key not found")
-        return self.reply_for("badsignature", "signature did not verify")
+        return self.reply_for(outcome, _SMTP_REASONS[outcome])
 
     def _remove_forged_results(self) -> None:
         """Delete A-R fields that claim our authserv-id (RFC 8601 §5): we did not write them."""

@@ -15,8 +15,16 @@ from email.utils import getaddresses
 from ldapdkim.config.settings import Settings
 from ldapdkim.domainname import domain_of_address
 from ldapdkim.errors import MessageError
-from ldapdkim.model import Resolution, SigningKey
-from ldapdkim.signing.signer import Header, SigningParams
+from ldapdkim.model import (
+    DkimResult,
+    Failure,
+    Header,
+    Outcome,
+    Resolution,
+    SigningKey,
+    SigningParams,
+    VerifyResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +142,23 @@ def choose_role(
     if settings.verifies:
         return Role.VERIFY, f"client {address or hostname} is outside InternalHosts"
     return Role.SKIP, f"Mode {settings.mode} neither signs nor verifies this client's mail"
+
+
+def verification_outcome(results: Sequence[VerifyResult]) -> Outcome | None:
+    """The ``On-*`` outcome of a verified message; None when a signature passed.
+
+    Chosen from each result's :class:`~ldapdkim.model.Failure`, never from its
+    reason text: a temporary DNS failure anywhere is ``On-DNSError`` (the
+    message may pass later), a missing key record ``On-KeyNotFound``, any
+    other failure ``On-BadSignature``.
+    """
+    if not results:
+        return Outcome.NO_SIGNATURE
+    if any(r.result is DkimResult.PASS for r in results):
+        return None
+    failures = {r.failure for r in results}
+    if Failure.DNS_ERROR in failures:
+        return Outcome.DNS_ERROR
+    if Failure.NO_KEY in failures:
+        return Outcome.KEY_NOT_FOUND
+    return Outcome.BAD_SIGNATURE

@@ -16,7 +16,6 @@ import base64
 import hashlib
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import dkim
 from cryptography.hazmat.primitives import hashes
@@ -26,33 +25,13 @@ from dkim.util import InvalidTagValueList, parse_tag_value
 
 from ldapdkim import keys
 from ldapdkim.errors import DnsTemporaryError, MessageError
-from ldapdkim.model import (
-    Canonicalization,
-    DkimResult,
-    SigningKey,
-    VerifyResult,
-)
+from ldapdkim.model import DkimResult, Failure, Header, SigningKey, SigningParams, VerifyResult
 from ldapdkim.signing.bodyhash import BodyHasher
-
-Header = tuple[bytes, bytes]
-"""A header field as dkimpy holds it: name, and the raw value after the colon (with CRLF)."""
 
 DEFAULT_SIGN_HEADERS: tuple[str, ...] = tuple(h.decode() for h in dkim.DKIM.SHOULD)
 """RFC 6376 §5.4.1: the header fields that should be signed when present."""
 
 _LINE = 78
-_CRLF = b"\r\n"
-
-
-@dataclass(frozen=True)
-class SigningParams:
-    """How to sign: the configuration's defaults merged with the domain's policy."""
-
-    canonicalization: Canonicalization = Canonicalization("relaxed", "simple")  # noqa: RUF009 - frozen
-    sign_headers: tuple[str, ...] | None = None
-    oversign_headers: tuple[str, ...] = ("from",)
-    identity: str | None = None
-    expire_seconds: int | None = None
 
 
 def parse_message(message: bytes) -> tuple[list[Header], bytes]:
@@ -228,14 +207,18 @@ def _verify_one(checker: dkim.DKIM, idx: int, raw: bytes, lookup: TxtLookup) -> 
     try:
         tags = parse_tag_value(raw)
     except InvalidTagValueList as err:
-        return VerifyResult(DkimResult.PERMERROR, "", "", "", f"malformed signature: {err}")
+        return VerifyResult(
+            DkimResult.PERMERROR, "", "", "", f"malformed signature: {err}", failure=Failure.SYNTAX
+        )
     domain = _tag(tags, b"d").lower()
     selector = _tag(tags, b"s").lower()
     algorithm = _tag(tags, b"a").lower()
     prefix = re.sub(r"\s+", "", _tag(tags, b"b"))[:8]
 
-    def verdict(result: DkimResult, reason: str) -> VerifyResult:
-        return VerifyResult(result, domain, selector, algorithm, reason, prefix, _tag(tags, b"i"))
+    def verdict(result: DkimResult, failure: Failure, reason: str = "") -> VerifyResult:
+        return VerifyResult(
+            result, domain, selector, algorithm, reason, prefix, _tag(tags, b"i"), failure
+        )
 
     seen: dict[str, bytes | None] = {}
 
@@ -247,26 +230,33 @@ def _verify_one(checker: dkim.DKIM, idx: int, raw: bytes, lookup: TxtLookup) -> 
     try:
         ok = checker.verify(idx=idx, dnsfunc=dnsfunc)
     except DnsTemporaryError as err:
-        return verdict(DkimResult.TEMPERROR, f"key lookup failed: {err}")
+        return verdict(DkimResult.TEMPERROR, Failure.DNS_ERROR, f"key lookup failed: {err}")
     except dkim.DKIMException as err:
         reason = str(err) or type(err).__name__
         if reason.startswith("body hash mismatch"):
-            return verdict(DkimResult.FAIL, "body hash mismatch (the body was changed)")
-        return verdict(DkimResult.PERMERROR, reason)
+            # dkimpy tells this failure only by its message (dkim.DKIMException has no kind).
+            return verdict(
+                DkimResult.FAIL, Failure.BODY_HASH, "body hash mismatch (the body was changed)"
+            )
+        return verdict(DkimResult.PERMERROR, Failure.SYNTAX, reason)
     if ok:
         # Checked after the key fetch, so that a DNS failure still reads temperror.
         if algorithm.encode() in _OBSOLETE:
-            return verdict(DkimResult.PERMERROR, _OBSOLETE[algorithm.encode()])
-        return verdict(DkimResult.PASS, "")
+            return verdict(DkimResult.PERMERROR, Failure.ALGORITHM, _OBSOLETE[algorithm.encode()])
+        return verdict(DkimResult.PASS, Failure.NONE)
     record = seen.get("record")
     name = f"{selector}._domainkey.{domain}"
     if not record:
-        return verdict(DkimResult.PERMERROR, f"no key record at {name}")
+        return verdict(DkimResult.PERMERROR, Failure.NO_KEY, f"no key record at {name}")
     try:
         dkim.evaluate_pk(name.encode(), record)
     except (dkim.DKIMException, ValueError) as err:
-        return verdict(DkimResult.PERMERROR, f"unusable key record at {name}: {err}")
-    return verdict(DkimResult.FAIL, "signature did not verify (body or header changed?)")
+        return verdict(
+            DkimResult.PERMERROR, Failure.KEY_UNUSABLE, f"unusable key record at {name}: {err}"
+        )
+    return verdict(
+        DkimResult.FAIL, Failure.BAD_SIGNATURE, "signature did not verify (body or header changed?)"
+    )
 
 
 def _tag(tags: dict[bytes, bytes], name: bytes) -> str:

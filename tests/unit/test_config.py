@@ -11,9 +11,9 @@ import pytest
 from ldapdkim.config.directorysource import DirectorySource
 from ldapdkim.config.hostlist import HostList
 from ldapdkim.config.secret import Secret
-from ldapdkim.config.settings import Action, Settings, keyword_reference, load, parse
+from ldapdkim.config.settings import Settings, keyword_reference, load, parse
 from ldapdkim.errors import ConfigError
-from ldapdkim.model import Canonicalization
+from ldapdkim.model import Action, Canonicalization, Outcome
 
 
 def conf(text: str) -> Settings:
@@ -1159,13 +1159,13 @@ def test_every_on_keyword_sets_its_action() -> None:
 
 def test_action_for_accepts_the_keyword_spelling() -> None:
     settings = verifier()
-    assert settings.action_for("On-DNSError") is Action.TEMPFAIL
-    assert settings.action_for("DirectoryError") is Action.TEMPFAIL
+    assert settings.action_for(Outcome.parse("On-DNSError")) is Action.TEMPFAIL
+    assert settings.action_for(Outcome.parse("DirectoryError")) is Action.TEMPFAIL
 
 
 def test_action_for_an_unknown_outcome() -> None:
     with pytest.raises(ValueError, match=r"^unknown outcome 'Security'; use one of badsignature, "):
-        verifier().action_for("Security")
+        verifier().action_for(Outcome.parse("Security"))
 
 
 def test_actions_cannot_be_changed() -> None:

@@ -9,8 +9,15 @@ import pytest
 
 from ldapdkim import keys
 from ldapdkim.errors import DnsTemporaryError, KeyFormatError, MessageError
-from ldapdkim.model import Algorithm, Canonicalization, DkimResult, KeyState, SigningKey
-from ldapdkim.signing.signer import SigningParams, select_header_names, sign_message, verify_message
+from ldapdkim.model import (
+    Algorithm,
+    Canonicalization,
+    DkimResult,
+    KeyState,
+    SigningKey,
+    SigningParams,
+)
+from ldapdkim.signing.signer import select_header_names, sign_message, verify_message
 
 MESSAGE = (
     b"From: Alice <alice@example.com>\r\n"

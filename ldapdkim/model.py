@@ -117,6 +117,8 @@ class SigningKey:
     not_after: datetime | None = None
     problem: str | None = None
     """Why this key cannot sign although its state may say so (bad PEM, too short)."""
+    created: datetime | None = field(default=None, compare=False)
+    """When the directory created the entry (``createTimestamp``), for audits."""
 
     def signs_at(self, now: datetime) -> bool:
         """True when the key is active, usable and inside its validity window."""

@@ -79,7 +79,16 @@ def parse_generalized_time(value: str) -> datetime:
         raise ValueError(f"{value!r} is not a GeneralizedTime such as 20261128120000Z")
     digits, zone = match.groups()
     digits = digits.ljust(14, "0")
-    moment = datetime.strptime(digits, "%Y%m%d%H%M%S")
+    # The constructor checks the ranges; strptime would also import a module
+    # lazily, which a milter that has dropped its privileges may not be able to read.
+    year, month, day, hour, minute, second = (
+        int(digits[i : i + width])
+        for i, width in ((0, 4), (4, 2), (6, 2), (8, 2), (10, 2), (12, 2))
+    )
+    try:
+        moment = datetime(year, month, day, hour, minute, second)
+    except ValueError as err:
+        raise ValueError(f"{value!r} is not a GeneralizedTime ({err})") from None
     if zone == "Z":
         return moment.replace(tzinfo=UTC)
     sign = 1 if zone[0] == "+" else -1
@@ -149,6 +158,11 @@ def key_from_entry(entry: Entry, minimum_bits: int) -> SigningKey:
         )
     if not selector:
         problem = problem or f"entry {dn!r} has no {schema.SELECTOR}"
+    try:
+        created_text = _single(attrs, "createtimestamp")
+        created = parse_generalized_time(created_text) if created_text else None
+    except ValueError:
+        created = None  # an operational attribute: the audit does without it
     return SigningKey(
         dn=dn,
         selector=selector,
@@ -158,5 +172,6 @@ def key_from_entry(entry: Entry, minimum_bits: int) -> SigningKey:
         public_key=_single(attrs, schema.PUBLIC_KEY),
         not_before=not_before,
         not_after=not_after,
+        created=created,
         problem=problem,
     )

@@ -68,12 +68,44 @@ class Backend(Protocol):
 
 
 class Directory:
-    """Resolves domains against one backend, without caching."""
+    """Resolves domains against one backend, without caching.
+
+    A context manager: leaving the ``with`` block closes the backend (its
+    connection, or a replica's sync thread).
+    """
 
     def __init__(self, backend: Backend, *, subdomains: bool, minimum_key_bits: int) -> None:
         self.backend = backend
         self.subdomains = subdomains
         self.minimum_key_bits = minimum_key_bits
+
+    def __enter__(self) -> Directory:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the backend; a replica stops its thread and saves its state."""
+        self.backend.close()
+
+    def describe(self) -> str:
+        """Where the entries come from, for messages."""
+        return self.backend.describe()
+
+    @property
+    def searches(self) -> int:
+        """Searches sent to a server so far (answers from a replica in memory do not count)."""
+        return self.backend.searches
+
+    def shares_backend_with(self, other: Directory) -> bool:
+        """Whether both answer from the same backend (a replica kept across a reload)."""
+        return self.backend is other.backend
+
+    def replica_state(self) -> str | None:
+        """The content-sync replica's one-line state (for SIGUSR1), or None without one."""
+        describe_state = getattr(self.backend, "describe_state", None)
+        return describe_state() if callable(describe_state) else None
 
     def resolve(self, domain: str) -> Resolution:
         """The signing identity for ``domain`` (already validated by :mod:`domainname`).
@@ -123,6 +155,37 @@ class Directory:
             raise DomainNotSigned(
                 f"signing for {name} is switched off (dkimSignEnabled FALSE on {policy.dn!r})"
             )
+
+    def find(self, domain: str) -> tuple[DomainPolicy, tuple[SigningKey, ...]]:
+        """The entry whose ``dkimSignDomainName`` is exactly ``domain``, with its keys.
+
+        Unlike :meth:`resolve`, no parent domain stands in, and a disabled
+        entry is found all the same: this is for the tools that manage keys.
+
+        Raises:
+            DomainNotFound: no entry names the domain.
+            AmbiguousDomain: several do.
+        """
+        found = [
+            entry
+            for entry in self.backend.search_policies([domain])
+            if domain in policy_from_entry(entry).names
+        ]
+        if not found:
+            raise DomainNotFound(
+                f"no domain entry names {domain} (dkimSignDomainName) in "
+                f"{self.backend.describe()}; check the spelling"
+            )
+        if len(found) > 1:
+            dns = " and ".join(repr(e[0]) for e in found)
+            raise AmbiguousDomain(
+                f"domain {domain} is claimed by {len(found)} entries ({dns}); "
+                "remove the dkimSignDomainName value from all but one"
+            )
+        keys = tuple(
+            key_from_entry(e, self.minimum_key_bits) for e in self.backend.search_keys(found[0][0])
+        )
+        return policy_from_entry(found[0]), keys
 
     def walk(self) -> Iterator[tuple[DomainPolicy, tuple[SigningKey, ...]]]:
         """Every policy with its keys, for audits and DNS export."""
@@ -181,9 +244,14 @@ def open_backend(
 
 
 def open_directory(
-    settings: Settings, *, live: bool = False, running: Backend | None = None
+    settings: Settings, *, live: bool = False, previous: Directory | None = None
 ) -> Directory:
-    """A :class:`Directory` over the configured backend (see :func:`open_backend`)."""
+    """A :class:`Directory` over the configured backend (see :func:`open_backend`).
+
+    ``previous``: the milter's directory before a reload, whose replica is
+    kept when ``settings`` ask for the same one.
+    """
+    running = previous.backend if previous is not None else None
     return Directory(
         open_backend(settings, live=live, running=running),
         subdomains=settings.subdomains,

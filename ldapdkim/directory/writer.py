@@ -59,6 +59,12 @@ class DirectoryWriter:
             )
         return cls(ldap_settings, admin=settings.ldap_admin_bind_user is not None)
 
+    def __enter__(self) -> DirectoryWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def describe(self) -> str:
         return self._backend.describe()
 

@@ -43,13 +43,11 @@ from datetime import UTC, datetime, timedelta
 
 from ldapdkim import keys, schema
 from ldapdkim.directory import ldifout
-from ldapdkim.directory.entries import key_from_entry, policy_from_entry
 from ldapdkim.directory.resolution import Directory
 from ldapdkim.directory.writer import DirectoryWriter
 from ldapdkim.errors import EntryChanged
 from ldapdkim.lifecycle.provision import selectors_for
 from ldapdkim.model import Algorithm, DomainPolicy, KeyState, SigningKey
-from ldapdkim.publish.audit import domain_entries
 from ldapdkim.publish.dnscheck import (
     DnsStatus,
     Lookup,
@@ -184,19 +182,6 @@ def start_rotation(
         )
         created.append(Created(domain_label(policy), dn, new.selector, new.algorithm, lines))
     return created, notes
-
-
-def find_domain(directory: Directory, domain: str) -> tuple[DomainPolicy, tuple[SigningKey, ...]]:
-    """The entry whose ``dkimSignDomainName`` is exactly ``domain``, with its keys.
-
-    Raises:
-        DomainNotFound: no entry names the domain.
-        AmbiguousDomain: several do.
-    """
-    policy_entry, key_entries = domain_entries(directory.backend, domain)
-    return policy_from_entry(policy_entry), tuple(
-        key_from_entry(e, directory.minimum_key_bits) for e in key_entries
-    )
 
 
 # -- advancing rotations --------------------------------------------------------------

@@ -38,7 +38,6 @@ import Milter
 import milter as libmilter
 
 from ldapdkim import __version__, config
-from ldapdkim.directory.replica.sync import SyncReplica
 from ldapdkim.directory.resolution import open_directory
 from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.errors import ConfigError, LdapDkimError
@@ -55,9 +54,9 @@ SHUTDOWN_GRACE = 30.0
 
 def build_runtime(settings: config.Settings, previous: Runtime | None = None) -> Runtime:
     """A runtime for ``settings``; after a reload, the last known answers carry over."""
-    running = previous.resolver.directory.backend if previous is not None else None
+    before = previous.resolver.directory if previous is not None else None
     resolver = CachedResolver.configured(
-        open_directory(settings, live=True, running=running), settings
+        open_directory(settings, live=True, previous=before), settings
     )
     if previous is not None:
         resolver.adopt_last_known_good(previous.resolver)
@@ -236,7 +235,7 @@ class Daemon:
                     self._report.clear()
                     log.info("stats: %s", self.stats())
         finally:
-            self.holder.current().resolver.directory.backend.close()
+            self.holder.current().resolver.directory.close()
             if settings.pid_file is not None:
                 # After UserID the directory may no longer be ours to write.
                 with contextlib.suppress(OSError):
@@ -276,16 +275,15 @@ class Daemon:
         assert self.holder is not None
         runtime = self.holder.current()
         counters, cache = runtime.counters, runtime.resolver.stats
-        backend = runtime.resolver.directory.backend
+        directory = runtime.resolver.directory
         line = (
             f"sessions={counters.sessions} signed={counters.signed} "
             f"verified={counters.verified} not_signed={counters.not_signed} "
-            f"errors={counters.errors} ldap_searches={backend.searches} "
+            f"errors={counters.errors} ldap_searches={directory.searches} "
             f"cache_hits={cache.hits} cache_misses={cache.misses} stale_served={cache.stale_served}"
         )
-        if isinstance(backend, SyncReplica):
-            line += f" {backend.describe_state()}"
-        return line
+        replica = directory.replica_state()
+        return f"{line} {replica}" if replica else line
 
     def reload(self) -> bool:
         """Re-read the configuration; keep the old one if the new one does not load."""
@@ -302,12 +300,11 @@ class Daemon:
         setup_logging(settings)
         previous = self.holder.current()
         self.holder.replace(runtime)
-        old_backend = previous.resolver.directory.backend
-        kept = old_backend is runtime.resolver.directory.backend
+        kept = runtime.resolver.directory.shares_backend_with(previous.resolver.directory)
         if not kept:
             # Sessions in flight may still ask the old replica: it keeps
             # answering from memory once closed.
-            old_backend.close()
+            previous.resolver.directory.close()
         log.info(
             "configuration reloaded from %s; caches flushed%s",
             self.config_path,

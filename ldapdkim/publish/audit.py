@@ -28,14 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ldapdkim import schema
-from ldapdkim.directory.entries import (
-    Entry,
-    key_from_entry,
-    parse_generalized_time,
-    policy_from_entry,
-)
-from ldapdkim.directory.resolution import Backend, Directory
-from ldapdkim.errors import AmbiguousDomain, DomainNotFound
+from ldapdkim.directory.resolution import Directory
 from ldapdkim.model import Algorithm, DomainPolicy, KeyState, SigningKey
 from ldapdkim.publish.dnscheck import (
     DnsStatus,
@@ -228,51 +221,15 @@ def assess_domain(
 # -- reading the directory ------------------------------------------------------------
 
 
-def _created(entry: Entry) -> datetime | None:
-    values = entry[1].get("createtimestamp")
-    if not values:
-        return None
-    try:
-        return parse_generalized_time(values[0].decode("ascii", "replace"))
-    except ValueError:
-        return None
-
-
-def domain_entries(backend: Backend, domain: str) -> tuple[Entry, list[Entry]]:
-    """The entry whose ``dkimSignDomainName`` is exactly ``domain``, with its key entries.
-
-    Raises:
-        DomainNotFound: no entry names the domain.
-        AmbiguousDomain: several do.
-    """
-    found = [e for e in backend.search_policies([domain]) if domain in policy_from_entry(e).names]
-    if not found:
-        raise DomainNotFound(
-            f"no domain entry names {domain} (dkimSignDomainName) in {backend.describe()}; "
-            "check the spelling"
-        )
-    if len(found) > 1:
-        dns = " and ".join(repr(e[0]) for e in found)
-        raise AmbiguousDomain(
-            f"domain {domain} is claimed by {len(found)} entries ({dns}); "
-            "remove the dkimSignDomainName value from all but one"
-        )
-    return found[0], backend.search_keys(found[0][0])
-
-
 def _domains(
     directory: Directory, domain: str | None
 ) -> list[tuple[DomainPolicy, list[AuditedKey]]]:
-    backend = directory.backend
-    raw = [domain_entries(backend, domain)] if domain else list(backend.walk())
+    found = [directory.find(domain)] if domain else list(directory.walk())
     result = []
-    for policy_entry, key_entries in raw:
-        audited = [
-            AuditedKey(key_from_entry(e, directory.minimum_key_bits), _created(e))
-            for e in key_entries
-        ]
+    for policy, keys in found:
+        audited = [AuditedKey(key, key.created) for key in keys]
         audited.sort(key=lambda a: (a.key.algorithm.value, a.key.selector))
-        result.append((policy_from_entry(policy_entry), audited))
+        result.append((policy, audited))
     result.sort(key=lambda item: item[0].names)
     return result
 

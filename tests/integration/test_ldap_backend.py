@@ -201,4 +201,4 @@ def test_threads_share_one_connection_safely(slapd: Slapd, ldap_base: str) -> No
     for thread in threads:
         thread.join()
     assert errors == []
-    assert directory.backend.searches == 9 * 40 * 2
+    assert directory.searches == 9 * 40 * 2

@@ -472,24 +472,24 @@ def test_a_reload_keeps_the_replica_unless_its_settings_change(
     """SIGHUP builds a new runtime; reading the saved replica again would double memory."""
     _provision(slapd, ldap_base, "example.com", "s1")
     first = build_runtime(_settings(slapd, ldap_base, tmp_path, "DirectorySync yes"))
-    replica = first.resolver.directory.backend
+    directory = first.resolver.directory
     try:
-        assert isinstance(replica, SyncReplica)
-        _synced_replica(replica, 2)
+        assert isinstance(directory.backend, SyncReplica)  # a test of the replica itself
+        _synced_replica(directory.backend, 2)
         same = build_runtime(
             _settings(slapd, ldap_base, tmp_path, "DirectorySync yes", "LDAPCacheTTL 5"), first
         )
-        assert same.resolver.directory.backend is replica
+        assert same.resolver.directory.shares_backend_with(directory)
         assert same.resolver is not first.resolver  # the caches are new all the same
         other = build_runtime(
             _settings(slapd, ldap_base, tmp_path, "DirectorySync yes", "LDAPTimeout 3"), same
         )
         try:
-            assert other.resolver.directory.backend is not replica
+            assert not other.resolver.directory.shares_backend_with(directory)
         finally:
-            other.resolver.directory.backend.close()
+            other.resolver.directory.close()
     finally:
-        replica.close()
+        directory.close()
 
 
 def _synced_replica(replica: SyncReplica, entries: int) -> None:

@@ -17,7 +17,7 @@ from harness.provisioning import genkey, without_version_line
 from harness.slapd import Slapd
 
 from ldapdkim import config
-from ldapdkim.directory.resolution import Directory, open_directory
+from ldapdkim.directory.resolution import Directory, open_backend, open_directory
 from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.errors import AmbiguousDomain, DomainNotFound, DomainNotSigned, InvalidDomain
 from ldapdkim.model import Algorithm, Canonicalization, KeyState
@@ -91,7 +91,7 @@ def test_domain_with_rsa_and_ed25519_keys_signs_with_both_in_two_searches(
     dut.key("example.com", "e2026", algorithm="ed25519-sha256")
     directory = dut.directory()
     resolution = directory.resolve("example.com")
-    assert directory.backend.searches == 2
+    assert directory.searches == 2
     assert resolution.signing_domain == "example.com"
     assert [(k.selector, k.algorithm) for k in signing_keys(resolution, NOW)] == [
         ("e2026", Algorithm.ED25519_SHA256),
@@ -246,13 +246,13 @@ def test_hostile_from_domains_never_reach_the_directory(
     resolver = CachedResolver(directory, ttl=60, negative_ttl=60, max_stale=60)
     with pytest.raises(InvalidDomain):
         resolver.resolve(hostile)
-    assert directory.backend.searches == 0
+    assert directory.searches == 0
 
 
 def test_escaping_holds_even_below_validation(dut: DirectoryUnderTest) -> None:
     """Defence in depth: the backend escapes what it is given, validated or not."""
     dut.domain("example.com")
-    backend = dut.directory().backend
+    backend = open_backend(dut.settings())
     assert backend.search_policies(["*"]) == []
     assert backend.search_policies(["*)(objectClass=*"]) == []
     assert len(backend.search_policies(["example.com"])) == 1

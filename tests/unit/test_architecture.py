@@ -44,7 +44,24 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("publish", ["dnsexport", "dnscheck", "dnsupdate", "audit"]),
     ("lifecycle", ["provision", "migrate", "rotation"]),
     ("milter", ["session", "daemon"]),
-    ("cli", ["main"]),
+    (
+        "cli",
+        [
+            "options",
+            "checkconfig",
+            "run",
+            "genkey",
+            "provision",
+            "migrate",
+            "sign",
+            "verify",
+            "dnsrecords",
+            "rotate",
+            "testkey",
+            "status",
+            "main",
+        ],
+    ),
     ("", ["__main__"]),
 ]
 

@@ -218,7 +218,7 @@ def test_directory_unavailable_without_cached_answer_applies_on_directory_error(
         rc = ctx._feedFile(io.BytesIO(MESSAGE), "a@example.com", "b@example.net")
     finally:
         Milter.factory = saved
-        holder.current().resolver.directory.backend.close()  # the replica's sync thread
+        holder.current().resolver.directory.close()  # the replica's sync thread
     assert rc == Milter.TEMPFAIL
     assert ctx.replies == [("451", "4.7.1", "DKIM: directory unavailable; try again later")]
 

@@ -1,0 +1,77 @@
+"""``ldapdkim genkey``: a new key as an LDIF entry, with its DNS TXT record."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ldapdkim import keys
+from ldapdkim.cli import options
+from ldapdkim.cli.options import Parents, Subparsers
+from ldapdkim.directory import ldifout
+from ldapdkim.model import Algorithm, KeyState
+from ldapdkim.publish.dnsexport import (
+    KeyRecord,
+    zone_lines,
+)
+
+
+def add_parser(sub: Subparsers, parents: Parents) -> None:
+    p = sub.add_parser("genkey", parents=[parents.common], help="make a key; print its LDIF entry")
+    p.add_argument("-d", "--domain", required=True)
+    p.add_argument("-s", "--selector", required=True)
+    options.key_options(p, single=True)
+    p.add_argument(
+        "--base",
+        required=True,
+        metavar="DN",
+        help="container of the domain entries, e.g. ou=domains,dc=example,dc=com",
+    )
+    p.add_argument(
+        "--domain-dn", metavar="DN", help="the domain's entry, when it is not ou=DOMAIN,BASE"
+    )
+    p.add_argument("--with-domain", action="store_true", help="also print the domain entry")
+    p.add_argument("--state", default="active", choices=[s.value for s in KeyState])
+    p.add_argument(
+        "--not-before",
+        metavar="TIME",
+        type=options.time_arg,
+        help="do not sign before TIME (20270101000000Z or 2027-01-01T00:00Z)",
+    )
+    p.add_argument(
+        "--not-after", metavar="TIME", type=options.time_arg, help="do not sign from TIME on"
+    )
+    p.add_argument("--txt", metavar="FILE", help="write the DNS TXT record here (default stderr)")
+    p.add_argument("--private", metavar="FILE", help="also write the private key as PEM (0600)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    domain = options.domain_arg(args.domain)
+    selector = options.selector_arg(args.selector)
+    algorithm = Algorithm.parse(args.algorithm)
+    key = keys.generate(algorithm, args.bits)
+    parent = args.domain_dn or ldifout.domain_dn(domain, args.base)
+    records = []
+    if args.with_domain:
+        records.append(ldifout.domain_record(domain, args.base))
+    records.append(
+        ldifout.key_record(
+            parent,
+            selector,
+            key,
+            state=KeyState(args.state),
+            not_before=args.not_before,
+            not_after=args.not_after,
+        )
+    )
+    sys.stdout.write(ldifout.render(records))
+    line = next(zone_lines([KeyRecord(domain, selector, algorithm, keys.public_key_b64(key))]))
+    if args.txt:
+        Path(args.txt).write_text(line + "\n")
+    else:
+        print(line, file=sys.stderr)
+    if args.private:
+        options.write_private(Path(args.private), keys.private_pem(key))
+    return 0

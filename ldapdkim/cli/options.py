@@ -1,0 +1,141 @@
+"""What the sub-commands share: parent parsers, argument converters, loading the configuration.
+
+Converters raise :class:`argparse.ArgumentTypeError` where argparse calls them
+(``type=``), and :class:`~ldapdkim.errors.UsageError` where a command calls
+them itself; both end as one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TypeAlias
+
+from ldapdkim import config, keys
+from ldapdkim.directory.entries import parse_generalized_time
+from ldapdkim.domainname import normalize_domain, normalize_selector
+from ldapdkim.errors import InvalidDomain, InvalidSelector, UsageError
+from ldapdkim.log import setup_cli_logging
+from ldapdkim.model import Algorithm
+
+DEFAULT_CONFIG = "/etc/ldapdkim/ldapdkim.conf"
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+"""What ``add_subparsers`` returns; argparse gives the class no public name."""
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Parents:
+    """The parent parsers a sub-command inherits its options from."""
+
+    common: argparse.ArgumentParser
+    """``-v``."""
+    with_config: argparse.ArgumentParser
+    """``-v`` and ``-c FILE``, for the commands that read the configuration."""
+
+    @classmethod
+    def make(cls) -> Parents:
+        common = argparse.ArgumentParser(add_help=False)
+        common.add_argument("-v", "--verbose", action="store_true", help="debug output, tracebacks")
+        with_config = argparse.ArgumentParser(add_help=False, parents=[common])
+        with_config.add_argument(
+            "-c",
+            "--config",
+            default=DEFAULT_CONFIG,
+            metavar="FILE",
+            help=f"configuration file (default {DEFAULT_CONFIG})",
+        )
+        return cls(common, with_config)
+
+
+def key_options(p: argparse.ArgumentParser, *, single: bool) -> None:
+    """``-a`` (once, or repeated when ``single`` is False) and ``-b`` for new keys."""
+    choices = [a.value for a in Algorithm]
+    if single:
+        p.add_argument("-a", "--algorithm", default=Algorithm.RSA_SHA256.value, choices=choices)
+    else:
+        p.add_argument(
+            "-a",
+            "--algorithm",
+            action="append",
+            choices=choices,
+            help="repeat for several keys per domain (default rsa-sha256)",
+        )
+    p.add_argument(
+        "-b",
+        "--bits",
+        type=int,
+        default=keys.DEFAULT_RSA_BITS,
+        help=f"RSA key size (default {keys.DEFAULT_RSA_BITS}, at least {keys.MIN_RSA_BITS})",
+    )
+
+
+def load(args: argparse.Namespace) -> config.Settings:
+    """The configuration named by ``-c``; its bind passwords join the log redaction."""
+    settings = config.load(args.config)
+    passwords = (settings.ldap_bind_password, settings.ldap_admin_bind_password)
+    setup_cli_logging(args.verbose, secrets=[p.reveal() for p in passwords if p])
+    return settings
+
+
+def error(err: Exception | str, verbose: bool) -> None:
+    """One line on stderr; with ``-v`` the traceback goes to the log as well."""
+    if verbose:
+        log.exception("%s", err)
+    print(f"ldapdkim: {err}", file=sys.stderr)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` (it holds private keys) to ``path``, readable by its owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        os.fchmod(out.fileno(), 0o600)
+        out.write(data)
+
+
+def time_arg(text: str) -> datetime:
+    """A GeneralizedTime or ISO 8601 time; naive times are UTC."""
+    try:
+        return parse_generalized_time(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time; use 20270101000000Z or 2027-01-01T00:00+00:00"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def ttl_arg(text: str) -> int:
+    """A TTL: 0 to 2147483647 seconds (RFC 2181 §8)."""
+    if not re.fullmatch(r"\d{1,10}", text) or int(text) > 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a TTL; use 0 to 2147483647 seconds")
+    return int(text)
+
+
+def domain_arg(text: str) -> str:
+    """A mail domain, normalized as From domains are."""
+    try:
+        return normalize_domain(text)
+    except InvalidDomain as err:
+        raise UsageError(str(err)) from None
+
+
+def selector_arg(text: str) -> str:
+    """A selector, by the one rule of RFC 6376 §3.1 that the configuration and migrate use."""
+    try:
+        return normalize_selector(text)
+    except InvalidSelector:
+        raise UsageError(
+            f"selector {text!r} is not a DNS label (letters, digits, hyphens; dots between labels)"
+        ) from None

@@ -42,7 +42,18 @@ LAYERS: list[tuple[str, list[str]]] = [
     ),
     ("signing", ["bodyhash", "signer", "dnslookup", "policy", "authresults"]),
     ("publish", ["dnsexport", "dnscheck", "dnsupdate", "audit"]),
-    ("lifecycle", ["provision", "migrate", "rotation"]),
+    (
+        "lifecycle",
+        [
+            "provision",
+            "migrate.opendkimconf",
+            "migrate.tables",
+            "migrate.plan",
+            "migrate.contrib",
+            "migrate",
+            "rotation",
+        ],
+    ),
     ("milter", ["session", "daemon"]),
     (
         "cli",

@@ -333,3 +333,55 @@ def test_from_ldap_with_a_wrong_password_says_what_to_check(
         f"ldapdkim: {contrib_slapd.ldap_uri}: bind as {contrib_slapd.admin_dn!r} refused "
         "(invalid credentials); check --bind-dn and --bind-password-file\n"
     )
+
+
+def test_from_ldap_reads_over_starttls_and_with_sasl_external_as_over_a_simple_bind(
+    contrib_slapd: Slapd, tmp_path: Path
+) -> None:
+    """migrate --from-ldap connects like the milter: StartTLS with a CA file, or SASL."""
+    base = contrib_slapd.domains_base
+    contrib_slapd.ldapadd(
+        contrib_entry(
+            f"ou=example.net,{base}", "example.net", "s1", keys.generate(Algorithm.ED25519_SHA256)
+        )
+    )
+    password = tmp_path / "contrib.pw"
+    password.write_text(contrib_slapd.admin_pw + "\n")
+    simple = ["--bind-dn", contrib_slapd.admin_dn, "--bind-password-file", str(password)]
+    target = ["--base", "ou=domains,dc=example,dc=com"]
+    plain, _ = migrate("--from-ldap", f"{contrib_slapd.ldap_uri}/{base}", *simple, *target)
+    assert "dn: ou=example.net,ou=domains,dc=example,dc=com" in dns_of(plain)
+    tls, _ = migrate(
+        "--from-ldap",
+        f"{contrib_slapd.ldap_uri}/{base}",
+        "--starttls",
+        "--tls-ca-file",
+        str(contrib_slapd.ca_cert),
+        *simple,
+        *target,
+    )
+    # ldapi:// as root: SASL EXTERNAL maps uid 0 to the rootdn, no password at all.
+    external, _ = migrate(
+        "--from-ldap", f"{contrib_slapd.ldapi_uri}/{base}", "--sasl-mechanism", "EXTERNAL", *target
+    )
+    assert dns_of(tls) == dns_of(external) == dns_of(plain)
+
+
+def test_from_ldap_starttls_without_the_servers_ca_says_what_to_check(
+    contrib_slapd: Slapd, tmp_path: Path
+) -> None:
+    untrusted = tmp_path / "other-ca.pem"
+    untrusted.write_bytes(b"")
+    status, out, err = run_cli(
+        "migrate",
+        "--from-ldap",
+        f"{contrib_slapd.ldap_uri}/{contrib_slapd.domains_base}",
+        "--starttls",
+        "--tls-ca-file",
+        str(untrusted),
+        "--base",
+        "ou=domains,dc=example,dc=com",
+    )
+    assert (status, out) == (1, b"")
+    assert err.startswith(f"ldapdkim: cannot reach {contrib_slapd.ldap_uri} (")
+    assert err.endswith("); check the URL, --starttls and --tls-ca-file\n")

@@ -634,6 +634,7 @@ def test_migrate_writes_ldif_readable_by_owner_only_and_reports_on_stderr(
     ("extra", "message"),
     [
         (["--bind-dn", "cn=x"], "--bind-dn and --bind-password-file go with --from-ldap"),
+        (["--starttls"], "--starttls, --tls-ca-file, --sasl-mechanism and --sasl-user go with"),
         (["--base", "not a dn"], "base DN 'not a dn' is not a valid DN"),
     ],
 )

@@ -89,6 +89,11 @@ def _ascii(name: str, text: str, what: str) -> str:
     return name.lower()
 
 
+def _is_name_of(name: str, label: re.Pattern[str]) -> bool:
+    """Whether ``name`` is at most 253 characters of dot-separated labels that match ``label``."""
+    return len(name) <= MAX_DOMAIN_LENGTH and all(label.match(part) for part in name.split("."))
+
+
 def normalize_selector(text: str) -> str:
     """Return ``text`` as a lowercase ASCII DKIM selector, or raise :class:`InvalidSelector`.
 
@@ -101,8 +106,7 @@ def normalize_selector(text: str) -> str:
         name = _ascii(text, text, "selector") if text else ""
     except InvalidDomain as err:
         raise InvalidSelector(str(err)) from None
-    labels = name.split(".")
-    if len(name) > MAX_DOMAIN_LENGTH or not all(_LDH_LABEL.match(label) for label in labels):
+    if not _is_name_of(name, _LDH_LABEL):
         raise InvalidSelector(
             f"selector {_shown(text)} is not a DNS name of letters, digits and inner hyphens "
             "(RFC 6376 §3.1); e.g. mail2024"
@@ -120,8 +124,7 @@ def normalize_host_name(text: str) -> str:
         InvalidDomain: not a host name; the message gives the rule.
     """
     name = _ascii(text.strip().rstrip("."), text, "host name")
-    labels = name.split(".")
-    if len(name) > MAX_DOMAIN_LENGTH or not all(_HOST_LABEL.match(label) for label in labels):
+    if not _is_name_of(name, _HOST_LABEL):
         raise InvalidDomain(
             f"{_shown(text)} is not a host name (labels of letters, digits, '-' and '_', "
             "at most 63 characters each, separated by dots)"

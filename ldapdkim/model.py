@@ -261,7 +261,11 @@ class Failure(enum.Enum):
     BAD_SIGNATURE = "bad-signature"
     """The signature does not verify over the signed header fields."""
     ALGORITHM = "algorithm"
-    """An algorithm that is no longer accepted (rsa-sha1, RFC 8301)."""
+    """An algorithm that is unknown or no longer accepted (rsa-sha1, RFC 8301)."""
+    EXPIRED = "expired"
+    """The signature's ``x=`` lies in the past."""
+    PARTIAL_BODY = "partial-body"
+    """The signature verifies, but its ``l=`` leaves part of the body unsigned."""
 
 
 @dataclass(frozen=True)
@@ -278,6 +282,8 @@ class VerifyResult:
     identity: str = ""
     failure: Failure = Failure.NONE
     """What went wrong, for the ``On-*`` decision; ``reason`` is for people."""
+    testing: bool = False
+    """The key record says ``t=y``: the domain is testing DKIM (RFC 6376 §3.6.1)."""
 
 
 Header = tuple[bytes, bytes]

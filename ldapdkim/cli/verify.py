@@ -8,8 +8,9 @@ import sys
 from ldapdkim.cli import options
 from ldapdkim.cli.options import Parents, Subparsers
 from ldapdkim.model import DkimResult
+from ldapdkim.signing import policy
 from ldapdkim.signing.dnslookup import TxtLookup
-from ldapdkim.signing.signer import verify_message
+from ldapdkim.signing.verifier import split_message, verify
 
 
 def add_parser(sub: Subparsers, parents: Parents) -> None:
@@ -23,11 +24,15 @@ def run(args: argparse.Namespace) -> int:
     settings = options.load(args)
     message = sys.stdin.buffer.read()
     lookup = TxtLookup(settings.nameservers, timeout=settings.dns_timeout)
-    results = verify_message(
-        message,
-        lookup,
+    headers, body = split_message(message)
+    results = verify(
+        headers,
+        body,
+        lookup.records,
+        author_domain=policy.readable_author_domain(headers),
         max_signatures=settings.maximum_signatures_to_verify,
         minimum_key_bits=settings.minimum_key_bits,
+        timeout=settings.dns_timeout,
     )
     if not results:
         print("none: the message has no DKIM-Signature")

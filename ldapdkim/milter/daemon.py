@@ -63,7 +63,7 @@ def build_runtime(settings: config.Settings, previous: Runtime | None = None) ->
     return Runtime(
         settings=settings,
         resolver=resolver,
-        lookup=TxtLookup(settings.nameservers, timeout=settings.dns_timeout),
+        lookup=TxtLookup(settings.nameservers, timeout=settings.dns_timeout).records,
         authserv_id=Runtime.default_authserv_id(settings),
         counters=previous.counters if previous is not None else Counters(),
     )

@@ -47,12 +47,8 @@ from ldapdkim.model import (
 )
 from ldapdkim.signing import authresults, policy
 from ldapdkim.signing.bodyhash import BodyHasher
-from ldapdkim.signing.signer import (
-    TxtLookup,
-    body_hasher,
-    sign_parsed,
-    verify_message,
-)
+from ldapdkim.signing.signer import body_hasher, sign_parsed
+from ldapdkim.signing.verifier import KeyLookup, verify
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +94,8 @@ class Runtime:
 
     settings: Settings
     resolver: CachedResolver
-    lookup: TxtLookup
+    lookup: KeyLookup
+    """Every TXT record at a name, for key lookups (``TxtLookup.records``)."""
     authserv_id: str
     counters: Counters = field(default_factory=Counters)
 
@@ -358,17 +355,16 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
 
     def _verify(self) -> int:
         runtime = self.runtime
-        message = b"".join(n + b":" + v for n, v in self.headers) + b"\r\n" + b"".join(self.chunks)
-        try:
-            results = verify_message(
-                message,
-                runtime.lookup,
-                max_signatures=runtime.settings.maximum_signatures_to_verify,
-                minimum_key_bits=runtime.settings.minimum_key_bits,
-            )
-        except MessageError as err:
-            self.log.warning("not verified: %s", err)
-            results = []
+        settings = runtime.settings
+        results = verify(
+            self.headers,
+            b"".join(self.chunks),
+            runtime.lookup,
+            author_domain=policy.readable_author_domain(self.headers),
+            max_signatures=settings.maximum_signatures_to_verify,
+            minimum_key_bits=settings.minimum_key_bits,
+            timeout=settings.dns_timeout,
+        )
         self._remove_forged_results()
         # One result per line: libmilter takes LF, the MTA writes CRLF.
         value = authresults.build(runtime.authserv_id, results).replace("; ", ";\n\t")

@@ -81,8 +81,7 @@ class BodyHasher:
     def _emit(self, data: bytes) -> None:
         self._hash.update(data)
 
-    def digest(self) -> bytes:
-        """The hash of the canonical body; call once, after the last chunk."""
+    def _finish(self) -> None:
         rest = self._pending
         if self.relaxed:
             rest = rest.rstrip(b" \t")
@@ -92,4 +91,27 @@ class BodyHasher:
             self._emit(b"\r\n")
         elif not self.relaxed:
             self._emit(b"\r\n")
+
+    def digest(self) -> bytes:
+        """The hash of the canonical body; call once, after the last chunk."""
+        self._finish()
         return self._hash.digest()
+
+
+class _Collector(BodyHasher):
+    """Keeps the canonical body instead of hashing it."""
+
+    def __init__(self, relaxed: bool) -> None:
+        super().__init__(relaxed)
+        self.parts: list[bytes] = []
+
+    def _emit(self, data: bytes) -> None:
+        self.parts.append(data)
+
+
+def canonical_body(body: bytes, *, relaxed: bool) -> bytes:
+    """The whole canonical body, for a verifier that hashes several prefixes of it (``l=``)."""
+    collector = _Collector(relaxed)
+    collector.update(body)
+    collector._finish()
+    return b"".join(collector.parts)

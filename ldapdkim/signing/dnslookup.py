@@ -29,15 +29,22 @@ class TxtLookup:
         self._resolver.cache = dns.resolver.LRUCache(10_000)
 
     def __call__(self, name: str) -> bytes | None:
+        """The first TXT record at ``name``; None when there is none."""
+        records = self.records(name)
+        return records[0] if records else None
+
+    def records(self, name: str) -> list[bytes]:
+        """Every TXT record at ``name``, each one's strings joined; [] when there is none.
+
+        Raises:
+            DnsTemporaryError: the query timed out or the servers failed.
+        """
         try:
             answer = self._resolver.resolve(name, "TXT", search=False)
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            return None
+            return []
         except dns.exception.Timeout:
             raise DnsTemporaryError(f"DNS query for {name} TXT timed out") from None
         except (dns.resolver.NoNameservers, dns.exception.DNSException) as err:
             raise DnsTemporaryError(f"DNS query for {name} TXT failed: {err}") from None
-        records = [b"".join(rdata.strings) for rdata in answer]
-        # RFC 6376 §3.6.2.2: several key records at one name make the result
-        # undefined; take the first, as most verifiers do.
-        return records[0] if records else None
+        return [b"".join(rdata.strings) for rdata in answer]

@@ -14,7 +14,7 @@ from email.utils import getaddresses
 
 from ldapdkim.config.settings import Settings
 from ldapdkim.domainname import domain_of_address
-from ldapdkim.errors import MessageError
+from ldapdkim.errors import InvalidDomain, MessageError
 from ldapdkim.model import (
     DkimResult,
     Failure,
@@ -96,6 +96,14 @@ def author_domain(headers: Sequence[Header]) -> str:
     return domain_of_address(addresses[0][1])
 
 
+def readable_author_domain(headers: Sequence[Header]) -> str | None:
+    """The author domain when the From field can be read one way; None otherwise."""
+    try:
+        return author_domain(headers)
+    except (MessageError, InvalidDomain):
+        return None
+
+
 @enum.unique
 class Role(enum.Enum):
     """What ldapdkim does with the mail of one SMTP client."""
@@ -150,13 +158,15 @@ def verification_outcome(results: Sequence[VerifyResult]) -> Outcome | None:
     Chosen from each result's :class:`~ldapdkim.model.Failure`, never from its
     reason text: a temporary DNS failure anywhere is ``On-DNSError`` (the
     message may pass later), a missing key record ``On-KeyNotFound``, any
-    other failure ``On-BadSignature``.
+    other failure ``On-BadSignature``.  A failed signature whose key record
+    says ``t=y`` (testing) counts as no signature (RFC 6376 §3.6.1).
     """
-    if not results:
-        return Outcome.NO_SIGNATURE
     if any(r.result is DkimResult.PASS for r in results):
         return None
-    failures = {r.failure for r in results}
+    counted = [r for r in results if not r.testing]
+    if not counted:
+        return Outcome.NO_SIGNATURE
+    failures = {r.failure for r in counted}
     if Failure.DNS_ERROR in failures:
         return Outcome.DNS_ERROR
     if Failure.NO_KEY in failures:

@@ -1,4 +1,4 @@
-"""DKIM signatures for one message: create them, and verify them (RFC 6376, RFC 8463).
+"""DKIM signatures for one message: create them (RFC 6376, RFC 8463).
 
 dkimpy supplies the DKIM semantics (header parsing, canonicalization, header
 selection, tag parsing); the public-key operations use ``cryptography``
@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import dkim
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, utils
 from dkim.canonicalization import CanonicalizationPolicy
-from dkim.util import InvalidTagValueList, parse_tag_value
 
 from ldapdkim import keys
-from ldapdkim.errors import DnsTemporaryError, MessageError
-from ldapdkim.model import DkimResult, Failure, Header, SigningKey, SigningParams, VerifyResult
+from ldapdkim.errors import MessageError
+from ldapdkim.model import Header, SigningKey, SigningParams
 from ldapdkim.signing.bodyhash import BodyHasher
 
 DEFAULT_SIGN_HEADERS: tuple[str, ...] = tuple(h.decode() for h in dkim.DKIM.SHOULD)
@@ -171,93 +169,3 @@ def sign_message(
     """:func:`sign_parsed` for a whole message in bytes."""
     headers, body = parse_message(message)
     return sign_parsed(headers, body, domain, keys, params, timestamp=timestamp)
-
-
-# -- verification ---------------------------------------------------------------
-
-TxtLookup = Callable[[str], bytes | None]
-"""Returns the TXT record at a name (strings joined), None if there is none,
-and raises :class:`DnsTemporaryError` when the answer may come later."""
-
-_OBSOLETE = {b"rsa-sha1": "rsa-sha1 is not accepted any more (RFC 8301)"}
-
-
-def verify_message(
-    message: bytes,
-    lookup: TxtLookup,
-    *,
-    max_signatures: int = 3,
-    minimum_key_bits: int = 1024,
-) -> list[VerifyResult]:
-    """Verify up to ``max_signatures`` DKIM-Signature fields, top first.
-
-    An empty list means the message carries no DKIM signature.
-    """
-    try:
-        checker = dkim.DKIM(message, minkey=minimum_key_bits)
-    except dkim.MessageFormatError as err:
-        raise MessageError(f"cannot parse the header: {err}") from None
-    fields = [v for n, v in checker.headers if n.lower() == b"dkim-signature"]
-    return [
-        _verify_one(checker, idx, raw, lookup) for idx, raw in enumerate(fields[:max_signatures])
-    ]
-
-
-def _verify_one(checker: dkim.DKIM, idx: int, raw: bytes, lookup: TxtLookup) -> VerifyResult:
-    try:
-        tags = parse_tag_value(raw)
-    except InvalidTagValueList as err:
-        return VerifyResult(
-            DkimResult.PERMERROR, "", "", "", f"malformed signature: {err}", failure=Failure.SYNTAX
-        )
-    domain = _tag(tags, b"d").lower()
-    selector = _tag(tags, b"s").lower()
-    algorithm = _tag(tags, b"a").lower()
-    prefix = re.sub(r"\s+", "", _tag(tags, b"b"))[:8]
-
-    def verdict(result: DkimResult, failure: Failure, reason: str = "") -> VerifyResult:
-        return VerifyResult(
-            result, domain, selector, algorithm, reason, prefix, _tag(tags, b"i"), failure
-        )
-
-    seen: dict[str, bytes | None] = {}
-
-    def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
-        answer = lookup(name.decode("ascii", "replace").rstrip("."))
-        seen["record"] = answer
-        return answer
-
-    try:
-        ok = checker.verify(idx=idx, dnsfunc=dnsfunc)
-    except DnsTemporaryError as err:
-        return verdict(DkimResult.TEMPERROR, Failure.DNS_ERROR, f"key lookup failed: {err}")
-    except dkim.DKIMException as err:
-        reason = str(err) or type(err).__name__
-        if reason.startswith("body hash mismatch"):
-            # dkimpy tells this failure only by its message (dkim.DKIMException has no kind).
-            return verdict(
-                DkimResult.FAIL, Failure.BODY_HASH, "body hash mismatch (the body was changed)"
-            )
-        return verdict(DkimResult.PERMERROR, Failure.SYNTAX, reason)
-    if ok:
-        # Checked after the key fetch, so that a DNS failure still reads temperror.
-        if algorithm.encode() in _OBSOLETE:
-            return verdict(DkimResult.PERMERROR, Failure.ALGORITHM, _OBSOLETE[algorithm.encode()])
-        return verdict(DkimResult.PASS, Failure.NONE)
-    record = seen.get("record")
-    name = f"{selector}._domainkey.{domain}"
-    if not record:
-        return verdict(DkimResult.PERMERROR, Failure.NO_KEY, f"no key record at {name}")
-    try:
-        dkim.evaluate_pk(name.encode(), record)
-    except (dkim.DKIMException, ValueError) as err:
-        return verdict(
-            DkimResult.PERMERROR, Failure.KEY_UNUSABLE, f"unusable key record at {name}: {err}"
-        )
-    return verdict(
-        DkimResult.FAIL, Failure.BAD_SIGNATURE, "signature did not verify (body or header changed?)"
-    )
-
-
-def _tag(tags: dict[bytes, bytes], name: bytes) -> str:
-    return tags.get(name, b"").decode("ascii", "replace").strip()

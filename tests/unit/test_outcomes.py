@@ -25,6 +25,8 @@ def _result(result: DkimResult, failure: Failure, reason: str = "") -> VerifyRes
         (Failure.BODY_HASH, Outcome.BAD_SIGNATURE),
         (Failure.BAD_SIGNATURE, Outcome.BAD_SIGNATURE),
         (Failure.ALGORITHM, Outcome.BAD_SIGNATURE),
+        (Failure.EXPIRED, Outcome.BAD_SIGNATURE),
+        (Failure.PARTIAL_BODY, Outcome.BAD_SIGNATURE),
     ],
 )
 def test_each_failure_kind_has_its_on_outcome(failure: Failure, outcome: Outcome) -> None:
@@ -38,6 +40,12 @@ def test_every_failure_kind_is_placed() -> None:
         if failure is not Failure.NONE
     }
     assert placed <= {Outcome.DNS_ERROR, Outcome.KEY_NOT_FOUND, Outcome.BAD_SIGNATURE}
+
+
+def test_a_failing_signature_of_a_testing_domain_counts_as_none() -> None:
+    """RFC 6376 §3.6.1 t=y: not treated differently from unsigned mail."""
+    testing = dataclasses.replace(_result(DkimResult.FAIL, Failure.BODY_HASH), testing=True)
+    assert verification_outcome([testing]) is Outcome.NO_SIGNATURE
 
 
 def test_a_reworded_reason_changes_nothing() -> None:

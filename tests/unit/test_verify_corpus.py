@@ -15,7 +15,7 @@ import pytest
 
 from ldapdkim.errors import DnsTemporaryError
 from ldapdkim.model import DkimResult
-from ldapdkim.signing.signer import verify_message
+from ldapdkim.signing.verifier import verify_message
 
 CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "mail-dkim"
 

@@ -10,10 +10,8 @@ import enum
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from email.utils import getaddresses
 
 from ldapdkim.config.settings import Settings
-from ldapdkim.domainname import domain_of_address
 from ldapdkim.errors import InvalidDomain, MessageError
 from ldapdkim.model import (
     DkimResult,
@@ -25,6 +23,7 @@ from ldapdkim.model import (
     SigningParams,
     VerifyResult,
 )
+from ldapdkim.signing.author import author_address
 
 log = logging.getLogger(__name__)
 
@@ -78,22 +77,19 @@ def signing_keys(resolution: Resolution, now: datetime) -> tuple[SigningKey, ...
 def author_domain(headers: Sequence[Header]) -> str:
     """The domain of the one author address in the From field (RFC 5322 §3.6.2).
 
+    The field is read strictly (:mod:`ldapdkim.signing.author`): a From that two
+    parsers could read as different domains is refused.
+
     Raises:
-        MessageError: no From field, several From fields, or not exactly one address.
+        MessageError: no From field, several, or not exactly one unambiguous mailbox.
         InvalidDomain: the address's domain is not a valid host name.
     """
-    values = [v for n, v in headers if n.lower() == b"from"]
+    values = [v for n, v in headers if n.strip().lower() == b"from"]
     if not values:
         raise MessageError("no From header field")
     if len(values) > 1:
         raise MessageError(f"{len(values)} From header fields; RFC 5322 allows one")
-    text = values[0].decode("utf-8", "surrogateescape")
-    addresses = getaddresses([" ".join(text.split())])
-    addresses = [(name, addr) for name, addr in addresses if name or addr]
-    if len(addresses) != 1 or not addresses[0][1]:
-        count = "no address" if not addresses else f"{len(addresses)} addresses"
-        raise MessageError(f"From has {count} that can be read; one author address is needed")
-    return domain_of_address(addresses[0][1])
+    return author_address(values[0]).rpartition("@")[2]
 
 
 def readable_author_domain(headers: Sequence[Header]) -> str | None:

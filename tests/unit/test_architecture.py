@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "resolver",
         ],
     ),
-    ("signing", ["bodyhash", "signer", "verifier", "dnslookup", "policy", "authresults"]),
+    ("signing", ["bodyhash", "signer", "verifier", "dnslookup", "author", "policy", "authresults"]),
     ("publish", ["dnsexport", "dnscheck", "dnsupdate", "audit"]),
     (
         "lifecycle",

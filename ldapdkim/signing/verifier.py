@@ -543,7 +543,8 @@ def _executor() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None or _pool[0] != os.getpid():
-            _pool = (os.getpid(), ThreadPoolExecutor(32, thread_name_prefix="ldapdkim-dns"))
+            workers = MAX_SIGNATURES  # every key of one message can be asked at once
+            _pool = (os.getpid(), ThreadPoolExecutor(workers, thread_name_prefix="ldapdkim-dns"))
         return _pool[1]
 
 

@@ -9,12 +9,16 @@ Postfix delivered to its sink with verifiers that are not dkimpy.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from harness.dnsserver import DnsServer
+from harness.forge import forge
+from harness.forge import key_record as forge_key_record
+from harness.forge import rsa_key as forge_rsa_key
 from harness.mailsite import AUTHSERV_ID, MailSite, message
 from harness.milterproc import MilterProcess
 from harness.postfix import Postfix, header_values, require_postfix
@@ -362,3 +366,84 @@ def test_user_id_drops_privileges_after_binding_and_pid_file_is_written(
         assert socket_path.stat().st_uid == 65534
         delivered = setup.send(message(subject="as nobody"))
         assert len(header_values(delivered, "DKIM-Signature")) == 2
+
+
+# -- (h) hostile mail: an Authentication-Results result, never a 451 for content
+
+
+HOSTILE_BASE = (
+    "v=1; a=rsa-sha256; c=relaxed/relaxed; d=hostile.example; s=k1; h=from:to:subject; bh=@; b="
+)
+
+
+def _hostile_messages() -> dict[str, tuple[bytes, str]]:
+    """Subject -> (message, the dkim= result(s) its Authentication-Results must give)."""
+    key = forge_rsa_key()
+
+    def signed(subject: str, tags: str, **options: object) -> bytes:
+        headers = [
+            (b"From", b" Mallory <mallory@hostile.example>\r\n"),
+            (b"To", b" Bob <bob@example.net>\r\n"),
+            (b"Subject", f" {subject}\r\n".encode()),
+        ]
+        return forge(tags, key, headers=headers, **options).message  # type: ignore[arg-type]
+
+    base = HOSTILE_BASE
+    no_from = base.replace("h=from:to:subject", "h=to:subject")
+    appended = signed("l appended", base.replace("s=k1;", "s=k1; l=10;"), body=b"0123456789")
+    control = base.replace("s=k1;", "s=k1; n=\x01\x7f;")
+    return {
+        "h without from": (signed("h without from", no_from, sign=["to", "subject"]), "permerror"),
+        "rsa sha1": (signed("rsa sha1", base.replace("rsa-sha256", "rsa-sha1")), "permerror"),
+        "tag twice": (signed("tag twice", base.replace("s=k1;", "s=k1; s=k1;")), "permerror"),
+        "sha1 only key": (signed("sha1 only key", base.replace("s=k1", "s=k2")), "permerror"),
+        "l appended": (appended + b"Click https://evil.example/ now\r\n", "policy"),
+        "control bytes": (signed("control bytes", control), "permerror"),
+        "good": (signed("good", base), "pass"),
+    }
+
+
+def test_hostile_mail_from_outside_gets_a_result_and_is_never_tempfailed(mta: Setup) -> None:
+    key = forge_rsa_key()
+    mta.site.dns.set_txt("k1._domainkey.hostile.example", forge_key_record(key).decode())
+    mta.site.dns.set_txt(
+        "k2._domainkey.hostile.example",
+        forge_key_record(key, "v=DKIM1; h=sha1; k={k}; p={p}").decode(),
+    )
+    for subject, (hostile, expected) in _hostile_messages().items():
+        delivered = mta.send(hostile, source=OUTSIDE)  # asserts 250, not 451
+        [value] = header_values(delivered, "Authentication-Results")
+        assert re.findall(r"dkim=(\w+)", value) == [expected], (subject, value)
+    assert "internal error" not in mta.milter.log()
+
+
+def test_keys_that_never_answer_in_front_of_a_good_signature_cost_one_timeout(
+    site: MailSite, tmp_path: Path
+) -> None:
+    key = forge_rsa_key()
+    site.dns.set_txt("k1._domainkey.hostile.example", forge_key_record(key).decode())
+    good = _hostile_messages()["good"][0]
+    bogus = b"".join(
+        f"DKIM-Signature: v=1; a=rsa-sha256; d=hostile.example; s=hang{i}; h=from;"
+        " bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=AAAA\r\n".encode()
+        for i in range(30)
+    )
+    for i in range(30):
+        site.dns.set_timeout(f"hang{i}._domainkey.hostile.example")
+    for setup in _start(site, tmp_path, "DNSTimeout 2", "On-DNSError accept"):
+        started = time.monotonic()
+        delivered = setup.send(bogus + good, source=OUTSIDE)
+        elapsed = time.monotonic() - started
+        [value] = header_values(delivered, "Authentication-Results")
+        results = re.findall(r"dkim=(\w+)", value)
+        assert results.count("pass") == 1 and results.count("temperror") == 30
+        assert elapsed < 10, elapsed  # one DNSTimeout (2 s), not thirty
+
+
+def test_internal_mail_with_an_ambiguous_from_leaves_unsigned_with_the_reason(mta: Setup) -> None:
+    ambiguous = message(subject="ambiguous from").replace(
+        b"From: Alice <alice@example.com>", b"From: <alice@example.com>, <attacker@evil.test>"
+    )
+    delivered = mta.send(ambiguous)
+    assert header_values(delivered, "DKIM-Signature") == []
+    assert "not signed: From holds several addresses" in mta.milter.log()

@@ -18,7 +18,7 @@ from ldapdkim.model import (
     SigningParams,
 )
 from ldapdkim.signing.signer import select_header_names, sign_message
-from ldapdkim.signing.verifier import verify_message
+from ldapdkim.signing.verifier import parse_tag_list, verify_message
 
 MESSAGE = (
     b"From: Alice <alice@example.com>\r\n"
@@ -231,3 +231,14 @@ def test_a_key_whose_parts_do_not_belong_together_is_refused(damage: dict[str, i
     )
     with pytest.raises(KeyFormatError, match="parts do not belong together"):
         keys.load_private_key(pem, where="entry X")
+
+
+def test_signatures_never_carry_l_and_use_only_current_algorithms() -> None:
+    """RFC 6376 §8.2 (and the 2024 l= disclosures); RFC 8301 §3.1."""
+    rsa, ed = _key(Algorithm.RSA_SHA256), _key(Algorithm.ED25519_SHA256)
+    values = sign_message(MESSAGE, "example.com", [rsa, ed], SigningParams(), timestamp=NOW)
+    for value in values:
+        tags = parse_tag_list(value)
+        assert "l" not in tags
+        assert tags["a"] in (b"rsa-sha256", b"ed25519-sha256")
+        assert b"from" in tags["h"].replace(b"\r\n\t", b"").split(b":")

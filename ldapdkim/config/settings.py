@@ -170,7 +170,8 @@ _KEYWORDS: tuple[_Keyword, ...] = (
     _Keyword("DNSTimeout", "dns_timeout", values.positive_seconds, "5",
              "seconds before a key lookup counts as a temporary DNS error (temperror)"),
     _Keyword("MaximumSignaturesToVerify", "maximum_signatures_to_verify", values.signature_count,
-             "3", "how many signatures of one message are verified, from the top"),
+             "3", "how many signatures of one message are checked, author signatures first; "
+             "those whose key is missing do not count"),
     # Key rotation (ldapdkim rotate)
     _Keyword("RotationOverlap", "rotation_overlap", values.duration, "2d",
              "how long a new key's DNS record must have been seen before rotate --advance "

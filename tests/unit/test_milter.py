@@ -8,12 +8,15 @@ made here; DNS: a table.  End-to-end behaviour through a real Postfix is in
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import Milter
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from Milter import testctx
 
 from ldapdkim import config, keys
@@ -237,3 +240,43 @@ def test_every_step_is_answered_so_postfix_never_waits_on_nagle() -> None:
     mask = DkimMilter.protocol_mask()
     for step in ("P_NR_DATA", "P_NR_HDR", "P_NR_EOH", "P_NR_BODY", "P_NR_MAIL", "P_NR_CONN"):
         assert mask & getattr(Milter, step), step
+
+
+# -- fuzzing: content never reaches the error barrier ----------------------------------
+
+_FROMS = [
+    b"Alice <alice@example.com>", b"<a@example.com>, <b@evil.test>", b"(x) a@example.com",
+    b'"a@evil.test"@example.com', b"=?utf-8?B?YUBldmlsLnRlc3Q=?= <a@example.com>", b"",
+    b"a@\xff\xfe", b"<<a@example.com>", b"group: a@example.com;", b"a@[127.0.0.1]",
+]  # fmt: skip
+
+
+@settings(
+    max_examples=int(os.environ.get("LDAPDKIM_FUZZ_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    database=None,
+)
+@given(
+    st.sampled_from(_FROMS),
+    st.binary(max_size=40),
+    st.lists(st.tuples(st.sampled_from([b"Subject", b"X-A", b"From", b"DKIM-Signature"]),
+                       st.binary(max_size=60)), max_size=5),
+    st.binary(max_size=200),
+    st.sampled_from(["127.0.0.1", "192.0.2.9"]),
+)  # fmt: skip
+def test_no_generated_message_reaches_the_error_barrier(
+    make: Any,
+    from_value: bytes,
+    noise: bytes,
+    extra: list[tuple[bytes, bytes]],
+    body: bytes,
+    ip: str,
+) -> None:
+    feed = make("On-DNSError accept")
+    clean = lambda text: text.replace(b"\r", b" ").replace(b"\n", b" ")  # noqa: E731
+    lines = [b"From: " + clean(from_value + noise), b"To: bob@example.net"]
+    lines += [name + b": " + clean(value) for name, value in extra]
+    rc, ctx = feed(b"\n".join(lines) + b"\n\n" + body, ip=ip)
+    assert feed.holder.current().counters.errors == 0
+    assert rc in (Milter.ACCEPT, Milter.CONTINUE), ctx.replies

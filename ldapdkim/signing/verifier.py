@@ -158,7 +158,8 @@ def _domain(text: str, what: str) -> str:
 
 
 def _colon_list(value: bytes) -> list[str]:
-    return [item for item in _plain(value).split(":") if item]
+    """A colon-separated list of ABNF literals, lowercased (they match case-insensitively)."""
+    return [item for item in _plain(value).lower().split(":") if item]
 
 
 # -- the signature field (RFC 6376 §3.5, §6.1.1) ----------------------------------
@@ -214,7 +215,8 @@ def parse_signature(index: int, value: bytes, now: int) -> Signature:
         raise _permerror(Failure.SYNTAX, f"signature lacks {', '.join(t + '=' for t in missing)}")
     if tags["v"] != b"1":
         raise _permerror(Failure.SYNTAX, f"signature version v={_shown(tags['v'])} is not 1")
-    algorithm = _plain(tags["a"])
+    # ABNF literals match case-insensitively (RFC 5234 §2.3): a=, c= and q= values too.
+    algorithm = _plain(tags["a"]).lower()
     if algorithm not in _ALGORITHMS and algorithm not in _OBSOLETE:
         raise _permerror(Failure.ALGORITHM, f"unknown algorithm a={_shown(tags['a'])}")
     header_canon, body_canon = _canonicalization(tags.get("c", b"simple"))
@@ -263,7 +265,7 @@ def _shown(value: bytes) -> str:
 
 
 def _canonicalization(value: bytes) -> tuple[str, str]:
-    text = _plain(value)
+    text = _plain(value).lower()
     header, _, body = text.partition("/")
     body = body or "simple"
     if header not in _HEADER_CANON or body not in _HEADER_CANON:
@@ -338,11 +340,14 @@ def parse_key_record(record: bytes, signature: Signature, minimum_bits: int) -> 
         raise _permerror(
             Failure.KEY_UNUSABLE, f"key record at {name} is malformed: {err}"
         ) from None
-    if "v" in tags and (next(iter(tags)) != "v" or tags["v"] != b"DKIM1"):
-        raise _permerror(Failure.KEY_UNUSABLE, f"key record at {name}: v= must come first, DKIM1")
+    if "v" in tags and _plain(tags["v"]).upper() != "DKIM1":
+        # §3.6.1: records with another version are discarded.  (That v= comes
+        # first binds whoever publishes the record; a verifier gains nothing by
+        # refusing a DKIM1 record that lists it later, and none of the others do.)
+        raise _permerror(Failure.KEY_UNUSABLE, f"key record at {name} is not v=DKIM1")
     if "h" in tags and "sha256" not in _colon_list(tags["h"]):
         raise _permerror(Failure.KEY_UNUSABLE, f"key record at {name} does not allow sha256 (h=)")
-    key_type = _plain(tags.get("k", b"rsa"))
+    key_type = _plain(tags.get("k", b"rsa")).lower()
     if key_type != signature.key_type:
         raise _permerror(
             Failure.KEY_UNUSABLE,

@@ -3,6 +3,11 @@
 # implementation independent of dkimpy, fetching keys from a test DNS server.
 #
 # Usage: mail_dkim_verify.pl PORT [TIMEOUT_SECONDS] < message
+#        mail_dkim_verify.pl PORT TIMEOUT_SECONDS --batch < framed messages
+#
+# With --batch, standard input holds any number of messages, each preceded
+# by a line with its length in octets; each message's lines are followed by
+# a line "end" (one process verifies thousands: the differential tests).
 #
 # The message may have LF or CRLF line ends; Mail::DKIM expects CRLF, so bare
 # LFs are converted. Keys are looked up at 127.0.0.1:PORT only. Prints one
@@ -48,37 +53,53 @@ Mail::DKIM::DNS::resolver($resolver);
 $Mail::DKIM::DNS::TIMEOUT = $timeout + 1;
 
 binmode STDIN;
-my $message = do { local $/; <STDIN> };
-$message =~ s/\r?\n/\r\n/g;
-
-my $dkim = Mail::DKIM::Verifier->new();
-$dkim->PRINT($message);
-$dkim->CLOSE;
-
-# Signatures Mail::DKIM could not parse at all are left out of ->signatures;
-# report them too, so that a mangled header is not mistaken for "none".
-my ($header) = split /\r\n\r\n/, $message, 2;
-my $dkim_fields = () = ( $header // '' ) =~ /^DKIM-Signature[ \t]*:/mgi;
-
-my $count = 0;
-foreach my $sig ( $dkim->signatures ) {
-    next if $sig->isa('Mail::DKIM::DkSignature');
-    $count++;
-    my $result = lc( $sig->result // 'none' );
-    my $detail = $sig->result_detail // $result;
-    $detail =~ s/[\r\n]+/ /g;
-    printf "%s domain=%s selector=%s algorithm=%s detail=%s\n", $result,
-      _field( $sig->domain ), _field( $sig->selector ),
-      _field( $sig->algorithm ), $detail;
+$| = 1;
+if ( ( $ARGV[2] // '' ) eq '--batch' ) {
+    while ( defined( my $length = <STDIN> ) ) {
+        chomp $length;
+        read( STDIN, my $message, $length ) == $length or die "short message\n";
+        verify_message($message);
+        print "end\n";
+    }
 }
-for ( $count + 1 .. $dkim_fields ) {
-    my $reason = $dkim->{signature_reject_reason} // 'unparseable signature';
-    $reason =~ s/[\r\n]+/ /g;
-    print "invalid domain=- selector=- algorithm=- detail=invalid ($reason)\n";
-    $count++;
+else {
+    verify_message( do { local $/; <STDIN> } );
 }
-print "none\n" unless $count;
 exit 0;
+
+sub verify_message {
+    my ($message) = @_;
+    $message =~ s/\r?\n/\r\n/g;
+
+    my $dkim = Mail::DKIM::Verifier->new();
+    $dkim->PRINT($message);
+    $dkim->CLOSE;
+
+    # Signatures Mail::DKIM could not parse at all are left out of ->signatures;
+    # report them too, so that a mangled header is not mistaken for "none".
+    my ($header) = split /\r\n\r\n/, $message, 2;
+    my $dkim_fields = () = ( $header // '' ) =~ /^DKIM-Signature[ \t]*:/mgi;
+
+    my $count = 0;
+    foreach my $sig ( $dkim->signatures ) {
+        next if $sig->isa('Mail::DKIM::DkSignature');
+        $count++;
+        my $result = lc( $sig->result // 'none' );
+        my $detail = $sig->result_detail // $result;
+        $detail =~ s/[\r\n]+/ /g;
+        printf "%s domain=%s selector=%s algorithm=%s detail=%s\n", $result,
+          _field( $sig->domain ), _field( $sig->selector ),
+          _field( $sig->algorithm ), $detail;
+    }
+    for ( $count + 1 .. $dkim_fields ) {
+        my $reason = $dkim->{signature_reject_reason} // 'unparseable signature';
+        $reason =~ s/[\r\n]+/ /g;
+        print "invalid domain=- selector=- algorithm=- detail=invalid ($reason)\n";
+        $count++;
+    }
+    print "none\n" unless $count;
+    return;
+}
 
 # A tag value as one token: "-" when missing, whitespace removed.
 sub _field {

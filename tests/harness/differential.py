@@ -1,0 +1,399 @@
+"""Differential testing of the verifier: ldapdkim, Perl Mail::DKIM and OpenDKIM on the same cases.
+
+:func:`cases` generates signed messages and key records, each a mutation of
+a valid one (tags reordered, duplicated, re-cased or folded; canonicalization
+edge cases; truncations; duplicated or changed header fields; key-record
+variants), from a seed, so a run can be repeated.  :func:`run` publishes the
+key records on a loopback :class:`~harness.dnsserver.DnsServer`, has the
+three verifiers judge every case, and groups the cases where they disagree by
+(mutation, ldapdkim, Mail::DKIM, OpenDKIM).  ``EXPLAINED`` gives each known
+class of disagreement its RFC clause and says which verifier is wrong; a
+class not in it is new and must be fixed or explained.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+import re
+import subprocess
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import verifiers
+from harness.dnsserver import DnsServer
+from harness.forge import HEADERS, ed25519_key, forge, key_record, rsa_key
+from ldapdkim.model import DkimResult
+from ldapdkim.signing.dnslookup import TxtLookup
+from ldapdkim.signing.verifier import verify_message
+
+DOMAIN = "diff.example"
+BASE = "v=1; a={a}; c={c}; d=diff.example; s={s}; h=from:to:subject; bh=@; b="
+BODIES = [
+    b"Hello Bob,\r\n\r\nthe figures.\r\n",
+    b"",
+    b"\r\n\r\n\r\n",
+    b"trailing  \t\r\nspace\t\r\n\r\n",
+    b"x" * 998 + b"\r\n",
+]
+BARE_CR = b"bare\rcarriage\r\n"
+
+
+@dataclass(frozen=True)
+class Case:
+    kind: str
+    message: bytes
+    note: str
+    records: dict[str, list[str]] = field(default_factory=dict)
+    """Key records to publish: name -> TXT strings (several: several records)."""
+
+
+def _key(algorithm: str):  # type: ignore[no-untyped-def]
+    return ed25519_key() if algorithm == "ed25519-sha256" else rsa_key()
+
+
+def _record(algorithm: str, tags: str = "v=DKIM1; k={k}; p={p}") -> str:
+    return key_record(_key(algorithm), tags).decode()
+
+
+def _case(number: int, rng: random.Random) -> Case:
+    algorithm = rng.choice(["rsa-sha256", "rsa-sha256", "ed25519-sha256"])
+    canon = rng.choice(["relaxed/relaxed", "relaxed/simple", "simple/simple", "simple/relaxed"])
+    selector = f"k{number}"
+    name = f"{selector}._domainkey.{DOMAIN}"
+    tags = BASE.format(a=algorithm, c=canon, s=selector)
+    body = rng.choice(BODIES)
+    headers = [*HEADERS[:2], (b"Subject", f" case {number}\r\n".encode()), *HEADERS[3:]]
+    headers[0] = (b"From", b" Alice <alice@diff.example>\r\n")
+    records = {name: [_record(algorithm)]}
+    key = _key(algorithm)
+    sign: list[str] | None = None
+    kind = rng.choice(MUTATIONS)
+    after: Callable[[bytes], bytes] = lambda m: m  # noqa: E731
+    if kind == "reorder":
+        parts = tags.split("; ")
+        rng.shuffle(parts)
+        tags = "; ".join(p for p in parts if not p.startswith("b=")) + "; b="
+    elif kind == "duplicate-tag":
+        tags = tags.replace(f"s={selector};", f"s={selector}; s={selector};")
+    elif kind == "unknown-tag":
+        tags = tags.replace("h=from", "zz=any thing; h=from")
+    elif kind == "tag-name-case":
+        tags = tags.replace("v=1", "V=1")
+    elif kind == "tag-value-case":
+        tags = tags.replace(f"a={algorithm}", f"a={algorithm.upper()}")
+    elif kind == "whitespace":
+        tags = tags.replace("; ", " ;\t").replace("=", " = ", 3)
+    elif kind == "folding":
+        tags = tags.replace("h=from:to", "h=from\r\n\t:to").replace("; s=", ";\r\n s=")
+    elif kind == "bare-cr-body":
+        body = BARE_CR
+    elif kind == "truncate":
+        after = _truncate(rng)
+    elif kind == "dup-header":
+        headers = [*headers, (b"Subject", b" another subject\r\n")]
+    elif kind == "dup-from":
+        headers = [(b"From", b" Mallory <m@evil.example>\r\n"), *headers]
+    elif kind == "body-change":
+        after = lambda m: m + b"appended\r\n"  # noqa: E731
+    elif kind == "header-change":
+        after = lambda m: m.replace(b" case ", b" Case ", 1)  # noqa: E731
+    elif kind == "no-from-in-h":
+        tags, sign = tags.replace("h=from:to:subject", "h=to:subject"), ["to", "subject"]
+    elif kind == "i-outside-d":
+        tags = tags.replace("h=from", "i=a@elsewhere.example; h=from")
+    elif kind == "i-subdomain":
+        tags = tags.replace("h=from", "i=a@sub.diff.example; h=from")
+    elif kind == "x-before-t":
+        tags = tags.replace("h=from", "t=2000000000; x=1999999999; h=from")
+    elif kind == "expired":
+        tags = tags.replace("h=from", "t=1500000000; x=1500003600; h=from")
+    elif kind == "l-exact":
+        tags = tags.replace("h=from", f"l={_canonical_length(body, canon)}; h=from")
+    elif kind == "l-partial":
+        tags = tags.replace("h=from", f"l={_canonical_length(body, canon)}; h=from")
+        after = lambda m: m + b"unsigned content\r\n"  # noqa: E731
+    elif kind == "q-list":
+        tags = tags.replace("h=from", "q=foo/bar:dns/txt; h=from")
+    elif kind == "q-unknown":
+        tags = tags.replace("h=from", "q=foo/bar; h=from")
+    elif kind == "sha1":
+        tags = tags.replace(f"a={algorithm}", "a=rsa-sha1")
+        key, records = rsa_key(), {name: [_record("rsa-sha256")]}
+    elif kind.startswith("key-"):
+        records = {name: _key_variant(kind, algorithm)}
+    message = forge(tags, key, headers=headers, body=body, sign=sign, canon=canon).message
+    note = f"{algorithm} c={canon} body={BODIES.index(body) if body in BODIES else 'bare-cr'}"
+    return Case(kind, after(message), note, records)
+
+
+def _truncate(rng: random.Random) -> Callable[[bytes], bytes]:
+    def cut(message: bytes) -> bytes:
+        end = message.index(b"\r\nFrom:")
+        at = rng.randrange(len("DKIM-Signature: "), end)
+        return message[:at] + message[end:]
+
+    return cut
+
+
+def _canonical_length(body: bytes, canon: str) -> int:
+    from ldapdkim.signing.bodyhash import canonical_body
+
+    return len(canonical_body(body, relaxed=canon.endswith("/relaxed")))
+
+
+def _key_variant(kind: str, algorithm: str) -> list[str]:
+    k = "ed25519" if algorithm == "ed25519-sha256" else "rsa"
+    variants = {
+        "key-h-sha1": ["v=DKIM1; h=sha1; k={k}; p={p}"],
+        "key-h-both": ["v=DKIM1; h=sha1:sha256; k={k}; p={p}"],
+        "key-k-mismatch": ["v=DKIM1; k=" + ("rsa" if k == "ed25519" else "ed25519") + "; p={p}"],
+        "key-s-other": ["v=DKIM1; k={k}; s=other; p={p}"],
+        "key-s-email": ["v=DKIM1; k={k}; s=email; p={p}"],
+        "key-t-y": ["v=DKIM1; k={k}; t=y; p={p}"],
+        "key-revoked": ["v=DKIM1; k={k}; p="],
+        "key-unknown-tag": ["v=DKIM1; k={k}; zz=1; n=a note; p={p}"],
+        "key-no-v": ["k={k}; p={p}"],
+        "key-v-not-first": ["k={k}; v=DKIM1; p={p}"],
+        "key-malformed": ["v=DKIM1; k={k}; p={p}; ;; ="],
+        "key-multi-same": ["v=DKIM1; k={k}; p={p}", "v=DKIM1; k={k}; p={p}"],
+    }
+    if kind == "key-multi-different":
+        other = base64.b64encode(b"\x00" * 32).decode() if k == "ed25519" else _other_rsa()
+        return [_record(algorithm), f"v=DKIM1; k={k}; p={other}"]
+    if kind == "key-pkcs1" and k == "rsa":
+        return [_pkcs1_record()]
+    return [_record(algorithm, t) for t in variants.get(kind, ["v=DKIM1; k={k}; p={p}"])]
+
+
+def _other_rsa() -> str:
+    return key_record(rsa_key(1024), "{p}").decode()
+
+
+def _pkcs1_record() -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    der = (
+        rsa_key()
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
+    )
+    return f"v=DKIM1; k=rsa; p={base64.b64encode(der).decode()}"
+
+
+MUTATIONS = [
+    "none", "reorder", "duplicate-tag", "unknown-tag", "tag-name-case", "tag-value-case",
+    "whitespace", "folding", "bare-cr-body", "truncate", "dup-header", "dup-from", "body-change",
+    "header-change", "no-from-in-h", "i-outside-d", "i-subdomain", "x-before-t", "expired",
+    "l-exact", "l-partial", "q-list", "q-unknown", "sha1", "key-h-sha1", "key-h-both",
+    "key-k-mismatch", "key-s-other", "key-s-email", "key-t-y", "key-revoked",
+    "key-unknown-tag", "key-no-v", "key-v-not-first", "key-malformed", "key-multi-same",
+    "key-multi-different", "key-pkcs1",
+]  # fmt: skip
+
+
+def cases(count: int, seed: int = 1) -> Iterator[Case]:
+    rng = random.Random(seed)
+    for number in range(count):
+        yield _case(number, rng)
+
+
+# -- the three verifiers -------------------------------------------------------------
+
+_CLASSES = {
+    "pass": "pass", "fail": "fail", "policy": "policy", "temperror": "temperror",
+    "permerror": "error", "neutral": "error", "invalid": "error", "noverdict": "error",
+    "none": "none",
+}  # fmt: skip
+
+
+def verdict(results: list[str]) -> str:
+    """One word per message: pass when any signature passes, else the first one's class."""
+    classes = [_CLASSES.get(r, r) for r in results]
+    if "pass" in classes:
+        return "pass"
+    return classes[0] if classes else "none"
+
+
+def ldapdkim_verdicts(batch: list[Case], lookup: TxtLookup) -> list[str]:
+    return [
+        verdict(
+            [r.result.value for r in verify_message(c.message, lookup.records, max_signatures=8)]
+        )
+        for c in batch
+    ]
+
+
+def mail_dkim_verdicts(batch: list[Case], port: int) -> list[str]:
+    framed = b"".join(str(len(c.message)).encode() + b"\n" + c.message for c in batch)
+    done = subprocess.run(
+        ["perl", str(verifiers.MAIL_DKIM_SCRIPT), str(port), "2", "--batch"],
+        input=framed, env=verifiers._perl_env(), capture_output=True, check=True,
+    )  # fmt: skip
+    out, current = [], []
+    for line in done.stdout.decode("utf-8", "replace").splitlines():
+        if line == "end":
+            out.append(current)
+            current = []
+        elif line != "none":
+            result = line.split(" ", 1)[0]
+            if result == "invalid" and "DNS" in line:
+                result = "temperror"
+            current.append(result)
+    assert len(out) == len(batch), (len(out), len(batch), done.stderr[-500:])
+    return [verdict(r) for r in out]
+
+
+def opendkim_verdicts(batch: list[Case], port: int, workdir: Path) -> list[str]:
+    """``opendkim -t`` over many files at once; a file it drops ends the run, which resumes
+    after it (that file's verdict is ``noverdict``)."""
+    files = []
+    for i, case in enumerate(batch):
+        path = workdir / f"m{i}.eml"
+        path.write_bytes(case.message)
+        files.append(path)
+    unbound = workdir / "unbound.conf"
+    unbound.write_text(verifiers._UNBOUND_CONF.format(port=port, zones=""))
+    conf = workdir / "opendkim.conf"
+    conf.write_text(
+        verifiers._OPENDKIM_CONF.format(authserv_id="odk", timeout=2, unbound_conf=unbound)
+    )
+    results: dict[int, list[str]] = {}
+    start = 0
+    while start < len(files):
+        done = subprocess.run(
+            ["opendkim", "-x", str(conf), "-vv", "-t", ",".join(str(f) for f in files[start:])],
+            capture_output=True, check=False,
+        )  # fmt: skip
+        pending: list[str] = []
+        last = start - 1
+        for line in done.stdout.decode("utf-8", "replace").splitlines():
+            pending += re.findall(r"\bdkim=(\w+)", line)
+            summary = re.match(r"opendkim: .*/m(\d+)\.eml: ", line)
+            if summary:
+                last = int(summary.group(1))
+                results[last] = pending or [
+                    "temperror" if "DNS" in line or "query" in line else "noverdict"
+                ]
+                pending = []
+        if done.returncode == 0:
+            break
+        results.setdefault(last + 1, ["noverdict"])  # the file it gave up on
+        start = last + 2
+    return [verdict(results.get(i, ["noverdict"])) for i in range(len(batch))]
+
+
+# -- disagreements and their explanations ---------------------------------------------
+
+_NOT_PASS = "all three refuse the signature; they name the refusal differently"
+EXPLAINED: dict[tuple[str, str, str, str], str] = {
+    # Only the class of the refusal differs (RFC 8601 maps PERMFAIL to several results).
+    ("sha1", "error", "fail", "fail"): _NOT_PASS + " (RFC 8301: rsa-sha1 is not valid)",
+    ("key-h-sha1", "error", "error", "fail"): _NOT_PASS + " (RFC 6376 §3.6.1 h=)",
+    ("key-s-other", "error", "error", "fail"): _NOT_PASS + " (RFC 6376 §3.6.1 s=)",
+    ("key-revoked", "error", "error", "fail"): _NOT_PASS
+    + " (RFC 6376 §3.6.1: empty p= is revoked)",
+    ("key-k-mismatch", "error", "error", "fail"): _NOT_PASS + " (RFC 6376 §3.6.1 k=)",
+    ("truncate", "error", "fail", "error"): _NOT_PASS + " (a cut signature field)",
+    # ldapdkim is right; the verifier(s) named are wrong.
+    ("key-k-mismatch", "error", "error", "pass"): (
+        "RFC 6376 §3.6.1 k=: a key of another type must not verify the signature; OpenDKIM "
+        "verifies an ed25519-sha256 signature with a record that says k=rsa"
+    ),
+    ("tag-name-case", "error", "pass", "error"): (
+        "RFC 6376 §3.2: tag names are case-sensitive, so V=1 is no v= tag; Mail::DKIM is wrong"
+    ),
+    ("x-before-t", "error", "pass", "error"): (
+        "RFC 6376 §3.5: x= MUST be greater than t=; Mail::DKIM does not check it"
+    ),
+    ("no-from-in-h", "error", "pass", "error"): (
+        "RFC 6376 §5.4, §6.1.1: a signature whose h= leaves out From is PERMFAIL; Mail::DKIM "
+        "passes it, which lets anyone's signature vouch for any From"
+    ),
+    ("duplicate-tag", "error", "pass", "pass"): (
+        "RFC 6376 §3.2: a tag given twice makes the tag list invalid; Mail::DKIM and OpenDKIM "
+        "take one of the two values, so a verifier and a filter can read different tags"
+    ),
+    ("key-malformed", "error", "pass", "temperror"): (
+        "RFC 6376 §3.2, §6.1.2: a key record that is not a tag list (';;', '=') is a syntax "
+        "error, PERMFAIL; Mail::DKIM ignores the junk, OpenDKIM calls it temporary"
+    ),
+    ("key-multi-different", "error", "*", "temperror"): (
+        "RFC 6376 §3.6.2.2: several different key records make the result undefined; ldapdkim "
+        "refuses (permerror), Mail::DKIM takes the first, OpenDKIM reports temperror"
+    ),
+    ("key-pkcs1", "pass", "error", "error"): (
+        "RFC 6376 §3.6.1 k=rsa names a DER RSAPublicKey (PKCS#1) for p=; the others accept "
+        "only SubjectPublicKeyInfo, what openssl writes and what ldapdkim publishes"
+    ),
+    # A deliberate difference (the issue's item 2; RFC 6376 §8.2).
+    ("l-partial", "policy", "pass", "pass"): (
+        "RFC 6376 §8.2: content after l= is not signed; ldapdkim reports dkim=policy, not "
+        "pass (README: the 2024 l= disclosures); the others pass the message"
+    ),
+    ("l-partial", "policy", "fail", "pass"): (
+        "as above; Mail::DKIM fails an l= that covers an empty body (l= before its CRLF)"
+    ),
+    # OpenDKIM's relaxed body canonicalization with a bare CR.
+    ("bare-cr-body", "pass", "pass", "fail"): (
+        "RFC 6376 §3.4.4 changes only whitespace and line ends in relaxed bodies; a bare CR "
+        "is neither, so it stays. ldapdkim, Mail::DKIM and dkimpy agree; OpenDKIM 2.11 differs"
+    ),
+}
+"""(mutation, ldapdkim, Mail::DKIM, OpenDKIM) -> the RFC clause, and who is wrong ("*": any)."""
+
+
+@dataclass
+class Report:
+    cases: int = 0
+    agree: int = 0
+    classes: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
+    examples: dict[tuple[str, str, str, str], list[str]] = field(default_factory=dict)
+    """A few notes (algorithm, canonicalization, body) of the cases in each class."""
+
+    def unexplained(self) -> dict[tuple[str, str, str, str], int]:
+        return {k: n for k, n in self.classes.items() if explanation(k) is None}
+
+
+def explanation(key: tuple[str, str, str, str]) -> str | None:
+    if key[0] == "truncate" and "pass" not in key[1:]:
+        return _NOT_PASS + " (a signature field cut anywhere)"
+    for pattern, why in EXPLAINED.items():
+        if all(p in ("*", v) for p, v in zip(pattern, key, strict=True)):
+            return why
+    return None
+
+
+def run(count: int, seed: int = 1, batch_size: int = 500) -> Report:
+    report = Report()
+    with DnsServer() as dns, tempfile.TemporaryDirectory(prefix="ldapdkim-diff-") as tmp:
+        lookup = TxtLookup([("127.0.0.1", dns.port)], timeout=2)
+        generated = cases(count, seed)
+        while True:
+            batch = [c for _, c in zip(range(batch_size), generated, strict=False)]
+            if not batch:
+                break
+            for case in batch:
+                for name, texts in case.records.items():
+                    dns.set_txt(name, *texts)
+            ours = ldapdkim_verdicts(batch, lookup)
+            perl = mail_dkim_verdicts(batch, dns.port)
+            odk = opendkim_verdicts(batch, dns.port, Path(tmp))
+            for case, a, b, c in zip(batch, ours, perl, odk, strict=True):
+                report.cases += 1
+                if a == b == c:
+                    report.agree += 1
+                else:
+                    key = (case.kind, a, b, c)
+                    report.classes[key] += 1
+                    notes = report.examples.setdefault(key, [])
+                    if len(notes) < 3:
+                        notes.append(case.note)
+    return report
+
+
+def dkim_result_names() -> set[str]:
+    return {r.value for r in DkimResult}

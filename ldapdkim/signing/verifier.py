@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import os
 import re
@@ -129,13 +130,20 @@ def _strip_fws(text: bytes) -> bytes:
     return text
 
 
+def _unfolded(value: bytes) -> bytes:
+    """``value`` without FWS; most values have none, and a long b= need not be scanned."""
+    if b" " not in value and b"\t" not in value:
+        return value
+    return _FWS.sub(b"", value)
+
+
 def _plain(value: bytes) -> str:
     """A tag value with its FWS removed (base64 and colon lists may be folded)."""
-    return _FWS.sub(b"", value).decode("ascii")
+    return _unfolded(value).decode("ascii")
 
 
 def _base64(value: bytes, what: str) -> bytes:
-    text = _FWS.sub(b"", value)
+    text = _unfolded(value)
     if not _BASE64.match(text):
         raise _permerror(Failure.SYNTAX, f"{what} is not base64")
     try:
@@ -373,27 +381,35 @@ def parse_key_record(record: bytes, signature: Signature, minimum_bits: int) -> 
 def _load_key(
     data: bytes, key_type: str, name: str, minimum_bits: int
 ) -> rsa.RSAPublicKey | ed25519.Ed25519PublicKey:
+    key = _public_key(data, key_type)
+    if key is None:
+        what = "a 32-octet Ed25519 key" if key_type == "ed25519" else "an RSA key"
+        raise _permerror(Failure.KEY_UNUSABLE, f"key at {name} is not {what}")
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < minimum_bits:
+            raise _permerror(
+                Failure.KEY_UNUSABLE,
+                f"key at {name} has {key.key_size} bits, fewer than MinimumKeyBits {minimum_bits}",
+            )
+        if key.key_size > MAX_RSA_BITS:
+            raise _permerror(
+                Failure.KEY_UNUSABLE,
+                f"key at {name} has {key.key_size} bits, more than {MAX_RSA_BITS}",
+            )
+    return key
+
+
+@functools.lru_cache(maxsize=1024)
+def _public_key(data: bytes, key_type: str) -> rsa.RSAPublicKey | ed25519.Ed25519PublicKey | None:
+    """The key ``p=`` holds, or None; parsed once for the many signatures that share it."""
     if key_type == "ed25519":
-        if len(data) != 32:
-            raise _permerror(Failure.KEY_UNUSABLE, f"key at {name} is not a 32-octet Ed25519 key")
-        return ed25519.Ed25519PublicKey.from_public_bytes(data)
+        return ed25519.Ed25519PublicKey.from_public_bytes(data) if len(data) == 32 else None
     key: object
     try:
         key = serialization.load_der_public_key(data)
     except (ValueError, TypeError):
         key = _pkcs1_key(data)
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise _permerror(Failure.KEY_UNUSABLE, f"key at {name} is not an RSA key")
-    if key.key_size < minimum_bits:
-        raise _permerror(
-            Failure.KEY_UNUSABLE,
-            f"key at {name} has {key.key_size} bits, fewer than MinimumKeyBits {minimum_bits}",
-        )
-    if key.key_size > MAX_RSA_BITS:
-        raise _permerror(
-            Failure.KEY_UNUSABLE, f"key at {name} has {key.key_size} bits, more than {MAX_RSA_BITS}"
-        )
-    return key
+    return key if isinstance(key, rsa.RSAPublicKey) else None
 
 
 def _pkcs1_key(data: bytes) -> object:

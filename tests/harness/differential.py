@@ -300,8 +300,8 @@ EXPLAINED: dict[tuple[str, str, str, str], str] = {
     ("truncate", "error", "fail", "error"): _NOT_PASS + " (a cut signature field)",
     # ldapdkim is right; the verifier(s) named are wrong.
     ("key-k-mismatch", "error", "error", "pass"): (
-        "RFC 6376 §3.6.1 k=: a key of another type must not verify the signature; OpenDKIM "
-        "verifies an ed25519-sha256 signature with a record that says k=rsa"
+        "RFC 6376 §3.6.1 k=: a record of another key type must not verify the signature; "
+        "OpenDKIM passes an rsa-sha256 signature whose record says k=ed25519"
     ),
     ("tag-name-case", "error", "pass", "error"): (
         "RFC 6376 §3.2: tag names are case-sensitive, so V=1 is no v= tag; Mail::DKIM is wrong"

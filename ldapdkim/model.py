@@ -241,9 +241,9 @@ class DkimResult(enum.Enum):
 class Failure(enum.Enum):
     """Why a signature did not pass, as the verifier found it; never read from the reason text.
 
-    The milter chooses the ``On-*`` outcome from it: :attr:`DNS_ERROR` is
-    ``On-DNSError``, :attr:`NO_KEY` is ``On-KeyNotFound``, every other failure
-    ``On-BadSignature``.
+    :func:`ldapdkim.signing.policy.verification_outcome` chooses the ``On-*``
+    outcome from it: :attr:`DNS_ERROR` is ``On-DNSError``, :attr:`NO_KEY` is
+    ``On-KeyNotFound``, every other failure ``On-BadSignature``.
     """
 
     NONE = "none"
@@ -280,8 +280,10 @@ class VerifyResult:
     signature_prefix: str = ""
     """The first characters of ``b=``, for RFC 6008 ``header.b``."""
     identity: str = ""
-    failure: Failure = Failure.NONE
-    """What went wrong, for the ``On-*`` decision; ``reason`` is for people."""
+    failure: Failure = field(kw_only=True)
+    """What went wrong, for the ``On-*`` decision; ``reason`` is for people.  No
+    default: whoever builds a result says which kind it is, so a verdict that
+    forgets it fails the type check instead of reading as a bad signature."""
     testing: bool = False
     """The key record says ``t=y``: the domain is testing DKIM (RFC 6376 §3.6.1)."""
 

@@ -689,8 +689,8 @@ def _verdict_of(
         reason,
         _FWS.sub(b"", signature.tags["b"]).decode("ascii")[:8],
         signature.identity,
-        failure,
-        testing,
+        failure=failure,
+        testing=testing,
     )
 
 
@@ -716,7 +716,7 @@ def _result(value: bytes, result: DkimResult, failure: Failure, reason: str) -> 
     selector = tag("s", _selector)
     algorithm = tag("a", lambda v: _ALGORITHMS[_plain(v)] if _plain(v) in _ALGORITHMS else None)
     prefix = tag("b", lambda v: _base64(v, "b="))[:8]
-    return VerifyResult(result, domain, selector, algorithm, reason, prefix, "", failure)
+    return VerifyResult(result, domain, selector, algorithm, reason, prefix, failure=failure)
 
 
 def split_message(message: bytes) -> tuple[list[Header], bytes]:

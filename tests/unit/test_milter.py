@@ -21,9 +21,11 @@ from Milter import testctx
 
 from ldapdkim import config, keys
 from ldapdkim.directory import ldifout
+from ldapdkim.directory.resolver import CachedResolver
+from ldapdkim.errors import AmbiguousDomain, DirectoryUnavailable, DomainNotFound
 from ldapdkim.milter.daemon import Holder, build_runtime
 from ldapdkim.milter.session import DkimMilter
-from ldapdkim.model import Algorithm
+from ldapdkim.model import Algorithm, DkimResult, Failure, VerifyResult
 
 BASE = "ou=domains,dc=example,dc=com"
 
@@ -224,6 +226,66 @@ def test_directory_unavailable_without_cached_answer_applies_on_directory_error(
         holder.current().resolver.directory.close()  # the replica's sync thread
     assert rc == Milter.TEMPFAIL
     assert ctx.replies == [("451", "4.7.1", "DKIM: directory unavailable; try again later")]
+
+
+def _verified_as(monkeypatch: pytest.MonkeyPatch, failure: Failure, reason: str) -> None:
+    """The verifier finds one signature with this failure kind and this wording."""
+    result = VerifyResult(
+        DkimResult.PERMERROR, "example.org", "s1", "rsa-sha256", reason, failure=failure
+    )
+    monkeypatch.setattr("ldapdkim.milter.session.verify", lambda *args, **kwargs: [result])
+
+
+@pytest.mark.parametrize(
+    "reason", ["no key record at s1._domainkey.example.org", "the selector has no TXT record"]
+)
+def test_a_missing_key_applies_on_keynotfound_however_the_reason_is_worded(
+    make: Any, monkeypatch: pytest.MonkeyPatch, reason: str
+) -> None:
+    _verified_as(monkeypatch, Failure.NO_KEY, reason)
+    rc, ctx = make("On-KeyNotFound reject")(MESSAGE, ip="192.0.2.7")
+    assert rc == Milter.REJECT
+    assert ctx.replies == [("550", "5.7.1", "DKIM: key not found")]
+
+
+def test_a_reason_that_reads_like_a_missing_key_does_not_make_it_one(
+    make: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _verified_as(monkeypatch, Failure.BAD_SIGNATURE, "no key record, it seems")
+    rc, ctx = make("On-KeyNotFound reject", "On-BadSignature tempfail")(MESSAGE, ip="192.0.2.7")
+    assert rc == Milter.TEMPFAIL
+    assert ctx.replies == [("451", "4.7.1", "DKIM: signature did not verify; try again later")]
+
+
+@pytest.mark.parametrize(
+    ("refusal", "reply", "replies"),
+    [
+        (
+            DirectoryUnavailable("cannot reach ldap://127.0.0.1:9"),
+            Milter.TEMPFAIL,
+            [("451", "4.7.1", "DKIM: directory unavailable; try again later")],
+        ),
+        (
+            AmbiguousDomain("two policy entries claim example.com"),
+            Milter.REJECT,
+            [("550", "5.7.1", "DKIM: signing data is inconsistent")],
+        ),
+        (DomainNotFound("no policy entry covers example.com"), Milter.ACCEPT, []),
+    ],
+    ids=["On-DirectoryError", "On-SignatureError", "not-signed"],
+)
+def test_each_signing_refusal_applies_its_on_outcome(
+    make: Any, monkeypatch: pytest.MonkeyPatch, refusal: Exception, reply: int, replies: list[Any]
+) -> None:
+    """On-DirectoryError tempfail and On-SignatureError reject are the defaults."""
+
+    def refuse(self: CachedResolver, domain: str) -> None:
+        raise refusal
+
+    monkeypatch.setattr(CachedResolver, "resolve", refuse)
+    rc, ctx = make()(MESSAGE)
+    assert rc == reply
+    assert ctx.replies == replies
 
 
 def test_the_data_step_is_kept_so_postfix_does_not_stall() -> None:

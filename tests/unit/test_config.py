@@ -184,7 +184,7 @@ def test_crlf_line_ends() -> None:
 def test_keywords_are_case_insensitive() -> None:
     settings = conf("mode v\nSYSLOG no\non-badsignature reject\n")
     assert (settings.mode, settings.syslog) == ("v", False)
-    assert settings.action_for("badsignature") is Action.REJECT
+    assert settings.action_for(Outcome.BAD_SIGNATURE) is Action.REJECT
 
 
 def test_the_last_of_repeated_keywords_wins() -> None:
@@ -1128,13 +1128,13 @@ def test_bad_process_values(line: str, message: str) -> None:
      ("t", Action.TEMPFAIL)],
 )  # fmt: skip
 def test_action_names_and_letters(text: str, action: Action) -> None:
-    assert verifier(f"On-BadSignature {text}\n").action_for("badsignature") is action
+    assert verifier(f"On-BadSignature {text}\n").action_for(Outcome.BAD_SIGNATURE) is action
 
 
 def test_on_default_sets_every_action_not_given_in_any_order() -> None:
     settings = verifier("On-NoSignature accept\nOn-Default reject\n")
-    assert settings.action_for("nosignature") is Action.ACCEPT
-    assert settings.action_for("default") is Action.REJECT
+    assert settings.action_for(Outcome.NO_SIGNATURE) is Action.ACCEPT
+    assert settings.action_for(Outcome.DEFAULT) is Action.REJECT
     assert {
         name: action for name, action in settings.on_actions.items() if name != "nosignature"
     } == dict.fromkeys(set(ACTION_DEFAULTS) - {"nosignature"}, Action.REJECT)

@@ -6,10 +6,14 @@ bits are masked off, as OpenDKIM does), host names (exact, case-insensitive),
 ``.example.com`` (any name below example.com, not example.com itself) and, from
 ``refile:``, wildcard patterns.  An entry starting with ``!`` excludes.
 
-Matching rule: if any ``!`` entry matches, the client is *not* in the set;
-otherwise it is when any other entry matches.  This differs from OpenDKIM,
-where the most specific entry wins (there ``192.0.2.1`` beats
-``!192.0.2.0/24``; here the exclusion always wins).  IPv4-mapped IPv6 addresses
+Matching rule, as OpenDKIM's (opendkim.c ``dkimf_checkhost``/``dkimf_checkip``):
+among address entries the most specific network that holds the client
+decides, and a ``!`` entry wins a tie (``192.0.2.1`` beats ``!192.0.2.0/24``);
+among name entries the host name itself is looked up first, then each
+``.parent`` domain, and at each level a ``!`` entry first.  One declared
+difference (README, "Differences from OpenDKIM"): OpenDKIM lets an address
+match include a client that a name entry excludes; here an exclusion by
+either kind wins.  IPv4-mapped IPv6 addresses
 (``::ffff:192.0.2.1``), in entries and in client addresses, are treated as IPv4.
 """
 
@@ -115,6 +119,15 @@ class HostEntry:
             raise bad(str(err)) from None
         return cls(sign + host, negated, host=host)
 
+    def matches_probe(self, probe: str) -> bool:
+        """True when this name entry, ignoring its ``!``, is the key OpenDKIM looks up for
+        ``probe``: the host name itself, or ``.parent`` for a parent domain."""
+        if self.host is not None:
+            return probe == self.host
+        if self.suffix is not None:
+            return probe == self.suffix
+        return self.pattern is not None and self.pattern.fullmatch(probe) is not None
+
     def matches(self, address: IPAddress | None, hostname: str | None) -> bool:
         """True when this entry, ignoring its ``!``, covers the client."""
         if self.network is not None:
@@ -193,12 +206,37 @@ class HostList:
         unparsable or absent one matches no address entry.  ``hostname`` as
         reported by the MTA; ``None`` or ``[192.0.2.1]`` matches no name entry.
         """
-        ip = _client_address(address)
-        host = _client_host(hostname)
-        hits = [item for item in self.items if item.matches(ip, host)]
-        if any(item.negated for item in hits):
-            return False
-        return bool(hits)
+        by_address = self._by_address(_client_address(address))
+        by_name = self._by_name(_client_host(hostname))
+        if by_address is False or by_name is False:
+            return False  # an exclusion of either kind wins (README: differences)
+        return bool(by_address or by_name)
+
+    def _by_address(self, ip: IPAddress | None) -> bool | None:
+        """OpenDKIM's rule: the most specific matching network decides; ``!`` wins a tie.
+
+        None when no address entry matches.
+        """
+        if ip is None:
+            return None
+        hits = [e for e in self.items if e.network is not None and e.matches(ip, None)]
+        if not hits:
+            return None
+        best = max(e.network.prefixlen for e in hits if e.network is not None)
+        return not any(e.negated for e in hits if e.network and e.network.prefixlen == best)
+
+    def _by_name(self, host: str | None) -> bool | None:
+        """OpenDKIM's rule: the host itself, then ``.parent`` domains, most specific first;
+        at each level ``!`` is asked first.  None when no name entry matches."""
+        if host is None:
+            return None
+        names = [e for e in self.items if e.network is None]
+        probes = [host] + [host[i:] for i, c in enumerate(host) if c == "."]
+        for probe in probes:
+            hits = [e for e in names if e.matches_probe(probe)]
+            if hits:
+                return not any(e.negated for e in hits)
+        return None
 
     def __bool__(self) -> bool:
         return bool(self.items)

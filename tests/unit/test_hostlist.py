@@ -230,10 +230,24 @@ def test_negated_entry_excludes_from_a_network() -> None:
     assert not internal.matches("192.0.2.99")
 
 
-def test_exclusion_wins_even_over_a_more_specific_entry() -> None:
-    # OpenDKIM would let the exact 192.0.2.1 win; ldapdkim lets any matching ! win.
+def test_the_most_specific_address_entry_decides_as_in_opendkim() -> None:
+    """opendkim.c dkimf_checkip: the exact address, then /32 down to /0, ! first at each."""
     internal = hosts("192.0.2.1, !192.0.2.0/24")
-    assert not internal.matches("192.0.2.1")
+    assert internal.matches("192.0.2.1")
+    assert not internal.matches("192.0.2.2")
+    nested = hosts("10.0.0.0/8, !10.1.0.0/16, 10.1.2.3")
+    assert nested.matches("10.1.2.3")
+    assert not nested.matches("10.1.9.9")
+    assert nested.matches("10.2.0.1")
+    assert not hosts("192.0.2.0/24, !192.0.2.0/24").matches("192.0.2.7")  # ! wins a tie
+
+
+def test_the_most_specific_name_entry_decides_as_in_opendkim() -> None:
+    """opendkim.c dkimf_checkhost: the host, then .parent domains, ! first at each level."""
+    internal = hosts("!.example.com, mail.example.com, .dept.example.com")
+    assert internal.matches(None, "mail.example.com")
+    assert internal.matches(None, "a.dept.example.com")
+    assert not internal.matches(None, "other.example.com")
 
 
 def test_negated_names_and_domains() -> None:

@@ -48,6 +48,7 @@ def add_parser(sub: Subparsers, parents: Parents) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    options.base_dn_arg(args.base)
     domain = options.domain_arg(args.domain)
     selector = options.selector_arg(args.selector)
     algorithm = Algorithm.parse(args.algorithm)

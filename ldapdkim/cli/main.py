@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ldapdkim",
         description="DKIM signing and verifying with keys and policy in an LDAP directory.",
     )
-    parser.add_argument("--version", action="version", version=f"ldapdkim {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"ldapdkim {__version__}")
     parents = options.Parents.make()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:

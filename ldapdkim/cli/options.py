@@ -17,6 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeAlias
 
+import ldap.dn
+
 from ldapdkim import config, keys
 from ldapdkim.directory.entries import parse_generalized_time
 from ldapdkim.domainname import normalize_domain, normalize_selector
@@ -139,3 +141,10 @@ def selector_arg(text: str) -> str:
         raise UsageError(
             f"selector {text!r} is not a DNS label (letters, digits, hyphens; dots between labels)"
         ) from None
+
+
+def base_dn_arg(text: str) -> str:
+    """A base DN for new entries (``--base``)."""
+    if not text or not ldap.dn.is_dn(text):
+        raise UsageError(f"--base {text!r} is not a DN; write it like ou=domains,dc=example,dc=com")
+    return text

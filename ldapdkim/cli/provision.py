@@ -47,6 +47,7 @@ def add_parser(sub: Subparsers, parents: Parents) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    options.base_dn_arg(args.base)
     algorithms = [Algorithm.parse(a) for a in (args.algorithm or ["rsa-sha256"])]
     source = sys.stdin if args.domains == "-" else Path(args.domains).open()
     with source:

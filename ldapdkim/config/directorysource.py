@@ -84,8 +84,8 @@ def _ldif_source(ctx: Context, path_text: str) -> DirectorySource:
         problem = "is not a file" if path.exists() else "does not exist"
         ctx.fail(
             f"Directory file {values.shown_path(path_text, path)} {problem}",
-            "create the LDIF file (ldapdkim ldif) or fix the path; relative paths are "
-            "taken from the directory ldapdkim is started in",
+            "create the LDIF file (ldapdkim genkey or ldapdkim provision) or fix the path; "
+            "relative paths are taken from the directory ldapdkim is started in",
         )
     return DirectorySource("ldif", (), "", path)
 

@@ -7,12 +7,14 @@ in ``tests/integration``.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 
 import pytest
 
 from ldapdkim import cli
+from ldapdkim.cli.main import build_parser
 from ldapdkim.directory import ldifout
 from ldapdkim.keys import load_private_key
 
@@ -202,3 +204,33 @@ class _Stdin:
         import io
 
         self.buffer = io.BytesIO(data)
+
+
+def test_dash_capital_v_prints_the_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["-V"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("ldapdkim ")
+
+
+@pytest.mark.parametrize("command", ["genkey -d example.com -s s1", "provision --domains -"])
+def test_a_base_that_is_not_a_dn_is_a_usage_error_without_a_traceback(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main([*command.split(), "--base", "not a dn"]) == 2
+    assert capsys.readouterr().err == (
+        "ldapdkim: --base 'not a dn' is not a DN; write it like ou=domains,dc=example,dc=com\n"
+    )
+
+
+def test_every_command_a_message_names_exists() -> None:
+    """Hints such as "run 'ldapdkim genkey'" must name a sub-command that is there."""
+    parser = build_parser()
+    commands = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    package = Path(cli.__file__).resolve().parents[1]
+    named = {
+        word
+        for path in package.rglob("*.py")
+        for word in re.findall(r"['(`]ldapdkim ([a-z][a-z-]+)", path.read_text())
+    }
+    assert named and named <= commands, named - commands

@@ -585,8 +585,8 @@ def test_ldif_directory_is_a_file_relative_to_the_working_directory(workdir: Pat
 def test_missing_ldif_file(workdir: Path) -> None:
     assert verifier_error("Directory ldif:keys.ldif\n") == (
         f"t.conf:2: Directory file 'keys.ldif' ({workdir}/keys.ldif) does not exist; "
-        "create the LDIF file (ldapdkim ldif) or fix the path; relative paths are taken "
-        "from the directory ldapdkim is started in"
+        "create the LDIF file (ldapdkim genkey or ldapdkim provision) or fix the path; "
+        "relative paths are taken from the directory ldapdkim is started in"
     )
 
 

@@ -26,7 +26,7 @@ and are listed for the administrator to copy there, so one line keeps
 governing every domain.
 
 What ldapdkim cannot express is reported as a warning, never dropped in
-silence: rules for particular senders (ldapdkim signs per domain), patterns
+silence: rules for particular senders (signing in ldapdkim is per domain), patterns
 that match every domain, a ``d=`` other than the From domain or its parent,
 Lua scripts, and OpenDKIM keywords without an ldapdkim equivalent.  Tables in
 databases (``db:``, ``dsn:``, ``ldap:`` ...) are errors that say how to export

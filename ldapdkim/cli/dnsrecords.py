@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 
 from ldapdkim.cli import options
 from ldapdkim.cli.options import Parents, Subparsers
+from ldapdkim.config.secret import unsafe
 from ldapdkim.directory.resolution import open_directory
-from ldapdkim.errors import (
-    UsageError,
-)
+from ldapdkim.errors import ConfigError, UsageError
 from ldapdkim.log import setup_cli_logging
 from ldapdkim.publish.dnsexport import (
     DEFAULT_UPDATE_TTL,
@@ -87,6 +87,13 @@ def run(args: argparse.Namespace) -> int:
     server = _server_arg(args.server) if args.server else None
     zone = _zone_arg(args.zone) if args.zone else None
     settings = options.load(args)
+    if args.apply and settings.require_safe_keys:
+        problem = unsafe(Path(args.tsig_key_file))
+        if problem is not None:
+            raise ConfigError(
+                f"--tsig-key-file {args.tsig_key_file} {problem}; chmod 600 it, "
+                "or set RequireSafeKeys no"
+            )
     tsig_key = read_tsig_key_file(args.tsig_key_file) if args.apply else None
     if tsig_key is not None:
         password = settings.ldap_bind_password

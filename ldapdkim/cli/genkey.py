@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             not_after=args.not_after,
         )
     )
+    options.warn_if_terminal("the LDIF entry")
     sys.stdout.write(ldifout.render(records))
     line = next(zone_lines([KeyRecord(domain, selector, algorithm, keys.public_key_b64(key))]))
     if args.txt:

@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output:
         options.write_private(Path(args.output), text.encode())  # holds private keys
     else:
+        options.warn_if_terminal("the LDIF")
         sys.stdout.write(text)
     for warning in result.warnings:
         print(f"ldapdkim: warning: {warning}", file=sys.stderr)

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeAlias
+from typing import IO, TypeAlias
 
 import ldap.dn
 
@@ -95,12 +95,32 @@ def error(err: Exception | str, verbose: bool) -> None:
     print(f"ldapdkim: {err}", file=sys.stderr)
 
 
+def _private_fd(path: Path) -> int:
+    """A descriptor on ``path`` for writing: created 0600 whatever the umask, or made 0600."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def open_private(path: Path) -> IO[str]:
+    """``path`` opened for text that holds private keys, readable by its owner only."""
+    return os.fdopen(_private_fd(path), "w")
+
+
 def write_private(path: Path, data: bytes) -> None:
     """Write ``data`` (it holds private keys) to ``path``, readable by its owner only."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        os.fchmod(out.fileno(), 0o600)
+    with os.fdopen(_private_fd(path), "wb") as out:
         out.write(data)
+
+
+def warn_if_terminal(what: str) -> None:
+    """Private keys should not scroll past on a screen: say so when stdout is a terminal."""
+    if sys.stdout.isatty():
+        print(
+            f"ldapdkim: warning: {what} holds private keys and goes to the terminal; "
+            "write it to a file (mode 0600) instead",
+            file=sys.stderr,
+        )
 
 
 def time_arg(text: str) -> datetime:

@@ -59,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
         bits=args.bits,
         selectors=provision.selectors_for(options.selector_arg(selector_format), algorithms),
     )
-    out = Path(args.output).open("w") if args.output else sys.stdout
+    if not args.output:
+        options.warn_if_terminal("the LDIF")
+    out = options.open_private(Path(args.output)) if args.output else sys.stdout
     txt = Path(args.txt).open("w") if args.txt else None
     started = time.monotonic()
     try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import os
+import stat
 from pathlib import Path
 
 
@@ -41,3 +43,20 @@ def read_secret_file(path: Path) -> Secret | None:
     """
     first = path.read_text(encoding="utf-8").split("\n", 1)[0].removesuffix("\r")
     return Secret(first) if first else None
+
+
+def unsafe(path: Path) -> str | None:
+    """Why a file holding a secret is not safe, or None (OpenDKIM's RequireSafeKeys).
+
+    Unsafe: group or others may read it, or a user other than root and the
+    one running ldapdkim owns it (and so may change it).
+    """
+    try:
+        status = path.stat()
+    except OSError:
+        return None  # the converters report a missing or unreadable file
+    if status.st_mode & 0o044:
+        return f"is readable by group or others (mode {stat.S_IMODE(status.st_mode):04o})"
+    if status.st_uid not in (0, os.geteuid()):
+        return f"belongs to uid {status.st_uid}, neither root nor the user ldapdkim runs as"
+    return None

@@ -40,7 +40,7 @@ from ldapdkim.config.datasets import keyword_lines
 from ldapdkim.config.directorysource import DirectorySource, directory
 from ldapdkim.config.hostlist import HostList
 from ldapdkim.config.ldap import ADMIN_BIND_KEYWORDS, LdapSettings
-from ldapdkim.config.secret import Secret
+from ldapdkim.config.secret import Secret, unsafe
 from ldapdkim.errors import ConfigError
 from ldapdkim.model import Action, Canonicalization, Outcome
 
@@ -195,6 +195,9 @@ _KEYWORDS: tuple[_Keyword, ...] = (
              "also log each successful signature and verification"),
     _Keyword("LogWhy", "log_why", values.boolean, "no",
              "log why each message was signed, verified or skipped"),
+    _Keyword("RequireSafeKeys", "require_safe_keys", values.boolean, "yes",
+             "refuse a KeyFile or password file that group or others can read, or that "
+             "another non-root user owns"),
     _Keyword("SoftwareHeader", "software_header", values.boolean, "no",
              "add a DKIM-Filter header field naming ldapdkim"),
     # Actions
@@ -323,6 +326,7 @@ class Settings:
     syslog_facility: str = _DEFAULTS["syslog_facility"]
     syslog_success: bool = _DEFAULTS["syslog_success"]
     log_why: bool = _DEFAULTS["log_why"]
+    require_safe_keys: bool = _DEFAULTS["require_safe_keys"]
     software_header: bool = _DEFAULTS["software_header"]
     on_actions: Mapping[Outcome, Action] = field(default_factory=_default_actions, hash=False)
 
@@ -441,6 +445,8 @@ def parse(text: str, source: str = "<string>") -> Settings:
             final[outcome] = actions[Outcome.DEFAULT]
     settings = Settings(source=source, on_actions=types.MappingProxyType(final), **fields)
     _cross_check(settings, {name: item[2] for name, item in given.items()})
+    if settings.require_safe_keys:
+        _check_secret_files(source, given)
     return settings
 
 
@@ -482,6 +488,24 @@ def _check_one_password(source: str, given: Mapping[str, tuple[_Keyword, str, in
             f"{source}:{second_line}: {second} and {first} (line {first_line}) are both given; "
             "keep one (LDAPBindPasswordFile keeps the password out of the configuration file)"
         )
+
+
+_SECRET_FILES = ("KeyFile", "LDAPBindPasswordFile", "LDAPAdminBindPasswordFile")
+
+
+def _check_secret_files(source: str, given: Mapping[str, tuple[_Keyword, str, int]]) -> None:
+    """RequireSafeKeys: every file holding a key or a password is the owner's alone."""
+    for name in _SECRET_FILES:
+        if name not in given:
+            continue
+        _, value, line = given[name]
+        path = values.absolute_path(values.Context(source, line, name), value)
+        problem = unsafe(path)
+        if problem is not None:
+            raise ConfigError(
+                f"{source}:{line}: {name} {path} {problem}; chmod 600 {path} and let root or "
+                "the user ldapdkim starts as own it, or set RequireSafeKeys no"
+            )
 
 
 def _cross_check(settings: Settings, lines: Mapping[str, int]) -> None:

@@ -49,6 +49,7 @@ class Site(MailSite):
         if admin:
             password_file = self.workdir / "adminpw"
             password_file.write_text(self.slapd.admin_pw + "\n")
+            password_file.chmod(0o600)  # RequireSafeKeys
             admin_lines = [
                 f"LDAPAdminBindUser {self.slapd.admin_dn}",
                 f"LDAPAdminBindPasswordFile {password_file}",

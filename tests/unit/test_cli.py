@@ -234,3 +234,28 @@ def test_every_command_a_message_names_exists() -> None:
         for word in re.findall(r"['(`]ldapdkim ([a-z][a-z-]+)", path.read_text())
     }
     assert named and named <= commands, named - commands
+
+
+def test_provision_output_is_created_0600_whatever_the_umask(tmp_path: Path) -> None:
+    listing = tmp_path / "domains.txt"
+    listing.write_text("example.com\n")
+    out = tmp_path / "out.ldif"
+    out.write_text("")
+    out.chmod(0o644)  # there before, readable by everyone: made 0600 too
+    umask = os.umask(0)
+    try:
+        argv = ["provision", "--base", "ou=d,dc=example,dc=com", "--domains", str(listing)]
+        assert cli.main([*argv, "-a", "ed25519-sha256", "-o", str(out), "-j", "1"]) == 0
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert "dkimSignPrivateKey" in out.read_text()
+
+
+def test_private_keys_for_a_terminal_are_warned_about(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    argv = ["genkey", "-d", "example.com", "-s", "s1", "-a", "ed25519-sha256"]
+    assert cli.main([*argv, "--base", "ou=d,dc=example,dc=com"]) == 0
+    assert "the LDIF entry holds private keys and goes to the terminal" in capsys.readouterr().err

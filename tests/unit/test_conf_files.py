@@ -41,6 +41,7 @@ def with_stand_ins(text: str, tmp_path: Path) -> str:
         path = tmp_path / match.group(0).removeprefix("/etc/ldapdkim/")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("sample-bind-password\n" if path.name == "bindpw" else "# stand-in\n")
+        path.chmod(0o600)  # RequireSafeKeys, as the sample says
         return str(path)
 
     return SERVER_FILE.sub(stand_in, text)

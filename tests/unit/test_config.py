@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from textwrap import dedent
 
@@ -37,10 +39,18 @@ def verifier_error(text: str) -> str:
 
 
 @pytest.fixture
-def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A temporary current working directory, against which relative paths resolve."""
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A temporary current working directory, against which relative paths resolve.
+
+    Files made in it are the owner's alone (umask 077), as RequireSafeKeys wants
+    key and password files.
+    """
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    umask = os.umask(0o077)
+    try:
+        yield tmp_path
+    finally:
+        os.umask(umask)
 
 
 # Defaults ------------------------------------------------------------------------
@@ -91,6 +101,7 @@ DEFAULTS = {
     "syslog_facility": "mail",
     "syslog_success": False,
     "log_why": False,
+    "require_safe_keys": True,
     "software_header": False,
 }
 
@@ -1215,3 +1226,35 @@ def test_configuration_file_that_is_not_utf8(tmp_path: Path) -> None:
         ConfigError, match=r"latin1\.conf: not UTF-8 text \(.*\); save it as UTF-8$"
     ):
         load(path)
+
+
+# RequireSafeKeys -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_a_password_file_others_or_the_group_can_read_is_refused(workdir: Path, mode: int) -> None:
+    (workdir / "bindpw").write_text("s3cret\n")
+    (workdir / "bindpw").chmod(mode)
+    assert verifier_error(DIRECTORY + BIND_USER + "LDAPBindPasswordFile bindpw\n") == (
+        f"t.conf:4: LDAPBindPasswordFile {workdir}/bindpw is readable by group or others "
+        f"(mode {mode:04o}); chmod 600 {workdir}/bindpw and let root or the user ldapdkim "
+        "starts as own it, or set RequireSafeKeys no"
+    )
+
+
+def test_a_key_file_of_another_user_is_refused(workdir: Path) -> None:
+    key = workdir / "k.private"
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    os.chown(key, 65534, 65534)  # the tests run as root
+    text = "Domain example.com\nSelector s1\nKeyFile k.private\n"
+    with pytest.raises(ConfigError, match=r"t.conf:3: KeyFile .* belongs to uid 65534"):
+        parse(text, "t.conf")
+
+
+def test_require_safe_keys_no_accepts_them_and_a_safe_file_is_accepted(workdir: Path) -> None:
+    (workdir / "bindpw").write_text("s3cret\n")
+    (workdir / "bindpw").chmod(0o644)
+    loose = DIRECTORY + BIND_USER + "LDAPBindPasswordFile bindpw\nRequireSafeKeys no\n"
+    assert verifier(loose).ldap_bind_password == Secret("s3cret")
+    (workdir / "bindpw").chmod(0o400)
+    assert verifier(DIRECTORY + BIND_USER + "LDAPBindPasswordFile bindpw\n").ldap_bind_password

@@ -153,6 +153,7 @@ def test_zone_names_may_hold_underscores_but_not_spaces() -> None:
 def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "update.key"
     path.write_text(TSIG_KEYGEN_OUTPUT)
+    path.chmod(0o600)  # as tsig-keygen users keep it; RequireSafeKeys checks
     return path
 
 
@@ -245,6 +246,7 @@ def test_a_bad_key_file_exits_2_before_the_directory_is_read(
     monkeypatch.chdir(REPO)
     bad = tmp_path / "bad.key"
     bad.write_text(TSIG_KEYGEN_OUTPUT.replace("hmac-sha256", "hmac-sha999"))
+    bad.chmod(0o600)
 
     status = cli.main(
         [
@@ -263,3 +265,16 @@ def test_a_bad_key_file_exits_2_before_the_directory_is_read(
     assert status == 2
     assert err.startswith(f"ldapdkim: {bad}:2: key 'ldapdkim-update' has unknown TSIG algorithm")
     assert SECRET not in err
+
+
+def test_a_tsig_key_file_others_can_read_is_refused(
+    key_file: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(REPO)
+    key_file.chmod(0o644)
+    argv = ["dns-records", "-c", "conf/quickstart.conf", "--apply", "--server", "127.0.0.1"]
+    assert cli.main([*argv, "--tsig-key-file", str(key_file)]) == 2
+    assert capsys.readouterr().err == (
+        f"ldapdkim: --tsig-key-file {key_file} is readable by group or others (mode 0644); "
+        "chmod 600 it, or set RequireSafeKeys no\n"
+    )

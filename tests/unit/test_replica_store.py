@@ -238,6 +238,7 @@ def test_a_reload_keeps_the_replica_only_when_nothing_it_is_made_from_changed(
     before = ReplicaSettings.of(_settings(tmp_path, *bind))
     admin_password = tmp_path / "admin.password"
     admin_password.write_text("4dm1n\n")
+    admin_password.chmod(0o600)
     admin = ["LDAPAdminBindUser cn=admin", f"LDAPAdminBindPasswordFile {admin_password}"]
     same = [*bind, "LDAPCacheTTL 10", "LDAPNegativeCacheTTL 5", *admin]
     assert ReplicaSettings.of(_settings(tmp_path, *same)) == before

@@ -1,18 +1,32 @@
 """``ldapdkim check-config``: validate the configuration, and open its directory once, like
-``opendkim -n``."""
+``opendkim -n``; with ``--connect``, also ask the servers what the milter will need."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
+from ldapdkim import config
 from ldapdkim.cli import options
 from ldapdkim.cli.options import Parents, Subparsers
+from ldapdkim.directory.probe import probe
 from ldapdkim.directory.resolution import open_directory
+from ldapdkim.errors import DnsTemporaryError
+from ldapdkim.signing.dnslookup import TxtLookup
 
 
 def add_parser(sub: Subparsers, parents: Parents) -> None:
     p = sub.add_parser(
-        "check-config", parents=[parents.with_config], help="validate the configuration"
+        "check-config",
+        parents=[parents.with_config],
+        help="validate the configuration",
+        description="With --connect: binds as configured and checks that the base DN exists, "
+        "the server knows the schema, the bind may read private keys, content sync is "
+        "offered (DirectorySync yes), the KeyFile can be read and the nameservers answer. "
+        "Every problem is reported; the exit status is 2 when there is any.",
+    )
+    p.add_argument(
+        "--connect", action="store_true", help="also ask the directory and the DNS servers"
     )
     p.set_defaults(func=run)
 
@@ -21,5 +35,29 @@ def run(args: argparse.Namespace) -> int:
     settings = options.load(args)
     with open_directory(settings):
         pass
+    if args.connect:
+        problems = connection_problems(settings)
+        for problem in problems:
+            print(f"ldapdkim: {problem}", file=sys.stderr)
+        if problems:
+            return 2
     print(f"{args.config}: OK")
     return 0
+
+
+def connection_problems(settings: config.Settings) -> list[str]:
+    """Everything ``--connect`` finds wrong, in the order it asks."""
+    problems = []
+    if settings.ldap is not None:
+        problems += probe(settings.ldap, sync_required=settings.directory_sync == "yes")
+    if settings.key_file is not None:
+        try:
+            settings.key_file.read_bytes()
+        except OSError as err:
+            problems.append(f"KeyFile {settings.key_file} cannot be read ({err.strerror})")
+    lookup = TxtLookup(settings.nameservers, timeout=settings.dns_timeout)
+    try:
+        lookup.records("ldapdkim-check._domainkey.invalid")
+    except DnsTemporaryError as err:
+        problems.append(f"the nameservers do not answer ({err}); check Nameservers")
+    return problems

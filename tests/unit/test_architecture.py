@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "replica.sync",
             "replica",
             "writer",
+            "probe",
             "resolution",
             "resolver",
         ],

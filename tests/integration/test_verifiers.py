@@ -44,7 +44,7 @@ from harness.verifiers import (
 DOMAIN = "example.com"
 RSA_SELECTOR = "rsa1"
 ED_SELECTOR = "ed1"
-CORPUS = REPO_ROOT.parent / "shared" / "corpus" / "mail-dkim"
+CORPUS = REPO_ROOT / "tests" / "data" / "mail-dkim-corpus"
 
 MESSAGE = (
     b"From: Alice <alice@example.com>\r\n"

@@ -1,7 +1,8 @@
 """The verifier against Perl Mail::DKIM's public corpus, judged by RFC 6376/8301/8463.
 
-The corpus (``../shared/corpus/mail-dkim``) comes with the verdict a current
-verifier must give for each message and the key records the messages need.
+The corpus (``tests/data/mail-dkim-corpus``, origin and licence in its
+SOURCE.md) has the verdict a current verifier must give for each message and
+the key records the messages need.
 Key records are served from a table here: this tests the verifier alone (the
 DNS path is tested end to end in ``tests/integration``).
 """
@@ -17,7 +18,7 @@ from ldapdkim.errors import DnsTemporaryError
 from ldapdkim.model import DkimResult
 from ldapdkim.signing.verifier import verify_message
 
-CORPUS = Path(__file__).resolve().parents[3] / "shared" / "corpus" / "mail-dkim"
+CORPUS = Path(__file__).resolve().parents[1] / "data" / "mail-dkim-corpus"
 
 # RFC 6376 PERMFAIL maps onto several RFC 8601 results (the corpus's SOURCE.md).
 _ALSO_PERMERROR = {"neutral", "policy", "fail"}

@@ -73,6 +73,9 @@ _BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}\Z")
 _LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+\Z")
 _QP = re.compile(rb"=([0-9A-F]{2})")
+_LOCAL_PART = re.compile(
+    rb"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z"
+)
 _WSP_RUN = re.compile(rb"[ \t]+")
 _BARE_LF = re.compile(rb"(?<!\r)\n")
 
@@ -297,6 +300,10 @@ def _identity(value: bytes | None, domain: str) -> tuple[str, str]:
     local, at, host = decoded.rpartition(b"@")
     if not at:
         raise _permerror(Failure.SYNTAX, "i= has no @")
+    if local and not _LOCAL_PART.match(local):
+        # The identity goes into Authentication-Results (header.i): nothing but a
+        # dot-atom local part, so no decoded CR, LF, quote or ';' can reach it.
+        raise _permerror(Failure.SYNTAX, "i= has a local part that is not a dot-atom")
     identity_domain = _domain(host.decode("ascii", "replace"), "i= domain")
     if identity_domain != domain and not identity_domain.endswith("." + domain):
         # RFC 6376 §3.5, §6.1.1: the i= domain is d= or a subdomain of it.
@@ -694,6 +701,11 @@ def _verdict_of(
     )
 
 
+def _known_algorithm(value: bytes) -> None:
+    if _plain(value).lower() not in _ALGORITHMS and _plain(value).lower() not in _OBSOLETE:
+        raise _permerror(Failure.ALGORITHM, "unknown algorithm")
+
+
 def _result(value: bytes, result: DkimResult, failure: Failure, reason: str) -> VerifyResult:
     """The result of a signature that did not parse: what can be read of d=, s=, a=."""
     try:
@@ -714,7 +726,7 @@ def _result(value: bytes, result: DkimResult, failure: Failure, reason: str) -> 
 
     domain = tag("d", lambda v: _domain(_plain(v), "d="))
     selector = tag("s", _selector)
-    algorithm = tag("a", lambda v: _ALGORITHMS[_plain(v)] if _plain(v) in _ALGORITHMS else None)
+    algorithm = tag("a", _known_algorithm)
     prefix = tag("b", lambda v: _base64(v, "b="))[:8]
     return VerifyResult(result, domain, selector, algorithm, reason, prefix, failure=failure)
 

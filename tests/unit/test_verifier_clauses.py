@@ -264,8 +264,15 @@ def test_3_5_i_is_d_or_below_it() -> None:
 
 
 def test_3_5_i_is_dkim_quoted_printable() -> None:
-    result = outcome(BASE.replace("s=s1;", "s=s1; i=al=3Bice@example.com;"))
-    assert result.result is DkimResult.PASS and result.identity == "al;ice@example.com"
+    result = outcome(BASE.replace("s=s1;", "s=s1; i=al=2Bice@example.com;"))
+    assert result.result is DkimResult.PASS and result.identity == "al+ice@example.com"
+
+
+def test_an_i_that_decodes_to_line_breaks_or_quotes_is_refused() -> None:
+    """The identity goes into Authentication-Results: a decoded CRLF must not."""
+    for local in ("a=0D=0Ab", "a=3Bb", "a=22b"):
+        result = outcome(BASE.replace("s=s1;", f"s=s1; i={local}@example.com;"))
+        assert result.result is DkimResult.PERMERROR and "dot-atom" in result.reason
 
 
 def test_3_5_q_lists_methods_and_unknown_ones_are_ignored() -> None:

@@ -128,21 +128,13 @@ class HostEntry:
             return probe == self.suffix
         return self.pattern is not None and self.pattern.fullmatch(probe) is not None
 
-    def matches(self, address: IPAddress | None, hostname: str | None) -> bool:
-        """True when this entry, ignoring its ``!``, covers the client."""
-        if self.network is not None:
-            return (
-                address is not None
-                and address.version == self.network.version
-                and address in self.network
-            )
-        if hostname is None:
-            return False
-        if self.host is not None:
-            return hostname == self.host
-        if self.suffix is not None:
-            return hostname.endswith(self.suffix)
-        return self.pattern is not None and self.pattern.fullmatch(hostname) is not None
+    def matches_address(self, address: IPAddress) -> bool:
+        """True when this address entry, ignoring its ``!``, holds ``address``."""
+        return (
+            self.network is not None
+            and address.version == self.network.version
+            and address in self.network
+        )
 
 
 def _is_single(network: IPNetwork) -> bool:
@@ -219,7 +211,7 @@ class HostList:
         """
         if ip is None:
             return None
-        hits = [e for e in self.items if e.network is not None and e.matches(ip, None)]
+        hits = [e for e in self.items if e.matches_address(ip)]
         if not hits:
             return None
         best = max(e.network.prefixlen for e in hits if e.network is not None)

@@ -13,6 +13,7 @@ names that :mod:`ldapdkim.domainname` has already validated.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -166,6 +167,16 @@ class LdapBackend:
             DirectoryUnavailable: no server answered, or the bind failed.
         """
         return self._open(factory)
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Any]:
+        """:meth:`open_connection` for one ``with`` block, unbound when it ends."""
+        conn = self._open()
+        try:
+            yield conn
+        finally:
+            with contextlib.suppress(ldap.LDAPError):
+                conn.unbind_s()
 
     def _bind(self, conn: Any) -> None:
         s = self.ldap_settings

@@ -23,21 +23,15 @@ SYNC_CONTROL = "1.3.6.1.4.1.4203.1.9.1.1"
 def probe(ldap_settings: LdapSettings, *, sync_required: bool) -> list[str]:
     """The problems found with the directory ``ldap_settings`` names; [] when there is none."""
     try:
-        conn = LdapBackend(ldap_settings).open_connection()
+        with LdapBackend(ldap_settings).connection() as conn:
+            return [
+                *_base(conn, ldap_settings.base_dn),
+                *_schema(conn),
+                *_private_keys(conn, ldap_settings),
+                *(_sync(conn) if sync_required else []),
+            ]
     except DirectoryUnavailable as err:
         return [str(err)]
-    try:
-        return [
-            *_base(conn, ldap_settings.base_dn),
-            *_schema(conn),
-            *_private_keys(conn, ldap_settings),
-            *(_sync(conn) if sync_required else []),
-        ]
-    finally:
-        try:
-            conn.unbind_s()
-        except ldap.LDAPError:
-            pass
 
 
 def _base(conn: Any, base: str) -> list[str]:

@@ -356,11 +356,12 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
     def _verify(self) -> int:
         runtime = self.runtime
         settings = runtime.settings
+        author = policy.readable_author_domain(self.headers)
         results = verify(
             self.headers,
             b"".join(self.chunks),
             runtime.lookup,
-            author_domain=policy.readable_author_domain(self.headers),
+            author_domain=author,
             max_signatures=settings.maximum_signatures_to_verify,
             minimum_key_bits=settings.minimum_key_bits,
             timeout=settings.dns_timeout,
@@ -380,7 +381,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
                     r.result.value,
                     f" ({r.reason})" if r.reason else "",
                 )
-        self._warn_if_spoofing()
+        self._warn_if_spoofing(author)
         return self._verify_action(results)
 
     def _verify_action(self, results: list[VerifyResult]) -> int:
@@ -404,13 +405,14 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
                 self.chgheader(authresults.HEADER, index, None)
                 self.log.info("removed an Authentication-Results field claiming %s", ours)
 
-    def _warn_if_spoofing(self) -> None:
-        """OpenDKIM's notice: an outside client sends as a domain we sign for."""
+    def _warn_if_spoofing(self, domain: str | None) -> None:
+        """OpenDKIM's notice: an outside client sends as ``domain``, one we sign for."""
         settings = self.runtime.settings
-        if settings.external_ignore_list.matches(self.client_address, self.client_name):
+        if domain is None or settings.external_ignore_list.matches(
+            self.client_address, self.client_name
+        ):
             return
         try:
-            domain = policy.author_domain(self.headers)
             self.runtime.resolver.resolve(domain)
         except Exception:  # a notice only: any failure means "not ours"
             return

@@ -23,10 +23,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.hazmat.primitives import serialization
+
 from harness import verifiers
 from harness.dnsserver import DnsServer
 from harness.forge import HEADERS, ed25519_key, forge, key_record, rsa_key
-from ldapdkim.model import DkimResult
+from ldapdkim.signing.bodyhash import canonical_body
 from ldapdkim.signing.dnslookup import TxtLookup
 from ldapdkim.signing.verifier import verify_message
 
@@ -140,8 +142,6 @@ def _truncate(rng: random.Random) -> Callable[[bytes], bytes]:
 
 
 def _canonical_length(body: bytes, canon: str) -> int:
-    from ldapdkim.signing.bodyhash import canonical_body
-
     return len(canonical_body(body, relaxed=canon.endswith("/relaxed")))
 
 
@@ -174,8 +174,6 @@ def _other_rsa() -> str:
 
 
 def _pkcs1_record() -> str:
-    from cryptography.hazmat.primitives import serialization
-
     der = (
         rsa_key()
         .public_key()
@@ -393,7 +391,3 @@ def run(count: int, seed: int = 1, batch_size: int = 500) -> Report:
                     if len(notes) < 3:
                         notes.append(case.note)
     return report
-
-
-def dkim_result_names() -> set[str]:
-    return {r.value for r in DkimResult}

@@ -138,12 +138,6 @@ def test_modules_import_only_what_lies_below_them() -> None:
     assert upward == []
 
 
-def test_a_package_is_one_block_of_the_layers() -> None:
-    """Packages do not interleave: each package's modules stand together in the order."""
-    packages = [name for name, _ in LAYERS if name]
-    assert len(packages) == len(set(packages))
-
-
 def test_every_public_exception_lives_in_errors_and_in_its_drawing() -> None:
     """Private control-flow exceptions (``_Done``) may stay where they are raised and caught."""
     drawing = errors.__doc__ or ""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from harness.forge import HEADERS, ed25519_key, forge, key_record, rsa_key
+from harness.forge import ed25519_key, forge, key_record, rsa_key
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -139,4 +139,3 @@ def test_the_unmutated_messages_pass() -> None:
     for message in SIGNED:
         results = verify_message(message, _lookup(RECORDS))
         assert [r.result for r in results] == [DkimResult.PASS]
-    assert HEADERS  # the forged headers are the ones the other tests use

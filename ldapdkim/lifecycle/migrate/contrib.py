@@ -162,18 +162,12 @@ def read_contrib_ldap(
         DirectoryError: the search fails.
     """
     server = connection.describe()
-    conn = LdapBackend(connection).open_connection()
-    try:
+    with LdapBackend(connection).connection() as conn:
         bases = [base] if base else _naming_contexts(conn, server)
         found: list[tuple[str, dict[str, list[bytes]]]] = []
         for dn in bases:
             found += _paged_search(conn, server, dn, connection.timeout)
         return found
-    finally:
-        try:
-            conn.unbind_s()
-        except ldap.LDAPError:
-            pass
 
 
 def _naming_contexts(conn: Any, server: str) -> list[str]:

@@ -15,7 +15,9 @@ import base64
 import binascii
 import functools
 import re
+from typing import Any
 
+import cryptography
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
@@ -27,6 +29,15 @@ MIN_RSA_BITS = 1024
 """RFC 8301 §3.2: signers MUST use RSA keys of at least 1024 bits."""
 
 _BASE64 = re.compile(rb"\A[A-Za-z0-9+/=\s]+\Z")
+
+_SKIP_OPENSSL_CHECK: dict[str, Any] = (
+    {"unsafe_skip_rsa_key_validation": True}
+    if int(cryptography.__version__.split(".")[0]) >= 39
+    else {}
+)
+"""Skip OpenSSL's RSA key check where cryptography offers it (39 and later);
+:func:`_self_tested` checks what signing relies on.  Debian 12's cryptography 38
+always runs OpenSSL's check: slower loading, the same answers."""
 
 
 def generate(algorithm: Algorithm, bits: int = DEFAULT_RSA_BITS) -> PrivateKey:
@@ -136,10 +147,9 @@ def _decode_private_key(data: bytes) -> PrivateKey:
     candidates: list[bytes] = []
     if data.startswith(b"-----BEGIN"):
         try:
-            key = serialization.load_pem_private_key(
-                data, password=None, unsafe_skip_rsa_key_validation=True
-            )
-        except (ValueError, TypeError):
+            key = serialization.load_pem_private_key(data, password=None, **_SKIP_OPENSSL_CHECK)
+        except (ValueError, TypeError) as err:
+            _raise_if_inconsistent(err)
             raise _Unusable("the private key is not a readable, unencrypted PEM key") from None
         return _usable(key)
     if _BASE64.match(data):
@@ -152,16 +162,27 @@ def _decode_private_key(data: bytes) -> PrivateKey:
         if len(der) == 32:
             return ed25519.Ed25519PrivateKey.from_private_bytes(der)
         try:
-            key = serialization.load_der_private_key(
-                der, password=None, unsafe_skip_rsa_key_validation=True
-            )
-        except (ValueError, TypeError):
+            key = serialization.load_der_private_key(der, password=None, **_SKIP_OPENSSL_CHECK)
+        except (ValueError, TypeError) as err:
+            _raise_if_inconsistent(err)
             continue
         return _usable(key)
     raise _Unusable(
         "the private key is neither PEM, DER, base64 DER nor an Ed25519 seed; "
         "regenerate it with 'ldapdkim genkey'"
     )
+
+
+_INCONSISTENT = (
+    "the private key's parts do not belong together (n, d and the CRT "
+    "values disagree); regenerate it with 'ldapdkim genkey'"
+)
+
+
+def _raise_if_inconsistent(err: Exception) -> None:
+    """Where OpenSSL checked the key itself (cryptography 38), say why it refused it."""
+    if err.args and err.args[0] == "Invalid private key":
+        raise _Unusable(_INCONSISTENT) from None
 
 
 def _self_tested(key: PrivateKey) -> PrivateKey:
@@ -187,10 +208,7 @@ def _self_tested(key: PrivateKey) -> PrivateKey:
             and numbers.iqmp * q % p == 1
         )
         if not consistent:
-            raise _Unusable(
-                "the private key's parts do not belong together (n, d and the CRT "
-                "values disagree); regenerate it with 'ldapdkim genkey'"
-            )
+            raise _Unusable(_INCONSISTENT)
     return key
 
 

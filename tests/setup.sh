@@ -18,7 +18,9 @@
 #      tests/.cache/sendmail without installing them (sendmail-bin conflicts
 #      with postfix: installing it would remove postfix);
 #      tests/harness/sendmail.py runs that Sendmail;
-#   5. creates .venv at the repository root and installs ldapdkim[test] in it.
+#   5. creates .venv at the repository root on Debian's own Python, seeing
+#      Debian's python3-* libraries (the ones the Debian package depends on),
+#      and installs ldapdkim (editable) and the test tools in it.
 set -euo pipefail
 
 started=$(date +%s)
@@ -30,6 +32,12 @@ export DEBIAN_FRONTEND=noninteractive
 
 packages=(
     python3 python3-venv python3-dev gcc libldap-dev libsasl2-dev libmilter-dev
+    # ldapdkim's runtime libraries, as Debian ships them (debian/control)
+    python3-ldap python3-milter python3-dkim python3-nacl python3-cryptography
+    python3-cachetools python3-dnspython python3-idna python3-authres
+    python3-prometheus-client python3-cffi
+    # building the Debian package (tests/integration/test_debian_package.py)
+    debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-all
     slapd ldap-utils openssl
     libmail-dkim-perl libnet-dns-perl libcryptx-perl
     libmail-authenticationresults-perl libcrypt-openssl-rsa-perl
@@ -250,9 +258,16 @@ fi
 
 # --- 5. Python virtual environment ------------------------------------------------
 
+# The suite runs against Debian's python3-* packages: the versions the Debian
+# package depends on.  pip adds only what Debian lacks (the test tools).
+system_python=/usr/bin/python3
+if [ -x "$venv/bin/python" ] && ! grep -qx 'include-system-site-packages = true' "$venv/pyvenv.cfg"; then
+    log "recreating $venv on $system_python with Debian's libraries"
+    rm -rf "$venv"
+fi
 if [ ! -x "$venv/bin/python" ]; then
     log "creating $venv"
-    python3 -m venv "$venv"
+    "$system_python" -m venv --system-site-packages "$venv"
 fi
 # Reinstall only when pyproject.toml changed since the last successful install.
 stamp="$venv/.ldapdkim-setup-stamp"
@@ -264,6 +279,18 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 else
     log ".venv already has ldapdkim[test] for this pyproject.toml"
 fi
+# Every runtime library must be Debian's: pip would fetch a newer one from
+# PyPI if Debian's were missing or below a floor in pyproject.toml.
+not_debian=$("$venv/bin/python" - <<'PY'
+import importlib
+for name in ("ldap", "milter", "dkim", "nacl", "cryptography", "cachetools", "dns",
+             "idna", "authres", "prometheus_client", "cffi"):
+    path = importlib.import_module(name).__file__ or ""
+    if not path.startswith("/usr/lib/python3/dist-packages/"):
+        print(f"{name} ({path})")
+PY
+) || die "cannot import ldapdkim's libraries in .venv"
+[ -z "$not_debian" ] || die "not Debian's packages in .venv: $not_debian; install python3-* or lower the floors"
 
 # --- summary ---------------------------------------------------------------------
 

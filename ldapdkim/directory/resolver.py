@@ -143,10 +143,13 @@ class CachedResolver:
                 self._last_good.setdefault(name, entry)
 
     def _cached(self, name: str) -> Answer | None:
+        answer: Answer  # typed here: Debian 12's cachetools has no type hints
         if self._fresh is not None and name in self._fresh:
-            return self._fresh[name]
+            answer = self._fresh[name]
+            return answer
         if self._negative is not None and name in self._negative:
-            return self._negative[name]
+            answer = self._negative[name]
+            return answer
         return None
 
     def _store(self, name: str, answer: Answer) -> None:
@@ -165,6 +168,8 @@ class CachedResolver:
         with self._lock:
             known = self._last_good.get(name)
         if known is not None:
+            answer: Answer
+            fetched: float
             answer, fetched = known
             age = self._clock() - fetched
             if age <= self.max_stale:

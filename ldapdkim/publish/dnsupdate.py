@@ -145,7 +145,11 @@ class TsigKey:
         return base64.b64encode(self.secret).decode("ascii")
 
     def dnspython_key(self) -> dns.tsig.Key:
-        return dns.tsig.Key(self.name, self.secret, TSIG_ALGORITHMS[self.algorithm])
+        # Debian 12's dnspython (2.3) has no type hints here; later ones do.
+        key = dns.tsig.Key(  # type: ignore[no-untyped-call,unused-ignore]
+            self.name, self.secret, TSIG_ALGORITHMS[self.algorithm]
+        )
+        return key
 
 
 _TOKEN = re.compile(

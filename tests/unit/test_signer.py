@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from functools import cache
 
@@ -211,26 +212,37 @@ def test_a_private_key_is_parsed_once_however_often_it_is_read() -> None:
     ids=["private-exponent", "crt-coefficient", "crt-exponent"],
 )
 def test_a_key_whose_parts_do_not_belong_together_is_refused(damage: dict[str, int]) -> None:
-    """Key validation is skipped for speed; an arithmetic check catches a broken key."""
-    from cryptography.hazmat.primitives import serialization
+    """Whoever checks the key (ldapdkim's arithmetic, or OpenSSL under cryptography 38),
+    a broken key is refused, and the error says why."""
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     good = keys.generate(Algorithm.RSA_SHA256)
     assert isinstance(good, rsa.RSAPrivateKey)
     numbers = good.private_numbers()
-    parts = {name: getattr(numbers, name) for name in ("p", "q", "d", "dmp1", "dmq1", "iqmp")}
+    parts = {name: getattr(numbers, name) for name in ("d", "p", "q", "dmp1", "dmq1", "iqmp")}
     for name, delta in damage.items():
         parts[name] += delta
-    broken = rsa.RSAPrivateNumbers(**parts, public_numbers=numbers.public_numbers).private_key(
-        unsafe_skip_rsa_key_validation=True
-    )
-    pem = broken.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
+    public = numbers.public_numbers
+    # PKCS#1 RSAPrivateKey, written out by hand: cryptography will not build a broken key.
+    der = _der_sequence(0, public.n, public.e, *parts.values())
+    pem = b"-----BEGIN RSA PRIVATE KEY-----\n" + base64.encodebytes(der)
+    pem += b"-----END RSA PRIVATE KEY-----\n"
     with pytest.raises(KeyFormatError, match="parts do not belong together"):
         keys.load_private_key(pem, where="entry X")
+
+
+def _der_sequence(*integers: int) -> bytes:
+    """A DER SEQUENCE of non-negative INTEGERs."""
+
+    def tlv(tag: int, body: bytes) -> bytes:
+        if len(body) < 0x80:
+            return bytes([tag, len(body)]) + body
+        size = len(body).to_bytes((len(body).bit_length() + 7) // 8, "big")
+        return bytes([tag, 0x80 | len(size)]) + size + body
+
+    return tlv(
+        0x30, b"".join(tlv(0x02, i.to_bytes(i.bit_length() // 8 + 1, "big")) for i in integers)
+    )
 
 
 def test_signatures_never_carry_l_and_use_only_current_algorithms() -> None:

@@ -302,3 +302,21 @@ class SigningParams:
     oversign_headers: tuple[str, ...] = ("from",)
     identity: str | None = None
     expire_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class DirectoryView:
+    """How current the milter's view of the directory is (metrics and ``/healthz``)."""
+
+    mode: str
+    """``sync`` (a content-sync replica), ``lookup`` (cached searches) or ``memory``
+    (KeyFile or LDIF, read at start)."""
+    connected: bool
+    """A server is connected (always True for ``memory``)."""
+    age: float | None
+    """Seconds since the view was last known current: 0 while connected, None
+    when it never was (no replica loaded, no server ever answered)."""
+    entries: int = 0
+    """Entries in the replica (0 without one)."""
+    sync_age: float | None = None
+    """Seconds since the replica was last synced (None: never, or no replica)."""

@@ -182,6 +182,10 @@ _KEYWORDS: tuple[_Keyword, ...] = (
     # Process and logging
     _Keyword("UserID", "user_id", values.user_id, None, "USER[:GROUP] to switch to after start",
              shown="(unchanged)"),
+    _Keyword("MetricsSocket", "metrics_socket", values.tcp_socket, None,
+             "serve Prometheus metrics at /metrics and a health check at /healthz here: "
+             "inet:PORT@HOST, e.g. inet:9469@127.0.0.1 (keep it off public addresses)",
+             shown="(off)"),
     _Keyword("PidFile", "pid_file", values.absolute_path, None, "file to write the process ID to"),
     _Keyword("StateDirectory", "state_directory", values.absolute_path, "/var/lib/ldapdkim",
              "where the milter keeps its directory replica and status.json; the replica "
@@ -319,6 +323,8 @@ class Settings:
     rotation_overlap: float = _DEFAULTS["rotation_overlap"]
     rotation_retire_after: float = _DEFAULTS["rotation_retire_after"]
     user_id: str | None = _DEFAULTS["user_id"]
+    metrics_socket: tuple[str, int] | None = _DEFAULTS["metrics_socket"]
+    """(host, port) of the metrics and health endpoint; None: off."""
     pid_file: Path | None = _DEFAULTS["pid_file"]
     state_directory: Path = _DEFAULTS["state_directory"]
     umask: int | None = _DEFAULTS["umask"]

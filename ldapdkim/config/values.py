@@ -123,13 +123,35 @@ def socket(ctx: Context, value: str) -> str:
     kind = kind.lower()
     if kind in ("local", "unix"):
         if not rest:
-            ctx.fail(f"Socket {value!r} names no path", forms)
+            ctx.fail(f"{ctx.keyword} {value!r} names no path", forms)
         return f"{kind}:{rest}"
     if kind not in ("inet", "inet6"):
-        ctx.fail(f"Socket {value!r} is not a socket", forms)
+        ctx.fail(f"{ctx.keyword} {value!r} is not a socket", forms)
+    _inet(ctx, value, forms)
+    return f"{kind}:{rest}"
+
+
+def tcp_socket(ctx: Context, value: str) -> tuple[str, int]:
+    """``inet:PORT@HOST`` or ``inet6:PORT@HOST`` (``Socket``'s syntax, TCP only), as
+    (host, port); ``inet:PORT`` listens on every IPv4 address, ``inet6:PORT`` on every
+    IPv6 one."""
+    forms = "use inet:PORT@HOST or inet6:PORT@HOST, e.g. inet:9469@127.0.0.1"
+    kind = value.partition(":")[0].lower()
+    if kind not in ("inet", "inet6"):
+        ctx.fail(f"{ctx.keyword} {value!r} is not a TCP socket", forms)
+    host, port = _inet(ctx, value, forms)
+    if host is None:
+        host = "::" if kind == "inet6" else "0.0.0.0"  # noqa: S104 - what inet:PORT asks for
+    return host.strip("[]"), port
+
+
+def _inet(ctx: Context, value: str, forms: str) -> tuple[str | None, int]:
+    """The host (None when not given) and port of an ``inet:``/``inet6:`` socket."""
+    kind, _, rest = value.partition(":")
+    kind = kind.lower()
     match = re.fullmatch(PORT + r"(?:@(.+))?", rest)
     if match is None or int(match.group(1)) > 65535:
-        ctx.fail(f"Socket {value!r} has no valid port (1-65535)", forms)
+        ctx.fail(f"{ctx.keyword} {value!r} has no valid port (1-65535)", forms)
     host = match.group(2)
     if host is not None:
         bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
@@ -139,14 +161,14 @@ def socket(ctx: Context, value: str) -> str:
             try:
                 normalize_host_name(bare)
             except InvalidDomain:
-                ctx.fail(f"Socket {value!r} has a bad host {host!r}", forms)
+                ctx.fail(f"{ctx.keyword} {value!r} has a bad host {host!r}", forms)
         else:
             if (address.version == 6) != (kind == "inet6"):
                 ctx.fail(
-                    f"Socket {value!r} puts an IPv{address.version} address on {kind}:",
+                    f"{ctx.keyword} {value!r} puts an IPv{address.version} address on {kind}:",
                     "use inet: for IPv4 and inet6: for IPv6",
                 )
-    return f"{kind}:{rest}"
+    return host, int(match.group(1))
 
 
 def absolute_path(ctx: Context, value: str) -> Path:

@@ -32,6 +32,7 @@ from ldapdkim import schema
 from ldapdkim.config.ldap import LdapSettings
 from ldapdkim.directory.entries import Entry, lower_keys, normalize_dn, parent_dn
 from ldapdkim.errors import DirectoryError, DirectoryUnavailable
+from ldapdkim.metrics import LDAP_SEARCHES
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,21 @@ def peer_uri(conn: Any, uris: Sequence[str]) -> str:
     return uris[0]
 
 
+@contextlib.contextmanager
+def _timed_search() -> Iterator[None]:
+    """Count one search and its latency (``ldapdkim_ldap_search_seconds``)."""
+    started = time.monotonic()
+    result = "error"
+    try:
+        yield
+        result = "ok"
+    except ldap.NO_SUCH_OBJECT:  # an answer: nothing there
+        result = "ok"
+        raise
+    finally:
+        LDAP_SEARCHES.labels(result=result).observe(time.monotonic() - started)
+
+
 class LdapBackend:
     """Entries from an LDAP server, reached and bound as ``ldap_settings`` say."""
 
@@ -106,6 +122,8 @@ class LdapBackend:
         self.generation = 0
         self.serves_from_memory = False
         """Never changes: every lookup asks the server."""
+        self.last_answer: float | None = None
+        """time.time() of the last operation a server answered (for health)."""
         self._conn: Any = None
         self._lock = threading.Lock()
         self._quiet_until = 0.0
@@ -234,7 +252,9 @@ class LdapBackend:
             if self._conn is None:
                 self._conn = self._open()
             try:
-                return operation(self._conn)
+                answer = operation(self._conn)
+                self.last_answer = time.time()
+                return answer
             except (ldap.SERVER_DOWN, ldap.TIMEOUT, ldap.CONNECT_ERROR, ldap.UNAVAILABLE) as e:
                 self._drop()
                 if attempt == 2:
@@ -250,7 +270,8 @@ class LdapBackend:
 
         def search(_conn: Any) -> list[Entry]:
             self.searches += 1
-            return self._paged_search(base, scope, filterstr, attrs)
+            with _timed_search():
+                return self._paged_search(base, scope, filterstr, attrs)
 
         try:
             return self.execute(search)

@@ -19,7 +19,7 @@ from ldapdkim.config.settings import Settings
 from ldapdkim.directory.entries import Entry, key_from_entry, policy_from_entry
 from ldapdkim.domainname import normalize_domain, parent_domains
 from ldapdkim.errors import AmbiguousDomain, ConfigError, DomainNotFound, DomainNotSigned
-from ldapdkim.model import DomainPolicy, Resolution, SigningKey
+from ldapdkim.model import DirectoryView, DomainPolicy, Resolution, SigningKey
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +101,15 @@ class Directory:
     def shares_backend_with(self, other: Directory) -> bool:
         """Whether both answer from the same backend (a replica kept across a reload)."""
         return self.backend is other.backend
+
+    def view(self) -> DirectoryView:
+        """How current the answers are: a replica's or lookup connection's figures; a
+        KeyFile or LDIF read at start is always current."""
+        view = getattr(self.backend, "view", None)
+        if callable(view):
+            figures: DirectoryView = view()
+            return figures
+        return DirectoryView(mode="memory", connected=True, age=0.0)
 
     def replica_state(self) -> str | None:
         """The content-sync replica's one-line state (for SIGUSR1), or None without one."""

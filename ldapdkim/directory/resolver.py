@@ -34,6 +34,7 @@ from ldapdkim.errors import (
     DirectoryUnavailable,
     DomainNotSigned,
 )
+from ldapdkim.metrics import CACHE_LOOKUPS
 from ldapdkim.model import Resolution
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,10 @@ class CachedResolver:
             cached = self._cached(name)
         if cached is not None:
             self.stats.hits += 1
+            CACHE_LOOKUPS.labels(result="hit").inc()
             return _deliver(cached)
         self.stats.misses += 1
+        CACHE_LOOKUPS.labels(result="miss").inc()
         try:
             answer: Answer = self.directory.resolve(name)
         except (DomainNotSigned, DirectoryError) as refusal:
@@ -174,6 +177,7 @@ class CachedResolver:
             age = self._clock() - fetched
             if age <= self.max_stale:
                 self.stats.stale_served += 1
+                CACHE_LOOKUPS.labels(result="stale").inc()
                 log.warning(
                     "directory unavailable; using what it said about %s %.0f s ago", name, age
                 )

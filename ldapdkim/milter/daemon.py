@@ -1,12 +1,16 @@
 """The milter process: configuration, logging, socket, privileges, signals.
 
 Sequence at start: read and validate the configuration (secrets included,
-while still root), set up logging, bind the milter socket, write the PidFile,
-drop to ``UserID``, then serve.
+while still root), set up logging, bind the milter socket and the
+``MetricsSocket``, write the PidFile, drop to ``UserID``, serve, and once
+the directory view is loaded (or :data:`READY_WAIT` has passed) tell
+systemd ``READY=1`` (``Type=notify``; ``STOPPING=1`` at shutdown,
+``RELOADING=1`` during a reload).
 
 SIGUSR1 logs one line of counters (messages signed, LDAP searches, cache
 hits), so a benchmark or an administrator can see that warm signing makes no
-directory round trips.
+directory round trips; ``MetricsSocket`` serves the same and more to
+Prometheus (:mod:`ldapdkim.milter.monitor`).
 
 libmilter takes SIGHUP, SIGTERM and SIGINT for itself (it stops on each), so
 its main loop runs in a thread of its own and the process's main thread
@@ -42,6 +46,7 @@ from ldapdkim.directory.resolution import open_directory
 from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.errors import ConfigError, LdapDkimError
 from ldapdkim.log import RedactingFilter
+from ldapdkim.milter.monitor import Figures, Monitor, judge
 from ldapdkim.milter.session import Counters, DkimMilter, Runtime
 from ldapdkim.signing.dnslookup import TxtLookup
 
@@ -50,6 +55,25 @@ log = logging.getLogger(__name__)
 NAME = "ldapdkim"
 SHUTDOWN_GRACE = 30.0
 """Seconds that sessions in flight get to finish after SIGTERM."""
+READY_WAIT = 45.0
+"""Seconds the start waits for the directory view before saying READY=1 anyway
+(systemd's start timeout is 90 s): mail then gets On-DirectoryError meanwhile,
+which beats an MTA with no milter at all."""
+
+
+def notify(*states: str) -> None:
+    """Tell the service manager (``sd_notify``) ``states``, when it listens (``NOTIFY_SOCKET``)."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):  # an abstract socket
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall("\n".join(states).encode())
+    except OSError as err:
+        log.warning("cannot tell the service manager %s: %s", states[0], err)
 
 
 def build_runtime(settings: config.Settings, previous: Runtime | None = None) -> Runtime:
@@ -196,6 +220,8 @@ class Daemon:
         self._reload = threading.Event()
         self._report = threading.Event()
         self._stop = threading.Event()
+        self._server: threading.Thread | None = None
+        self.monitor: Monitor | None = None
 
     def run(self) -> int:
         settings = self.settings
@@ -213,6 +239,15 @@ class Daemon:
             ) from None
         if not settings.socket.startswith(("local:", "unix:")):
             _disable_nagle_on_listeners()
+        if settings.metrics_socket is not None:
+            host, port = settings.metrics_socket
+            try:
+                self.monitor = Monitor(host, port, self.figures)
+            except OSError as err:
+                raise LdapDkimError(
+                    f"cannot open MetricsSocket {host}:{port}: {err.strerror}; "
+                    "is another process using it?"
+                ) from None
         if settings.pid_file is not None:
             settings.pid_file.write_text(f"{os.getpid()}\n")
         _drop_privileges(settings)
@@ -222,7 +257,11 @@ class Daemon:
         signal.signal(signal.SIGINT, self._on_signal)
         server = threading.Thread(target=self._serve, name="libmilter", daemon=True)
         server.start()
+        self._server = server
+        if self.monitor is not None:
+            self.monitor.start()
         log.info("ldapdkim %s listening on %s", __version__, settings.socket)
+        self._wait_until_ready()
         try:
             while server.is_alive():
                 if self._stop.wait(0.2):
@@ -235,6 +274,8 @@ class Daemon:
                     self._report.clear()
                     log.info("stats: %s", self.stats())
         finally:
+            if self.monitor is not None:
+                self.monitor.close()
             self.holder.current().resolver.directory.close()
             if settings.pid_file is not None:
                 # After UserID the directory may no longer be ours to write.
@@ -246,6 +287,7 @@ class Daemon:
         """Stop taking connections; let the sessions in flight finish (30 s at most)."""
         assert self.holder is not None
         counters = self.holder.current().counters
+        notify("STOPPING=1")
         log.info("stopping; %d sessions in flight", counters.sessions)
         # smfi_stop waits for libmilter's listener poll (up to 5 s): run it
         # aside, and leave as soon as no session is left.
@@ -270,6 +312,33 @@ class Daemon:
         else:
             self._stop.set()
 
+    def _wait_until_ready(self) -> None:
+        """Say READY=1 once the directory view is loaded, or after READY_WAIT seconds."""
+        deadline = time.monotonic() + READY_WAIT
+        notify("STATUS=waiting for the directory view")
+        while not self._stop.is_set():
+            health = self.figures().health
+            if health.ok or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        health = self.figures().health
+        if not health.ok:
+            log.warning("starting without a usable directory view: %s", health.why)
+        notify("READY=1", f"STATUS={health.why}")
+
+    def figures(self) -> Figures:
+        """What the monitor shows now: open sessions, the directory view, health."""
+        assert self.holder is not None
+        runtime = self.holder.current()
+        view = runtime.resolver.directory.view()
+        server = self._server
+        accepting = server is not None and server.is_alive() and not self._stop.is_set()
+        return Figures(
+            sessions=runtime.counters.sessions,
+            view=view,
+            health=judge(accepting, view, runtime.settings.directory_max_stale),
+        )
+
     def stats(self) -> str:
         """One line of counters: ``key=value`` pairs, for logs and benchmarks."""
         assert self.holder is not None
@@ -288,14 +357,21 @@ class Daemon:
     def reload(self) -> bool:
         """Re-read the configuration; keep the old one if the new one does not load."""
         assert self.holder is not None
+        now_usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        notify("RELOADING=1", f"MONOTONIC_USEC={now_usec}", "STATUS=reloading the configuration")
         try:
             settings = config.load(self.config_path)
             runtime = build_runtime(settings, previous=self.holder.current())
         except LdapDkimError as err:
             log.error("configuration not reloaded, keeping the old one: %s", err)
+            notify("READY=1", f"STATUS=configuration not reloaded: {err}")
             return False
-        if settings.socket != self.settings.socket or settings.user_id != self.settings.user_id:
-            log.warning("Socket and UserID changes take effect at the next restart")
+        if (settings.socket, settings.user_id, settings.metrics_socket) != (
+            self.settings.socket,
+            self.settings.user_id,
+            self.settings.metrics_socket,
+        ):
+            log.warning("Socket, UserID and MetricsSocket changes take effect at the next restart")
         self.settings = settings
         setup_logging(settings)
         previous = self.holder.current()
@@ -310,4 +386,5 @@ class Daemon:
             self.config_path,
             "; directory replica kept (its settings did not change)" if kept else "",
         )
+        notify("READY=1", "STATUS=configuration reloaded")
         return True

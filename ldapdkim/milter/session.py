@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import Milter
 
-from ldapdkim import __version__
+from ldapdkim import __version__, metrics
 from ldapdkim.config.settings import Settings
 from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.errors import (
@@ -33,6 +33,7 @@ from ldapdkim.errors import (
     DirectoryError,
     DirectoryUnavailable,
     DomainNotFound,
+    DomainNotSigned,
     MessageError,
 )
 from ldapdkim.model import (
@@ -130,6 +131,7 @@ def barrier(method: F) -> F:
             return method(self, *args)
         except Exception:
             self.runtime.counters.add("errors")
+            metrics.ERRORS.inc()
             self.log.exception("internal error in %s; applying On-InternalError", method.__name__)
             try:
                 return self.reply_for(Outcome.INTERNAL_ERROR, "internal error")
@@ -180,6 +182,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
     def reply_for(self, outcome: Outcome, reason: str) -> int:
         """The milter reply for an ``On-*`` outcome, with the SMTP text set."""
         action = self.runtime.settings.action_for(outcome)
+        metrics.count_action(outcome, action.value)
         if action is Action.REJECT:
             self.setreply("550", "5.7.1", f"DKIM: {reason}".replace("%", "%%"))
             return REJECT
@@ -288,13 +291,17 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         runtime = self.runtime
         refusal = self.refusal
         if isinstance(refusal, DirectoryUnavailable):
+            _not_signed("directory_unavailable")
             self.log.error("not signed: %s", refusal)
             raise _Done(self.reply_for(Outcome.DIRECTORY_ERROR, "directory unavailable"))
         if isinstance(refusal, DirectoryError):
+            _not_signed("directory_inconsistent")
             self.log.error("not signed: %s", refusal)
             raise _Done(self.reply_for(Outcome.SIGNATURE_ERROR, "signing data is inconsistent"))
         if refusal is not None:
             runtime.counters.add("not_signed")
+            signs_not = isinstance(refusal, DomainNotSigned)
+            _not_signed("domain_not_signed" if signs_not else "no_author_domain")
             level = logging.INFO if isinstance(refusal, DomainNotFound) else logging.WARNING
             if level > logging.INFO or runtime.settings.log_why:
                 self.log.log(level, "not signed: %s", refusal)
@@ -307,6 +314,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         if not keys:
             broken = [k for k in resolution.keys if k.state is KeyState.ACTIVE and k.problem]
             if broken:
+                _not_signed("key_unusable")
                 self.log.error(
                     "not signed: no usable key for %s: %s",
                     resolution.signing_domain,
@@ -314,6 +322,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
                 )
                 raise _Done(self.reply_for(Outcome.SIGNATURE_ERROR, "no usable signing key"))
             runtime.counters.add("not_signed")
+            _not_signed("no_active_key")
             self._why("not signed: no active key for %s", resolution.signing_domain)
             return ACCEPT
         try:
@@ -326,6 +335,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
                 timestamp=int(now.timestamp()),
             )
         except MessageError as err:
+            _not_signed("message_unsignable")
             self.log.error("not signed: %s", err)
             raise _Done(
                 self.reply_for(Outcome.SIGNATURE_ERROR, "message cannot be signed")
@@ -337,6 +347,9 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         if runtime.settings.software_header:
             self.addheader("DKIM-Filter", self._space(f"ldapdkim {__version__} {self.queue_id}"), 0)
         runtime.counters.add("signed")
+        metrics.MESSAGES_SIGNED.inc()
+        for key in keys:
+            metrics.SIGNATURES_MADE.labels(algorithm=key.algorithm.value).inc()
         if runtime.settings.syslog_success or runtime.settings.log_why:
             for key in keys:
                 self.log.info(
@@ -371,6 +384,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         value = authresults.build(runtime.authserv_id, results).replace("; ", ";\n\t")
         self.addheader(authresults.HEADER, self._space(value), 0)
         runtime.counters.add("verified")
+        _count_verified(results)
         for r in results:
             if r.result is not DkimResult.PASS or runtime.settings.syslog_success:
                 self.log.info(
@@ -421,3 +435,24 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             self.client_address or self.client_name,
             domain,
         )
+
+
+_KNOWN_ALGORITHMS = frozenset({"rsa-sha256", "ed25519-sha256", "rsa-sha1"})
+
+
+def _not_signed(reason: str) -> None:
+    metrics.MESSAGES_NOT_SIGNED.labels(reason=reason).inc()
+
+
+def _count_verified(results: list[VerifyResult]) -> None:
+    """Count a verified message and its signatures; label values come from closed sets."""
+    if not results:
+        verdict = DkimResult.NONE
+    elif any(r.result is DkimResult.PASS for r in results):
+        verdict = DkimResult.PASS
+    else:
+        verdict = results[0].result
+    metrics.MESSAGES_VERIFIED.labels(result=verdict.value).inc()
+    for r in results:
+        algorithm = r.algorithm if r.algorithm in _KNOWN_ALGORITHMS else "unknown"
+        metrics.SIGNATURES_VERIFIED.labels(algorithm=algorithm, result=r.result.value).inc()

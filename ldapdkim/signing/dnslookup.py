@@ -7,12 +7,14 @@ verifier reports ``temperror`` and never ``fail`` for a key it could not fetch
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import dns.exception
 import dns.resolver
 
 from ldapdkim.errors import DnsTemporaryError
+from ldapdkim.metrics import DNS_QUERIES
 
 
 class TxtLookup:
@@ -39,12 +41,19 @@ class TxtLookup:
         Raises:
             DnsTemporaryError: the query timed out or the servers failed.
         """
+        started = time.monotonic()
+        result = "error"
         try:
             answer = self._resolver.resolve(name, "TXT", search=False)
+            result = "answer"
         except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            result = "nxdomain"
             return []
         except dns.exception.Timeout:
+            result = "timeout"
             raise DnsTemporaryError(f"DNS query for {name} TXT timed out") from None
         except (dns.resolver.NoNameservers, dns.exception.DNSException) as err:
             raise DnsTemporaryError(f"DNS query for {name} TXT failed: {err}") from None
+        finally:
+            DNS_QUERIES.labels(result=result).observe(time.monotonic() - started)
         return [b"".join(rdata.strings) for rdata in answer]

@@ -57,6 +57,14 @@ class MailSite:
             *lines,
         ]
 
+    def signed_elsewhere(self, subject: str) -> bytes:
+        """A message signed by ldapdkim's own command, as another site's signer would."""
+        config = self.workdir / "signer.conf"
+        config.write_text("\n".join(self.milter_config()) + "\n")
+        status, signed, err = run_cli("sign", "-c", str(config), stdin=message(subject=subject))
+        assert status == 0, err
+        return signed
+
     def add_domains(self, domains: list[str], *algorithms: str) -> None:
         ldif = provision(domains, self.base, self.workdir, *algorithms)
         self.slapd.ldapadd(without_version_line(ldif))

@@ -27,9 +27,16 @@ class MilterProcess:
     """``ldapdkim run -c CONFIG`` in a subprocess."""
 
     def __init__(
-        self, workdir: Path, config_lines: list[str], *, unix_socket: Path | None = None
+        self,
+        workdir: Path,
+        config_lines: list[str],
+        *,
+        unix_socket: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
-        """``unix_socket``: listen there (``local:``) instead of on a free loopback port."""
+        """``unix_socket``: listen there (``local:``) instead of on a free loopback port;
+        ``env``: added to the environment (NOTIFY_SOCKET, say)."""
+        self.env = env or {}
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         if unix_socket is not None:
@@ -57,7 +64,7 @@ class MilterProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:

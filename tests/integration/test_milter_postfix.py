@@ -22,7 +22,6 @@ from harness.forge import rsa_key as forge_rsa_key
 from harness.mailsite import AUTHSERV_ID, MailSite, message
 from harness.milterproc import MilterProcess
 from harness.postfix import Postfix, header_values, require_postfix
-from harness.provisioning import run_cli
 from harness.slapd import Slapd
 from harness.verifiers import (
     mail_dkim_verify,
@@ -139,18 +138,9 @@ def test_local_submission_through_non_smtpd_milters_is_signed(mta: Setup) -> Non
 # -- (b) verifying mail from outside
 
 
-def _signed_elsewhere(site: MailSite, subject: str) -> bytes:
-    """A message signed by ldapdkim's own command, as another site's signer would."""
-    config = site.workdir / "signer.conf"
-    config.write_text("\n".join(site.milter_config()) + "\n")
-    status, signed, err = run_cli("sign", "-c", str(config), stdin=message(subject=subject))
-    assert status == 0, err
-    return signed
-
-
 def test_outside_mail_is_verified_and_never_signed(mta: Setup) -> None:
-    good = mta.send(_signed_elsewhere(mta.site, "outside good"), source=OUTSIDE)
-    forged = _signed_elsewhere(mta.site, "outside bad").replace(b"the figures", b"new figures")
+    good = mta.send(mta.site.signed_elsewhere("outside good"), source=OUTSIDE)
+    forged = mta.site.signed_elsewhere("outside bad").replace(b"the figures", b"new figures")
     bad = mta.send(forged, source=OUTSIDE)
     unsigned = mta.send(message(subject="outside none"), source=OUTSIDE)
 
@@ -180,7 +170,7 @@ def test_forged_results_with_our_authserv_id_are_removed(mta: Setup) -> None:
 
 
 def test_dns_timeout_is_temperror_not_fail(site: MailSite, tmp_path: Path) -> None:
-    signed = _signed_elsewhere(site, "dns trouble")
+    signed = site.signed_elsewhere("dns trouble")
     for name in list(site.dns.records()):
         site.dns.set_timeout(name)
     for setup in _start(site, tmp_path, "On-DNSError accept", "DNSTimeout 1"):

@@ -19,7 +19,7 @@ from ldapdkim import errors
 PACKAGE = Path(ldapdkim.__file__).parent
 
 LAYERS: list[tuple[str, list[str]]] = [
-    ("", ["errors", "schema", "log", "model", "domainname", "keys"]),
+    ("", ["errors", "schema", "log", "model", "metrics", "domainname", "keys"]),
     ("config", ["datasets", "hostlist", "secret", "ldap", "values", "directorysource", "settings"]),
     (
         "directory",
@@ -55,7 +55,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "rotation",
         ],
     ),
-    ("milter", ["session", "daemon"]),
+    ("milter", ["monitor", "session", "daemon"]),
     (
         "cli",
         [

@@ -94,6 +94,7 @@ DEFAULTS = {
     "rotation_overlap": 2 * 86400.0,
     "rotation_retire_after": 7 * 86400.0,
     "user_id": None,
+    "metrics_socket": None,
     "pid_file": None,
     "state_directory": Path("/var/lib/ldapdkim"),
     "umask": None,

@@ -31,7 +31,7 @@ class _Clock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
     fake = _Clock()
     # The module's own view of time only, not the time module of the whole process.
-    monkeypatch.setattr(ldapbackend, "time", SimpleNamespace(monotonic=fake))
+    monkeypatch.setattr(ldapbackend, "time", SimpleNamespace(monotonic=fake, time=fake))
     return fake
 
 

@@ -61,6 +61,7 @@ from ldapdkim.directory.ldapbackend import LdapBackend, peer_uri, reason
 from ldapdkim.directory.replica.statedir import StateDirectory, iso
 from ldapdkim.directory.replica.store import ReplicaStore
 from ldapdkim.errors import DirectoryStale, DirectoryUnavailable
+from ldapdkim.model import DirectoryView
 
 log = logging.getLogger(__name__)
 
@@ -314,6 +315,23 @@ class SyncReplica:
                 }
             )
         return {"mode": self.mode, "servers": servers, "updated": iso(now)}
+
+    def view(self) -> DirectoryView:
+        """The replica's figures for metrics and health."""
+        if self.mode == "lookup":
+            connected = self.lookup.connected_uri() is not None
+            last = self.lookup.last_answer
+            age = 0.0 if connected else None if last is None else max(0.0, time.time() - last)
+        else:
+            connected = self._connected_uri is not None
+            age = self.staleness() if self.store.loaded else None
+        return DirectoryView(
+            mode=self.mode,
+            connected=connected,
+            age=age,
+            entries=len(self.store),
+            sync_age=self.staleness(),
+        )
 
     def describe_state(self) -> str:
         """One line for the SIGUSR1 stats."""

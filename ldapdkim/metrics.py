@@ -1,0 +1,107 @@
+"""The milter's Prometheus metrics: defined once here, counted where things happen.
+
+Every part counts into these process-wide objects whether or not anything
+serves them (an increment costs well under a microsecond);
+``MetricsSocket`` makes :mod:`ldapdkim.milter.monitor` serve them at
+``/metrics``, with the figures read at scrape time (sessions, replica) and
+prometheus_client's process metrics.
+
+Names follow Prometheus' conventions: ``ldapdkim_`` prefix, ``_total`` for
+counters, base units (seconds).  Label values are closed sets, never
+anything taken from a message (a From domain would make the series unbounded).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+from ldapdkim.model import DkimResult, Outcome
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+MESSAGES_SIGNED = Counter("ldapdkim_messages_signed", "Messages signed.")
+
+MESSAGES_VERIFIED = Counter(
+    "ldapdkim_messages_verified",
+    "Messages verified, by their DKIM result: pass when a signature passed, none when "
+    "there was none, else the first signature's result.",
+    ["result"],
+)
+
+MESSAGES_NOT_SIGNED = Counter(
+    "ldapdkim_messages_not_signed",
+    "Messages to sign that were not signed, by reason.",
+    ["reason"],
+)
+NOT_SIGNED_REASONS = (
+    "domain_not_signed",
+    "no_active_key",
+    "no_author_domain",
+    "directory_unavailable",
+    "directory_inconsistent",
+    "key_unusable",
+    "message_unsignable",
+)
+"""The ``reason`` label values of :data:`MESSAGES_NOT_SIGNED`."""
+
+ACTIONS = Counter(
+    "ldapdkim_actions",
+    "On-* actions taken, by outcome keyword and action.",
+    ["outcome", "action"],
+)
+
+SIGNATURES_MADE = Counter(
+    "ldapdkim_signatures_made", "DKIM-Signature fields added, by algorithm.", ["algorithm"]
+)
+
+SIGNATURES_VERIFIED = Counter(
+    "ldapdkim_signatures_verified",
+    "Signatures checked, by algorithm (as the signature names it, 'unknown' when it names "
+    "none ldapdkim knows) and result.",
+    ["algorithm", "result"],
+)
+
+ERRORS = Counter(
+    "ldapdkim_internal_errors", "Callbacks that failed unexpectedly (On-InternalError)."
+)
+
+LDAP_SEARCHES = Histogram(
+    "ldapdkim_ldap_search_seconds",
+    "LDAP searches sent to a server and their latency, by result.",
+    ["result"],
+    buckets=_LATENCY_BUCKETS,
+)
+
+CACHE_LOOKUPS = Counter(
+    "ldapdkim_cache_lookups",
+    "Signing-identity lookups by how the cache answered: hit, miss (asked the directory), "
+    "stale (the directory failed; an older answer was served).",
+    ["result"],
+)
+
+DNS_QUERIES = Histogram(
+    "ldapdkim_dns_query_seconds",
+    "DNS key lookups (answers from the resolver's cache included) and their latency, "
+    "by result (answer, nxdomain, timeout, error).",
+    ["result"],
+    buckets=_LATENCY_BUCKETS,
+)
+
+
+def count_action(outcome: Outcome, action: str) -> None:
+    """Count an ``On-*`` action taken."""
+    ACTIONS.labels(outcome=outcome.keyword, action=action).inc()
+
+
+def _zero_series() -> None:
+    """Show every known series from the start, at 0: a rate over a series that appears
+    only at its first event misses that event."""
+    for reason in NOT_SIGNED_REASONS:
+        MESSAGES_NOT_SIGNED.labels(reason=reason)
+    for dkim_result in DkimResult:
+        MESSAGES_VERIFIED.labels(result=dkim_result.value)
+    for cache_result in ("hit", "miss", "stale"):
+        CACHE_LOOKUPS.labels(result=cache_result)
+
+
+_zero_series()

@@ -39,6 +39,8 @@ packages=(
     # building the Debian package (tests/integration/test_debian_package.py)
     debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-all
     slapd ldap-utils openssl
+    # the manual pages are checked with groff (tests/unit/test_manpages.py)
+    groff-base
     libmail-dkim-perl libnet-dns-perl libcryptx-perl
     libmail-authenticationresults-perl libcrypt-openssl-rsa-perl
     opendkim opendkim-tools miltertest unbound postfix

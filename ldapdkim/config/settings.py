@@ -276,6 +276,11 @@ def keyword_reference() -> list[tuple[str, str, str]]:
     return [(kw.name, kw.default_text, kw.doc) for kw in _KEYWORDS]
 
 
+def unsupported_keywords() -> list[tuple[str, str]]:
+    """The OpenDKIM keywords ldapdkim refuses, each with what to do instead."""
+    return list(_UNSUPPORTED.values())
+
+
 @dataclass(frozen=True)
 class Settings:
     """The whole validated configuration.  Build it with :func:`load` or :func:`parse`.

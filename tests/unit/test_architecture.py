@@ -72,6 +72,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "testkey",
             "status",
             "main",
+            "manpages",
         ],
     ),
     ("", ["__main__"]),

@@ -36,8 +36,10 @@ packages=(
     python3-ldap python3-milter python3-dkim python3-nacl python3-cryptography
     python3-cachetools python3-dnspython python3-idna python3-authres
     python3-prometheus-client python3-cffi
-    # building the Debian package (tests/integration/test_debian_package.py)
-    debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-all
+    # building the Debian package (tests/integration/test_debian_package.py);
+    # systemd-analyze checks the unit, man -w finds the installed pages
+    dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-all
+    systemd man-db
     slapd ldap-utils openssl
     # the manual pages are checked with groff (tests/unit/test_manpages.py)
     groff-base

@@ -33,10 +33,13 @@ class MilterProcess:
         *,
         unix_socket: Path | None = None,
         env: dict[str, str] | None = None,
+        program: list[str] | None = None,
     ) -> None:
         """``unix_socket``: listen there (``local:``) instead of on a free loopback port;
-        ``env``: added to the environment (NOTIFY_SOCKET, say)."""
+        ``env``: added to the environment (NOTIFY_SOCKET, say); ``program``: the
+        ``ldapdkim`` to run (default: this checkout's, with the test's Python)."""
         self.env = env or {}
+        self.program = program or [sys.executable, "-m", "ldapdkim"]
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         if unix_socket is not None:
@@ -60,7 +63,7 @@ class MilterProcess:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "ldapdkim", "run", "-c", str(self.config_path)],
+                [*self.program, "run", "-c", str(self.config_path)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -14,9 +14,11 @@ installed is left alone (skipped; a failure in CI).
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -158,28 +160,53 @@ def test_the_fresh_configuration_names_what_to_fill_in(deb: Path) -> None:
     assert "/etc/ldapdkim/bindpw" in run.stderr
 
 
-def test_the_installed_program_signs_behind_postfix(
+def test_the_installed_program_signs_behind_postfix_as_the_ldapdkim_user(
     deb: Path, slapd: Slapd, ldap_base: str, tmp_path: Path
 ) -> None:
+    """As the unit runs it: user ldapdkim, no capabilities, no new privileges."""
     require_postfix()
     require_mail_dkim()
-    with DnsServer() as dns, Postfix(tmp_path / "postfix") as postfix:
-        site = MailSite(slapd, ldap_base, dns, tmp_path)
-        site.add_domains(["example.com"], "rsa-sha256")
-        lines = site.milter_config(f"StateDirectory {tmp_path / 'state'}")
-        with MilterProcess(tmp_path / "milter", lines, program=[PROGRAM]) as milter:
-            postfix.set_milter(milter.postfix_address)
-            postfix.reload()
-            reply = postfix.send(
-                message(subject="from the package"),
-                mail_from="alice@example.com",
-                rcpt_to=["bob@example.net"],
-            )
-            assert reply.accepted, (reply, milter.log())
-            delivered = postfix.wait_for_message("from the package")
-            assert milter.process is not None
-            argv = Path(f"/proc/{milter.process.pid}/cmdline").read_bytes().split(b"\0")
-            # Debian's Python running the installed script (its imports: dist-packages).
-            assert argv[:2] == [b"/usr/bin/python3", PROGRAM.encode()], argv
-        verdicts = mail_dkim_verify(delivered, dns.port)
-    assert [(v.result, v.domain) for v in verdicts] == [("pass", "example.com")], milter.log()
+    ldapdkim_user = pwd.getpwnam("ldapdkim")
+    # Readable by ldapdkim: its configuration and StateDirectory (pytest's are root's, 0700).
+    home = Path(tempfile.mkdtemp(prefix="ldapdkim-package-"))
+    home.chmod(0o755)
+    state = home / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, ldapdkim_user.pw_uid, ldapdkim_user.pw_gid)
+    (home / "milter").mkdir()
+    (home / "milter").chmod(0o755)  # its configuration file is read as ldapdkim
+    unit_like = [
+        "setpriv", "--reuid=ldapdkim", "--regid=ldapdkim", "--clear-groups",
+        "--no-new-privs", "--bounding-set=-all", "--inh-caps=-all", PROGRAM,
+    ]  # fmt: skip
+    try:
+        with DnsServer() as dns, Postfix(tmp_path / "postfix") as postfix:
+            site = MailSite(slapd, ldap_base, dns, tmp_path)
+            site.add_domains(["example.com"], "rsa-sha256")
+            lines = site.milter_config("DirectorySync yes", f"StateDirectory {state}")
+            with MilterProcess(home / "milter", lines, program=unit_like) as milter:
+                postfix.set_milter(milter.postfix_address)
+                postfix.reload()
+                reply = postfix.send(
+                    message(subject="from the package"),
+                    mail_from="alice@example.com",
+                    rcpt_to=["bob@example.net"],
+                )
+                assert reply.accepted, (reply, milter.log())
+                delivered = postfix.wait_for_message("from the package")
+                assert milter.process is not None
+                pid = milter.process.pid
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                # Debian's Python running the installed script (its imports: dist-packages).
+                assert argv[:2] == [b"/usr/bin/python3", PROGRAM.encode()], argv
+                assert Path(f"/proc/{pid}").stat().st_uid == ldapdkim_user.pw_uid
+            verdicts = mail_dkim_verify(delivered, dns.port)
+        assert [(v.result, v.domain) for v in verdicts] == [("pass", "example.com")], milter.log()
+        # The replica it saved as ldapdkim holds private keys: its own, 0600.
+        saved = [p for p in state.iterdir() if p.is_file() and p.name != "status.json"]
+        assert saved, milter.log()
+        for path in saved:
+            info = path.stat()
+            assert (info.st_uid, info.st_mode & 0o777) == (ldapdkim_user.pw_uid, 0o600), path
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

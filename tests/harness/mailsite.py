@@ -68,6 +68,10 @@ class MailSite:
     def add_domains(self, domains: list[str], *algorithms: str) -> None:
         ldif = provision(domains, self.base, self.workdir, *algorithms)
         self.slapd.ldapadd(without_version_line(ldif))
+        self.publish_keys()
+
+    def publish_keys(self) -> None:
+        """Load the DNS server with the key records of every key in the directory."""
         config = self.workdir / "dns-records.conf"
         config.write_text("\n".join(self.milter_config()) + "\n")
         status, zone, err = run_cli("dns-records", "-c", str(config))

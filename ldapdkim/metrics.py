@@ -13,9 +13,18 @@ anything taken from a message (a From domain would make the series unbounded).
 
 from __future__ import annotations
 
+import prometheus_client
+import prometheus_client.metrics
 from prometheus_client import Counter, Histogram
 
 from ldapdkim.model import DkimResult, Outcome
+
+# No ``*_created`` series beside every counter: they double what is scraped and
+# say nothing that process_start_time_seconds does not.
+if hasattr(prometheus_client, "disable_created_metrics"):  # 0.17 and later
+    prometheus_client.disable_created_metrics()
+else:  # Debian 12's 0.16 has only the module flag
+    prometheus_client.metrics._use_created = False
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 

@@ -103,6 +103,7 @@ def test_metrics_are_prometheus_text_with_the_milters_figures(
         'ldapdkim_messages_not_signed_total{reason="no_active_key"} 0.0',
     } - set(text.splitlines())
     assert not missing, text
+    assert "_created" not in text  # one series per counter, not two
 
 
 def test_other_paths_are_404(endpoint: tuple[int, list[Figures]]) -> None:

@@ -111,6 +111,10 @@ def _zero_series() -> None:
         MESSAGES_VERIFIED.labels(result=dkim_result.value)
     for cache_result in ("hit", "miss", "stale"):
         CACHE_LOOKUPS.labels(result=cache_result)
+    for search_result in ("ok", "error"):
+        LDAP_SEARCHES.labels(result=search_result)
+    for dns_result in ("answer", "nxdomain", "timeout", "error"):
+        DNS_QUERIES.labels(result=dns_result)
 
 
 _zero_series()

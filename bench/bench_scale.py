@@ -68,11 +68,11 @@ sys.path.insert(0, str(_HERE))
 
 import ldif  # noqa: E402
 import milterload as ml  # noqa: E402
-import milterproto as mp  # noqa: E402
 from bench_signing import memory_kb  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa  # noqa: E402
 from harness import milterproc  # noqa: E402
+from harness import milterproto as mp  # noqa: E402
 from harness.slapd import Slapd  # noqa: E402
 
 from ldapdkim import keys as ldapdkim_keys  # noqa: E402

@@ -36,7 +36,7 @@ sys.path.insert(0, str(_HERE.parent / "tests"))
 sys.path.insert(0, str(_HERE))
 
 import milterload as ml  # noqa: E402
-import milterproto as mp  # noqa: E402
+from harness import milterproto as mp  # noqa: E402
 from harness.milterproc import MilterProcess  # noqa: E402
 from harness.provisioning import genkey, without_version_line  # noqa: E402
 from harness.slapd import Slapd  # noqa: E402

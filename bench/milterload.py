@@ -50,7 +50,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import milterproto as mp
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from harness import milterproto as mp
 
 SIGNATURE_HEADER = "DKIM-Signature"
 

@@ -25,8 +25,10 @@ import socket
 import struct
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-import milterproto as mp
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from harness import milterproto as mp
 
 DEFAULT_PROTOCOL = mp.SMFIP_NOHELO | mp.SMFIP_NORCPT | mp.SMFIP_NODATA | mp.SMFIP_NOUNKNOWN
 _DUMMY_SIGNATURE = (

@@ -91,8 +91,7 @@ def run(args: argparse.Namespace) -> int:
         problem = unsafe(Path(args.tsig_key_file))
         if problem is not None:
             raise ConfigError(
-                f"--tsig-key-file {args.tsig_key_file} {problem}; chmod 600 it, "
-                "or set RequireSafeKeys no"
+                f"--tsig-key-file {args.tsig_key_file} {problem}, or set RequireSafeKeys no"
             )
     tsig_key = read_tsig_key_file(args.tsig_key_file) if args.apply else None
     if tsig_key is not None:

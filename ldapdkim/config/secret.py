@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import grp
 import hmac
 import os
+import pwd
 import stat
 from pathlib import Path
 
@@ -46,17 +48,71 @@ def read_secret_file(path: Path) -> Secret | None:
 
 
 def unsafe(path: Path) -> str | None:
-    """Why a file holding a secret is not safe, or None (OpenDKIM's RequireSafeKeys).
+    """Why a file holding a secret is not safe and how to fix it, or None (OpenDKIM's
+    RequireSafeKeys).  The text completes ``PATH ...``.
 
-    Unsafe: group or others may read it, or a user other than root and the
-    one running ldapdkim owns it (and so may change it).
+    Unsafe, as OpenDKIM has it: a user other than root and the one running
+    ldapdkim owns the file (and so may change it), or a directory above it
+    lets someone else replace it: writable by others, or group-writable for a
+    group with other members.  Stricter than OpenDKIM: a file readable by its
+    group is refused even when the group is the user's alone.  Less strict: a
+    directory writable by others with the sticky bit (``/tmp``) is accepted,
+    since no one else may rename or remove a file in it.
     """
     try:
         status = path.stat()
+        real = path.resolve(strict=True)
     except OSError:
         return None  # the converters report a missing or unreadable file
+    me = os.geteuid()
+    fix_file = f"chmod 600 {path} and let root or the user ldapdkim starts as own it"
+    fix_directory = "move it to a directory only root and the user ldapdkim starts as can change"
     if status.st_mode & 0o044:
-        return f"is readable by group or others (mode {stat.S_IMODE(status.st_mode):04o})"
-    if status.st_uid not in (0, os.geteuid()):
-        return f"belongs to uid {status.st_uid}, neither root nor the user ldapdkim runs as"
+        mode = stat.S_IMODE(status.st_mode)
+        return f"is readable by group or others (mode {mode:04o}); {fix_file}"
+    if status.st_uid not in (0, me):
+        return (
+            f"belongs to uid {status.st_uid}, neither root nor the user ldapdkim runs as; "
+            f"{fix_file}"
+        )
+    for directory in real.parents:
+        try:
+            info = directory.stat()
+        except OSError:
+            continue
+        mode, gid = info.st_mode, info.st_gid
+        if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+            return (
+                f"is in {directory}, which others can write to (mode "
+                f"{stat.S_IMODE(mode):04o}); {fix_directory}"
+            )
+        if mode & stat.S_IWGRP and _group_has_others(gid, me):
+            return (
+                f"is in {directory}, which group {_group_name(gid)} can write to, and that "
+                f"group has other members; {fix_directory}"
+            )
     return None
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return str(gid)
+
+
+def _group_has_others(gid: int, me: int) -> bool:
+    """Whether users other than root and ``me`` are in group ``gid`` (primary or listed)."""
+    if gid == 0:
+        return False
+    try:
+        my_name = pwd.getpwuid(me).pw_name
+    except KeyError:
+        my_name = ""
+    try:
+        listed = set(grp.getgrgid(gid).gr_mem)
+    except KeyError:
+        return True  # a group no one can name: assume the worst
+    if listed - {my_name, "root"}:
+        return True
+    return any(user.pw_gid == gid and user.pw_uid not in (0, me) for user in pwd.getpwall())

@@ -169,6 +169,9 @@ _KEYWORDS: tuple[_Keyword, ...] = (
              shown="(system resolver)", empty=()),
     _Keyword("DNSTimeout", "dns_timeout", values.positive_seconds, "5",
              "seconds before a key lookup counts as a temporary DNS error (temperror)"),
+    _Keyword("AlwaysAddARHeader", "always_add_ar_header", values.boolean, "yes",
+             "add Authentication-Results (dkim=none) to verified mail that has no signature; "
+             "OpenDKIM's default is no"),
     _Keyword("MaximumSignaturesToVerify", "maximum_signatures_to_verify", values.signature_count,
              "3", "how many signatures of one message are checked, author signatures first; "
              "those whose key is missing do not count"),
@@ -339,6 +342,7 @@ class Settings:
     log_why: bool = _DEFAULTS["log_why"]
     require_safe_keys: bool = _DEFAULTS["require_safe_keys"]
     software_header: bool = _DEFAULTS["software_header"]
+    always_add_ar_header: bool = _DEFAULTS["always_add_ar_header"]
     on_actions: Mapping[Outcome, Action] = field(default_factory=_default_actions, hash=False)
 
     @property
@@ -514,8 +518,7 @@ def _check_secret_files(source: str, given: Mapping[str, tuple[_Keyword, str, in
         problem = unsafe(path)
         if problem is not None:
             raise ConfigError(
-                f"{source}:{line}: {name} {path} {problem}; chmod 600 {path} and let root or "
-                "the user ldapdkim starts as own it, or set RequireSafeKeys no"
+                f"{source}:{line}: {name} {path} {problem}, or set RequireSafeKeys no"
             )
 
 

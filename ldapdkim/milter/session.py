@@ -380,9 +380,10 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             timeout=settings.dns_timeout,
         )
         self._remove_forged_results()
-        # One result per line: libmilter takes LF, the MTA writes CRLF.
-        value = authresults.build(runtime.authserv_id, results).replace("; ", ";\n\t")
-        self.addheader(authresults.HEADER, self._space(value), 0)
+        if results or settings.always_add_ar_header:
+            # One result per line: libmilter takes LF, the MTA writes CRLF.
+            value = authresults.build(runtime.authserv_id, results).replace("; ", ";\n\t")
+            self.addheader(authresults.HEADER, self._space(value), 0)
         runtime.counters.add("verified")
         _count_verified(results)
         for r in results:

@@ -253,8 +253,7 @@ def opendkim_verdicts(batch: list[Case], port: int, workdir: Path) -> list[str]:
         path = workdir / f"m{i}.eml"
         path.write_bytes(case.message)
         files.append(path)
-    unbound = workdir / "unbound.conf"
-    unbound.write_text(verifiers._UNBOUND_CONF.format(port=port, zones=""))
+    unbound = verifiers.write_unbound_conf(workdir, port)
     conf = workdir / "opendkim.conf"
     conf.write_text(
         verifiers._OPENDKIM_CONF.format(authserv_id="odk", timeout=2, unbound_conf=unbound)

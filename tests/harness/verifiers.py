@@ -259,6 +259,16 @@ forward-zone:
     forward-addr: 127.0.0.1@{port}
 """
 
+
+def write_unbound_conf(directory: Path, dns_port: int) -> Path:
+    """A libunbound configuration in ``directory`` that sends OpenDKIM's queries to the
+    test DNS server on 127.0.0.1:``dns_port`` (OpenDKIM's ResolverConfiguration)."""
+    path = directory / "unbound.conf"
+    zones = "\n".join(f'    local-zone: "{zone}" nodefault' for zone in _SPECIAL_USE_ZONES)
+    path.write_text(_UNBOUND_CONF.format(port=dns_port, zones=zones))
+    return path
+
+
 _OPENDKIM_CONF = """\
 # opendkim -t in verify mode; every On-* set to accept so that a DNS failure
 # is reported as a result instead of a tempfail reply.
@@ -315,15 +325,7 @@ def opendkim_verify(
     message = _to_crlf(message)
     with tempfile.TemporaryDirectory(prefix="ldapdkim-opendkim-") as tmp:
         directory = Path(tmp)
-        unbound_conf = directory / "unbound.conf"
-        unbound_conf.write_text(
-            _UNBOUND_CONF.format(
-                port=dns_port,
-                zones="\n".join(
-                    f'    local-zone: "{zone}" nodefault' for zone in _SPECIAL_USE_ZONES
-                ),
-            )
-        )
+        unbound_conf = write_unbound_conf(directory, dns_port)
         config = directory / "opendkim.conf"
         config.write_text(
             _OPENDKIM_CONF.format(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import grp
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,6 +96,7 @@ DEFAULTS = {
     "rotation_retire_after": 7 * 86400.0,
     "user_id": None,
     "metrics_socket": None,
+    "always_add_ar_header": True,
     "pid_file": None,
     "state_directory": Path("/var/lib/ldapdkim"),
     "umask": None,
@@ -1250,6 +1252,50 @@ def test_a_key_file_of_another_user_is_refused(workdir: Path) -> None:
     text = "Domain example.com\nSelector s1\nKeyFile k.private\n"
     with pytest.raises(ConfigError, match=r"t.conf:3: KeyFile .* belongs to uid 65534"):
         parse(text, "t.conf")
+
+
+def test_a_key_file_in_a_directory_others_can_write_is_refused(workdir: Path) -> None:
+    """Anyone could put another key in its place: OpenDKIM refuses it too."""
+    shared = workdir / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    (shared / "k.private").write_text("-----BEGIN PRIVATE KEY-----\n")
+    (shared / "k.private").chmod(0o600)
+    text = "Domain example.com\nSelector s1\nKeyFile shared/k.private\n"
+    with pytest.raises(ConfigError) as refused:
+        parse(text, "t.conf")
+    assert str(refused.value) == (
+        f"t.conf:3: KeyFile {shared}/k.private is in {shared}, which others can write to "
+        "(mode 0777); move it to a directory only root and the user ldapdkim starts as can "
+        "change, or set RequireSafeKeys no"
+    )
+
+
+def test_a_sticky_directory_such_as_tmp_is_accepted(workdir: Path) -> None:
+    """Declared difference: with the sticky bit no one else may rename or remove the file."""
+    shared = workdir / "sticky"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "bindpw").write_text("s3cret\n")
+    (shared / "bindpw").chmod(0o600)
+    settings = verifier(DIRECTORY + BIND_USER + "LDAPBindPasswordFile sticky/bindpw\n")
+    assert settings.ldap_bind_password == Secret("s3cret")
+
+
+def test_a_directory_its_group_can_write_is_refused_when_the_group_has_other_users(
+    workdir: Path,
+) -> None:
+    nogroup = grp.getgrnam("nogroup").gr_gid  # the nobody user's own group
+    team = workdir / "team"
+    team.mkdir()
+    os.chown(team, 0, nogroup)
+    team.chmod(0o770)
+    (team / "bindpw").write_text("s3cret\n")
+    (team / "bindpw").chmod(0o600)
+    with pytest.raises(ConfigError, match=r"which group nogroup can write to, and that group"):
+        verifier(DIRECTORY + BIND_USER + "LDAPBindPasswordFile team/bindpw\n")
+    os.chown(team, 0, 0)  # root's group: no one else can change it
+    assert verifier(DIRECTORY + BIND_USER + "LDAPBindPasswordFile team/bindpw\n")
 
 
 def test_require_safe_keys_no_accepts_them_and_a_safe_file_is_accepted(workdir: Path) -> None:

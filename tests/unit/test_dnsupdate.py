@@ -276,5 +276,6 @@ def test_a_tsig_key_file_others_can_read_is_refused(
     assert cli.main([*argv, "--tsig-key-file", str(key_file)]) == 2
     assert capsys.readouterr().err == (
         f"ldapdkim: --tsig-key-file {key_file} is readable by group or others (mode 0644); "
-        "chmod 600 it, or set RequireSafeKeys no\n"
+        f"chmod 600 {key_file} and let root or the user ldapdkim starts as own it, "
+        "or set RequireSafeKeys no\n"
     )

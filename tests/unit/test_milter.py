@@ -127,6 +127,13 @@ def test_mail_from_outside_is_verified_never_signed(make: Any) -> None:
     assert ctx.headers_named("Authentication-Results") == [" mx.example.net;\n\tdkim=none"]
 
 
+def test_always_add_ar_header_no_leaves_unsigned_mail_without_a_result_field(make: Any) -> None:
+    """OpenDKIM's default: Authentication-Results only for mail that has signatures."""
+    rc, ctx = make("AlwaysAddARHeader no")(MESSAGE, ip="192.0.2.7")
+    assert rc == Milter.ACCEPT
+    assert ctx.headers_named("Authentication-Results") == []
+
+
 def test_authenticated_sender_is_signed_from_anywhere(make: Any) -> None:
     _, ctx = make()(MESSAGE, ip="192.0.2.7", macros={"{auth_authen}": "alice"})
     assert len(ctx.headers_named("DKIM-Signature")) == 2

@@ -1,0 +1,194 @@
+"""OpenDKIM's milter and ldapdkim's, started from the same configuration lines, side by side.
+
+:class:`MilterPair` writes one configuration text for both programs (the
+lines under test), adds what only one of them needs (its socket, how it
+reaches the test DNS server, ldapdkim's directory), starts ``opendkim -f``
+and ``ldapdkim run``, and plays each transaction to both
+(:mod:`harness.milterclient`).  :func:`decision` reduces an answer to what
+the differential tests compare: how the MTA goes on, and for each
+DKIM-Signature its d=, s=, c=, h=, the lifetime x= - t= and i=, and the DKIM
+results of Authentication-Results.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from harness.milterclient import Answer, Transaction, play
+from harness.milterproc import MilterProcess
+from harness.processes import stop_process
+from harness.slapd import free_port
+from harness.verifiers import opendkim_binary, write_unbound_conf
+
+START_TIMEOUT = 15.0
+
+
+@dataclass(frozen=True)
+class Signature:
+    d: str
+    s: str
+    c: str
+    h: tuple[str, ...]
+    lifetime: int | None
+    i: str | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: str
+    """accept, reject, tempfail or discard."""
+    smtp_code: str
+    """The SMTP code of a reply the milter set (550, 451), else empty."""
+    signatures: tuple[Signature, ...]
+    results: tuple[tuple[str, str], ...]
+    """(DKIM result, header.d) of each result in Authentication-Results."""
+    software_header: bool
+
+
+def _tags(value: str) -> dict[str, str]:
+    tags = {}
+    for part in value.split(";"):
+        name, sep, text = part.partition("=")
+        if sep:
+            tags[name.strip()] = "".join(text.split())
+    return tags
+
+
+def _canonicalization(text: str | None) -> str:
+    header, _, body = (text or "simple").partition("/")
+    return f"{header}/{body or 'simple'}"
+
+
+def decision(answer: Answer) -> Decision:
+    signatures = []
+    for value in answer.values("DKIM-Signature"):
+        tags = _tags(value)
+        lifetime = None
+        if "x" in tags and "t" in tags:
+            lifetime = int(tags["x"]) - int(tags["t"])
+        signatures.append(
+            Signature(
+                d=tags.get("d", "").lower(),
+                s=tags.get("s", ""),
+                c=_canonicalization(tags.get("c")),
+                h=tuple(name.lower() for name in tags.get("h", "").split(":") if name),
+                lifetime=lifetime,
+                i=tags.get("i"),
+            )
+        )
+    results = []
+    for value in answer.values("Authentication-Results"):
+        for result, domain in re.findall(r"dkim=(\w+)[^;]*?header\.d=([^\s;]+)", value):
+            results.append((result, domain.lower()))
+        if re.search(r"dkim=none", value):
+            results.append(("none", ""))
+    code = answer.smtp.split(" ", 1)[0] if answer.smtp else ""
+    return Decision(
+        outcome=answer.outcome,
+        smtp_code=code,
+        signatures=tuple(sorted(signatures, key=repr)),
+        results=tuple(sorted(results)),
+        software_header=bool(answer.values("DKIM-Filter")),
+    )
+
+
+class OpenDkimMilter:
+    """``opendkim -f -x FILE`` on a free loopback port."""
+
+    def __init__(self, workdir: Path, lines: list[str]) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.address = f"inet:{self.port}@127.0.0.1"
+        self.config_path = workdir / "opendkim.conf"
+        self.config_path.write_text("\n".join([*lines, f"Socket {self.address}"]) + "\n")
+        self.log_path = workdir / "opendkim.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = opendkim_binary()
+        assert binary is not None, "opendkim is not installed; run tests/setup.sh"
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [binary, "-f", "-l", "-x", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"opendkim exited with {self.process.returncode}: {self.log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError(f"opendkim did not listen within {START_TIMEOUT} s: {self.log()}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process, 10)
+            self.process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class MilterPair:
+    """Both milters on one configuration; a context manager."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        lines: list[str],
+        *,
+        dns_port: int | None = None,
+        opendkim_lines: list[str] | None = None,
+        ldapdkim_lines: list[str] | None = None,
+    ) -> None:
+        """``lines`` go to both; ``opendkim_lines`` and ``ldapdkim_lines`` to one only
+        (OpenDKIM's KeyTable, ldapdkim's ``Directory``)."""
+        self.lines = lines
+        only_odk = list(opendkim_lines or [])
+        only_ld = list(ldapdkim_lines or [])
+        if dns_port is not None:
+            unbound = write_unbound_conf(workdir, dns_port)
+            only_odk.append(f"ResolverConfiguration {unbound}")
+            only_ld.append(f"Nameservers 127.0.0.1:{dns_port}")
+        self.opendkim = OpenDkimMilter(workdir / "opendkim", [*lines, *only_odk])
+        only_ld.append(f"StateDirectory {workdir}")
+        self.ldapdkim = MilterProcess(workdir / "ldapdkim", [*lines, *only_ld])
+
+    def __enter__(self) -> MilterPair:
+        self.opendkim.start()
+        try:
+            self.ldapdkim.start()
+        except BaseException:
+            self.opendkim.stop()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.opendkim.stop()
+        self.ldapdkim.stop()
+
+    def play(self, transaction: Transaction) -> tuple[Decision, Decision]:
+        """(OpenDKIM's decision, ldapdkim's) on ``transaction``."""
+        odk = decision(play(self.opendkim.address, transaction))
+        ld = decision(play(self.ldapdkim.socket, transaction))
+        return odk, ld
+
+    def logs(self) -> str:
+        return f"--- opendkim\n{self.opendkim.log()}\n--- ldapdkim\n{self.ldapdkim.log()}"

@@ -261,10 +261,14 @@ class Daemon:
         if self.monitor is not None:
             self.monitor.start()
         log.info("ldapdkim %s listening on %s", __version__, settings.socket)
-        self._wait_until_ready()
+        ready_by = time.monotonic() + READY_WAIT
+        ready = False
+        notify("STATUS=waiting for the directory view")
         try:
             while server.is_alive():
-                if self._stop.wait(0.2):
+                if not ready:
+                    ready = self._ready(ready_by)
+                if self._stop.wait(0.2 if ready else 0.05):
                     self._shut_down()
                     break
                 if self._reload.is_set():
@@ -312,19 +316,15 @@ class Daemon:
         else:
             self._stop.set()
 
-    def _wait_until_ready(self) -> None:
-        """Say READY=1 once the directory view is loaded, or after READY_WAIT seconds."""
-        deadline = time.monotonic() + READY_WAIT
-        notify("STATUS=waiting for the directory view")
-        while not self._stop.is_set():
-            health = self.figures().health
-            if health.ok or time.monotonic() >= deadline:
-                break
-            time.sleep(0.05)
+    def _ready(self, deadline: float) -> bool:
+        """Say READY=1 once the directory view is loaded, or at ``deadline`` without it."""
         health = self.figures().health
         if not health.ok:
+            if time.monotonic() < deadline:
+                return False
             log.warning("starting without a usable directory view: %s", health.why)
         notify("READY=1", f"STATUS={health.why}")
+        return True
 
     def figures(self) -> Figures:
         """What the monitor shows now: open sessions, the directory view, health."""

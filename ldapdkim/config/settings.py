@@ -222,6 +222,21 @@ _KEYWORDS: tuple[_Keyword, ...] = (
 
 _BY_NAME = {kw.name.lower(): kw for kw in _KEYWORDS}
 
+OPENDKIM_KEYWORDS = frozenset(
+    {
+        "Mode", "Socket", "Domain", "Selector", "KeyFile", "Canonicalization",
+        "SignHeaders", "OversignHeaders", "SignatureTTL", "MinimumKeyBits", "SubDomains",
+        "InternalHosts", "ExternalIgnoreList", "PeerList", "MacroList", "AuthservID",
+        "Nameservers", "DNSTimeout", "MaximumSignaturesToVerify", "AlwaysAddARHeader",
+        "UserID", "PidFile", "UMask", "Syslog", "SyslogFacility", "SyslogSuccess", "LogWhy",
+        "RequireSafeKeys", "SoftwareHeader", "On-Default", "On-BadSignature", "On-DNSError",
+        "On-InternalError", "On-KeyNotFound", "On-NoSignature", "On-SignatureError",
+    }
+)  # fmt: skip
+"""The keywords of opendkim.conf(5) that ldapdkim takes, with OpenDKIM's meaning
+(README, "Differences from OpenDKIM", lists where they differ on purpose);
+KeyTable and SigningTable become directory entries (``ldapdkim migrate``)."""
+
 _DAEMON_HINT = (
     "ldapdkim runs in the foreground; let the service manager start and restart it "
     "(systemd: Restart=on-failure) and remove the line"

@@ -241,6 +241,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         self._set_queue_id()
         if self.role is policy.Role.SIGN:
             self._resolve_signer()
+            self._settle_role()
         return CONTINUE
 
     @barrier
@@ -287,6 +288,35 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         except SIGNING_REFUSALS as refusal:
             self.refusal = refusal
 
+    def _settle_role(self) -> None:
+        """Sign, verify or pass an originating client's message, now that its author is known.
+
+        Mail of a domain ldapdkim does not sign is verified like mail from
+        outside (OpenDKIM does the same); in ``Mode v`` mail of a domain it
+        signs for passes untouched.  Any other refusal (no readable From, the
+        directory down) stays with signing, whose ``On-*`` actions apply.
+        """
+        settings = self.runtime.settings
+        refusal = self.refusal
+        if isinstance(refusal, DomainNotSigned):
+            self.runtime.counters.add("not_signed")
+            _not_signed("domain_not_signed")
+            level = logging.INFO if isinstance(refusal, DomainNotFound) else logging.WARNING
+            if level > logging.INFO or settings.log_why:
+                self.log.log(level, "not signed: %s", refusal)
+            ours = False
+        elif refusal is None:
+            ours = True
+        elif settings.signs:
+            return
+        else:
+            ours = False
+        self.role, self.role_reason = policy.role_for_author(settings, ours, self.role_reason)
+        if self.role is not policy.Role.SIGN:
+            self.hasher = None
+            if self.role is policy.Role.SKIP:
+                self._why("not processed: %s", self.role_reason)
+
     def _sign(self) -> int:
         runtime = self.runtime
         refusal = self.refusal
@@ -298,13 +328,10 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             _not_signed("directory_inconsistent")
             self.log.error("not signed: %s", refusal)
             raise _Done(self.reply_for(Outcome.SIGNATURE_ERROR, "signing data is inconsistent"))
-        if refusal is not None:
+        if refusal is not None:  # no author domain to sign for (domains not ours: verified)
             runtime.counters.add("not_signed")
-            signs_not = isinstance(refusal, DomainNotSigned)
-            _not_signed("domain_not_signed" if signs_not else "no_author_domain")
-            level = logging.INFO if isinstance(refusal, DomainNotFound) else logging.WARNING
-            if level > logging.INFO or runtime.settings.log_why:
-                self.log.log(level, "not signed: %s", refusal)
+            _not_signed("no_author_domain")
+            self.log.warning("not signed: %s", refusal)
             return ACCEPT
         resolution, params, hasher = self.resolution, self.params, self.hasher
         if resolution is None or params is None or hasher is None:  # _resolve_signer did not run

@@ -131,21 +131,41 @@ def choose_role(
 ) -> tuple[Role, str]:
     """Sign, verify or skip the mail of this client, with the reason (for ``LogWhy``).
 
-    Mail is signed only for clients in InternalHosts or whose macros match
-    MacroList (an authenticated sender, a submission listener): never for an
-    outside client, whatever From it claims.
+    Mail from an originating client is a candidate for signing: a client in
+    InternalHosts, an authenticated session (``{auth_type}`` set, whatever
+    MacroList says, as in OpenDKIM) or MTA macros that match MacroList.  Mail
+    from anyone else is never signed, whatever From it claims.  Whether a
+    candidate is signed is known at end of header (:func:`role_for_author`).
     """
     if settings.peer_list and settings.peer_list.matches(address, hostname):
         return Role.SKIP, f"client {address or hostname} is in PeerList"
+    if settings.internal_hosts.matches(address, hostname):
+        return Role.SIGN, f"client {address or hostname} is in InternalHosts"
+    auth_type = macro_value("{auth_type}")
+    if auth_type:
+        return Role.SIGN, f"authenticated sender ({{auth_type}}={auth_type})"
     macro = macro_matches(settings.macro_list, macro_value)
-    internal = settings.internal_hosts.matches(address, hostname)
-    if (internal or macro) and settings.signs:
-        if internal:
-            return Role.SIGN, f"client {address or hostname} is in InternalHosts"
+    if macro:
         return Role.SIGN, f"MTA macro {macro}"
     if settings.verifies:
         return Role.VERIFY, f"client {address or hostname} is outside InternalHosts"
-    return Role.SKIP, f"Mode {settings.mode} neither signs nor verifies this client's mail"
+    return Role.SKIP, f"Mode {settings.mode} does not verify mail from outside"
+
+
+def role_for_author(settings: Settings, ours: bool, why: str) -> tuple[Role, str]:
+    """The role of an originating client's message once its author domain is known.
+
+    As in OpenDKIM: mail of a domain ldapdkim signs for is signed (and in
+    ``Mode v`` passed untouched); mail of any other domain is verified like
+    mail from outside (``Mode s``: passed).  ``why`` says what was found.
+    """
+    if ours:
+        if settings.signs:
+            return Role.SIGN, why
+        return Role.SKIP, f"{why}; Mode {settings.mode} does not sign"
+    if settings.verifies:
+        return Role.VERIFY, f"{why}; verified instead"
+    return Role.SKIP, why
 
 
 def verification_outcome(results: Sequence[VerifyResult]) -> Outcome | None:

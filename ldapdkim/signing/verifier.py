@@ -57,6 +57,8 @@ MAX_SIGNATURE_FIELD = 16_384
 """Octets of one DKIM-Signature field; a longer one is refused unread."""
 MAX_HEADER_NAMES = 512
 """Names in one ``h=`` tag."""
+RFC_8301_BITS = 1024
+"""RFC 8301 §3.2: verifiers MUST NOT consider signatures with smaller RSA keys valid."""
 MAX_RSA_BITS = 8192
 """Larger RSA keys are refused: their operations cost a verifier too much."""
 MAX_KEY_RECORD = 8192
@@ -394,7 +396,11 @@ def _load_key(
         raise _permerror(Failure.KEY_UNUSABLE, f"key at {name} is not {what}")
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < minimum_bits:
-            raise _permerror(
+            # RFC 8301 invalidates keys under 1024 bits; a larger one refused only by a
+            # stricter MinimumKeyBits is this site's policy (RFC 8601 "policy", as OpenDKIM).
+            result = DkimResult.POLICY if key.key_size >= RFC_8301_BITS else DkimResult.PERMERROR
+            raise _Verdict(
+                result,
                 Failure.KEY_UNUSABLE,
                 f"key at {name} has {key.key_size} bits, fewer than MinimumKeyBits {minimum_bits}",
             )

@@ -22,7 +22,6 @@ from types import TracebackType
 
 from harness.milterclient import Answer, Transaction, play
 from harness.milterproc import MilterProcess
-from harness.processes import stop_process
 from harness.slapd import free_port
 from harness.verifiers import opendkim_binary, write_unbound_conf
 
@@ -65,6 +64,19 @@ def _canonicalization(text: str | None) -> str:
     return f"{header}/{body or 'simple'}"
 
 
+def _without_comments(value: str) -> str:
+    """An RFC 8601 field value without its (comments), which may hold ';'."""
+    out, depth = [], 0
+    for char in value:
+        if char == "(":
+            depth += 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif not depth:
+            out.append(char)
+    return "".join(out)
+
+
 def decision(answer: Answer) -> Decision:
     signatures = []
     for value in answer.values("DKIM-Signature"):
@@ -84,10 +96,13 @@ def decision(answer: Answer) -> Decision:
         )
     results = []
     for value in answer.values("Authentication-Results"):
-        for result, domain in re.findall(r"dkim=(\w+)[^;]*?header\.d=([^\s;]+)", value):
-            results.append((result, domain.lower()))
-        if re.search(r"dkim=none", value):
-            results.append(("none", ""))
+        bare = _without_comments(value)
+        for clause in bare.split(";")[1:]:
+            method = re.match(r"\s*dkim=(\w+)", clause)
+            if method is None:
+                continue
+            domain = re.search(r"header\.d=([^\s;]+)", clause)
+            results.append((method.group(1), domain.group(1).lower() if domain else ""))
     code = answer.smtp.split(" ", 1)[0] if answer.smtp else ""
     return Decision(
         outcome=answer.outcome,
@@ -133,8 +148,10 @@ class OpenDkimMilter:
         raise RuntimeError(f"opendkim did not listen within {START_TIMEOUT} s: {self.log()}")
 
     def stop(self) -> None:
+        """Killed: a polite stop waits 5 s for libmilter's listener, and it keeps no state."""
         if self.process is not None:
-            stop_process(self.process, 10)
+            self.process.kill()
+            self.process.wait(10)
             self.process = None
 
     def log(self) -> str:

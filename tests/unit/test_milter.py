@@ -171,10 +171,34 @@ def test_mail_that_must_not_be_signed_passes_unsigned(make: Any, message: bytes)
     assert ctx.headers_named("DKIM-Signature") == []
 
 
-def test_mode_v_only_verifies(make: Any) -> None:
-    _, ctx = make("Mode v")(MESSAGE, ip="127.0.0.1")
+FOREIGN = MESSAGE.replace(b"alice@example.com", b"alice@example.org")
+"""Mail of a domain the directory does not sign for."""
+
+
+def test_mode_v_passes_internal_mail_of_our_domains_untouched_and_verifies_the_rest(
+    make: Any,
+) -> None:
+    """As OpenDKIM: a signing candidate in verify-only mode is left alone."""
+    feed = make("Mode v")
+    rc, ctx = feed(MESSAGE, ip="127.0.0.1")
+    assert rc == Milter.ACCEPT and ctx.added == []
+    _, ctx = feed(FOREIGN, ip="127.0.0.1")
+    assert ctx.headers_named("Authentication-Results") == [" mx.example.net;\n\tdkim=none"]
+
+
+def test_internal_mail_of_a_domain_we_do_not_sign_is_verified(make: Any) -> None:
+    _, ctx = make()(FOREIGN, ip="127.0.0.1")
     assert ctx.headers_named("DKIM-Signature") == []
     assert ctx.headers_named("Authentication-Results") == [" mx.example.net;\n\tdkim=none"]
+
+
+def test_an_authenticated_session_signs_whatever_macro_list_says(make: Any) -> None:
+    """{auth_type} is set for SMTP AUTH: OpenDKIM treats it as internal, so does ldapdkim."""
+    feed = make("MacroList daemon_name=MSA")
+    _, ctx = feed(MESSAGE, ip="192.0.2.7", macros={"{auth_type}": "PLAIN"})
+    assert len(ctx.headers_named("DKIM-Signature")) == 2
+    _, ctx = feed(MESSAGE, ip="192.0.2.7")
+    assert ctx.headers_named("DKIM-Signature") == []
 
 
 def test_forged_results_claiming_our_authserv_id_are_removed(make: Any) -> None:

@@ -14,6 +14,7 @@ from ldapdkim.model import (
     Algorithm,
     Canonicalization,
     DkimResult,
+    Failure,
     KeyState,
     SigningKey,
     SigningParams,
@@ -169,7 +170,7 @@ def test_missing_key_is_permerror_and_dns_trouble_is_temperror_never_fail() -> N
     assert trouble.result is DkimResult.TEMPERROR
 
 
-def test_key_shorter_than_the_minimum_is_permerror() -> None:
+def test_a_valid_key_shorter_than_minimum_key_bits_is_refused_by_policy() -> None:
     short = SigningKey(
         "dn",
         "r1",
@@ -179,7 +180,7 @@ def test_key_shorter_than_the_minimum_is_permerror() -> None:
     )
     signed = _signed(MESSAGE, SigningParams(), short)
     [result] = verify_message(signed, _dns(short), minimum_key_bits=2048)
-    assert result.result is DkimResult.PERMERROR
+    assert (result.result, result.failure) == (DkimResult.POLICY, Failure.KEY_UNUSABLE)
 
 
 def test_no_signature_gives_no_results() -> None:

@@ -81,6 +81,9 @@ def decision(answer: Answer) -> Decision:
     signatures = []
     for value in answer.values("DKIM-Signature"):
         tags = _tags(value)
+        identity = tags.get("i")
+        if identity is not None and identity.lower() == "@" + tags.get("d", "").lower():
+            identity = None  # RFC 6376 §3.5: no i= means "@d"; OpenDKIM writes it out at times
         lifetime = None
         if "x" in tags and "t" in tags:
             lifetime = int(tags["x"]) - int(tags["t"])
@@ -91,7 +94,7 @@ def decision(answer: Answer) -> Decision:
                 c=_canonicalization(tags.get("c")),
                 h=tuple(name.lower() for name in tags.get("h", "").split(":") if name),
                 lifetime=lifetime,
-                i=tags.get("i"),
+                i=identity,
             )
         )
     results = []

@@ -48,6 +48,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         [
             "provision",
             "migrate.opendkimconf",
+            "migrate.differences",
             "migrate.tables",
             "migrate.plan",
             "migrate.contrib",

@@ -395,6 +395,13 @@ def test_key_file_next_to_key_table_is_ignored_as_opendkim_ignores_it(setup: Set
 # -- what carries over into ldapdkim.conf -------------------------------------------
 
 
+AR_NOTE = (
+    "OpenDKIM adds no Authentication-Results to mail without a signature "
+    "(AlwaysAddARHeader no, its default); ldapdkim adds 'dkim=none' unless ldapdkim.conf "
+    "says 'AlwaysAddARHeader no'"
+)
+
+
 def test_global_signing_keywords_are_listed_for_ldapdkim_conf(setup: Setup) -> None:
     path = setup.key("k", RSA)
     result = setup.migrate(
@@ -405,6 +412,7 @@ def test_global_signing_keywords_are_listed_for_ldapdkim_conf(setup: Setup) -> N
         "copy these lines into ldapdkim.conf, where they apply to every domain as in "
         "OpenDKIM: Canonicalization relaxed/simple; SignatureTTL 604800; OversignHeaders From",
         "these keywords mean the same in ldapdkim.conf: Syslog, Mode",
+        AR_NOTE,
     )
     assert result.warnings == ()
     assert "dkimSignCanonicalization" not in result.records[0][1]
@@ -603,6 +611,45 @@ def test_two_contrib_entries_for_one_domain_both_sign_with_a_warning() -> None:
     )
 
 
+# -- declared differences ------------------------------------------------------------
+
+
+def test_settings_that_would_behave_differently_are_warnings_naming_their_lines(
+    setup: Setup,
+) -> None:
+    path = setup.key("k", RSA)
+    patterns = setup.file("relays", "*.mail.example.com\nrelay.example.com\n")
+    result = setup.migrate(
+        f"Domain example.com\nSelector s1\nKeyFile {path}\n"
+        "MacroList {auth_authen}, daemon_name=MSA\n"
+        f"InternalHosts refile:{patterns}\n"
+        "PeerList 192.0.2.0/24, !relay.example.net\n"
+        "AlwaysAddARHeader yes\nOn-NoSignature reject\n"
+        "MaximumSignaturesToVerify 5\n"
+        "Syslog yes\n"
+    )
+    conf = setup.root / "opendkim.conf"
+    assert result.warnings == (
+        f"{conf}:4: MacroList entry '{{auth_authen}}': OpenDKIM never matched a macro name "
+        "written in braces (it adds them itself); ldapdkim does, so mail with that macro is "
+        "now signed; remove the entry to keep OpenDKIM's behaviour",
+        f"{conf}:5: InternalHosts pattern '*.mail.example.com' ({patterns} line 1): OpenDKIM "
+        "counts the hosts it matches as excluded (its test for '!HOST' matches a leading "
+        "'*'); ldapdkim includes them",
+        f"{conf}:6: PeerList mixes host names and addresses with an exclusion: a client "
+        "excluded by its name or by its address is excluded in ldapdkim, while OpenDKIM "
+        "still includes it when the other kind includes it",
+        f"{conf}:8: On-NoSignature reject: OpenDKIM ignores it while AlwaysAddARHeader is "
+        f"yes ({conf}:7); ldapdkim applies it",
+        f"{conf}:9: MaximumSignaturesToVerify 5: ldapdkim checks the author domain's "
+        "signatures first and leaves unchecked ones out of Authentication-Results; OpenDKIM "
+        "checks them from the top and reports the rest as neutral",
+    )
+    assert result.notes[-1] == (
+        "these keywords mean the same in ldapdkim.conf: AlwaysAddARHeader, Syslog"
+    )
+
+
 # -- the command ----------------------------------------------------------------------
 
 
@@ -626,6 +673,7 @@ def test_migrate_writes_ldif_readable_by_owner_only_and_reports_on_stderr(
     assert captured.err == (
         "ldapdkim: note: copy these lines into ldapdkim.conf, where they apply to every domain "
         "as in OpenDKIM: Canonicalization relaxed\n"
+        f"ldapdkim: note: {AR_NOTE}\n"
         f"ldapdkim: migrated 1 domain entries and 1 keys to {out}\n"
     )
 

@@ -49,6 +49,8 @@ from ldapdkim.lifecycle.migrate.contrib import (
     read_contrib_ldap,
     read_password_file,
 )
+from ldapdkim.lifecycle.migrate.differences import differences
+from ldapdkim.lifecycle.migrate.differences import notes as differences_notes
 from ldapdkim.lifecycle.migrate.opendkimconf import Setting, boolean, read_conf
 from ldapdkim.lifecycle.migrate.plan import (
     Entry,
@@ -225,6 +227,10 @@ def _from_single_key(
 def _carry_over(conf: Mapping[str, Setting], report: Report) -> None:
     """Tell which OpenDKIM keywords to copy into ldapdkim.conf, and which do not carry over."""
     shared = {name.lower(): name for name, _, _ in config.keyword_reference()}
+    differing = differences(conf)
+    for warnings in differing.values():
+        for warning in warnings:
+            report.warn(warning)
     signing, same, lost = [], [], []
     for key, setting in sorted(conf.items(), key=lambda item: item[1].line):
         if key in _CONSUMED:
@@ -238,6 +244,8 @@ def _carry_over(conf: Mapping[str, Setting], report: Report) -> None:
                 report.warn(f"{err}; not carried over")
                 continue
             signing.append(f"{shared[key]} {setting.value}")
+        elif key in differing:
+            continue  # warned about above
         elif key in shared:
             same.append(shared[key])
         else:
@@ -249,6 +257,8 @@ def _carry_over(conf: Mapping[str, Setting], report: Report) -> None:
         )
     if same:
         report.note(f"these keywords mean the same in ldapdkim.conf: {', '.join(same)}")
+    for note in differences_notes(conf):
+        report.note(note)
     for name in _LUA_KEYWORDS:
         if name.lower() in conf:
             report.warn(

@@ -15,6 +15,7 @@ keyword, never shown.
     ├── InvalidSelector        a selector that is not RFC 6376 sub-domain syntax
     ├── DomainNotSigned        a valid domain that the directory does not sign for
     │   └── DomainNotFound     ... because no policy entry covers it
+    ├── SenderMismatch         the sender may not sign as the From address
     ├── DirectoryError         the directory answered, but the data is wrong
     │   ├── AmbiguousDomain    two policy entries claim one domain
     │   └── EntryChanged       a write found the entry changed meanwhile (RFC 4528)
@@ -68,6 +69,11 @@ class DomainNotFound(DomainNotSigned):
     """No policy entry in the directory covers the domain."""
 
 
+class SenderMismatch(LdapDkimError):
+    """The sender may not sign as the From address (sender authorization); the message
+    says who, as whom, and what rule refused it."""
+
+
 class DirectoryError(LdapDkimError):
     """The directory answered, but what it holds is inconsistent or unusable."""
 
@@ -112,6 +118,7 @@ class StatusUnreadable(LdapDkimError):
 
 
 SIGNING_REFUSALS: tuple[type[LdapDkimError], ...] = (
+    SenderMismatch,
     MessageError,
     InvalidDomain,
     DomainNotSigned,

@@ -50,6 +50,7 @@ NOT_SIGNED_REASONS = (
     "directory_inconsistent",
     "key_unusable",
     "message_unsignable",
+    "sender_mismatch",
 )
 """The ``reason`` label values of :data:`MESSAGES_NOT_SIGNED`."""
 

@@ -9,6 +9,7 @@ they are excluded from ``repr`` so that they cannot end up in a log line.
 from __future__ import annotations
 
 import enum
+import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -81,6 +82,28 @@ class Canonicalization:
         return f"{self.header}/{self.body}"
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Alignment(enum.Enum):
+    """How the MAIL FROM domain must match the From domain before ldapdkim signs."""
+
+    NONE = "none"
+    EXACT = "exact"
+    """The same domain."""
+    ORGANIZATIONAL = "organizational"
+    """The same organizational domain (RFC 7489 §3.2, by the public suffix list)."""
+
+    @classmethod
+    def parse(cls, text: str) -> Alignment:
+        try:
+            return cls(text.strip().lower())
+        except ValueError:
+            raise ValueError(
+                f"sender alignment {text!r} is not none, exact or organizational"
+            ) from None
+
+
 @dataclass(frozen=True)
 class DomainPolicy:
     """The signing policy held on one domain entry (``dkimSignDomainPolicy``).
@@ -98,6 +121,16 @@ class DomainPolicy:
     identity: str | None = None
     subdomains: bool | None = None
     expire_seconds: int | None = None
+    allowed_senders: tuple[str, ...] = ()
+    """Logins (lowercase) and group DNs that may send as any address of the domain."""
+    allowed_networks: tuple[IPNetwork, ...] = ()
+    """Networks whose mail is signed for the domain without a login."""
+    sender_alignment: Alignment | None = None
+
+    @property
+    def delegates(self) -> bool:
+        """Whether the entry says who may send for the domain (sender authorization)."""
+        return bool(self.allowed_senders or self.allowed_networks)
 
 
 @dataclass(frozen=True)
@@ -192,6 +225,7 @@ class Outcome(enum.StrEnum):
     NO_SIGNATURE = "nosignature"
     SIGNATURE_ERROR = "signatureerror"
     DIRECTORY_ERROR = "directoryerror"
+    SENDER_MISMATCH = "sendermismatch"
 
     @property
     def keyword(self) -> str:
@@ -221,6 +255,7 @@ _ON_KEYWORDS = {
     Outcome.NO_SIGNATURE: "NoSignature",
     Outcome.SIGNATURE_ERROR: "SignatureError",
     Outcome.DIRECTORY_ERROR: "DirectoryError",
+    Outcome.SENDER_MISMATCH: "SenderMismatch",
 }
 
 

@@ -20,6 +20,9 @@ ALGORITHM = "dkimSignAlgorithm"
 IDENTITY = "dkimSignIdentity"
 SUBDOMAINS = "dkimSignSubdomains"
 EXPIRE_SECONDS = "dkimSignExpireSeconds"
+ALLOWED_SENDER = "dkimSignAllowedSender"
+ALLOWED_NETWORK = "dkimSignAllowedNetwork"
+SENDER_ALIGNMENT = "dkimSignSenderAlignment"
 
 SELECTOR = "dkimSignSelector"
 PRIVATE_KEY = "dkimSignPrivateKey"
@@ -38,5 +41,8 @@ POLICY_ATTRIBUTES = (
     IDENTITY,
     SUBDOMAINS,
     EXPIRE_SECONDS,
+    ALLOWED_SENDER,
+    ALLOWED_NETWORK,
+    SENDER_ALIGNMENT,
 )
 KEY_ATTRIBUTES = (SELECTOR, ALGORITHM, KEY_STATE, PRIVATE_KEY, PUBLIC_KEY, NOT_BEFORE, NOT_AFTER)

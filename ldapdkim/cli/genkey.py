@@ -10,6 +10,7 @@ from ldapdkim import keys
 from ldapdkim.cli import options
 from ldapdkim.cli.options import Parents, Subparsers
 from ldapdkim.directory import ldifout
+from ldapdkim.errors import UsageError
 from ldapdkim.model import Algorithm, KeyState
 from ldapdkim.publish.dnsexport import (
     KeyRecord,
@@ -32,6 +33,7 @@ def add_parser(sub: Subparsers, parents: Parents) -> None:
         "--domain-dn", metavar="DN", help="the domain's entry, when it is not ou=DOMAIN,BASE"
     )
     p.add_argument("--with-domain", action="store_true", help="also print the domain entry")
+    options.delegation_options(p)
     p.add_argument("--state", default="active", choices=[s.value for s in KeyState])
     p.add_argument(
         "--not-before",
@@ -54,9 +56,15 @@ def run(args: argparse.Namespace) -> int:
     algorithm = Algorithm.parse(args.algorithm)
     key = keys.generate(algorithm, args.bits)
     parent = args.domain_dn or ldifout.domain_dn(domain, args.base)
+    delegation = options.delegation_arg(args)
+    if delegation != ldifout.Delegation() and not args.with_domain:
+        raise UsageError(
+            "--allowed-sender, --allowed-network and --sender-alignment go on the domain "
+            "entry: add --with-domain"
+        )
     records = []
     if args.with_domain:
-        records.append(ldifout.domain_record(domain, args.base))
+        records.append(ldifout.domain_record(domain, args.base, delegation))
     records.append(
         ldifout.key_record(
             parent,

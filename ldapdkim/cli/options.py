@@ -8,6 +8,7 @@ them itself; both end as one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import re
@@ -20,11 +21,12 @@ from typing import IO, TypeAlias
 import ldap.dn
 
 from ldapdkim import config, keys
+from ldapdkim.directory import ldifout
 from ldapdkim.directory.entries import parse_generalized_time
 from ldapdkim.domainname import normalize_domain, normalize_selector
 from ldapdkim.errors import InvalidDomain, InvalidSelector, UsageError
 from ldapdkim.log import setup_cli_logging
-from ldapdkim.model import Algorithm
+from ldapdkim.model import Algorithm, Alignment
 
 DEFAULT_CONFIG = "/etc/ldapdkim/ldapdkim.conf"
 
@@ -56,6 +58,44 @@ class Parents:
             help=f"configuration file (default {DEFAULT_CONFIG})",
         )
         return cls(common, with_config)
+
+
+def delegation_options(p: argparse.ArgumentParser) -> None:
+    """Who may sign for the new domain entries (dkimSignAllowedSender and the like)."""
+    p.add_argument(
+        "--allowed-sender",
+        action="append",
+        default=[],
+        metavar="LOGIN|GROUP-DN",
+        help="a login or group DN that may send as any address of the domain (repeatable)",
+    )
+    p.add_argument(
+        "--allowed-network",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="a network whose mail is signed for the domain without a login (repeatable)",
+    )
+    p.add_argument(
+        "--sender-alignment",
+        choices=[a.value for a in Alignment],
+        help="MAIL FROM must match From before signing (default: SenderAlignment)",
+    )
+
+
+def delegation_arg(args: argparse.Namespace) -> ldifout.Delegation:
+    """The delegation the options ask for; a bad network is a usage error."""
+    networks = []
+    for text in args.allowed_network:
+        try:
+            networks.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            raise UsageError(
+                f"--allowed-network {text!r} is not an address or network; give e.g. "
+                "192.0.2.0/24 or 2001:db8::/32"
+            ) from None
+    senders = tuple(s.strip() for s in args.allowed_sender if s.strip())
+    return ldifout.Delegation(senders, tuple(networks), args.sender_alignment)
 
 
 def key_options(p: argparse.ArgumentParser, *, single: bool) -> None:

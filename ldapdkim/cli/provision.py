@@ -43,6 +43,7 @@ def add_parser(sub: Subparsers, parents: Parents) -> None:
         default=os.cpu_count() or 1,
         help="processes generating keys (default: one per core)",
     )
+    options.delegation_options(p)
     p.set_defaults(func=run)
 
 
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         algorithms=tuple(algorithms),
         bits=args.bits,
         selectors=provision.selectors_for(options.selector_arg(selector_format), algorithms),
+        delegation=options.delegation_arg(args),
     )
     if not args.output:
         options.warn_if_terminal("the LDIF")

@@ -42,7 +42,7 @@ from ldapdkim.config.hostlist import HostList
 from ldapdkim.config.ldap import ADMIN_BIND_KEYWORDS, LdapSettings
 from ldapdkim.config.secret import Secret, unsafe
 from ldapdkim.errors import ConfigError
-from ldapdkim.model import Action, Canonicalization, Outcome
+from ldapdkim.model import Action, Alignment, Canonicalization, Outcome
 
 # --------------------------------------------------------------------------
 # The On-* actions
@@ -161,6 +161,23 @@ _KEYWORDS: tuple[_Keyword, ...] = (
              "clients whose mail is passed without any DKIM processing", empty=HostList()),
     _Keyword("MacroList", "macro_list", values.macros, "{auth_authen}, {daemon_name}=ORIGINATING",
              "MTA macros that mark mail to sign: NAME or NAME=VALUE1|VALUE2"),
+    # Who may sign as whom (README, "Who may sign as whom")
+    _Keyword("SenderLoginBase", "sender_login_base", values.text, None,
+             "where the entries that own addresses live (people, accounts); with "
+             "SenderLoginFilter and SenderLoginAttribute, an authenticated login signs only "
+             "for addresses it owns", shown="(off)"),
+    _Keyword("SenderLoginFilter", "sender_login_filter", values.login_filter, None,
+             "filter for the entries owning the From address: %s the address, %u its local "
+             "part, %d its domain, e.g. (|(mail=%s)(mailAlternateAddress=%s))"),
+    _Keyword("SenderLoginAttribute", "sender_login_attributes", values.attribute_names, None,
+             "attributes of those entries that hold the owning logins, e.g. uid", empty=()),
+    _Keyword("SenderAlignment", "sender_alignment", values.alignment, "none",
+             "MAIL FROM domain must match the From domain before signing: none, exact, or "
+             "organizational (public suffix list); a domain entry may say otherwise"),
+    _Keyword("PublicSuffixList", "public_suffix_list", values.absolute_path,
+             "/usr/share/publicsuffix/public_suffix_list.dat",
+             "the public suffix list (Debian package publicsuffix), for organizational "
+             "alignment"),
     # Verifying
     _Keyword("AuthservID", "authserv_id", values.authserv_id, None,
              "authserv-id in Authentication-Results", shown="(host name)"),
@@ -218,6 +235,8 @@ _KEYWORDS: tuple[_Keyword, ...] = (
     _on(Outcome.SIGNATURE_ERROR, "reject", "action when a message cannot be signed"),
     _on(Outcome.DIRECTORY_ERROR, "tempfail",
         "action when the directory cannot be read and no cached answer is fresh enough"),
+    _on(Outcome.SENDER_MISMATCH, "accept",
+        "action when the sender may not sign as the From address (accept: pass it unsigned)"),
 )  # fmt: skip
 
 _BY_NAME = {kw.name.lower(): kw for kw in _KEYWORDS}
@@ -346,6 +365,11 @@ class Settings:
     rotation_overlap: float = _DEFAULTS["rotation_overlap"]
     rotation_retire_after: float = _DEFAULTS["rotation_retire_after"]
     user_id: str | None = _DEFAULTS["user_id"]
+    sender_login_base: str | None = _DEFAULTS["sender_login_base"]
+    sender_login_filter: str | None = _DEFAULTS["sender_login_filter"]
+    sender_login_attributes: tuple[str, ...] = _DEFAULTS["sender_login_attributes"]
+    sender_alignment: Alignment = _DEFAULTS["sender_alignment"]
+    public_suffix_list: Path = _DEFAULTS["public_suffix_list"]
     metrics_socket: tuple[str, int] | None = _DEFAULTS["metrics_socket"]
     """(host, port) of the metrics and health endpoint; None: off."""
     pid_file: Path | None = _DEFAULTS["pid_file"]
@@ -537,6 +561,38 @@ def _check_secret_files(source: str, given: Mapping[str, tuple[_Keyword, str, in
             )
 
 
+_SENDER_LOGIN = ("SenderLoginBase", "SenderLoginFilter", "SenderLoginAttribute")
+
+
+def _check_sender_logins(
+    settings: Settings, lines: Mapping[str, int], at: Callable[[str], str]
+) -> None:
+    """The three SenderLogin keywords come together, and need an LDAP Directory."""
+    given = [name for name in _SENDER_LOGIN if name in lines]
+    if not given:
+        return
+    missing = [name for name in _SENDER_LOGIN if name not in lines]
+    if missing:
+        raise ConfigError(
+            f"{at(given[0])}: {' and '.join(given)} given without {' and '.join(missing)}; "
+            "sender authorization by login needs all three (README, 'Who may sign as whom')"
+        )
+    if settings.directory is None or settings.directory.kind != "ldap":
+        raise ConfigError(
+            f"{at('SenderLoginBase')}: SenderLoginBase needs an LDAP Directory to search; "
+            "set Directory to ldap://... or remove the SenderLogin lines"
+        )
+    if settings.action_for(Outcome.SENDER_MISMATCH) not in (
+        Action.ACCEPT,
+        Action.REJECT,
+        Action.TEMPFAIL,
+    ):
+        raise ConfigError(
+            f"{at('On-SenderMismatch')}: On-SenderMismatch must be accept (pass unsigned), "
+            "reject or tempfail"
+        )
+
+
 def _cross_check(settings: Settings, lines: Mapping[str, int]) -> None:
     """Checks that involve more than one keyword; ``lines`` maps each given keyword to its line."""
     source = settings.source
@@ -575,6 +631,7 @@ def _cross_check(settings: Settings, lines: Mapping[str, int]) -> None:
             f"{at(given)}: {given} is given without {absent}; 'ldapdkim rotate' binds with "
             "both (a simple bind), so add the other, or remove both to write as LDAPBindUser"
         )
+    _check_sender_logins(settings, lines, at)
     if settings.directory is not None and settings.directory.kind == "ldif":
         return  # the LDAP bind keywords do not apply to a file
     if settings.ldap_auth_mechanism is None:

@@ -19,7 +19,7 @@ from ldapdkim.config.hostlist import HostList
 from ldapdkim.config.secret import Secret, read_secret_file
 from ldapdkim.domainname import normalize_domain, normalize_host_name, normalize_selector
 from ldapdkim.errors import ConfigError, InvalidDomain, InvalidSelector
-from ldapdkim.model import Canonicalization
+from ldapdkim.model import Alignment, Canonicalization
 
 
 @dataclass(frozen=True)
@@ -418,3 +418,51 @@ def facility(ctx: Context, value: str) -> str:
             "use mail (the default), daemon, local0 ... local7 or another syslog.conf(5) name",
         )
     return name
+
+
+_ATTRIBUTE = re.compile(r"[A-Za-z][A-Za-z0-9-]*\Z")
+_FILTER_ESCAPE = re.compile(r"%(.)")
+
+
+def login_filter(ctx: Context, value: str) -> str:
+    """An LDAP filter template: ``%s`` the From address, ``%u`` its local part, ``%d`` its
+    domain (each escaped by RFC 4515 when used), ``%%`` a percent sign."""
+    forms = "e.g. (|(mail=%s)(mailAlternateAddress=%s)); %s, %u, %d and %% are replaced"
+    unknown = {m.group(1) for m in _FILTER_ESCAPE.finditer(value)} - set("sud%")
+    if unknown:
+        ctx.fail(f"{ctx.keyword} {value!r} uses %{sorted(unknown)[0]}", forms)
+    if not {m.group(1) for m in _FILTER_ESCAPE.finditer(value)} & set("sud"):
+        ctx.fail(f"{ctx.keyword} {value!r} names no part of the address", forms)
+    sample = value.replace("%%", "%25")
+    for escape in ("%s", "%u", "%d"):
+        sample = sample.replace(escape, "x")
+    depth = 0
+    for char in sample:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            break
+    if not sample.startswith("(") or depth != 0:
+        ctx.fail(f"{ctx.keyword} {value!r} is not an LDAP filter in parentheses", forms)
+    return value
+
+
+def attribute_names(ctx: Context, value: str) -> tuple[str, ...]:
+    names = []
+    for text, where in _entries(ctx, value):
+        if not _ATTRIBUTE.match(text):
+            ctx.fail(
+                f"{ctx.keyword} entry {text!r}{where} is not an attribute name",
+                "list names such as uid, separated by commas",
+            )
+        names.append(text)
+    return tuple(names)
+
+
+def alignment(ctx: Context, value: str) -> Alignment:
+    try:
+        return Alignment.parse(value)
+    except ValueError:
+        ctx.fail(
+            f"{ctx.keyword} {value!r} is not a sender alignment",
+            "use none, exact or organizational",
+        )

@@ -9,6 +9,7 @@ raises :class:`DirectoryError` naming the entry, attribute and fix.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -18,7 +19,14 @@ import ldap.dn
 
 from ldapdkim import keys, schema
 from ldapdkim.errors import DirectoryError, KeyFormatError
-from ldapdkim.model import Algorithm, Canonicalization, DomainPolicy, KeyState, SigningKey
+from ldapdkim.model import (
+    Algorithm,
+    Alignment,
+    Canonicalization,
+    DomainPolicy,
+    KeyState,
+    SigningKey,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +110,7 @@ def policy_from_entry(entry: Entry) -> DomainPolicy:
     canon = _single(attrs, schema.CANONICALIZATION)
     expire = _single(attrs, schema.EXPIRE_SECONDS)
     algorithms = _values(attrs, schema.ALGORITHM)
+    alignment = _single(attrs, schema.SENDER_ALIGNMENT)
     try:
         return DomainPolicy(
             dn=dn,
@@ -116,6 +125,14 @@ def policy_from_entry(entry: Entry) -> DomainPolicy:
             identity=_single(attrs, schema.IDENTITY),
             subdomains=_boolean(dn, attrs, schema.SUBDOMAINS),
             expire_seconds=int(expire) if expire else None,
+            allowed_senders=tuple(
+                v.strip().lower() for v in _values(attrs, schema.ALLOWED_SENDER) if v.strip()
+            ),
+            allowed_networks=tuple(
+                ipaddress.ip_network(v.strip(), strict=False)
+                for v in _values(attrs, schema.ALLOWED_NETWORK)
+            ),
+            sender_alignment=Alignment.parse(alignment) if alignment else None,
         )
     except ValueError as err:
         raise DirectoryError(f"entry {dn!r}: {err}") from None

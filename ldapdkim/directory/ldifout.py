@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO
 
@@ -37,16 +38,33 @@ def domain_dn(domain: str, base: str) -> str:
     return child_dn("ou", domain, base)
 
 
-def domain_record(domain: str, base: str) -> Record:
-    """A new domain entry for ``domain`` with the default policy."""
-    return (
-        domain_dn(domain, base),
-        {
-            "objectClass": [b"organizationalUnit", schema.POLICY_CLASS.encode()],
-            "ou": [domain.encode()],
-            schema.DOMAIN_NAME: [domain.encode()],
-        },
-    )
+@dataclass(frozen=True)
+class Delegation:
+    """Who may sign for a domain (README, "Who may sign as whom"); empty: no rule."""
+
+    senders: tuple[str, ...] = ()
+    """Logins or group DNs (``dkimSignAllowedSender``)."""
+    networks: tuple[str, ...] = ()
+    """Networks (``dkimSignAllowedNetwork``)."""
+    alignment: str | None = None
+    """``dkimSignSenderAlignment``: none, exact or organizational."""
+
+
+def domain_record(domain: str, base: str, delegation: Delegation | None = None) -> Record:
+    """A new domain entry for ``domain`` with the default policy (and ``delegation``)."""
+    attrs: dict[str, list[bytes]] = {
+        "objectClass": [b"organizationalUnit", schema.POLICY_CLASS.encode()],
+        "ou": [domain.encode()],
+        schema.DOMAIN_NAME: [domain.encode()],
+    }
+    if delegation is not None:
+        if delegation.senders:
+            attrs[schema.ALLOWED_SENDER] = [s.encode() for s in delegation.senders]
+        if delegation.networks:
+            attrs[schema.ALLOWED_NETWORK] = [n.encode() for n in delegation.networks]
+        if delegation.alignment:
+            attrs[schema.SENDER_ALIGNMENT] = [delegation.alignment.encode()]
+    return domain_dn(domain, base), attrs
 
 
 def generalized_time(moment: datetime) -> bytes:

@@ -30,6 +30,8 @@ class Plan:
     bits: int
     selectors: tuple[str, ...]
     """One selector per algorithm, same order."""
+    delegation: ldifout.Delegation | None = None
+    """Who may sign for every domain of the plan (on its domain entry)."""
 
 
 def selectors_for(selector: str, algorithms: Sequence[Algorithm]) -> tuple[str, ...]:
@@ -93,7 +95,7 @@ def write(
     bar = _Progress(len(domains)) if progress else None
     count = 0
     for domain, pems in _generated(plan, domains, jobs):
-        stream.write(ldifout.domain_record(domain, plan.base))
+        stream.write(ldifout.domain_record(domain, plan.base, plan.delegation))
         parent = ldifout.domain_dn(domain, plan.base)
         for selector, pem in zip(plan.selectors, pems, strict=True):
             key = keys.load_private_key(pem, where=domain)

@@ -34,6 +34,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -41,13 +42,16 @@ from types import FrameType
 import Milter
 import milter as libmilter
 
-from ldapdkim import __version__, config
+from ldapdkim import __version__, config, orgdomain
+from ldapdkim.directory.ldapbackend import LdapBackend
 from ldapdkim.directory.resolution import open_directory
 from ldapdkim.directory.resolver import CachedResolver
-from ldapdkim.errors import ConfigError, LdapDkimError
+from ldapdkim.directory.senders import LoginQuery, SenderDirectory
+from ldapdkim.errors import ConfigError, DirectoryError, LdapDkimError
 from ldapdkim.log import RedactingFilter
 from ldapdkim.milter.monitor import Figures, Monitor, judge
 from ldapdkim.milter.session import Counters, DkimMilter, Runtime
+from ldapdkim.model import Alignment
 from ldapdkim.signing.dnslookup import TxtLookup
 
 log = logging.getLogger(__name__)
@@ -90,7 +94,56 @@ def build_runtime(settings: config.Settings, previous: Runtime | None = None) ->
         lookup=TxtLookup(settings.nameservers, timeout=settings.dns_timeout).records,
         authserv_id=Runtime.default_authserv_id(settings),
         counters=previous.counters if previous is not None else Counters(),
+        senders=_sender_directory(settings),
+        organizational=_organizational(settings),
     )
+
+
+def _sender_directory(settings: config.Settings) -> SenderDirectory | None:
+    """Sender authorization's lookups; None without an LDAP directory to ask."""
+    ldap_settings = settings.ldap
+    if ldap_settings is None:
+        return None
+    query = None
+    if settings.sender_login_base and settings.sender_login_filter:
+        query = LoginQuery(
+            settings.sender_login_base,
+            settings.sender_login_filter,
+            settings.sender_login_attributes,
+        )
+    return SenderDirectory(
+        LdapBackend(ldap_settings),
+        query,
+        ttl=settings.ldap_cache_ttl,
+        negative_ttl=settings.ldap_negative_cache_ttl,
+        max_stale=settings.directory_max_stale,
+    )
+
+
+def _organizational(settings: config.Settings) -> Callable[[str], str]:
+    """Organizational domains by the PublicSuffixList, read now when SenderAlignment needs it
+    (a missing list is then a configuration error), else at first use."""
+    path = settings.public_suffix_list
+
+    def organizational(name: str) -> str:
+        try:
+            return orgdomain.load(path).organizational_domain(name)
+        except OSError as err:
+            raise DirectoryError(
+                f"PublicSuffixList {path}: {err.strerror}; install Debian's publicsuffix "
+                "package or set PublicSuffixList"
+            ) from None
+
+    if settings.sender_alignment is Alignment.ORGANIZATIONAL:
+        try:
+            orgdomain.load(path)
+        except OSError as err:
+            raise ConfigError(
+                f"{settings.source}: SenderAlignment organizational needs PublicSuffixList "
+                f"{path}: {err.strerror}; install Debian's publicsuffix package or set "
+                "PublicSuffixList"
+            ) from None
+    return organizational
 
 
 @dataclass
@@ -280,7 +333,7 @@ class Daemon:
         finally:
             if self.monitor is not None:
                 self.monitor.close()
-            self.holder.current().resolver.directory.close()
+            self.holder.current().close()
             if settings.pid_file is not None:
                 # After UserID the directory may no longer be ours to write.
                 with contextlib.suppress(OSError):
@@ -349,6 +402,7 @@ class Daemon:
             f"sessions={counters.sessions} signed={counters.signed} "
             f"verified={counters.verified} not_signed={counters.not_signed} "
             f"errors={counters.errors} ldap_searches={directory.searches} "
+            f"sender_searches={runtime.senders.searches if runtime.senders else 0} "
             f"cache_hits={cache.hits} cache_misses={cache.misses} stale_served={cache.stale_served}"
         )
         replica = directory.replica_state()
@@ -381,6 +435,8 @@ class Daemon:
             # Sessions in flight may still ask the old replica: it keeps
             # answering from memory once closed.
             previous.resolver.directory.close()
+        if previous.senders is not None:
+            previous.senders.backend.close()
         log.info(
             "configuration reloaded from %s; caches flushed%s",
             self.config_path,

@@ -28,6 +28,7 @@ import Milter
 from ldapdkim import __version__, metrics
 from ldapdkim.config.settings import Settings
 from ldapdkim.directory.resolver import CachedResolver
+from ldapdkim.directory.senders import SenderDirectory
 from ldapdkim.errors import (
     SIGNING_REFUSALS,
     DirectoryError,
@@ -35,6 +36,7 @@ from ldapdkim.errors import (
     DomainNotFound,
     DomainNotSigned,
     MessageError,
+    SenderMismatch,
 )
 from ldapdkim.model import (
     Action,
@@ -48,6 +50,7 @@ from ldapdkim.model import (
 )
 from ldapdkim.signing import authresults, policy
 from ldapdkim.signing.bodyhash import BodyHasher
+from ldapdkim.signing.senders import Sender, authorize
 from ldapdkim.signing.signer import body_hasher, sign_parsed
 from ldapdkim.signing.verifier import KeyLookup, verify
 
@@ -99,6 +102,16 @@ class Runtime:
     """Every TXT record at a name, for key lookups (``TxtLookup.records``)."""
     authserv_id: str
     counters: Counters = field(default_factory=Counters)
+    senders: SenderDirectory | None = None
+    """Owners of addresses and members of groups (sender authorization); None without LDAP."""
+    organizational: Callable[[str], str] = field(default=lambda name: name)
+    """A domain's organizational domain (RFC 7489 §3.2), for SenderAlignment."""
+
+    def close(self) -> None:
+        """Close the directory connections (at shutdown)."""
+        self.resolver.directory.close()
+        if self.senders is not None:
+            self.senders.backend.close()
 
     @classmethod
     def default_authserv_id(cls, settings: Settings) -> str:
@@ -154,6 +167,8 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         self._reset()
 
     def _reset(self) -> None:
+        self.mail_from: str | None = None
+        self.login: str | None = None
         self.role = policy.Role.SKIP
         self.role_reason = ""
         self.headers: list[Header] = []
@@ -213,6 +228,8 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         self.role, self.role_reason = policy.choose_role(
             self.runtime.settings, self.client_address, self.client_name, self.macro
         )
+        self.mail_from = mailfrom.strip().removeprefix("<").removesuffix(">")
+        self.login = self.macro("{auth_authen}")
         if self.role is policy.Role.SKIP:
             self._why("not processed: %s", self.role_reason)
             return ACCEPT
@@ -280,10 +297,19 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
 
     def _resolve_signer(self) -> None:
         """Look the author domain up at end of header, before the body arrives."""
+        runtime = self.runtime
         try:
-            domain = policy.author_domain(self.headers)
-            self.resolution = self.runtime.resolver.resolve(domain)
-            self.params = policy.signing_params(self.runtime.settings, self.resolution)
+            address = policy.author(self.headers)
+            self.resolution = runtime.resolver.resolve(address.rpartition("@")[2])
+            sender = Sender(address, self.login, self.client_address, self.mail_from)
+            authorize(
+                runtime.settings,
+                self.resolution.policy,
+                sender,
+                runtime.senders,
+                runtime.organizational,
+            )
+            self.params = policy.signing_params(runtime.settings, self.resolution)
             self.hasher = body_hasher(self.params)
         except SIGNING_REFUSALS as refusal:
             self.refusal = refusal
@@ -324,6 +350,11 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             _not_signed("directory_unavailable")
             self.log.error("not signed: %s", refusal)
             raise _Done(self.reply_for(Outcome.DIRECTORY_ERROR, "directory unavailable"))
+        if isinstance(refusal, SenderMismatch):
+            runtime.counters.add("not_signed")
+            _not_signed("sender_mismatch")
+            self.log.warning("not signed: %s", refusal)
+            raise _Done(self.reply_for(Outcome.SENDER_MISMATCH, "sender may not sign as From"))
         if isinstance(refusal, DirectoryError):
             _not_signed("directory_inconsistent")
             self.log.error("not signed: %s", refusal)

@@ -74,11 +74,8 @@ def signing_keys(resolution: Resolution, now: datetime) -> tuple[SigningKey, ...
     )
 
 
-def author_domain(headers: Sequence[Header]) -> str:
-    """The domain of the one author address in the From field (RFC 5322 §3.6.2).
-
-    The field is read strictly (:mod:`ldapdkim.signing.author`): a From that two
-    parsers could read as different domains is refused.
+def author(headers: Sequence[Header]) -> str:
+    """The one author address of the From field, ``local@domain`` (see :func:`author_domain`).
 
     Raises:
         MessageError: no From field, several, or not exactly one unambiguous mailbox.
@@ -89,7 +86,20 @@ def author_domain(headers: Sequence[Header]) -> str:
         raise MessageError("no From header field")
     if len(values) > 1:
         raise MessageError(f"{len(values)} From header fields; RFC 5322 allows one")
-    return author_address(values[0]).rpartition("@")[2]
+    return author_address(values[0])
+
+
+def author_domain(headers: Sequence[Header]) -> str:
+    """The domain of the one author address in the From field (RFC 5322 §3.6.2).
+
+    The field is read strictly (:mod:`ldapdkim.signing.author`): a From that two
+    parsers could read as different domains is refused.
+
+    Raises:
+        MessageError: no From field, several, or not exactly one unambiguous mailbox.
+        InvalidDomain: the address's domain is not a valid host name.
+    """
+    return author(headers).rpartition("@")[2]
 
 
 def readable_author_domain(headers: Sequence[Header]) -> str | None:

@@ -19,7 +19,7 @@ from ldapdkim import errors
 PACKAGE = Path(ldapdkim.__file__).parent
 
 LAYERS: list[tuple[str, list[str]]] = [
-    ("", ["errors", "schema", "log", "model", "metrics", "domainname", "keys"]),
+    ("", ["errors", "schema", "log", "model", "metrics", "domainname", "orgdomain", "keys"]),
     ("config", ["datasets", "hostlist", "secret", "ldap", "values", "directorysource", "settings"]),
     (
         "directory",
@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "replica.store",
             "memorybackend",
             "ldapbackend",
+            "senders",
             "replica.status",
             "replica.statedir",
             "replica.sync",
@@ -41,7 +42,19 @@ LAYERS: list[tuple[str, list[str]]] = [
             "resolver",
         ],
     ),
-    ("signing", ["bodyhash", "signer", "verifier", "dnslookup", "author", "policy", "authresults"]),
+    (
+        "signing",
+        [
+            "senders",
+            "bodyhash",
+            "signer",
+            "verifier",
+            "dnslookup",
+            "author",
+            "policy",
+            "authresults",
+        ],
+    ),
     ("publish", ["dnsexport", "dnscheck", "dnsupdate", "audit"]),
     (
         "lifecycle",

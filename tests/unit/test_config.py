@@ -16,7 +16,7 @@ from ldapdkim.config.hostlist import HostList
 from ldapdkim.config.secret import Secret
 from ldapdkim.config.settings import Settings, keyword_reference, load, parse
 from ldapdkim.errors import ConfigError
-from ldapdkim.model import Action, Canonicalization, Outcome
+from ldapdkim.model import Action, Alignment, Canonicalization, Outcome
 
 
 def conf(text: str) -> Settings:
@@ -106,6 +106,11 @@ DEFAULTS = {
     "log_why": False,
     "require_safe_keys": True,
     "software_header": False,
+    "sender_login_base": None,
+    "sender_login_filter": None,
+    "sender_login_attributes": (),
+    "sender_alignment": Alignment.NONE,
+    "public_suffix_list": Path("/usr/share/publicsuffix/public_suffix_list.dat"),
 }
 
 ACTION_DEFAULTS = {
@@ -117,6 +122,7 @@ ACTION_DEFAULTS = {
     "nosignature": Action.ACCEPT,
     "signatureerror": Action.REJECT,
     "directoryerror": Action.TEMPFAIL,
+    "sendermismatch": Action.ACCEPT,
 }
 
 
@@ -1158,6 +1164,7 @@ def test_every_on_keyword_sets_its_action() -> None:
     settings = verifier(
         "On-BadSignature r\nOn-DNSError a\nOn-InternalError a\nOn-KeyNotFound q\n"
         "On-NoSignature d\nOn-SignatureError t\nOn-DirectoryError accept\n"
+        "On-SenderMismatch reject\n"
     )
     assert dict(settings.on_actions) == {
         "default": Action.ACCEPT,
@@ -1168,6 +1175,7 @@ def test_every_on_keyword_sets_its_action() -> None:
         "nosignature": Action.DISCARD,
         "signatureerror": Action.TEMPFAIL,
         "directoryerror": Action.ACCEPT,
+        "sendermismatch": Action.REJECT,
     }
 
 

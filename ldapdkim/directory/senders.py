@@ -28,7 +28,7 @@ from typing import Any
 import ldap
 import ldap.dn
 import ldap.filter
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from ldapdkim.directory.ldapbackend import LdapBackend, reason
 from ldapdkim.errors import DirectoryError, DirectoryUnavailable
@@ -88,7 +88,7 @@ class SenderDirectory:
         self._negative: TTLCache[tuple[str, str], frozenset[str]] = TTLCache(
             maxsize, max(negative_ttl, 0.001), timer=clock
         )
-        self._last: dict[tuple[str, str], tuple[frozenset[str], float]] = {}
+        self._last: LRUCache[tuple[str, str], tuple[frozenset[str], float]] = LRUCache(maxsize)
 
     @property
     def searches(self) -> int:
@@ -127,7 +127,7 @@ class SenderDirectory:
             value = fetch()
         except DirectoryUnavailable:
             with self._lock:
-                known = self._last.get(key)
+                known: tuple[frozenset[str], float] | None = self._last.get(key)
             if known is not None and self._clock() - known[1] <= self.max_stale:
                 log.warning("directory unavailable; using what it said about %s", key[1])
                 return known[0]

@@ -53,8 +53,10 @@ def genkey(
     domain_dn: str | None = None,
     not_before: str | None = None,
     not_after: str | None = None,
+    delegation: Sequence[str] = (),
 ) -> str:
-    """The LDIF that ``ldapdkim genkey`` prints for one key."""
+    """The LDIF that ``ldapdkim genkey`` prints for one key; ``delegation`` adds options
+    such as ``--allowed-network 192.0.2.0/24`` (with ``with_domain``)."""
     argv = [
         "genkey",
         "-d",
@@ -78,6 +80,7 @@ def genkey(
         argv += ["--not-before", not_before]
     if not_after:
         argv += ["--not-after", not_after]
+    argv += list(delegation)
     status, out, err = run_cli(*argv)
     assert status == 0, err
     return out.decode()

@@ -14,7 +14,7 @@ import pytest
 from ldapdkim import orgdomain
 from ldapdkim.config.settings import Settings, parse
 from ldapdkim.directory.senders import LoginQuery, SenderDirectory, is_dn
-from ldapdkim.errors import ConfigError, SenderMismatch
+from ldapdkim.errors import ConfigError, DirectoryUnavailable, SenderMismatch
 from ldapdkim.model import Alignment, DomainPolicy
 from ldapdkim.signing.senders import Sender, authorize
 
@@ -255,3 +255,45 @@ def test_on_sender_mismatch_takes_accept_reject_or_tempfail() -> None:
     )
     with pytest.raises(ConfigError, match="On-SenderMismatch must be accept"):
         parse(text, "t.conf")
+
+
+# -- the cache ------------------------------------------------------------------------
+
+
+class FlakyBackend:
+    """An LdapBackend stand-in: answers from a dictionary until told the server is down."""
+
+    def __init__(self) -> None:
+        self.searches = 0
+        self.down = False
+        self.ldap_settings = type("S", (), {"timeout": 1.0})()
+
+    def execute(self, operation: object) -> list[object]:
+        if self.down:
+            raise DirectoryUnavailable("cannot reach ldap://test")
+        self.searches += 1
+        return [("uid=alice,ou=people,dc=x", {"uid": [b"alice"]})]
+
+
+def test_warm_answers_make_no_search_and_outlive_an_outage_within_max_stale() -> None:
+    now = [0.0]
+    backend = FlakyBackend()
+    directory = SenderDirectory(
+        backend,  # type: ignore[arg-type]
+        LoginQuery("ou=people,dc=x", "(mail=%s)", ("uid",)),
+        ttl=300,
+        negative_ttl=60,
+        max_stale=3600,
+        clock=lambda: now[0],
+    )
+    assert directory.owners("alice@a.example") == {"alice"}
+    assert directory.owners("alice@a.example") == {"alice"}
+    assert backend.searches == 1  # the second answer came from the cache
+    now[0] = 1000.0  # past the TTL, within DirectoryMaxStale
+    backend.down = True
+    assert directory.owners("alice@a.example") == {"alice"}
+    now[0] = 5000.0  # past DirectoryMaxStale: On-DirectoryError is the MTA's answer
+    with pytest.raises(DirectoryUnavailable):
+        directory.owners("alice@a.example")
+    with pytest.raises(DirectoryUnavailable):
+        directory.owners("never-seen@a.example")

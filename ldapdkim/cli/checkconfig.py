@@ -49,7 +49,11 @@ def connection_problems(settings: config.Settings) -> list[str]:
     """Everything ``--connect`` finds wrong, in the order it asks."""
     problems = []
     if settings.ldap is not None:
-        problems += probe(settings.ldap, sync_required=settings.directory_sync == "yes")
+        problems += probe(
+            settings.ldap,
+            sync_required=settings.directory_sync == "yes",
+            sender_login_base=settings.sender_login_base,
+        )
     if settings.key_file is not None:
         try:
             settings.key_file.read_bytes()

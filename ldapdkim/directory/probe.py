@@ -20,8 +20,13 @@ SYNC_CONTROL = "1.3.6.1.4.1.4203.1.9.1.1"
 """RFC 4533's sync request control, offered by slapd's syncprov overlay."""
 
 
-def probe(ldap_settings: LdapSettings, *, sync_required: bool) -> list[str]:
-    """The problems found with the directory ``ldap_settings`` names; [] when there is none."""
+def probe(
+    ldap_settings: LdapSettings, *, sync_required: bool, sender_login_base: str | None = None
+) -> list[str]:
+    """The problems found with the directory ``ldap_settings`` names; [] when there is none.
+
+    ``sender_login_base``: SenderLoginBase, which must exist too.
+    """
     try:
         with LdapBackend(ldap_settings).connection() as conn:
             return [
@@ -29,6 +34,7 @@ def probe(ldap_settings: LdapSettings, *, sync_required: bool) -> list[str]:
                 *_schema(conn),
                 *_private_keys(conn, ldap_settings),
                 *(_sync(conn) if sync_required else []),
+                *(_sender_base(conn, sender_login_base) if sender_login_base else []),
             ]
     except DirectoryUnavailable as err:
         return [str(err)]
@@ -41,6 +47,16 @@ def _base(conn: Any, base: str) -> list[str]:
         return [f"base DN {base!r} does not exist; create it, or fix the Directory URL"]
     except ldap.LDAPError as err:
         return [f"base DN {base!r} cannot be read ({reason(err)}); check the ACL"]
+    return []
+
+
+def _sender_base(conn: Any, base: str) -> list[str]:
+    try:
+        conn.search_s(base, ldap.SCOPE_BASE, "(objectClass=*)", ["1.1"])
+    except ldap.NO_SUCH_OBJECT:
+        return [f"SenderLoginBase {base!r} does not exist; fix SenderLoginBase"]
+    except ldap.LDAPError as err:
+        return [f"SenderLoginBase {base!r} cannot be read ({reason(err)}); check the ACL"]
     return []
 
 

@@ -77,3 +77,21 @@ def test_a_missing_base_and_a_server_without_the_schema_are_reported(
     assert f"base DN {base!r} does not exist" in text
     assert "does not know object class dkimSignDomainPolicy" in text
     assert "does not know object class dkimSignKey" in text
+
+
+def test_a_sender_login_base_that_does_not_exist_is_reported(
+    slapd: Slapd, ldap_base: str, dns: DnsServer, tmp_path: Path
+) -> None:
+    slapd.ldapadd(genkey("example.com", "s1", ldap_base, with_domain=True))
+    lines = _directory(slapd, ldap_base, slapd.milter_dn, slapd.milter_pw)
+    people = f"ou=people,{ldap_base}"
+    sender_lines = [
+        f"SenderLoginBase {people}",
+        "SenderLoginFilter (mail=%s)",
+        "SenderLoginAttribute uid",
+    ]
+    status, text = _check(tmp_path, *lines, *sender_lines, f"Nameservers 127.0.0.1:{dns.port}")
+    assert (status, text.strip()) == (
+        2,
+        f"ldapdkim: SenderLoginBase {people!r} does not exist; fix SenderLoginBase",
+    )

@@ -61,6 +61,9 @@ ATTRIBUTES = {
     13: "dkimSignKeyState",
     14: "dkimSignNotBefore",
     15: "dkimSignNotAfter",
+    16: "dkimSignAllowedSender",
+    17: "dkimSignAllowedNetwork",
+    18: "dkimSignSenderAlignment",
 }
 CLASSES = {1: "dkimSignDomainPolicy", 2: "dkimSignKey"}
 
@@ -551,6 +554,8 @@ def test_ldif_defines_the_assigned_oids_names_and_syntaxes(reference: dict[str, 
         11: ("1.3.6.1.4.1.1466.115.121.1.40", True),  # Octet String
         14: ("1.3.6.1.4.1.1466.115.121.1.24", True),  # Generalized Time
         15: ("1.3.6.1.4.1.1466.115.121.1.24", True),
+        16: ("1.3.6.1.4.1.1466.115.121.1.15", False),  # Directory String: logins, DNs
+        17: (ia5_string, False),
         1: (ia5_string, False),
         4: (ia5_string, False),
         5: (ia5_string, False),
@@ -564,7 +569,10 @@ def test_ldif_defines_the_assigned_oids_names_and_syntaxes(reference: dict[str, 
     kind, _, _, oc_kind, sup, must, may = reference[f"{ARC}.2.1"]
     assert (kind, sup, must) == ("class", ("top",), ("dkimsigndomainname",))
     assert oc_kind == 2  # AUXILIARY
-    assert may == tuple(sorted([ATTRIBUTES[n].lower() for n in range(2, 10)] + ["description"]))
+    policy_attributes = [*range(2, 10), 16, 17, 18]
+    assert may == tuple(
+        sorted([ATTRIBUTES[n].lower() for n in policy_attributes] + ["description"])
+    )
 
     kind, _, _, oc_kind, sup, must, may = reference[f"{ARC}.2.2"]
     assert (kind, sup) == ("class", ("top",))

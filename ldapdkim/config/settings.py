@@ -202,6 +202,9 @@ _KEYWORDS: tuple[_Keyword, ...] = (
     # Process and logging
     _Keyword("UserID", "user_id", values.user_id, None, "USER[:GROUP] to switch to after start",
              shown="(unchanged)"),
+    _Keyword("Workers", "workers", values.workers, "1",
+             "processes serving mail on the one Socket (each uses up to a core); above 1, a "
+             "supervisor starts them, passes signals on and replaces one that dies"),
     _Keyword("MetricsSocket", "metrics_socket", values.tcp_socket, None,
              "serve Prometheus metrics at /metrics and a health check at /healthz here: "
              "inet:PORT@HOST, e.g. inet:9469@127.0.0.1 (keep it off public addresses)",
@@ -370,6 +373,7 @@ class Settings:
     sender_login_attributes: tuple[str, ...] = _DEFAULTS["sender_login_attributes"]
     sender_alignment: Alignment = _DEFAULTS["sender_alignment"]
     public_suffix_list: Path = _DEFAULTS["public_suffix_list"]
+    workers: int = _DEFAULTS["workers"]
     metrics_socket: tuple[str, int] | None = _DEFAULTS["metrics_socket"]
     """(host, port) of the metrics and health endpoint; None: off."""
     pid_file: Path | None = _DEFAULTS["pid_file"]
@@ -632,6 +636,11 @@ def _cross_check(settings: Settings, lines: Mapping[str, int]) -> None:
             "both (a simple bind), so add the other, or remove both to write as LDAPBindUser"
         )
     _check_sender_logins(settings, lines, at)
+    if settings.workers > 1 and settings.metrics_socket is not None:
+        raise ConfigError(
+            f"{at('MetricsSocket')}: MetricsSocket serves one process, and Workers "
+            f"{settings.workers} runs several; set Workers 1 to use MetricsSocket"
+        )
     if settings.directory is not None and settings.directory.kind == "ldif":
         return  # the LDAP bind keywords do not apply to a file
     if settings.ldap_auth_mechanism is None:

@@ -466,3 +466,12 @@ def alignment(ctx: Context, value: str) -> Alignment:
             f"{ctx.keyword} {value!r} is not a sender alignment",
             "use none, exact or organizational",
         )
+
+
+def workers(ctx: Context, value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 256:
+        ctx.fail(
+            f"{ctx.keyword} {value!r} is not a number of processes from 1 to 256",
+            "give e.g. 2, or the number of cores",
+        )
+    return int(value)

@@ -51,6 +51,7 @@ from ldapdkim.errors import ConfigError, DirectoryError, LdapDkimError
 from ldapdkim.log import RedactingFilter
 from ldapdkim.milter.monitor import Figures, Monitor, judge
 from ldapdkim.milter.session import Counters, DkimMilter, Runtime
+from ldapdkim.milter.workers import Supervisor
 from ldapdkim.model import Alignment
 from ldapdkim.signing.dnslookup import TxtLookup
 
@@ -184,9 +185,10 @@ def setup_logging(settings: config.Settings) -> None:
         log.warning("Syslog yes, but there is no /dev/log; logging to standard error")
 
 
-def _register(holder: Holder) -> None:
-    """Wire libmilter's callbacks to :class:`DkimMilter` (as pymilter's runmilter does)."""
-    Milter.factory = lambda: DkimMilter(holder.current)
+def _register(current: Callable[[], Runtime]) -> None:
+    """Wire libmilter's callbacks to :class:`DkimMilter` (as pymilter's runmilter does);
+    each session takes the runtime ``current()`` gives when it starts."""
+    Milter.factory = lambda: DkimMilter(current)
     libmilter.set_flags(libmilter.ADDHDRS | libmilter.CHGHDRS | libmilter.QUARANTINE)
     libmilter.set_exception_policy(libmilter.TEMPFAIL)
     libmilter.set_connect_callback(Milter.connect_callback)
@@ -228,6 +230,21 @@ def _disable_nagle_on_listeners() -> int:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     changed += 1
     return changed
+
+
+def open_socket(settings: config.Settings) -> None:
+    """Bind and listen on ``Socket`` (libmilter's socket, inherited by worker processes)."""
+    if settings.umask is not None:
+        os.umask(settings.umask)
+    libmilter.setconn(settings.socket)
+    try:
+        libmilter.opensocket(True)
+    except libmilter.error as err:
+        raise LdapDkimError(
+            f"cannot open Socket {settings.socket}: {err}; is another milter using it?"
+        ) from None
+    if not settings.socket.startswith(("local:", "unix:")):
+        _disable_nagle_on_listeners()
 
 
 def _socket_path(spec: str) -> Path | None:
@@ -275,23 +292,36 @@ class Daemon:
         self._stop = threading.Event()
         self._server: threading.Thread | None = None
         self.monitor: Monitor | None = None
+        self._announce: Callable[[str], None] = lambda status: None
 
     def run(self) -> int:
+        """Serve mail: in this process, or (``Workers`` above 1) in worker processes."""
         settings = self.settings
         setup_logging(settings)
+        if settings.workers > 1:
+            _register(self.current)
+            open_socket(settings)
+            serve = lambda ready: self.serve(worker=True, on_ready=ready)  # noqa: E731
+            return Supervisor(settings, serve, notify).run()
         self.holder = Holder(build_runtime(settings))
-        _register(self.holder)
-        if settings.umask is not None:
-            os.umask(settings.umask)
-        libmilter.setconn(settings.socket)
-        try:
-            libmilter.opensocket(True)
-        except libmilter.error as err:
-            raise LdapDkimError(
-                f"cannot open Socket {settings.socket}: {err}; is another milter using it?"
-            ) from None
-        if not settings.socket.startswith(("local:", "unix:")):
-            _disable_nagle_on_listeners()
+        _register(self.holder.current)
+        open_socket(settings)
+        return self.serve(worker=False)
+
+    def current(self) -> Runtime:
+        """The runtime of this process (a worker's, once it has built it)."""
+        assert self.holder is not None, "a session before the runtime was built"
+        return self.holder.current()
+
+    def serve(self, *, worker: bool, on_ready: Callable[[str], None] | None = None) -> int:
+        """Run libmilter on the open socket until stopped; a ``worker`` builds its runtime
+        first (after the fork, so that no thread crosses it) and leaves the PidFile to the
+        supervisor.  ``on_ready(status)`` is told once the directory view is loaded."""
+        settings = self.settings
+        if worker:
+            self.holder = Holder(build_runtime(settings))
+        assert self.holder is not None
+        self._announce = on_ready or (lambda status: notify("READY=1", f"STATUS={status}"))
         if settings.metrics_socket is not None:
             host, port = settings.metrics_socket
             try:
@@ -301,7 +331,7 @@ class Daemon:
                     f"cannot open MetricsSocket {host}:{port}: {err.strerror}; "
                     "is another process using it?"
                 ) from None
-        if settings.pid_file is not None:
+        if settings.pid_file is not None and not worker:
             settings.pid_file.write_text(f"{os.getpid()}\n")
         _drop_privileges(settings)
         signal.signal(signal.SIGHUP, self._on_signal)
@@ -316,7 +346,8 @@ class Daemon:
         log.info("ldapdkim %s listening on %s", __version__, settings.socket)
         ready_by = time.monotonic() + READY_WAIT
         ready = False
-        notify("STATUS=waiting for the directory view")
+        if not worker:
+            notify("STATUS=waiting for the directory view")
         try:
             while server.is_alive():
                 if not ready:
@@ -334,7 +365,7 @@ class Daemon:
             if self.monitor is not None:
                 self.monitor.close()
             self.holder.current().close()
-            if settings.pid_file is not None:
+            if settings.pid_file is not None and not worker:
                 # After UserID the directory may no longer be ours to write.
                 with contextlib.suppress(OSError):
                     settings.pid_file.unlink(missing_ok=True)
@@ -376,7 +407,7 @@ class Daemon:
             if time.monotonic() < deadline:
                 return False
             log.warning("starting without a usable directory view: %s", health.why)
-        notify("READY=1", f"STATUS={health.why}")
+        self._announce(health.why)
         return True
 
     def figures(self) -> Figures:

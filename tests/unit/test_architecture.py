@@ -69,7 +69,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "rotation",
         ],
     ),
-    ("milter", ["monitor", "session", "daemon"]),
+    ("milter", ["monitor", "session", "workers", "daemon"]),
     (
         "cli",
         [

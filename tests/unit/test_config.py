@@ -96,6 +96,7 @@ DEFAULTS = {
     "rotation_retire_after": 7 * 86400.0,
     "user_id": None,
     "metrics_socket": None,
+    "workers": 1,
     "always_add_ar_header": True,
     "pid_file": None,
     "state_directory": Path("/var/lib/ldapdkim"),

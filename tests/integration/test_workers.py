@@ -1,0 +1,123 @@
+"""``Workers 2``: two milter processes on one socket behind Postfix, kept by a supervisor.
+
+The supervisor opens the socket and forks the workers; each signs on its own.
+A worker killed with SIGKILL is replaced and mail goes on being signed;
+SIGHUP and SIGUSR1 reach both workers; SIGTERM stops all of them; systemd
+hears READY=1 from the supervisor once both workers have their directory view.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from harness.dnsserver import DnsServer
+from harness.mailsite import MailSite, message
+from harness.milterproc import MilterProcess
+from harness.postfix import Postfix, header_values, require_postfix
+from harness.slapd import Slapd
+
+
+def children(pid: int) -> set[int]:
+    return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Pool:
+    milter: MilterProcess
+    postfix: Postfix
+    notify: socket.socket
+    sent: int = 0
+
+    @property
+    def pid(self) -> int:
+        assert self.milter.process is not None
+        return self.milter.process.pid
+
+    def workers(self) -> set[int]:
+        return children(self.pid)
+
+    def send_signed(self) -> None:
+        self.sent += 1
+        subject = f"pool {self.sent}"
+        reply = self.postfix.send(
+            message(subject=subject), mail_from="alice@example.com", rcpt_to=["bob@example.net"]
+        )
+        assert reply.accepted, (reply, self.milter.log())
+        delivered = self.postfix.wait_for_message(subject)
+        assert len(header_values(delivered, "DKIM-Signature")) == 1, self.milter.log()
+
+
+@pytest.fixture
+def pool(slapd: Slapd, ldap_base: str, tmp_path: Path) -> Iterator[Pool]:
+    require_postfix()
+    notify_path = tmp_path / "notify"
+    with (
+        socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify,
+        DnsServer() as dns,
+        Postfix(tmp_path / "postfix") as postfix,
+    ):
+        notify.bind(str(notify_path))
+        notify.settimeout(20)
+        site = MailSite(slapd, ldap_base, dns, tmp_path)
+        site.add_domains(["example.com"], "rsa-sha256")
+        lines = site.milter_config("Workers 2", f"StateDirectory {tmp_path}")
+        milter = MilterProcess(tmp_path / "milter", lines, env={"NOTIFY_SOCKET": str(notify_path)})
+        with milter:
+            postfix.set_milter(milter.postfix_address)
+            postfix.reload()
+            found = Pool(milter, postfix, notify)
+            wait_for("two workers", lambda: len(found.workers()) == 2)
+            yield found
+            assert "Traceback" not in milter.log(), milter.log()
+
+
+def test_the_supervisor_says_ready_once_both_workers_are(pool: Pool) -> None:
+    heard = []
+    while not heard or "READY=1" not in heard[-1]:
+        heard.append(pool.notify.recv(4096).decode())
+    assert heard[-1] == "READY=1\nSTATUS=2 workers serving", heard
+    assert pool.milter.log().count("directory: content sync") == 2  # each its own view
+
+
+def test_a_killed_worker_is_replaced_and_mail_stays_signed(pool: Pool) -> None:
+    for _ in range(4):
+        pool.send_signed()
+    before = pool.workers()
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    wait_for("a new worker", lambda: len(pool.workers()) == 2 and victim not in pool.workers())
+    assert re.search(
+        rf"worker \d \(pid {victim}\) ended with signal 9; starting another", pool.milter.log()
+    ), pool.milter.log()
+    for _ in range(4):
+        pool.send_signed()
+
+
+def test_reload_and_counters_reach_every_worker_and_stop_ends_them_all(pool: Pool) -> None:
+    workers = pool.workers()
+    pool.milter.signal(signal.SIGHUP)
+    wait_for("two reloads", lambda: pool.milter.log().count("configuration reloaded") == 2)
+    pool.milter.signal(signal.SIGUSR1)
+    wait_for("two stats lines", lambda: pool.milter.log().count("stats: ") == 2)
+    stats_pids = set(re.findall(r"ldapdkim\[(\d+)\]: INFO: stats: ", pool.milter.log()))
+    assert {int(p) for p in stats_pids} == workers
+    assert pool.milter.process is not None
+    pool.milter.signal(signal.SIGTERM)
+    assert pool.milter.process.wait(timeout=30) == 0, pool.milter.log()
+    assert all(not Path(f"/proc/{pid}").exists() for pid in workers)

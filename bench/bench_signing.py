@@ -66,7 +66,8 @@ SIGN_HEADERS = "From,To,Subject,Date,Message-ID,MIME-Version,Content-Type"
 OVERSIGN_HEADERS = "From"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT = 15.0
-ENGINES = ("ldapdkim", "opendkim", "opendkim-kt")
+ENGINES = ("ldapdkim", "ldapdkim-w2", "opendkim", "opendkim-kt")
+"""``ldapdkim-w2``: ldapdkim with ``Workers 2`` (a supervisor and two worker processes)."""
 OPENDKIM_MODES = {"opendkim-kt": "kt", "opendkim": "single"}
 """The OpenDKIM engines ldapdkim is compared with, and their short names in the ratio table."""
 
@@ -160,8 +161,9 @@ class LdapdkimEngine(Engine):
 
     name = "ldapdkim"
 
-    def __init__(self, workdir: Path, slapd: Slapd) -> None:
+    def __init__(self, workdir: Path, slapd: Slapd, workers: int = 1) -> None:
         lines = [
+            f"Workers {workers}",
             "Mode s",
             f"Directory {slapd.ldap_uri}/{slapd.domains_base}",
             f"LDAPBindUser {slapd.milter_dn}",
@@ -493,8 +495,10 @@ def bench_site(workdir: Path, engines: Sequence[str]) -> Iterator[dict[str, Any]
         started: dict[str, Engine] = {}
         for name in engines:
             engine: Engine
-            if name == "ldapdkim":
-                engine = LdapdkimEngine(workdir / "ldapdkim", slapd)
+            if name in ("ldapdkim", "ldapdkim-w2"):
+                workers = 2 if name == "ldapdkim-w2" else 1
+                engine = LdapdkimEngine(workdir / name, slapd, workers)
+                engine.name = name
             elif name in ("opendkim", "opendkim-kt"):
                 engine = OpendkimEngine(workdir / name, selector, pem, name == "opendkim-kt")
             else:

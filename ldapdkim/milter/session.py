@@ -325,11 +325,12 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         settings = self.runtime.settings
         refusal = self.refusal
         if isinstance(refusal, DomainNotSigned):
-            self.runtime.counters.add("not_signed")
-            _not_signed("domain_not_signed")
-            level = logging.INFO if isinstance(refusal, DomainNotFound) else logging.WARNING
-            if level > logging.INFO or settings.log_why:
-                self.log.log(level, "not signed: %s", refusal)
+            if settings.signs:
+                self.runtime.counters.add("not_signed")
+                _not_signed("domain_not_signed")
+                level = logging.INFO if isinstance(refusal, DomainNotFound) else logging.WARNING
+                if level > logging.INFO or settings.log_why:
+                    self.log.log(level, "not signed: %s", refusal)
             ours = False
         elif refusal is None:
             ours = True

@@ -293,6 +293,7 @@ class Daemon:
         self._server: threading.Thread | None = None
         self.monitor: Monitor | None = None
         self._announce: Callable[[str], None] = lambda status: None
+        self._tell_stats: Callable[[str], None] = lambda line: None
 
     def run(self) -> int:
         """Serve mail: in this process, or (``Workers`` above 1) in worker processes."""
@@ -301,7 +302,10 @@ class Daemon:
         if settings.workers > 1:
             _register(self.current)
             open_socket(settings)
-            serve = lambda ready: self.serve(worker=True, on_ready=ready)  # noqa: E731
+
+            def serve(ready: Callable[[str], None], stats: Callable[[str], None]) -> int:
+                return self.serve(worker=True, on_ready=ready, on_stats=stats)
+
             return Supervisor(settings, serve, notify).run()
         self.holder = Holder(build_runtime(settings))
         _register(self.holder.current)
@@ -313,15 +317,23 @@ class Daemon:
         assert self.holder is not None, "a session before the runtime was built"
         return self.holder.current()
 
-    def serve(self, *, worker: bool, on_ready: Callable[[str], None] | None = None) -> int:
+    def serve(
+        self,
+        *,
+        worker: bool,
+        on_ready: Callable[[str], None] | None = None,
+        on_stats: Callable[[str], None] | None = None,
+    ) -> int:
         """Run libmilter on the open socket until stopped; a ``worker`` builds its runtime
         first (after the fork, so that no thread crosses it) and leaves the PidFile to the
-        supervisor.  ``on_ready(status)`` is told once the directory view is loaded."""
+        supervisor.  ``on_ready(status)`` is told once the directory view is loaded,
+        ``on_stats(line)`` each counters line (SIGUSR1)."""
         settings = self.settings
         if worker:
             self.holder = Holder(build_runtime(settings))
         assert self.holder is not None
         self._announce = on_ready or (lambda status: notify("READY=1", f"STATUS={status}"))
+        self._tell_stats = on_stats or (lambda line: None)
         if settings.metrics_socket is not None:
             host, port = settings.metrics_socket
             try:
@@ -360,7 +372,9 @@ class Daemon:
                     self.reload()
                 if self._report.is_set():
                     self._report.clear()
-                    log.info("stats: %s", self.stats())
+                    line = self.stats()
+                    log.info("stats: %s", line)
+                    self._tell_stats(line)
         finally:
             if self.monitor is not None:
                 self.monitor.close()

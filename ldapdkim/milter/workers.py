@@ -9,8 +9,9 @@ exactly as a single milter process does.  The supervisor:
 * replaces a worker that dies (a session it had in flight ends in the MTA's
   ``milter_default_action``), and gives up when workers keep dying
   (:data:`RESPAWN_LIMIT` within :data:`RESPAWN_WINDOW` seconds);
-* passes SIGHUP (reload) and SIGUSR1 (counters: one line per worker) on to
-  every worker, and on SIGTERM or SIGINT stops them all and waits for them;
+* passes SIGHUP (reload) and SIGUSR1 (counters) on to every worker, and
+  logs the counters of all workers added up (each worker logs its own as
+  well); on SIGTERM or SIGINT it stops them all and waits for them;
 * tells systemd READY=1 once every worker has its directory view (a pipe
   carries each worker's word; workers do not speak to systemd themselves).
 
@@ -49,12 +50,12 @@ class Supervisor:
     def __init__(
         self,
         settings: Settings,
-        serve: Callable[[Callable[[str], None]], int],
+        serve: Callable[[Callable[[str], None], Callable[[str], None]], int],
         notify: Callable[..., None],
     ) -> None:
-        """``serve(ready)`` runs one worker until it stops (its exit status), calling
-        ``ready(status)`` once its directory view is loaded; ``notify(*states)`` speaks
-        to systemd."""
+        """``serve(ready, stats)`` runs one worker until it stops (its exit status),
+        calling ``ready(status)`` once its directory view is loaded and ``stats(line)``
+        with each counters line; ``notify(*states)`` speaks to systemd."""
         self.settings = settings
         self.serve = serve
         self.notify = notify
@@ -65,6 +66,11 @@ class Supervisor:
         self._pending: list[int] = []
         self._ready_read, self._ready_write = os.pipe()
         self._ready = 0
+        self._stats_read, self._stats_write = os.pipe()
+        self._stats_buffer = b""
+        self._stats_lines: list[str] = []
+        self._stats_due = 0.0
+        """time.monotonic() by which the asked workers' counters are logged, 0: none asked."""
 
     def run(self) -> int:
         settings = self.settings
@@ -89,10 +95,11 @@ class Supervisor:
             status = 1
             try:
                 os.close(self._ready_read)
+                os.close(self._stats_read)
                 os.environ.pop("NOTIFY_SOCKET", None)  # the supervisor speaks to systemd
                 for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
                     signal.signal(signum, signal.SIG_DFL)
-                status = self.serve(self._tell_ready)
+                status = self.serve(self._tell_ready, self._tell_stats)
             except LdapDkimError as err:
                 log.error("worker %d cannot start: %s", number, err)
                 status = CONFIG_ERROR
@@ -107,13 +114,20 @@ class Supervisor:
     def _tell_ready(self, status: str) -> None:
         os.write(self._ready_write, b"r")
 
+    def _tell_stats(self, line: str) -> None:
+        """In a worker: pass its counters line to the supervisor (one short write)."""
+        os.write(self._stats_write, line.encode()[:4000] + b"\n")
+
     def _loop(self) -> int:
         tell = self.notify
         announced = False
         while self.workers:
-            readable, _, _ = select.select([self._ready_read], [], [], 0.2)
-            if readable:
+            readable, _, _ = select.select([self._ready_read, self._stats_read], [], [], 0.2)
+            if self._ready_read in readable:
                 self._ready += len(os.read(self._ready_read, 64))
+            if self._stats_read in readable:
+                self._take_stats(os.read(self._stats_read, 65536))
+            self._log_stats()
             if not announced and self._ready >= self.count:
                 tell("READY=1", f"STATUS={self.count} workers serving")
                 announced = True
@@ -121,6 +135,8 @@ class Supervisor:
                 if signum in (signal.SIGTERM, signal.SIGINT):
                     tell("STOPPING=1")
                     return self._stop_all(signum)
+                if signum == signal.SIGUSR1:
+                    self._stats_lines, self._stats_due = [], time.monotonic() + 2.0
                 for pid in self.workers:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signum)
@@ -128,6 +144,25 @@ class Supervisor:
             if status is not None:
                 return status
         return 0
+
+    def _take_stats(self, data: bytes) -> None:
+        self._stats_buffer += data
+        *lines, self._stats_buffer = self._stats_buffer.split(b"\n")
+        self._stats_lines += [line.decode("utf-8", "replace") for line in lines]
+
+    def _log_stats(self) -> None:
+        """Once every worker answered (or 2 s passed), log their counters added up."""
+        if not self._stats_due:
+            return
+        if len(self._stats_lines) < len(self.workers) and time.monotonic() < self._stats_due:
+            return
+        log.info(
+            "stats (%d of %d workers): %s",
+            len(self._stats_lines),
+            len(self.workers),
+            add_up(self._stats_lines),
+        )
+        self._stats_lines, self._stats_due = [], 0.0
 
     def _reap(self) -> int | None:
         """Replace dead workers; a status when the supervisor must give up."""
@@ -192,3 +227,18 @@ class Supervisor:
     def _take_signals(self) -> list[int]:
         taken, self._pending = self._pending, []
         return taken
+
+
+def add_up(lines: list[str]) -> str:
+    """The workers' ``key=value`` counters lines as one: numbers added, in first-seen order.
+
+    The replica's fields describe each worker's own copy of the directory
+    (its size, mode, age) and are left out, as is anything not a whole number.
+    """
+    totals: dict[str, int] = {}
+    for line in lines:
+        for field in line.split():
+            key, sep, value = field.partition("=")
+            if sep and value.isdigit() and not key.startswith(("replica_", "directory_")):
+                totals[key] = totals.get(key, 0) + int(value)
+    return " ".join(f"{key}={value}" for key, value in totals.items())

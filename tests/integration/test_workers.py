@@ -110,6 +110,8 @@ def test_a_killed_worker_is_replaced_and_mail_stays_signed(pool: Pool) -> None:
 
 
 def test_reload_and_counters_reach_every_worker_and_stop_ends_them_all(pool: Pool) -> None:
+    for _ in range(3):
+        pool.send_signed()
     workers = pool.workers()
     pool.milter.signal(signal.SIGHUP)
     wait_for("two reloads", lambda: pool.milter.log().count("configuration reloaded") == 2)
@@ -117,6 +119,10 @@ def test_reload_and_counters_reach_every_worker_and_stop_ends_them_all(pool: Poo
     wait_for("two stats lines", lambda: pool.milter.log().count("stats: ") == 2)
     stats_pids = set(re.findall(r"ldapdkim\[(\d+)\]: INFO: stats: ", pool.milter.log()))
     assert {int(p) for p in stats_pids} == workers
+    wait_for("the sum", lambda: "stats (2 of 2 workers): " in pool.milter.log())
+    each = [int(n) for n in re.findall(r"INFO: stats: .*?\bsigned=(\d+)", pool.milter.log())]
+    total = re.search(r"stats \(2 of 2 workers\): .*?\bsigned=(\d+)", pool.milter.log())
+    assert total is not None and int(total.group(1)) == sum(each)
     assert pool.milter.process is not None
     pool.milter.signal(signal.SIGTERM)
     assert pool.milter.process.wait(timeout=30) == 0, pool.milter.log()

@@ -186,3 +186,14 @@ def test_notify_writes_to_the_socket_systemd_names(
 def test_notify_without_systemd_does_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
     daemon.notify("READY=1")  # no socket, no error
+
+
+def test_the_supervisor_adds_up_the_workers_counters_but_not_their_replicas() -> None:
+    from ldapdkim.milter.workers import add_up
+
+    lines = [
+        "sessions=1 signed=5 verified=2 directory_mode=sync replica_entries=30 "
+        "replica_staleness_s=0.0",
+        "sessions=0 signed=7 verified=1 directory_mode=sync replica_entries=30",
+    ]
+    assert add_up(lines) == "sessions=1 signed=12 verified=3"

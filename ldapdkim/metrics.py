@@ -13,9 +13,12 @@ anything taken from a message (a From domain would make the series unbounded).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import prometheus_client
 import prometheus_client.metrics
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, values
 
 from ldapdkim.model import DkimResult, Outcome
 
@@ -28,20 +31,6 @@ else:  # Debian 12's 0.16 has only the module flag
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
-MESSAGES_SIGNED = Counter("ldapdkim_messages_signed", "Messages signed.")
-
-MESSAGES_VERIFIED = Counter(
-    "ldapdkim_messages_verified",
-    "Messages verified, by their DKIM result: pass when a signature passed, none when "
-    "there was none, else the first signature's result.",
-    ["result"],
-)
-
-MESSAGES_NOT_SIGNED = Counter(
-    "ldapdkim_messages_not_signed",
-    "Messages to sign that were not signed, by reason.",
-    ["reason"],
-)
 NOT_SIGNED_REASONS = (
     "domain_not_signed",
     "no_active_key",
@@ -54,48 +43,90 @@ NOT_SIGNED_REASONS = (
 )
 """The ``reason`` label values of :data:`MESSAGES_NOT_SIGNED`."""
 
-ACTIONS = Counter(
-    "ldapdkim_actions",
-    "On-* actions taken, by outcome keyword and action.",
-    ["outcome", "action"],
-)
+_NAMES = (
+    "MESSAGES_SIGNED", "MESSAGES_VERIFIED", "MESSAGES_NOT_SIGNED", "ACTIONS",
+    "SIGNATURES_MADE", "SIGNATURES_VERIFIED", "ERRORS", "LDAP_SEARCHES", "CACHE_LOOKUPS",
+    "DNS_QUERIES",
+)  # fmt: skip
+"""The series, module attributes that :func:`use_multiprocess` makes anew: count
+through ``metrics.NAME``, never a name imported from here."""
+MESSAGES_SIGNED: Counter
+MESSAGES_VERIFIED: Counter
+MESSAGES_NOT_SIGNED: Counter
+ACTIONS: Counter
+SIGNATURES_MADE: Counter
+SIGNATURES_VERIFIED: Counter
+ERRORS: Counter
+LDAP_SEARCHES: Histogram
+CACHE_LOOKUPS: Counter
+DNS_QUERIES: Histogram
 
-SIGNATURES_MADE = Counter(
-    "ldapdkim_signatures_made", "DKIM-Signature fields added, by algorithm.", ["algorithm"]
-)
 
-SIGNATURES_VERIFIED = Counter(
-    "ldapdkim_signatures_verified",
-    "Signatures checked, by algorithm (as the signature names it, 'unknown' when it names "
-    "none ldapdkim knows) and result.",
-    ["algorithm", "result"],
-)
-
-ERRORS = Counter(
-    "ldapdkim_internal_errors", "Callbacks that failed unexpectedly (On-InternalError)."
-)
-
-LDAP_SEARCHES = Histogram(
-    "ldapdkim_ldap_search_seconds",
-    "LDAP searches sent to a server and their latency, by result.",
-    ["result"],
-    buckets=_LATENCY_BUCKETS,
-)
-
-CACHE_LOOKUPS = Counter(
-    "ldapdkim_cache_lookups",
-    "Signing-identity lookups by how the cache answered: hit, miss (asked the directory), "
-    "stale (the directory failed; an older answer was served).",
-    ["result"],
-)
-
-DNS_QUERIES = Histogram(
-    "ldapdkim_dns_query_seconds",
-    "DNS key lookups (answers from the resolver's cache included) and their latency, "
-    "by result (answer, nxdomain, timeout, error).",
-    ["result"],
-    buckets=_LATENCY_BUCKETS,
-)
+def _define(registry: CollectorRegistry | None) -> None:
+    """(Re)make every series, registered in ``registry`` (None: in none)."""
+    global MESSAGES_SIGNED, MESSAGES_VERIFIED, MESSAGES_NOT_SIGNED, ACTIONS, SIGNATURES_MADE
+    global SIGNATURES_VERIFIED, ERRORS, LDAP_SEARCHES, CACHE_LOOKUPS, DNS_QUERIES
+    MESSAGES_SIGNED = Counter("ldapdkim_messages_signed", "Messages signed.", registry=registry)
+    MESSAGES_VERIFIED = Counter(
+        "ldapdkim_messages_verified",
+        "Messages verified, by their DKIM result: pass when a signature passed, none "
+        "when there was none, else the first signature's result.",
+        ["result"],
+        registry=registry,
+    )
+    MESSAGES_NOT_SIGNED = Counter(
+        "ldapdkim_messages_not_signed",
+        "Messages to sign that were not signed, by reason.",
+        ["reason"],
+        registry=registry,
+    )
+    ACTIONS = Counter(
+        "ldapdkim_actions",
+        "On-* actions taken, by outcome keyword and action.",
+        ["outcome", "action"],
+        registry=registry,
+    )
+    SIGNATURES_MADE = Counter(
+        "ldapdkim_signatures_made",
+        "DKIM-Signature fields added, by algorithm.",
+        ["algorithm"],
+        registry=registry,
+    )
+    SIGNATURES_VERIFIED = Counter(
+        "ldapdkim_signatures_verified",
+        "Signatures checked, by algorithm (as the signature names it, 'unknown' when it "
+        "names none ldapdkim knows) and result.",
+        ["algorithm", "result"],
+        registry=registry,
+    )
+    ERRORS = Counter(
+        "ldapdkim_internal_errors",
+        "Callbacks that failed unexpectedly (On-InternalError).",
+        registry=registry,
+    )
+    LDAP_SEARCHES = Histogram(
+        "ldapdkim_ldap_search_seconds",
+        "LDAP searches sent to a server and their latency, by result.",
+        ["result"],
+        buckets=_LATENCY_BUCKETS,
+        registry=registry,
+    )
+    CACHE_LOOKUPS = Counter(
+        "ldapdkim_cache_lookups",
+        "Signing-identity lookups by how the cache answered: hit, miss (asked the "
+        "directory), stale (the directory failed; an older answer was served).",
+        ["result"],
+        registry=registry,
+    )
+    DNS_QUERIES = Histogram(
+        "ldapdkim_dns_query_seconds",
+        "DNS key lookups (answers from the resolver's cache included) and their "
+        "latency, by result (answer, nxdomain, timeout, error).",
+        ["result"],
+        buckets=_LATENCY_BUCKETS,
+        registry=registry,
+    )
+    _zero_series()
 
 
 def count_action(outcome: Outcome, action: str) -> None:
@@ -118,4 +149,18 @@ def _zero_series() -> None:
         DNS_QUERIES.labels(result=dns_result)
 
 
-_zero_series()
+_define(REGISTRY)
+
+
+def use_multiprocess(directory: Path) -> None:
+    """Count into files in ``directory`` from now on, one per process, for a supervisor
+    to add up across its workers (prometheus_client's multiprocess mode).
+
+    Called once, before the workers are forked; each worker then writes files of its
+    own pid.  The series leave the default registry: the supervisor reads the files.
+    """
+    for name in _NAMES:
+        REGISTRY.unregister(globals()[name])
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call,unused-ignore]
+    _define(None)

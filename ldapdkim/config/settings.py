@@ -636,11 +636,6 @@ def _cross_check(settings: Settings, lines: Mapping[str, int]) -> None:
             "both (a simple bind), so add the other, or remove both to write as LDAPBindUser"
         )
     _check_sender_logins(settings, lines, at)
-    if settings.workers > 1 and settings.metrics_socket is not None:
-        raise ConfigError(
-            f"{at('MetricsSocket')}: MetricsSocket serves one process, and Workers "
-            f"{settings.workers} runs several; set Workers 1 to use MetricsSocket"
-        )
     if settings.directory is not None and settings.directory.kind == "ldif":
         return  # the LDAP bind keywords do not apply to a file
     if settings.ldap_auth_mechanism is None:

@@ -28,11 +28,10 @@ import ldap.sasl
 import ldapurl  # type: ignore[import-untyped]
 from ldap.controls import SimplePagedResultsControl
 
-from ldapdkim import schema
+from ldapdkim import metrics, schema
 from ldapdkim.config.ldap import LdapSettings
 from ldapdkim.directory.entries import Entry, lower_keys, normalize_dn, parent_dn
 from ldapdkim.errors import DirectoryError, DirectoryUnavailable
-from ldapdkim.metrics import LDAP_SEARCHES
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +107,7 @@ def _timed_search() -> Iterator[None]:
         result = "ok"
         raise
     finally:
-        LDAP_SEARCHES.labels(result=result).observe(time.monotonic() - started)
+        metrics.LDAP_SEARCHES.labels(result=result).observe(time.monotonic() - started)
 
 
 class LdapBackend:

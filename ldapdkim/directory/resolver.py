@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from cachetools import LRUCache, TTLCache
 
+from ldapdkim import metrics
 from ldapdkim.config.settings import Settings
 from ldapdkim.directory.resolution import Directory
 from ldapdkim.domainname import normalize_domain
@@ -34,7 +35,6 @@ from ldapdkim.errors import (
     DirectoryUnavailable,
     DomainNotSigned,
 )
-from ldapdkim.metrics import CACHE_LOOKUPS
 from ldapdkim.model import Resolution
 
 log = logging.getLogger(__name__)
@@ -106,10 +106,10 @@ class CachedResolver:
             cached = self._cached(name)
         if cached is not None:
             self.stats.hits += 1
-            CACHE_LOOKUPS.labels(result="hit").inc()
+            metrics.CACHE_LOOKUPS.labels(result="hit").inc()
             return _deliver(cached)
         self.stats.misses += 1
-        CACHE_LOOKUPS.labels(result="miss").inc()
+        metrics.CACHE_LOOKUPS.labels(result="miss").inc()
         try:
             answer: Answer = self.directory.resolve(name)
         except (DomainNotSigned, DirectoryError) as refusal:
@@ -177,7 +177,7 @@ class CachedResolver:
             age = self._clock() - fetched
             if age <= self.max_stale:
                 self.stats.stale_served += 1
-                CACHE_LOOKUPS.labels(result="stale").inc()
+                metrics.CACHE_LOOKUPS.labels(result="stale").inc()
                 log.warning(
                     "directory unavailable; using what it said about %s %.0f s ago", name, age
                 )

@@ -42,7 +42,7 @@ from types import FrameType
 import Milter
 import milter as libmilter
 
-from ldapdkim import __version__, config, orgdomain
+from ldapdkim import __version__, config, metrics, orgdomain
 from ldapdkim.directory.ldapbackend import LdapBackend
 from ldapdkim.directory.resolution import open_directory
 from ldapdkim.directory.resolver import CachedResolver
@@ -51,7 +51,7 @@ from ldapdkim.errors import ConfigError, DirectoryError, LdapDkimError
 from ldapdkim.log import RedactingFilter
 from ldapdkim.milter.monitor import Figures, Monitor, judge
 from ldapdkim.milter.session import Counters, DkimMilter, Runtime
-from ldapdkim.milter.workers import Supervisor
+from ldapdkim.milter.workers import Supervisor, WorkerHooks
 from ldapdkim.model import Alignment
 from ldapdkim.signing.dnslookup import TxtLookup
 
@@ -247,6 +247,25 @@ def open_socket(settings: config.Settings) -> None:
         _disable_nagle_on_listeners()
 
 
+def _multiprocess_metrics(settings: config.Settings) -> Path | None:
+    """With MetricsSocket and several workers: the directory they count in (emptied),
+    in StateDirectory, with counting switched to files (:func:`metrics.use_multiprocess`)."""
+    if settings.metrics_socket is None:
+        return None
+    directory = settings.state_directory / "metrics"
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for stale in directory.iterdir():
+            stale.unlink()
+    except OSError as err:
+        raise LdapDkimError(
+            f"MetricsSocket with Workers {settings.workers} counts in {directory}: "
+            f"{err.strerror}; create StateDirectory {settings.state_directory}, writable here"
+        ) from None
+    metrics.use_multiprocess(directory)
+    return directory
+
+
 def _socket_path(spec: str) -> Path | None:
     kind, _, rest = spec.partition(":")
     return Path(rest) if kind in ("local", "unix") else None
@@ -294,19 +313,21 @@ class Daemon:
         self.monitor: Monitor | None = None
         self._announce: Callable[[str], None] = lambda status: None
         self._tell_stats: Callable[[str], None] = lambda line: None
+        self._hooks: WorkerHooks | None = None
 
     def run(self) -> int:
         """Serve mail: in this process, or (``Workers`` above 1) in worker processes."""
         settings = self.settings
         setup_logging(settings)
         if settings.workers > 1:
+            metrics_dir = _multiprocess_metrics(settings)
             _register(self.current)
             open_socket(settings)
 
-            def serve(ready: Callable[[str], None], stats: Callable[[str], None]) -> int:
-                return self.serve(worker=True, on_ready=ready, on_stats=stats)
+            def serve(hooks: WorkerHooks) -> int:
+                return self.serve(worker=True, hooks=hooks)
 
-            return Supervisor(settings, serve, notify).run()
+            return Supervisor(settings, serve, notify, metrics_dir=metrics_dir).run()
         self.holder = Holder(build_runtime(settings))
         _register(self.holder.current)
         open_socket(settings)
@@ -317,24 +338,21 @@ class Daemon:
         assert self.holder is not None, "a session before the runtime was built"
         return self.holder.current()
 
-    def serve(
-        self,
-        *,
-        worker: bool,
-        on_ready: Callable[[str], None] | None = None,
-        on_stats: Callable[[str], None] | None = None,
-    ) -> int:
+    def serve(self, *, worker: bool, hooks: WorkerHooks | None = None) -> int:
         """Run libmilter on the open socket until stopped; a ``worker`` builds its runtime
-        first (after the fork, so that no thread crosses it) and leaves the PidFile to the
-        supervisor.  ``on_ready(status)`` is told once the directory view is loaded,
-        ``on_stats(line)`` each counters line (SIGUSR1)."""
+        first (after the fork, so that no thread crosses it), leaves the PidFile and
+        MetricsSocket to the supervisor, and tells it what happens through ``hooks``."""
         settings = self.settings
         if worker:
             self.holder = Holder(build_runtime(settings))
         assert self.holder is not None
-        self._announce = on_ready or (lambda status: notify("READY=1", f"STATUS={status}"))
-        self._tell_stats = on_stats or (lambda line: None)
-        if settings.metrics_socket is not None:
+        self._hooks = hooks
+        if hooks is not None:
+            self._announce = hooks.ready
+            self._tell_stats = hooks.stats
+        else:
+            self._announce = lambda status: notify("READY=1", f"STATUS={status}")
+        if settings.metrics_socket is not None and not worker:
             host, port = settings.metrics_socket
             try:
                 self.monitor = Monitor(host, port, self.figures)
@@ -360,10 +378,14 @@ class Daemon:
         ready = False
         if not worker:
             notify("STATUS=waiting for the directory view")
+        figures_due = 0.0
         try:
             while server.is_alive():
                 if not ready:
                     ready = self._ready(ready_by)
+                if self._hooks is not None and time.monotonic() >= figures_due:
+                    figures_due = time.monotonic() + 1.0
+                    self._hooks.figures(self.figures())
                 if self._stop.wait(0.2 if ready else 0.05):
                     self._shut_down()
                     break

@@ -19,12 +19,15 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from ldapdkim import __version__
@@ -137,6 +140,17 @@ class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
+class _Single(WSGIServer):
+    """One request at a time, in the caller's thread (a supervisor forks: no threads)."""
+
+    allow_reuse_address = True
+    timeout = 0.0
+
+
+class _Single6(_Single):
+    address_family = socket.AF_INET6
+
+
 class _QuietHandler(WSGIRequestHandler):
     """No access log: Prometheus scrapes every few seconds."""
 
@@ -149,14 +163,34 @@ StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 
 class Monitor:
-    """The HTTP server of ``MetricsSocket``, in a thread of its own."""
+    """The HTTP server of ``MetricsSocket``: in a thread of its own, or (``multiprocess``)
+    served by the caller's own loop (:meth:`fileno`, :meth:`handle`)."""
 
-    def __init__(self, host: str, port: int, figures: Callable[[], Figures]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        figures: Callable[[], Figures],
+        *,
+        multiprocess: Path | None = None,
+    ) -> None:
+        """``multiprocess``: the directory where worker processes count (a supervisor
+        adds their files up, with its own process metrics); no thread is started."""
         own = CollectorRegistry(auto_describe=False)
         own.register(_RuntimeCollector(figures))
-        self._registry = _Registries(REGISTRY, own)
+        if multiprocess is None:
+            self._registry = _Registries(REGISTRY, own)
+        else:
+            workers = CollectorRegistry(auto_describe=False)
+            MultiProcessCollector(workers, path=str(multiprocess))  # type: ignore[no-untyped-call,unused-ignore]
+            ProcessCollector(registry=own)
+            self._registry = _Registries(workers, own)
         self._figures = figures
-        server_class = _Server6 if ":" in host else _Server
+        server_class: type[WSGIServer]
+        if multiprocess is None:
+            server_class = _Server6 if ":" in host else _Server
+        else:
+            server_class = _Single6 if ":" in host else _Single
         self._server = make_server(
             host, port, self.app, server_class=server_class, handler_class=_QuietHandler
         )
@@ -164,10 +198,20 @@ class Monitor:
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="ldapdkim-metrics", daemon=True
         )
+        self._threaded = multiprocess is None
 
     def start(self) -> None:
-        self._thread.start()
+        if self._threaded:
+            self._thread.start()
         log.info("metrics and health on http://%s/metrics and /healthz", self.address)
+
+    def fileno(self) -> int:
+        """The listening socket, for the caller's select()."""
+        return self._server.fileno()
+
+    def handle(self) -> None:
+        """Answer one waiting request (the socket was readable)."""
+        self._server.handle_request()
 
     @property
     def address(self) -> str:
@@ -175,7 +219,8 @@ class Monitor:
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     def close(self) -> None:
-        self._server.shutdown()
+        if self._threaded:
+            self._server.shutdown()
         self._server.server_close()
 
     def app(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:

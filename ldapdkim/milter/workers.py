@@ -21,6 +21,7 @@ Each worker keeps its own copy of the directory replica today.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import select
@@ -28,13 +29,19 @@ import signal
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 
 from ldapdkim.config.settings import Settings
 from ldapdkim.errors import LdapDkimError
+from ldapdkim.milter.monitor import Figures, Health, Monitor
+from ldapdkim.model import DirectoryView
 
 log = logging.getLogger(__name__)
 
+VIEW_FRESH = 5.0
+"""Seconds after which a worker's last figures no longer count (it stopped writing)."""
 RESPAWN_LIMIT = 5
 RESPAWN_WINDOW = 10.0
 """A worker that dies more than RESPAWN_LIMIT times in this many seconds is a fault."""
@@ -44,22 +51,38 @@ CONFIG_ERROR = 2
 """A worker that exits with this status could not start: restarting would not help."""
 
 
+@dataclass(frozen=True)
+class WorkerHooks:
+    """How a worker tells its supervisor what happens."""
+
+    ready: Callable[[str], None]
+    """Its directory view is loaded (the text: its health)."""
+    stats: Callable[[str], None]
+    """Its counters line (SIGUSR1)."""
+    figures: Callable[[Figures], None]
+    """Its figures, every second (for the supervisor's /metrics and /healthz)."""
+
+
 class Supervisor:
     """The parent of the worker processes."""
 
     def __init__(
         self,
         settings: Settings,
-        serve: Callable[[Callable[[str], None], Callable[[str], None]], int],
+        serve: Callable[[WorkerHooks], int],
         notify: Callable[..., None],
+        *,
+        metrics_dir: Path | None = None,
     ) -> None:
-        """``serve(ready, stats)`` runs one worker until it stops (its exit status),
-        calling ``ready(status)`` once its directory view is loaded and ``stats(line)``
-        with each counters line; ``notify(*states)`` speaks to systemd."""
+        """``serve(hooks)`` runs one worker until it stops (its exit status), calling the
+        hooks as things happen; ``notify(*states)`` speaks to systemd; ``metrics_dir``:
+        where the workers count (``MetricsSocket``), served here added up."""
         self.settings = settings
         self.serve = serve
         self.notify = notify
         self.count = settings.workers
+        self.metrics_dir = metrics_dir
+        self.monitor: Monitor | None = None
         self.workers: dict[int, int] = {}
         """pid -> worker number."""
         self._deaths: deque[float] = deque()
@@ -79,6 +102,16 @@ class Supervisor:
         for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
         self.notify("STATUS=starting workers")
+        if settings.metrics_socket is not None and self.metrics_dir is not None:
+            host, port = settings.metrics_socket
+            try:
+                self.monitor = Monitor(host, port, self.figures, multiprocess=self.metrics_dir)
+            except OSError as err:
+                raise LdapDkimError(
+                    f"cannot open MetricsSocket {host}:{port}: {err.strerror}; "
+                    "is another process using it?"
+                ) from None
+            self.monitor.start()
         try:
             for number in range(self.count):
                 self._spawn(number)
@@ -96,10 +129,13 @@ class Supervisor:
             try:
                 os.close(self._ready_read)
                 os.close(self._stats_read)
+                if self.monitor is not None:
+                    self.monitor.close()  # the supervisor's listening socket
                 os.environ.pop("NOTIFY_SOCKET", None)  # the supervisor speaks to systemd
                 for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
                     signal.signal(signum, signal.SIG_DFL)
-                status = self.serve(self._tell_ready, self._tell_stats)
+                hooks = WorkerHooks(self._tell_ready, self._tell_stats, self._tell_figures)
+                status = self.serve(hooks)
             except LdapDkimError as err:
                 log.error("worker %d cannot start: %s", number, err)
                 status = CONFIG_ERROR
@@ -114,6 +150,59 @@ class Supervisor:
     def _tell_ready(self, status: str) -> None:
         os.write(self._ready_write, b"r")
 
+    def _tell_figures(self, figures: Figures) -> None:
+        """In a worker: leave its figures where the supervisor's /metrics reads them."""
+        if self.metrics_dir is None:
+            return
+        view = figures.view
+        data = {
+            "sessions": figures.sessions,
+            "healthy": figures.health.ok,
+            "why": figures.health.why,
+            "mode": view.mode,
+            "connected": view.connected,
+            "age": view.age,
+            "entries": view.entries,
+            "sync_age": view.sync_age,
+        }
+        path = self.metrics_dir / f"view-{os.getpid()}.json"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(data))
+        temporary.replace(path)
+
+    def figures(self) -> Figures:
+        """What the supervisor's /metrics and /healthz show: all workers together."""
+        views = []
+        now = time.time()
+        assert self.metrics_dir is not None
+        for pid in self.workers:
+            path = self.metrics_dir / f"view-{pid}.json"
+            try:
+                if now - path.stat().st_mtime > VIEW_FRESH:
+                    continue
+                views.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue
+        sessions = sum(int(v.get("sessions", 0)) for v in views)
+        if len(views) < self.count:
+            health = Health(False, f"{len(views)} of {self.count} workers are serving")
+            return Figures(sessions, DirectoryView("memory", False, None), health)
+        ages = [v.get("age") for v in views]
+        worst = max(views, key=lambda v: float("inf") if v.get("age") is None else v["age"])
+        view = DirectoryView(
+            mode=str(worst.get("mode", "memory")),
+            connected=all(bool(v.get("connected")) for v in views),
+            age=None if None in ages else float(worst["age"]),
+            entries=int(worst.get("entries", 0)),
+            sync_age=worst.get("sync_age"),
+        )
+        unhealthy = [v for v in views if not v.get("healthy")]
+        if unhealthy:
+            health = Health(False, f"a worker: {unhealthy[0].get('why', 'unhealthy')}")
+        else:
+            health = Health(True, f"ok: {self.count} workers serving; {views[0].get('why', '')}")
+        return Figures(sessions, view, health)
+
     def _tell_stats(self, line: str) -> None:
         """In a worker: pass its counters line to the supervisor (one short write)."""
         os.write(self._stats_write, line.encode()[:4000] + b"\n")
@@ -122,7 +211,12 @@ class Supervisor:
         tell = self.notify
         announced = False
         while self.workers:
-            readable, _, _ = select.select([self._ready_read, self._stats_read], [], [], 0.2)
+            watched = [self._ready_read, self._stats_read]
+            if self.monitor is not None:
+                watched.append(self.monitor.fileno())
+            readable, _, _ = select.select(watched, [], [], 0.2)
+            if self.monitor is not None and self.monitor.fileno() in readable:
+                self.monitor.handle()
             if self._ready_read in readable:
                 self._ready += len(os.read(self._ready_read, 64))
             if self._stats_read in readable:
@@ -218,6 +312,8 @@ class Supervisor:
             log.error("worker pid %d did not stop within %.0f s; killing it", pid, STOP_WAIT)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+        if self.monitor is not None:
+            self.monitor.close()
         log.info("stopped")
         return 0
 

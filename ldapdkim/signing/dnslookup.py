@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import dns.exception
 import dns.resolver
 
+from ldapdkim import metrics
 from ldapdkim.errors import DnsTemporaryError
-from ldapdkim.metrics import DNS_QUERIES
 
 
 class TxtLookup:
@@ -55,5 +55,5 @@ class TxtLookup:
         except (dns.resolver.NoNameservers, dns.exception.DNSException) as err:
             raise DnsTemporaryError(f"DNS query for {name} TXT failed: {err}") from None
         finally:
-            DNS_QUERIES.labels(result=result).observe(time.monotonic() - started)
+            metrics.DNS_QUERIES.labels(result=result).observe(time.monotonic() - started)
         return [b"".join(rdata.strings) for rdata in answer]

@@ -13,6 +13,8 @@ import re
 import signal
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from harness.dnsserver import DnsServer
 from harness.mailsite import MailSite, message
 from harness.milterproc import MilterProcess
 from harness.postfix import Postfix, header_values, require_postfix
-from harness.slapd import Slapd
+from harness.slapd import Slapd, free_port
 
 
 def children(pid: int) -> set[int]:
@@ -42,7 +44,23 @@ class Pool:
     milter: MilterProcess
     postfix: Postfix
     notify: socket.socket
+    metrics_port: int
     sent: int = 0
+
+    def scrape(self, path: str) -> tuple[int, str]:
+        try:
+            url = f"http://127.0.0.1:{self.metrics_port}{path}"
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as err:
+            with err:
+                return err.code, err.read().decode()
+
+    def signed_total(self) -> float:
+        _, text = self.scrape("/metrics")
+        found = re.search(r"^ldapdkim_messages_signed_total (\S+)$", text, re.M)
+        assert found is not None, text
+        return float(found.group(1))
 
     @property
     def pid(self) -> int:
@@ -76,12 +94,17 @@ def pool(slapd: Slapd, ldap_base: str, tmp_path: Path) -> Iterator[Pool]:
         notify.settimeout(20)
         site = MailSite(slapd, ldap_base, dns, tmp_path)
         site.add_domains(["example.com"], "rsa-sha256")
-        lines = site.milter_config("Workers 2", f"StateDirectory {tmp_path}")
+        metrics_port = free_port()
+        lines = site.milter_config(
+            "Workers 2",
+            f"StateDirectory {tmp_path}",
+            f"MetricsSocket inet:{metrics_port}@127.0.0.1",
+        )
         milter = MilterProcess(tmp_path / "milter", lines, env={"NOTIFY_SOCKET": str(notify_path)})
         with milter:
             postfix.set_milter(milter.postfix_address)
             postfix.reload()
-            found = Pool(milter, postfix, notify)
+            found = Pool(milter, postfix, notify, metrics_port)
             wait_for("two workers", lambda: len(found.workers()) == 2)
             yield found
             assert "Traceback" not in milter.log(), milter.log()
@@ -127,3 +150,17 @@ def test_reload_and_counters_reach_every_worker_and_stop_ends_them_all(pool: Poo
     pool.milter.signal(signal.SIGTERM)
     assert pool.milter.process.wait(timeout=30) == 0, pool.milter.log()
     assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_metrics_add_up_across_workers_and_outlive_a_dead_one(pool: Pool) -> None:
+    wait_for("healthy", lambda: pool.scrape("/healthz")[0] == 200)
+    assert pool.scrape("/healthz")[1].startswith("ok: 2 workers serving"), pool.scrape("/healthz")
+    for _ in range(6):
+        pool.send_signed()
+    assert pool.signed_total() == 6
+    os.kill(min(pool.workers()), signal.SIGKILL)
+    wait_for("a new worker", lambda: len(pool.workers()) == 2)
+    assert pool.signed_total() == 6  # what the dead worker counted still counts
+    wait_for("healthy again", lambda: pool.scrape("/healthz")[0] == 200)
+    pool.send_signed()
+    assert pool.signed_total() == 7

@@ -12,6 +12,7 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -164,3 +165,54 @@ def test_metrics_add_up_across_workers_and_outlive_a_dead_one(pool: Pool) -> Non
     wait_for("healthy again", lambda: pool.scrape("/healthz")[0] == 200)
     pool.send_signed()
     assert pool.signed_total() == 7
+
+
+def test_killing_a_worker_under_load_loses_nothing(pool: Pool) -> None:
+    """16 senders, 400 messages through Postfix (milter_default_action tempfail); a worker
+    is killed with SIGKILL halfway.  Sessions it had in flight are tempfailed and sent
+    again, as an MTA would; every message arrives, signed, once."""
+    total, senders = 400, 16
+    outcomes: dict[str, int] = {"accepted": 0, "tempfailed": 0}
+    lock = threading.Lock()
+    killed = threading.Event()
+
+    def sender(number: int) -> None:
+        for i in range(total // senders):
+            subject = f"load {number}-{i}"
+            for _attempt in range(20):
+                reply = pool.postfix.send(
+                    message(subject=subject),
+                    mail_from="alice@example.com",
+                    rcpt_to=["bob@example.net"],
+                )
+                with lock:
+                    outcomes["accepted" if reply.accepted else "tempfailed"] += 1
+                    if outcomes["accepted"] == total // 2 and not killed.is_set():
+                        killed.set()
+                        os.kill(min(pool.workers()), signal.SIGKILL)
+                if reply.accepted:
+                    break
+                assert 400 <= reply.code < 500 or reply.code == 0, reply
+                time.sleep(0.2)
+            else:
+                raise AssertionError(f"{subject} never accepted")
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert killed.is_set() and outcomes["accepted"] == total, outcomes
+    wait_for("every message delivered", lambda: len(pool.postfix.delivered) >= total, 120)
+    delivered = pool.postfix.delivered
+    subjects = [header_values(m, "Subject")[0] for m in delivered]
+    assert sorted(subjects) == sorted(
+        f"load {n}-{i}" for n in range(senders) for i in range(total // senders)
+    )
+    unsigned = [
+        s
+        for s, m in zip(subjects, delivered, strict=True)
+        if not header_values(m, "DKIM-Signature")
+    ]
+    assert unsigned == [], (unsigned, outcomes)
+    print(f"killed a worker under load: {outcomes}")

@@ -122,7 +122,9 @@ class DomainPolicy:
     subdomains: bool | None = None
     expire_seconds: int | None = None
     allowed_senders: tuple[str, ...] = ()
-    """Logins (lowercase) and group DNs that may send as any address of the domain."""
+    """Logins (lowercase) that may send as any address of the domain."""
+    allowed_groups: tuple[str, ...] = ()
+    """DNs of groups whose members may send as any address of the domain."""
     allowed_networks: tuple[IPNetwork, ...] = ()
     """Networks whose mail is signed for the domain without a login."""
     sender_alignment: Alignment | None = None
@@ -130,7 +132,7 @@ class DomainPolicy:
     @property
     def delegates(self) -> bool:
         """Whether the entry says who may send for the domain (sender authorization)."""
-        return bool(self.allowed_senders or self.allowed_networks)
+        return bool(self.allowed_senders or self.allowed_groups or self.allowed_networks)
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,7 @@ def policy_from_entry(entry: Entry) -> DomainPolicy:
     expire = _single(attrs, schema.EXPIRE_SECONDS)
     algorithms = _values(attrs, schema.ALGORITHM)
     alignment = _single(attrs, schema.SENDER_ALIGNMENT)
+    senders = [v for v in _values(attrs, schema.ALLOWED_SENDER) if v]
     try:
         return DomainPolicy(
             dn=dn,
@@ -125,9 +126,8 @@ def policy_from_entry(entry: Entry) -> DomainPolicy:
             identity=_single(attrs, schema.IDENTITY),
             subdomains=_boolean(dn, attrs, schema.SUBDOMAINS),
             expire_seconds=int(expire) if expire else None,
-            allowed_senders=tuple(
-                v.strip().lower() for v in _values(attrs, schema.ALLOWED_SENDER) if v.strip()
-            ),
+            allowed_senders=tuple(v.lower() for v in senders if not is_dn(v)),
+            allowed_groups=tuple(v for v in senders if is_dn(v)),
             allowed_networks=tuple(
                 ipaddress.ip_network(v.strip(), strict=False)
                 for v in _values(attrs, schema.ALLOWED_NETWORK)
@@ -192,3 +192,14 @@ def key_from_entry(entry: Entry, minimum_bits: int) -> SigningKey:
         created=created,
         problem=problem,
     )
+
+
+def is_dn(value: str) -> bool:
+    """Whether a ``dkimSignAllowedSender`` value names a group (a DN) rather than a login."""
+    if "=" not in value:
+        return False
+    try:
+        rdns = ldap.dn.str2dn(value)
+    except ldap.DECODING_ERROR:
+        return False
+    return bool(rdns) and all(value for rdn in rdns for _, value, _ in rdn)

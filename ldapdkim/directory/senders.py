@@ -186,14 +186,3 @@ def _first_rdn_value(dn: str) -> str:
         return str(ldap.dn.str2dn(dn)[0][0][1]).lower()
     except (ldap.DECODING_ERROR, IndexError):
         return ""
-
-
-def is_dn(value: str) -> bool:
-    """Whether a ``dkimSignAllowedSender`` value names a group (a DN) rather than a login."""
-    if "=" not in value:
-        return False
-    try:
-        rdns = ldap.dn.str2dn(value)
-    except ldap.DECODING_ERROR:
-        return False
-    return bool(rdns) and all(value for rdn in rdns for _, value, _ in rdn)

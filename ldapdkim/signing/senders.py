@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ldapdkim.config.settings import Settings
-from ldapdkim.directory.senders import SenderDirectory, is_dn
+from ldapdkim.directory.senders import SenderDirectory
 from ldapdkim.domainname import normalize_domain
 from ldapdkim.errors import InvalidDomain, SenderMismatch
 from ldapdkim.model import Alignment, DomainPolicy
@@ -95,11 +95,10 @@ def _check_alignment(
 
 def _check_login(policy: DomainPolicy, sender: Sender, directory: SenderDirectory | None) -> None:
     login = (sender.login or "").strip().lower()
-    groups = [value for value in policy.allowed_senders if is_dn(value)]
-    if login in policy.allowed_senders and login not in groups:
+    if login in policy.allowed_senders:
         return
     if directory is not None:
-        if any(login in directory.members(group) for group in groups):
+        if any(login in directory.members(group) for group in policy.allowed_groups):
             return
         if login in directory.owners(sender.author):
             return

@@ -13,7 +13,8 @@ import pytest
 
 from ldapdkim import orgdomain
 from ldapdkim.config.settings import Settings, parse
-from ldapdkim.directory.senders import LoginQuery, SenderDirectory, is_dn
+from ldapdkim.directory.entries import is_dn
+from ldapdkim.directory.senders import LoginQuery, SenderDirectory
 from ldapdkim.errors import ConfigError, DirectoryUnavailable, SenderMismatch
 from ldapdkim.model import Alignment, DomainPolicy
 from ldapdkim.signing.senders import Sender, authorize
@@ -80,7 +81,10 @@ def test_a_login_may_not_sign_as_someone_elses_address() -> None:
 
 def test_the_domain_entry_can_allow_a_login_or_a_group_for_every_address() -> None:
     policy = DomainPolicy(
-        dn=TENANT_A.dn, names=TENANT_A.names, allowed_senders=("newsletter", GROUP)
+        dn=TENANT_A.dn,
+        names=TENANT_A.names,
+        allowed_senders=("newsletter",),
+        allowed_groups=(GROUP,),
     )
     assert check("anyone@a.example", login="newsletter", policy=policy) is None
     assert check("anyone@a.example", login="dave", policy=policy) is None
@@ -88,7 +92,7 @@ def test_the_domain_entry_can_allow_a_login_or_a_group_for_every_address() -> No
 
 
 def test_a_login_that_looks_like_a_group_dn_is_only_a_login() -> None:
-    policy = DomainPolicy(dn=TENANT_A.dn, names=TENANT_A.names, allowed_senders=(GROUP,))
+    policy = DomainPolicy(dn=TENANT_A.dn, names=TENANT_A.names, allowed_groups=(GROUP,))
     assert check("anyone@a.example", login=GROUP, policy=policy) is not None
 
 

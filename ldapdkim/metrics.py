@@ -43,13 +43,8 @@ NOT_SIGNED_REASONS = (
 )
 """The ``reason`` label values of :data:`MESSAGES_NOT_SIGNED`."""
 
-_NAMES = (
-    "MESSAGES_SIGNED", "MESSAGES_VERIFIED", "MESSAGES_NOT_SIGNED", "ACTIONS",
-    "SIGNATURES_MADE", "SIGNATURES_VERIFIED", "ERRORS", "LDAP_SEARCHES", "CACHE_LOOKUPS",
-    "DNS_QUERIES",
-)  # fmt: skip
-"""The series, module attributes that :func:`use_multiprocess` makes anew: count
-through ``metrics.NAME``, never a name imported from here."""
+# The series are module attributes that :func:`use_multiprocess` makes anew: count
+# through ``metrics.NAME``, never a name imported from here.
 MESSAGES_SIGNED: Counter
 MESSAGES_VERIFIED: Counter
 MESSAGES_NOT_SIGNED: Counter
@@ -60,6 +55,10 @@ ERRORS: Counter
 LDAP_SEARCHES: Histogram
 CACHE_LOOKUPS: Counter
 DNS_QUERIES: Histogram
+
+
+_series: list[Counter | Histogram] = []
+"""What :func:`_define` made last, for :func:`use_multiprocess` to take out of REGISTRY."""
 
 
 def _define(registry: CollectorRegistry | None) -> None:
@@ -126,6 +125,10 @@ def _define(registry: CollectorRegistry | None) -> None:
         buckets=_LATENCY_BUCKETS,
         registry=registry,
     )
+    _series[:] = [
+        MESSAGES_SIGNED, MESSAGES_VERIFIED, MESSAGES_NOT_SIGNED, ACTIONS, SIGNATURES_MADE,
+        SIGNATURES_VERIFIED, ERRORS, LDAP_SEARCHES, CACHE_LOOKUPS, DNS_QUERIES,
+    ]  # fmt: skip
     _zero_series()
 
 
@@ -159,8 +162,8 @@ def use_multiprocess(directory: Path) -> None:
     Called once, before the workers are forked; each worker then writes files of its
     own pid.  The series leave the default registry: the supervisor reads the files.
     """
-    for name in _NAMES:
-        REGISTRY.unregister(globals()[name])
+    for series in _series:
+        REGISTRY.unregister(series)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call,unused-ignore]
     _define(None)

@@ -264,16 +264,22 @@ class LdapBackend:
                 log.info("directory connection lost (%s); reconnecting", reason(e))
         raise AssertionError("unreachable")
 
-    def _run(self, base: str, scope: int, filterstr: str, attrs: list[str]) -> list[Entry]:
-        """One search, with one reconnect on a broken connection."""
+    def search(self, base: str, scope: int, filterstr: str, attrs: list[str]) -> list[Entry]:
+        """One search (counted, timed, paged), with one reconnect on a broken connection;
+        attribute names lowercase; a missing base finds nothing.
 
-        def search(_conn: Any) -> list[Entry]:
+        Raises:
+            DirectoryUnavailable: no server answered, or the bind failed.
+            DirectoryError: the server refused the search.
+        """
+
+        def run(_conn: Any) -> list[Entry]:
             self.searches += 1
             with _timed_search():
                 return self._paged_search(base, scope, filterstr, attrs)
 
         try:
-            return self.execute(search)
+            return self.execute(run)
         except ldap.NO_SUCH_OBJECT:
             return []
         except ldap.LDAPError as err:
@@ -300,18 +306,18 @@ class LdapBackend:
         filterstr = ldap.filter.filter_format(
             f"(&(objectClass={schema.POLICY_CLASS})(|{alternatives}))", list(names)
         )
-        return self._run(self.base_dn, ldap.SCOPE_SUBTREE, filterstr, _POLICY_ATTRS)
+        return self.search(self.base_dn, ldap.SCOPE_SUBTREE, filterstr, _POLICY_ATTRS)
 
     def search_keys(self, policy_dn: str) -> list[Entry]:
-        return self._run(
+        return self.search(
             policy_dn, ldap.SCOPE_ONELEVEL, f"(objectClass={schema.KEY_CLASS})", _KEY_ATTRS
         )
 
     def walk(self) -> Iterator[tuple[Entry, list[Entry]]]:
-        policies = self._run(
+        policies = self.search(
             self.base_dn, ldap.SCOPE_SUBTREE, f"(objectClass={schema.POLICY_CLASS})", _POLICY_ATTRS
         )
-        key_entries = self._run(
+        key_entries = self.search(
             self.base_dn, ldap.SCOPE_SUBTREE, f"(objectClass={schema.KEY_CLASS})", _KEY_ATTRS
         )
         children: dict[str, list[Entry]] = {}

@@ -23,15 +23,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import ldap
 import ldap.dn
 import ldap.filter
 from cachetools import LRUCache, TTLCache
 
-from ldapdkim.directory.ldapbackend import LdapBackend, reason
-from ldapdkim.errors import DirectoryError, DirectoryUnavailable
+from ldapdkim.directory.ldapbackend import LdapBackend
+from ldapdkim.errors import DirectoryUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -137,39 +136,21 @@ class SenderDirectory:
             self._last[key] = (value, self._clock())
         return value
 
-    def _search(self, base: str, scope: int, filterstr: str, attrs: list[str]) -> list[Any]:
-        def run(conn: Any) -> list[Any]:
-            self.backend.searches += 1
-            found: list[Any] = conn.search_ext_s(
-                base, scope, filterstr, attrs, timeout=self.backend.ldap_settings.timeout
-            )
-            return found
-
-        try:
-            return self.backend.execute(run)
-        except ldap.NO_SUCH_OBJECT:
-            return []
-        except ldap.LDAPError as err:
-            raise DirectoryError(f"sender lookup under {base!r} failed: {reason(err)}") from None
-
     def _logins(self, base: str, filterstr: str, attributes: tuple[str, ...]) -> frozenset[str]:
-        found = self._search(base, ldap.SCOPE_SUBTREE, filterstr, list(attributes))
+        found = self.backend.search(base, ldap.SCOPE_SUBTREE, filterstr, list(attributes))
         wanted = {a.lower() for a in attributes}
         logins: set[str] = set()
-        for dn, attrs in found:
-            if dn is None:  # a referral
-                continue
-            for name, values in attrs.items():
-                if name.lower() in wanted:
-                    logins.update(v.decode("utf-8", "replace").strip().lower() for v in values)
+        for _dn, attrs in found:
+            for name in wanted:
+                logins.update(
+                    v.decode("utf-8", "replace").strip().lower() for v in attrs.get(name, ())
+                )
         return frozenset(login for login in logins if login)
 
     def _group(self, group_dn: str) -> frozenset[str]:
-        found = self._search(group_dn, ldap.SCOPE_BASE, "(objectClass=*)", _GROUP_ATTRIBUTES)
+        found = self.backend.search(group_dn, ldap.SCOPE_BASE, "(objectClass=*)", _GROUP_ATTRIBUTES)
         logins = set()
-        for dn, attrs in found:
-            if dn is None:
-                continue
+        for _dn, attrs in found:
             for name, values in attrs.items():
                 for value in values:
                     text = value.decode("utf-8", "replace").strip()

@@ -270,9 +270,8 @@ class FlakyBackend:
     def __init__(self) -> None:
         self.searches = 0
         self.down = False
-        self.ldap_settings = type("S", (), {"timeout": 1.0})()
 
-    def execute(self, operation: object) -> list[object]:
+    def search(self, base: str, scope: int, filterstr: str, attrs: list[str]) -> list[object]:
         if self.down:
             raise DirectoryUnavailable("cannot reach ldap://test")
         self.searches += 1

@@ -18,13 +18,13 @@ keyword, never shown.
     ├── SenderMismatch         the sender may not sign as the From address
     ├── DirectoryError         the directory answered, but the data is wrong
     │   ├── AmbiguousDomain    two policy entries claim one domain
-    │   └── EntryChanged       a write found the entry changed meanwhile (RFC 4528)
+    │   ├── EntryChanged       a write found the entry changed meanwhile (RFC 4528)
+    │   └── DamagedReplica     a replica database entry that cannot be read back
     ├── DirectoryUnavailable   the directory did not answer (down, timeout, TLS, bind)
     │   └── DirectoryStale     ... and the replica is older than DirectoryMaxStale
     ├── MessageError           a message that cannot be signed as it is
     ├── DnsTemporaryError      a DNS lookup that timed out or failed temporarily
     ├── DnsUpdateError         a DNS server took no RFC 2136 update (unreachable, no answer)
-    ├── DamagedReplica         a saved replica file that cannot be read back
     └── StatusUnreadable       a status.json that is not what the milter writes
 """
 
@@ -109,8 +109,8 @@ class DnsUpdateError(LdapDkimError):
     """The DNS server could not be reached, or its answer could not be read."""
 
 
-class DamagedReplica(LdapDkimError):
-    """A saved replica file that is cut short, of another format, or holds anything but data."""
+class DamagedReplica(DirectoryError):
+    """An entry in the replica database that is not what the milter stored there."""
 
 
 class StatusUnreadable(LdapDkimError):

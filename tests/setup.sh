@@ -35,7 +35,7 @@ packages=(
     # ldapdkim's runtime libraries, as Debian ships them (debian/control)
     python3-ldap python3-milter python3-dkim python3-nacl python3-cryptography
     python3-cachetools python3-dnspython python3-idna python3-authres
-    python3-prometheus-client python3-cffi
+    python3-prometheus-client python3-cffi python3-lmdb
     # building the Debian package (tests/integration/test_debian_package.py);
     # systemd-analyze checks the unit, man -w finds the installed pages
     dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-all
@@ -103,8 +103,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
     echo "postfix postfix/main_mailer_type select No configuration" \
         | as_root debconf-set-selections
-    as_root apt-get update -q
-    as_root apt-get install -y -q --no-install-recommends \
+    # Wait for another apt or dpkg run instead of failing on its lock.
+    as_root apt-get -o DPkg::Lock::Timeout=600 update -q
+    as_root apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=600 \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
         "${missing[@]}"
     remove_our_policy_rc_d
@@ -288,7 +289,7 @@ fi
 not_debian=$("$venv/bin/python" - <<'PY'
 import importlib
 for name in ("ldap", "milter", "dkim", "nacl", "cryptography", "cachetools", "dns",
-             "idna", "authres", "prometheus_client", "cffi"):
+             "idna", "authres", "prometheus_client", "cffi", "lmdb"):
     path = importlib.import_module(name).__file__ or ""
     if not path.startswith("/usr/lib/python3/dist-packages/"):
         print(f"{name} ({path})")

@@ -15,7 +15,9 @@ exactly as a single milter process does.  The supervisor:
 * tells systemd READY=1 once every worker has its directory view (a pipe
   carries each worker's word; workers do not speak to systemd themselves).
 
-Each worker keeps its own copy of the directory replica today.
+The workers share one directory replica, the LMDB database in
+``StateDirectory``; one of them writes it
+(:mod:`ldapdkim.directory.replica.feed`).
 """
 
 from __future__ import annotations
@@ -328,8 +330,8 @@ class Supervisor:
 def add_up(lines: list[str]) -> str:
     """The workers' ``key=value`` counters lines as one: numbers added, in first-seen order.
 
-    The replica's fields describe each worker's own copy of the directory
-    (its size, mode, age) and are left out, as is anything not a whole number.
+    The replica's fields (its size, mode, age) are the same in every worker
+    and are left out, as is anything not a whole number.
     """
     totals: dict[str, int] = {}
     for line in lines:

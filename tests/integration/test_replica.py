@@ -20,9 +20,9 @@ from harness.slapd import Slapd
 
 from ldapdkim import config
 from ldapdkim.directory.replica import sync as replica_module
-from ldapdkim.directory.replica.statedir import STATE_FILE
+from ldapdkim.directory.replica.feed import ReplicaFeed
 from ldapdkim.directory.replica.status import STATUS_FILE
-from ldapdkim.directory.replica.store import ReplicaStore
+from ldapdkim.directory.replica.store import DATABASE, ReplicaStore
 from ldapdkim.directory.replica.sync import ReplicaSettings, SyncReplica
 from ldapdkim.directory.resolution import Directory
 from ldapdkim.directory.resolver import CachedResolver
@@ -138,9 +138,7 @@ def _modify(slapd: Slapd, dn: str, attribute: str, value: str) -> float:
 def _synced(live: Live, entries: int | None = None) -> None:
     wait_for(
         "first refresh",
-        lambda: (
-            live.replica.store.loaded and (entries is None or len(live.replica.store) == entries)
-        ),
+        lambda: live.replica.loaded and (entries is None or live.replica.view().entries == entries),
         10,
     )
 
@@ -157,8 +155,8 @@ def test_initial_refresh_loads_every_entry_and_lookups_stay_local(
         assert live.selectors(domain) == ["s1"]
     assert live.replica.searches == searches
     assert live.replica.mode == "sync"
-    saved = tmp_path / STATE_FILE
-    wait_for("saved replica", saved.exists, 5)
+    saved = tmp_path / DATABASE
+    wait_for("replica database", saved.exists, 5)
     assert saved.stat().st_mode & 0o777 == 0o600
     status_file = tmp_path / STATUS_FILE
     wait_for("status.json", lambda: json.loads(status_file.read_text())["mode"] == "sync", 5)
@@ -253,11 +251,11 @@ def test_outage_restart_and_resume_with_the_cookie(
         conn.unbind_s()
         _modify(server, _key_dn(base, "example.com", "s1"), "dkimSignKeyState", "retired")
         again = live_factory(settings)
-        assert again.replica.store.loaded  # from the saved replica, at once
+        assert again.replica.loaded  # from the database, at once
         assert again.selectors("example.com") == ["s1", "s2"]
         start = again.replica.generation
         wait_for("resume", lambda: again.selectors("example.com") == ["s2"], 5)
-        wait_for("delete while away", lambda: len(again.replica.store) == 21, 5)
+        wait_for("delete while away", lambda: again.replica.view().entries == 21, 5)
         # Only the changes came, not a full reload of 21 entries.
         assert again.replica.generation - start < 10
         again.close()
@@ -283,17 +281,18 @@ def test_a_cookie_the_server_cannot_honour_brings_a_full_refresh(
     longer has must go.
     """
     _provision(slapd, ldap_base, "example.com", "s1")
-    saved = ReplicaStore()
+    saved = ReplicaFeed(ReplicaStore(tmp_path / DATABASE, f"{slapd.ldap_uri} {ldap_base}"))
     saved.entry("0000-ghost", f"ou=ghost.example,{ldap_base}", dict(GHOST_POLICY))
     saved.set_cookie("rid=000,csn=20991231000000.000000Z#000000#000#000000")
     saved.refresh_done()
-    saved.save(tmp_path / STATE_FILE, f"{slapd.ldap_uri} {ldap_base}", time.time())
     live = live_factory(_settings(slapd, ldap_base, tmp_path, "DirectorySync yes"))
-    assert [dn for dn, _ in live.replica.store.policies(["ghost.example"])]  # loaded
-    wait_for("full refresh", lambda: live.replica.store.policies(["example.com"]) != [], 10)
-    wait_for("ghost gone", lambda: live.replica.store.policies(["ghost.example"]) == [], 10)
+    store = live.replica.store
+    assert store is not None
+    assert [dn for dn, _ in store.policies(["ghost.example"])]  # loaded
+    wait_for("full refresh", lambda: store.policies(["example.com"]) != [], 10)
+    wait_for("ghost gone", lambda: store.policies(["ghost.example"]) == [], 10)
     assert live.selectors("example.com") == ["s1"]
-    cookie = live.replica.store.cookie
+    cookie = store.meta().cookie
     assert cookie is not None and "2099" not in cookie  # the server's own state now
 
 
@@ -319,7 +318,7 @@ def test_directory_sync_no_means_plain_lookups(
     assert live.selectors("example.com") == ["s1"]
     assert live.replica.searches == 2
     assert live.replica.mode == "lookup"
-    assert not (tmp_path / STATE_FILE).exists()
+    assert not (tmp_path / DATABASE).exists()
 
 
 def test_status_in_lookup_mode_shows_the_server_connected_before_any_mail(
@@ -499,4 +498,4 @@ def test_a_reload_keeps_the_replica_unless_its_settings_change(
 
 
 def _synced_replica(replica: SyncReplica, entries: int) -> None:
-    wait_for("first refresh", lambda: replica.store.loaded and len(replica.store) == entries, 10)
+    wait_for("first refresh", lambda: replica.loaded and replica.view().entries == entries, 10)

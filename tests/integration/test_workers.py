@@ -1,6 +1,8 @@
 """``Workers 2``: two milter processes on one socket behind Postfix, kept by a supervisor.
 
 The supervisor opens the socket and forks the workers; each signs on its own.
+Both read one replica database; one of them writes it, and when that one is
+killed another takes over from the committed cookie.
 A worker killed with SIGKILL is replaced and mail goes on being signed;
 SIGHUP and SIGUSR1 reach both workers; SIGTERM stops all of them; systemd
 hears READY=1 from the supervisor once both workers have their directory view.
@@ -46,6 +48,7 @@ class Pool:
     postfix: Postfix
     notify: socket.socket
     metrics_port: int
+    site: MailSite
     sent: int = 0
 
     def scrape(self, path: str) -> tuple[int, str]:
@@ -71,15 +74,28 @@ class Pool:
     def workers(self) -> set[int]:
         return children(self.pid)
 
-    def send_signed(self) -> None:
+    def writers(self) -> list[int]:
+        """The workers that took the replica's writer role, in order."""
+        return [
+            int(p)
+            for p in re.findall(
+                r"ldapdkim\[(\d+)\]: INFO: directory: this process keeps", self.milter.log()
+            )
+        ]
+
+    def send_signed(self, domain: str = "example.com") -> None:
         self.sent += 1
         subject = f"pool {self.sent}"
         reply = self.postfix.send(
-            message(subject=subject), mail_from="alice@example.com", rcpt_to=["bob@example.net"]
+            message(domain, subject=subject),
+            mail_from=f"alice@{domain}",
+            rcpt_to=["bob@example.net"],
         )
         assert reply.accepted, (reply, self.milter.log())
         delivered = self.postfix.wait_for_message(subject)
-        assert len(header_values(delivered, "DKIM-Signature")) == 1, self.milter.log()
+        signatures = header_values(delivered, "DKIM-Signature")
+        assert len(signatures) == 1, self.milter.log()
+        assert f"d={domain};" in signatures[0].replace(" ", ""), signatures
 
 
 @pytest.fixture
@@ -105,7 +121,7 @@ def pool(slapd: Slapd, ldap_base: str, tmp_path: Path) -> Iterator[Pool]:
         with milter:
             postfix.set_milter(milter.postfix_address)
             postfix.reload()
-            found = Pool(milter, postfix, notify, metrics_port)
+            found = Pool(milter, postfix, notify, metrics_port, site)
             wait_for("two workers", lambda: len(found.workers()) == 2)
             yield found
             assert "Traceback" not in milter.log(), milter.log()
@@ -116,7 +132,24 @@ def test_the_supervisor_says_ready_once_both_workers_are(pool: Pool) -> None:
     while not heard or "READY=1" not in heard[-1]:
         heard.append(pool.notify.recv(4096).decode())
     assert heard[-1] == "READY=1\nSTATUS=2 workers serving", heard
-    assert pool.milter.log().count("directory: content sync") == 2  # each its own view
+    # One replica database: one worker keeps it current, both read it.
+    assert pool.milter.log().count("directory: content sync") == 1
+    assert len(pool.writers()) == 1 and pool.writers()[0] in pool.workers()
+
+
+def test_when_the_writer_is_killed_another_worker_takes_over_the_replica(pool: Pool) -> None:
+    pool.send_signed()
+    (writer,) = pool.writers()
+    os.kill(writer, signal.SIGKILL)
+    wait_for("another writer", lambda: len(pool.writers()) == 2)
+    assert pool.writers()[1] != writer
+    wait_for("resumed", lambda: "resuming from the committed cookie" in pool.milter.log())
+    # A change made after the kill reaches both workers' signing.
+    pool.site.add_domains(["late.example"], "ed25519-sha256")
+    deadline = time.monotonic() + 5
+    for _ in range(4):
+        pool.send_signed("late.example")
+    assert time.monotonic() < deadline
 
 
 def test_a_killed_worker_is_replaced_and_mail_stays_signed(pool: Pool) -> None:
@@ -167,10 +200,12 @@ def test_metrics_add_up_across_workers_and_outlive_a_dead_one(pool: Pool) -> Non
     assert pool.signed_total() == 7
 
 
-def test_killing_a_worker_under_load_loses_nothing(pool: Pool) -> None:
+@pytest.mark.parametrize("victim", ["reader", "writer"])
+def test_killing_a_worker_under_load_loses_nothing(pool: Pool, victim: str) -> None:
     """16 senders, 400 messages through Postfix (milter_default_action tempfail); a worker
-    is killed with SIGKILL halfway.  Sessions it had in flight are tempfailed and sent
-    again, as an MTA would; every message arrives, signed, once."""
+    is killed with SIGKILL halfway: one that only reads the replica, or the one that
+    writes it.  Sessions it had in flight are tempfailed and sent again, as an MTA
+    would; every message arrives, signed, once."""
     total, senders = 400, 16
     outcomes: dict[str, int] = {"accepted": 0, "tempfailed": 0}
     lock = threading.Lock()
@@ -189,7 +224,9 @@ def test_killing_a_worker_under_load_loses_nothing(pool: Pool) -> None:
                     outcomes["accepted" if reply.accepted else "tempfailed"] += 1
                     if outcomes["accepted"] == total // 2 and not killed.is_set():
                         killed.set()
-                        os.kill(min(pool.workers()), signal.SIGKILL)
+                        (writer,) = pool.writers()
+                        readers = pool.workers() - {writer}
+                        os.kill(writer if victim == "writer" else min(readers), signal.SIGKILL)
                 if reply.accepted:
                     break
                 assert 400 <= reply.code < 500 or reply.code == 0, reply
@@ -215,4 +252,4 @@ def test_killing_a_worker_under_load_loses_nothing(pool: Pool) -> None:
         if not header_values(m, "DKIM-Signature")
     ]
     assert unsigned == [], (unsigned, outcomes)
-    print(f"killed a worker under load: {outcomes}")
+    print(f"killed the {victim} under load: {outcomes}")

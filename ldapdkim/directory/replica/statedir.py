@@ -1,12 +1,13 @@
-"""The replica's files in ``StateDirectory``: the saved replica and ``status.json``.
+"""The replica's files in ``StateDirectory``: the database and ``status.json``.
 
-``replica.state`` holds the entries and the sync cookie (mode 0600: it holds
-the private keys; format in :mod:`ldapdkim.directory.replica.statefile`).
+``replica.mdb`` holds the entries and the sync cookie (mode 0600: it holds
+the private keys; layout in :mod:`ldapdkim.directory.replica.store`).
 ``status.json`` is what ``ldapdkim status`` reads (format in
-:mod:`ldapdkim.directory.replica.status`).  Both are written to a temporary
-file and renamed, so a crash leaves the old file or the new one.  A directory
-that cannot be written is reported once, with the fix, and the milter goes
-on serving from memory.
+:mod:`ldapdkim.directory.replica.status`); it is written to a temporary file
+and renamed, so a crash leaves the old file or the new one.  A directory that
+cannot be written is reported once, with the fix: the database then lives in
+a temporary directory for this run (one per process), and status.json is not
+written.
 """
 
 from __future__ import annotations
@@ -16,19 +17,19 @@ import json
 import logging
 import os
 import tempfile
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ldapdkim.directory.replica import statefile
+import lmdb
+
 from ldapdkim.directory.replica.status import STATUS_FILE
-from ldapdkim.directory.replica.store import ReplicaStore
-from ldapdkim.errors import DamagedReplica
+from ldapdkim.directory.replica.store import DATABASE, ReplicaStore
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = "replica.state"
+OLD_STATE_FILE = "replica.state"
+"""The saved replica of versions before the database: removed at start."""
 
 
 def iso(when: float | None) -> str | None:
@@ -46,45 +47,33 @@ class StateDirectory:
         self.directory_id = directory_id
         self._warned = False
 
-    def load(self) -> tuple[ReplicaStore, float | None] | None:
-        """The saved replica and its last sync time; None when there is none to use.
-
-        A file of another Directory, or one that cannot be read, is logged and
-        left alone: the replica then starts empty.
-        """
-        path = self.path / STATE_FILE
-        started = time.monotonic()
-        store = ReplicaStore()
+    def open_store(self) -> ReplicaStore:
+        """The replica database in this directory (or, failing that, in a temporary one)."""
+        self._remove_old_state()
         try:
-            with statefile.SavedReplica(path) as saved:
-                header = saved.header
-                if header.directory != self.directory_id:
-                    log.info("%s holds another Directory; starting without it", path)
-                    return None
-                store.restore(header.cookie, saved.chunks())
-        except FileNotFoundError:
-            return None
-        except OSError as err:
-            log.warning("cannot read the saved replica %s (%s); starting without it", path, err)
-            return None
-        except DamagedReplica as err:
-            log.warning("saved replica %s: %s; starting without it", path, err)
-            return None
-        log.info(
-            "directory: loaded %d entries from %s in %.1f s (last sync %s); serving them",
-            len(store),
-            path,
-            time.monotonic() - started,
-            iso(header.last_sync) or "unknown",
-        )
-        return store, header.last_sync
+            return ReplicaStore(self.path / DATABASE, self.directory_id)
+        except (lmdb.Error, OSError) as err:
+            fallback = Path(tempfile.mkdtemp(prefix="ldapdkim-replica-"))
+            log.warning(
+                "cannot open the replica database in StateDirectory %s (%s); keeping it in %s "
+                "for this run only, filled by a full refresh; create the directory, writable "
+                "by UserID",
+                self.path,
+                getattr(err, "strerror", None) or err,
+                fallback,
+            )
+            return ReplicaStore(fallback / DATABASE, self.directory_id)
 
-    def save(self, store: ReplicaStore, last_sync: float | None) -> None:
-        """Write the replica to ``replica.state``."""
-        try:
-            store.save(self.path / STATE_FILE, self.directory_id, last_sync)
-        except OSError as err:
-            self._unwritable(STATE_FILE, err)
+    def _remove_old_state(self) -> None:
+        old = self.path / OLD_STATE_FILE
+        with contextlib.suppress(FileNotFoundError):
+            old.unlink()
+            log.info(
+                "removed %s, the saved replica of an earlier version; the replica is now "
+                "%s, filled by a full refresh",
+                old,
+                DATABASE,
+            )
 
     def write_status(self, document: dict[str, Any]) -> None:
         """Write ``document`` as ``status.json``: temp file, mode 0600, rename."""

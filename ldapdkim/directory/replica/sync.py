@@ -21,16 +21,26 @@ a modify in the directory changes the next message's signature.
   without syncprov) lookups through the LDAP backend, asking for sync again
   every REFUSED_RETRY seconds.  ``yes``: sync only;
   lookups raise :class:`DirectoryUnavailable` until the first refresh is
-  done or a saved replica was loaded.  ``no``: lookups only.  Until the first
-  refresh (and with no saved replica), ``auto`` answers by direct lookups.
+  done (now or by an earlier run).  ``no``: lookups only.  Until the first
+  refresh (and with no earlier one in the database), ``auto`` answers by
+  direct lookups.
 * While disconnected the replica keeps answering; ``DirectoryMaxStale``
   seconds after the last contact with a server it raises
   :class:`DirectoryUnavailable` (0: as soon as it is disconnected).
 
-Its files in ``StateDirectory`` (:mod:`ldapdkim.directory.replica.statedir`):
-``replica.state`` is written after the first refresh, after changes (at most
-once a second, and at most a tenth of the time), every five minutes (for its
-``last_sync``) and at shutdown; ``status.json`` every few seconds, for
+The entries live in ``StateDirectory/replica.mdb``
+(:mod:`ldapdkim.directory.replica.store`), which every process reads.  One
+process writes it: each :class:`SyncReplica` asks for the writer role
+(:class:`~ldapdkim.directory.replica.feed.WriterRole`) every
+``POLL_TIMEOUT``; the one holding it runs content sync, commits what arrives
+(:class:`~ldapdkim.directory.replica.feed.ReplicaFeed`) and, every
+:data:`BEAT` seconds, writes its word on the connection (server, last
+contact, refusal) into the database for the others.  A process that only
+reads answers from the database as it stands: a restart serves mail at once,
+from the last committed state.  A writer that falls silent for
+:data:`WRITER_SILENT` seconds counts as disconnected.
+
+The writer also writes ``StateDirectory/status.json`` every few seconds, for
 ``ldapdkim status`` (:mod:`ldapdkim.directory.replica.status`): ``mode`` says
 how lookups are answered now; ``servers`` has one item per ``Directory`` URI;
 ``entries`` is the size of the replica for the server it was last synced from
@@ -58,8 +68,9 @@ from ldapdkim.config.ldap import LdapSettings
 from ldapdkim.config.settings import Settings
 from ldapdkim.directory.entries import Entry
 from ldapdkim.directory.ldapbackend import LdapBackend, peer_uri, reason
+from ldapdkim.directory.replica.feed import ReplicaFeed, WriterRole
 from ldapdkim.directory.replica.statedir import StateDirectory, iso
-from ldapdkim.directory.replica.store import ReplicaStore
+from ldapdkim.directory.replica.store import Meta, ReplicaStore
 from ldapdkim.errors import DirectoryStale, DirectoryUnavailable
 from ldapdkim.model import DirectoryView
 
@@ -74,9 +85,12 @@ RETRY_MAX = 30.0
 POLL_TIMEOUT = 0.5
 REFUSED_RETRY = 300.0
 """``auto`` asks a server that refused content sync again after this long."""
-PERSIST_DEBOUNCE = 1.0
-PERSIST_ANYWAY = 300.0
-"""Rewrite the saved replica this often even without changes (its last_sync)."""
+BEAT = 1.0
+"""The writer tells the other processes how its connection is this often."""
+WRITER_SILENT = 3 * BEAT + POLL_TIMEOUT
+"""A writer not heard of for this long is gone (its replica no longer current)."""
+META_FRESH = 0.02
+"""Seconds a reader keeps what the database said about itself (read per message)."""
 STATUS_INTERVAL = 2.0
 KEEPALIVE_INTERVAL = 5.0
 """A Who am I? this often on the sync connection notices a frozen server."""
@@ -103,27 +117,27 @@ def _cannot_resume(err: ldap.LDAPError) -> bool:
 
 
 class _Consumer(SyncreplConsumer, SimpleLDAPObject):  # type: ignore[misc]
-    """A python-ldap connection whose sync callbacks feed a :class:`ReplicaStore`."""
+    """A python-ldap connection whose sync callbacks go to a :class:`ReplicaFeed`."""
 
-    store: ReplicaStore
+    feed: ReplicaFeed
 
     def syncrepl_get_cookie(self) -> str | None:
-        return self.store.cookie
+        return self.feed.cookie
 
     def syncrepl_set_cookie(self, cookie: str | bytes) -> None:
-        self.store.set_cookie(cookie)
+        self.feed.set_cookie(cookie)
 
     def syncrepl_entry(self, dn: str, attributes: dict[str, list[bytes]], uuid: Any) -> None:
-        self.store.entry(str(uuid), dn, attributes)
+        self.feed.entry(str(uuid), dn, attributes)
 
     def syncrepl_delete(self, uuids: Sequence[Any]) -> None:
-        self.store.delete([str(u) for u in uuids])
+        self.feed.delete([str(u) for u in uuids])
 
     def syncrepl_present(self, uuids: Sequence[Any] | None, refreshDeletes: bool = False) -> None:
-        self.store.present(None if uuids is None else [str(u) for u in uuids], refreshDeletes)
+        self.feed.present(None if uuids is None else [str(u) for u in uuids], refreshDeletes)
 
     def syncrepl_refreshdone(self) -> None:
-        self.store.refresh_done()
+        self.feed.refresh_done()
 
 
 @dataclass(frozen=True)
@@ -164,11 +178,16 @@ class SyncReplica:
         self.settings = settings
         self.wanted = settings.sync
         self.lookup = LdapBackend(settings.ldap)
-        self.store = ReplicaStore()
         self.max_stale = settings.max_stale
         self.files = StateDirectory(
             settings.state_directory, f"{' '.join(self.lookup.uris)} {self.lookup.base_dn}"
         )
+        self.store: ReplicaStore | None = None
+        """The database (None with ``DirectorySync no``)."""
+        self.feed: ReplicaFeed | None = None
+        """Set while this process holds the writer role."""
+        self._role: WriterRole | None = None
+        self._meta: tuple[float, Meta] | None = None
         self._refused = False
         """The server refused the sync control (auto then answers by lookups)."""
         self._refused_at = 0.0
@@ -180,14 +199,14 @@ class SyncReplica:
         self._started = time.time()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._last_save = 0.0
-        self._save_seconds = 0.0
-        """How long the last save of the replica took."""
+        self._last_beat = 0.0
+        self._last_word: tuple[str | None, bool] | None = None
         self._last_status = 0.0
         self._last_probe = 0.0
         self._status_mode = ""
         if self.wanted != "no":
-            self._load_state()
+            self.store = self.files.open_store()
+            self._role = WriterRole(self.store.path.parent)
         else:
             log.info("directory: lookups with caching (DirectorySync no)")
         if start:
@@ -197,8 +216,7 @@ class SyncReplica:
     def serves(self, settings: ReplicaSettings) -> bool:
         """Whether this running replica is the one ``settings`` describe.
 
-        A configuration reload then keeps it, instead of reading the saved
-        replica again next to it (at 100 000 domains: 2 s, and 0.7 GB twice).
+        A configuration reload then keeps it, with its connection and role.
         """
         return not self._stop.is_set() and settings == self.settings
 
@@ -215,7 +233,7 @@ class SyncReplica:
 
     @property
     def generation(self) -> int:
-        return self.store.generation
+        return 0 if self.store is None else self._current().generation
 
     @property
     def serves_from_memory(self) -> bool:
@@ -226,53 +244,105 @@ class SyncReplica:
 
     def search_policies(self, names: Sequence[str]) -> list[Entry]:
         if self._from_replica():
+            assert self.store is not None
             return self.store.policies(names)
         return self.lookup.search_policies(names)
 
     def search_keys(self, policy_dn: str) -> list[Entry]:
         if self._from_replica():
+            assert self.store is not None
             return self.store.children(policy_dn)
         return self.lookup.search_keys(policy_dn)
 
     def walk(self) -> Iterator[tuple[Entry, list[Entry]]]:
         if self._from_replica():
+            assert self.store is not None
             return iter(self.store.walk())
         return self.lookup.walk()
 
     def close(self) -> None:
-        """Stop the sync thread, save the replica, close the connections."""
+        """Stop the sync thread, commit what waits, give up the writer role, close connections.
+
+        The database stays open for lookups still in flight; it closes when
+        nothing refers to it any more.
+        """
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+        elif self.feed is not None:
+            self._housekeeping(final=True)
+        if self._role is not None:
+            self._role.release()
+        self.feed = None
         self.lookup.close()
+
+    # -- the writer role ----------------------------------------------------
+
+    def take_writer_role(self) -> bool:
+        """Become the process that writes the replica, if no other is; whether this one is."""
+        if self.feed is not None:
+            return True
+        if self.store is None or self._role is None or not self._role.take():
+            return False
+        self.feed = ReplicaFeed(self.store)
+        self._last_contact = self.store.meta().contact
+        log.info("directory: this process keeps the replica %s up to date", self.store.path)
+        return True
+
+    def _current(self) -> Meta:
+        """What the database says about itself, re-read at most every META_FRESH seconds."""
+        assert self.store is not None
+        now = time.monotonic()
+        cached = self._meta
+        if cached is None or now - cached[0] > META_FRESH:
+            cached = (now, self.store.meta())
+            self._meta = cached
+        return cached[1]
+
+    def _state(self) -> tuple[bool, str | None, float | None, bool]:
+        """Loaded, connected server, last contact, refused: the writer's own or its word."""
+        if self.feed is not None or self.store is None:
+            loaded = self.feed is not None and self.feed.loaded
+            return loaded, self._connected_uri, self._last_contact, self._refused
+        meta = self._current()
+        alive = meta.beat is not None and time.time() - meta.beat < WRITER_SILENT
+        return meta.loaded, meta.uri if alive else None, meta.contact, meta.refused
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the replica holds a whole copy (a refresh completed once)."""
+        return self._state()[0]
 
     # -- state --------------------------------------------------------------
 
     @property
     def mode(self) -> str:
         """How lookups are answered now: ``sync`` (from memory) or ``lookup``."""
-        if self.wanted == "no" or (self.wanted == "auto" and self._refused):
+        if self.wanted == "no":
             return "lookup"
-        if self.wanted == "auto" and not self.store.loaded:
+        loaded, _uri, _contact, refused = self._state()
+        if self.wanted == "auto" and (refused or not loaded):
             return "lookup"
         return "sync"
 
     def staleness(self) -> float | None:
         """Seconds since the replica was last known current; 0 while connected."""
-        if self._connected_uri is not None and self.store.loaded:
+        loaded, uri, contact, _refused = self._state()
+        if uri is not None and loaded:
             return 0.0
-        if self._last_contact is None:
+        if contact is None:
             return None
-        return max(0.0, time.time() - self._last_contact)
+        return max(0.0, time.time() - contact)
 
     def _from_replica(self) -> bool:
         if self.mode == "lookup":
             return False
-        if not self.store.loaded:
+        if not self.loaded:
             raise DirectoryUnavailable(
                 f"DirectorySync yes: no copy of {self.describe()} yet (first content "
-                "sync not done, no saved replica); check the server, or set DirectorySync auto"
+                "sync not done, none in the replica database); check the server, or set "
+                "DirectorySync auto"
             )
         stale = self.staleness()
         if stale is not None and stale > 0 and stale > self.max_stale:
@@ -298,7 +368,7 @@ class SyncReplica:
         for uri in self.lookup.uris:
             last = self._last_sync_by_uri.get(uri)
             connected = uri == (lookup_uri if lookup_mode else self._connected_uri)
-            current = connected and (lookup_mode or self.store.loaded)
+            current = connected and (lookup_mode or self.loaded)
             if current:
                 stale = 0.0
             elif last is not None:
@@ -310,11 +380,14 @@ class SyncReplica:
                     "uri": uri,
                     "connected": connected,
                     "last_sync": iso(now if current and not lookup_mode else last),
-                    "entries": len(self.store) if uri == self._last_uri else 0,
+                    "entries": self._entries() if uri == self._last_uri else 0,
                     "staleness_s": round(stale, 3),
                 }
             )
         return {"mode": self.mode, "servers": servers, "updated": iso(now)}
+
+    def _entries(self) -> int:
+        return 0 if self.store is None else self._current().entries
 
     def view(self) -> DirectoryView:
         """The replica's figures for metrics and health."""
@@ -323,13 +396,13 @@ class SyncReplica:
             last = self.lookup.last_answer
             age = 0.0 if connected else None if last is None else max(0.0, time.time() - last)
         else:
-            connected = self._connected_uri is not None
-            age = self.staleness() if self.store.loaded else None
+            connected = self._state()[1] is not None
+            age = self.staleness() if self.loaded else None
         return DirectoryView(
             mode=self.mode,
             connected=connected,
             age=age,
-            entries=len(self.store),
+            entries=self._entries(),
             sync_age=self.staleness(),
         )
 
@@ -337,8 +410,8 @@ class SyncReplica:
         """One line for the SIGUSR1 stats."""
         stale = self.staleness()
         return (
-            f"directory_mode={self.mode} replica_entries={len(self.store)} "
-            f"replica_connected={'yes' if self._connected_uri else 'no'} "
+            f"directory_mode={self.mode} replica_entries={self._entries()} "
+            f"replica_connected={'yes' if self._state()[1] else 'no'} "
             f"replica_staleness_s={'-' if stale is None else f'{stale:.1f}'}"
         )
 
@@ -347,7 +420,7 @@ class SyncReplica:
     def _run(self) -> None:
         delay = RETRY_FIRST
         while not self._stop.is_set():
-            if self.wanted == "no" or self._still_refused():
+            if self.wanted == "no" or not self.take_writer_role() or self._still_refused():
                 self._housekeeping()
                 self._stop.wait(POLL_TIMEOUT)
                 continue
@@ -363,12 +436,15 @@ class SyncReplica:
     def _sync_once(self) -> bool:
         """One sync session until it breaks; True if it got as far as a refresh."""
         conn: Any = None
+        feed: ReplicaFeed | None = None
         refreshed = False
         try:
             conn = self.lookup.open_connection(_Consumer)
-            conn.store = self.store
-            resuming = self.store.cookie is not None
-            self.store.begin_refresh()
+            feed = self.feed
+            assert feed is not None  # the writer role is held
+            conn.feed = feed
+            resuming = feed.cookie is not None
+            feed.begin_refresh()
             msgid = conn.syncrepl_search(
                 self.lookup.base_dn,
                 ldap.SCOPE_SUBTREE,
@@ -392,9 +468,11 @@ class SyncReplica:
                     log.info(
                         "directory: content sync (RFC 4533) with %s, %s",
                         uri,
-                        "resuming with the saved cookie" if resuming else "full refresh",
+                        "resuming from the committed cookie" if resuming else "full refresh",
                     )
-                if self.store.loaded:
+                if feed.due():
+                    self.commit()
+                if feed.loaded:
                     refreshed = True
                     self._refused = False
                     self._last_contact = time.time()
@@ -409,7 +487,7 @@ class SyncReplica:
         except _REFUSED_SYNC as err:
             self._on_refused(err)
         except ldap.LDAPError as err:
-            if self.store.cookie is not None and _cannot_resume(err):
+            if feed is not None and feed.cookie is not None and _cannot_resume(err):
                 # The server cannot start from our cookie: it is too old for its
                 # session log, or newer than the server's own state (a server
                 # restored from a backup, or a replica that lags behind the one
@@ -420,7 +498,7 @@ class SyncReplica:
                     self.describe(),
                     reason(err),
                 )
-                self.store.set_cookie(None)
+                feed.set_cookie(None)
                 return True
             if self._connected_uri is not None:
                 log.warning(
@@ -478,30 +556,34 @@ class SyncReplica:
 
     # -- files --------------------------------------------------------------
 
-    def _load_state(self) -> None:
-        loaded = self.files.load()
-        if loaded is not None:
-            self.store, self._last_contact = loaded
-            # What was just read is on disk already: no rewrite until something changes.
-            self._last_save = time.monotonic()
+    def commit(self, **word: str | None) -> None:
+        """Commit what the feed holds (and the writer's ``word``); readers see it at once."""
+        if self.feed is not None:
+            self.feed.flush(**word)
+            self._meta = None
 
     def _housekeeping(self, *, final: bool = False) -> None:
         now = time.monotonic()
-        if self.wanted != "no" and self.store.loaded:
-            due = self.store.changed and now - self._last_save >= PERSIST_DEBOUNCE
-            # A big replica takes a while to write: under a stream of changes,
-            # spend at most a tenth of the time writing it.
-            due = due and now - self._last_save >= 10 * self._save_seconds
-            # At shutdown an unchanged replica is not written again: the file
-            # is at most PERSIST_ANYWAY old, and its last_sync errs on the safe side.
-            due = due or (final and self.store.changed)
-            if due or now - self._last_save >= PERSIST_ANYWAY:
-                self.files.save(self.store, self._last_contact)
-                self._last_save = time.monotonic()
-                self._save_seconds = self._last_save - now
+        writer = self.feed is not None
+        if writer:
+            word = (None if final else self._connected_uri, self._refused)
+            if final or word != self._last_word or now - self._last_beat >= BEAT:
+                self._last_word = word
+                self._last_beat = now
+                contact = self._last_contact
+                self.commit(
+                    beat=None if final else repr(time.time()),
+                    contact=None if contact is None else repr(contact),
+                    uri=word[0],
+                    refused="1" if self._refused else None,
+                )
+            elif self.feed is not None and self.feed.due():
+                self.commit()
         if self.mode == "lookup" and not final and now - self._last_probe >= LOOKUP_PROBE_INTERVAL:
             self._last_probe = now
             self._probe()
+        if not writer and self.wanted != "no":
+            return  # the writer writes status.json
         if final or now - self._last_status >= STATUS_INTERVAL or self.mode != self._status_mode:
             self._last_status = now
             self._status_mode = self.mode

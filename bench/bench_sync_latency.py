@@ -14,9 +14,16 @@ with two Ed25519 keys, one active and one pending, and then, per sample:
    the next sample flips the roles.
 
 Prints p50/p90/p99/max over the samples and the message round trip that
-bounds the resolution.  Run from the repository root::
+bounds the resolution.
 
-    /tmp/venv/bin/python bench/bench_sync_latency.py [--samples 100]
+With ``--workers N`` the milter runs N worker processes over one replica
+database, written by one of them; ``--sessions`` sessions (default 4 per
+worker) are opened, spread over the workers by the kernel (``ss`` tells how
+many workers they reached), and a sample ends when every session has signed
+with the new key: the change has reached every worker's signing.  Run from
+the repository root::
+
+    .venv/bin/python bench/bench_sync_latency.py [--samples 100] [--workers 2]
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -71,6 +79,17 @@ class Sender:
         return found
 
 
+def workers_reached(port: int) -> set[int]:
+    """The processes holding the server side of the milter sessions on ``port``."""
+    listing = subprocess.run(
+        ["ss", "-Htnp", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {int(pid) for pid in re.findall(r"pid=(\d+)", listing)}
+
+
 def _pct(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
@@ -78,7 +97,10 @@ def _pct(ordered: list[float], q: float) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=1, help="the milter's Workers")
+    parser.add_argument("--sessions", type=int, help="milter sessions (default: 4 per worker)")
     args = parser.parse_args()
+    sessions = args.sessions or (1 if args.workers == 1 else 4 * args.workers)
     tmp = Path(tempfile.mkdtemp(prefix="ldapdkim-sync-bench-"))
     with Slapd(tmp / "slapd") as slapd:
         base = slapd.domains_base
@@ -97,6 +119,7 @@ def main() -> int:
         slapd.ldapadd(ldif)
         lines = [
             "Mode s",
+            f"Workers {args.workers}",
             f"Directory {slapd.ldap_uri}/{base}",
             f"LDAPBindUser {slapd.milter_dn}",
             f"LDAPBindPassword {slapd.milter_pw}",
@@ -107,9 +130,11 @@ def main() -> int:
         ]
         admin = slapd.connect(slapd.admin_dn)
         with MilterProcess(tmp / "milter", lines) as milter:
-            sender = Sender(milter.socket)
-            for _ in range(20):  # warm up: the replica's first refresh, key parsing
-                sender.selectors()
+            senders = [Sender(milter.socket) for _ in range(sessions)]
+            for sender in senders:
+                for _ in range(20):  # warm up: the replica's first refresh, key parsing
+                    sender.selectors()
+            reached = workers_reached(milter.port) if milter.port else set()
             active, pending = "k0", "k1"
             samples: list[float] = []
             messages: list[int] = []
@@ -120,14 +145,16 @@ def main() -> int:
                 started = time.perf_counter()
                 msgid = admin.modify_ext(dn, change)
                 count = 0
-                while True:
-                    before = time.perf_counter()
-                    seen = sender.selectors()
-                    now = time.perf_counter()
-                    round_trips.append(now - before)
-                    count += 1
-                    if pending in seen:
-                        break
+                waiting = list(senders)
+                while waiting:
+                    for sender in list(waiting):
+                        before = time.perf_counter()
+                        seen = sender.selectors()
+                        now = time.perf_counter()
+                        round_trips.append(now - before)
+                        count += 1
+                        if pending in seen:
+                            waiting.remove(sender)
                     if now - started > 10:
                         raise SystemExit(f"{pending} did not sign within 10 s:\n{milter.log()}")
                 samples.append(now - started)
@@ -135,15 +162,21 @@ def main() -> int:
                 admin.result(msgid)
                 old = f"dkimSignSelector={active},{domain_dn}"
                 admin.modify_s(old, [(ldap.MOD_REPLACE, "dkimSignKeyState", [b"pending"])])
-                while active in sender.selectors():
-                    pass
+                for sender in senders:
+                    while active in sender.selectors():
+                        pass
                 active, pending = pending, active
-            sender.session.close(polite=True)
+            for sender in senders:
+                sender.session.close(polite=True)
         admin.unbind_s()
     ordered = sorted(samples)
     trips = sorted(round_trips)
     ms = 1000.0
-    print(f"samples: {len(samples)} (modify of dkimSignKeyState -> first message signed with it)")
+    print(
+        f"samples: {len(samples)} (modify of dkimSignKeyState -> first message signed with it "
+        f"on every one of {sessions} sessions; Workers {args.workers}, sessions served by "
+        f"{len(reached)} processes)"
+    )
     print("| statistic | ms |")
     print("| --- | --- |")
     for label, value in (

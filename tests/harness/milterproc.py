@@ -60,7 +60,8 @@ class MilterProcess:
         text = "\n".join([f"Socket {self.socket}", "Syslog no", *lines]) + "\n"
         self.config_path.write_text(text)
 
-    def start(self) -> None:
+    def start(self, *, wait: bool = True) -> None:
+        """Start ``ldapdkim run``; unless ``wait`` is False, return once its socket answers."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [*self.program, "run", "-c", str(self.config_path)],
@@ -69,6 +70,8 @@ class MilterProcess:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
+        if not wait:
+            return
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -146,13 +146,17 @@ class CachedResolver:
                 self._last_good.setdefault(name, entry)
 
     def _cached(self, name: str) -> Answer | None:
-        answer: Answer  # typed here: Debian 12's cachetools has no type hints
-        if self._fresh is not None and name in self._fresh:
-            answer = self._fresh[name]
-            return answer
-        if self._negative is not None and name in self._negative:
-            answer = self._negative[name]
-            return answer
+        # One get each: "in" then "[]" would race the TTL, which may expire
+        # the entry between the two.
+        answer: Answer | None  # typed here: Debian 12's cachetools has no type hints
+        if self._fresh is not None:
+            answer = self._fresh.get(name)
+            if answer is not None:
+                return answer
+        if self._negative is not None:
+            answer = self._negative.get(name)
+            if answer is not None:
+                return answer
         return None
 
     def _store(self, name: str, answer: Answer) -> None:

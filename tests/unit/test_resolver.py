@@ -146,3 +146,27 @@ def test_answers_from_a_replica_in_memory_get_no_second_copy_for_outages() -> No
     directory.down = True
     with pytest.raises(DirectoryUnavailable):
         resolver.resolve("example.com")
+
+
+class TickingClock(Clock):
+    """Time moves on by ``step`` at every reading, as it does between two threads' steps."""
+
+    def __init__(self, step: float) -> None:
+        super().__init__()
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_an_answer_expiring_while_it_is_looked_up_is_a_miss_not_an_error() -> None:
+    """Every reading of the clock may be the one at which the TTL runs out."""
+    for step in (0.2, 0.25, 0.35, 0.4, 0.45):  # each meets the expiry at another reading
+        directory = FakeDirectory()
+        resolver = _resolver(directory, TickingClock(step), ttl=1.0, negative_ttl=1.0)
+        for _ in range(20):
+            assert resolver.resolve("example.com").signing_domain == "example.com"
+            with pytest.raises(DomainNotFound):
+                resolver.resolve("absent.example")
+        assert len(directory.asked) > 4  # answers did expire along the way

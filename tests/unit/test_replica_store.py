@@ -199,8 +199,10 @@ def test_a_commit_that_fails_keeps_its_changes_for_the_next_one(
 def test_a_damaged_entry_is_an_error_naming_it_not_a_crash() -> None:
     from ldapdkim.directory.replica.store import decode
 
-    assert decode(encode("cn=a", "cn=a", "", {"k": (b"\x00\xff",)}))[3] == {"k": (b"\x00\xff",)}
-    for junk in (b"", b"[1,2]", b'["a","b","c",{"k":[1]}]', b"\x80"):
+    attrs = {"k": (b"\x00\xff", b""), "objectclass": (b"dkimSignKey",)}
+    blob = encode("cn=a,dc=t", "cn=a,dc=t", "dc=t", attrs)
+    assert decode(blob) == ("cn=a,dc=t", "cn=a,dc=t", "dc=t", attrs)
+    for junk in (blob[:-1], blob[:7], blob + b"\x00", b"\x00\x00\x00\x02\xff\xfe" * 3):
         with pytest.raises(DamagedReplica):
             decode(junk)
 

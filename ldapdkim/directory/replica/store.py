@@ -20,9 +20,10 @@ The sync cookie is written in the same transaction as the entries it covers
 not hold: after a crash, content sync resumes from the committed cookie and
 the server sends again whatever came after it.
 
-An entry is stored as JSON (attribute values as Latin-1 text, which maps
-every byte to one character), read by C code and checked for its shape: a
-damaged file can give an error, never run code.  The file holds every
+An entry is stored as length-prefixed items (:func:`encode`), the values
+as the bytes the server sent: compact (a private key takes its own size)
+and read without any general-purpose deserializer, so a damaged file can
+give an error, never run code.  The file holds every
 private key: it is created mode 0600.
 
 Threads: LMDB transactions are cheap and need no lock, except that a process
@@ -35,9 +36,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
+import struct
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
@@ -125,9 +126,18 @@ class Meta:
     """Wall-clock time of the writer's last word: a writer that died stops it."""
 
 
+_LENGTH = struct.Struct(">I")
+
+
 def encode(dn: str, key: str, parent: str, attrs: Attrs) -> bytes:
-    values = {name: [v.decode("latin-1") for v in vs] for name, vs in attrs.items()}
-    return json.dumps([dn, key, parent, values], separators=(",", ":")).encode()
+    """An entry as stored: the three DNs, then per attribute its name, value count and values.
+
+    Every item is a 4-byte big-endian length and its bytes (text in UTF-8).
+    """
+    items = [dn.encode(), key.encode(), parent.encode()]
+    for name, values in attrs.items():
+        items += [name.encode(), _LENGTH.pack(len(values)), *values]
+    return b"".join(_LENGTH.pack(len(item)) + item for item in items)
 
 
 def decode(blob: bytes) -> tuple[str, str, str, Attrs]:
@@ -137,12 +147,27 @@ def decode(blob: bytes) -> tuple[str, str, str, Attrs]:
         DamagedReplica: the bytes are not such an entry.
     """
     try:
-        dn, key, parent, values = json.loads(blob)
-        attrs = {name: tuple(v.encode("latin-1") for v in vs) for name, vs in values.items()}
-    except (ValueError, TypeError, AttributeError, UnicodeEncodeError) as err:
+        items: list[bytes] = []
+        end, pos = len(blob), 0
+        unpack = _LENGTH.unpack_from
+        while pos < end:
+            (size,) = unpack(blob, pos)
+            pos += 4 + size
+            if pos > end:
+                raise DamagedReplica("an entry is cut short")
+            items.append(blob[pos - size : pos])
+        dn, key, parent = (item.decode() for item in items[:3])
+        attrs: Attrs = {}
+        at = 3
+        while at < len(items):
+            (count,) = unpack(items[at + 1])
+            values = tuple(items[at + 2 : at + 2 + count])
+            if len(values) != count:
+                raise DamagedReplica("an entry is cut short")
+            attrs[items[at].decode()] = values
+            at += 2 + count
+    except (struct.error, ValueError, IndexError) as err:
         raise DamagedReplica(f"an entry cannot be read ({err})") from None
-    if not (isinstance(dn, str) and isinstance(key, str) and isinstance(parent, str)):
-        raise DamagedReplica("an entry is not (DN, DN, DN, attributes)")
     return dn, key, parent, attrs
 
 

@@ -203,6 +203,25 @@ def test_a_private_key_is_parsed_once_however_often_it_is_read() -> None:
     assert again is first
 
 
+def test_an_ed25519_key_reads_the_same_in_every_form_it_may_be_stored_in() -> None:
+    """PKCS #8 PEM and DER are read by the fast path; the result is OpenSSL's own."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = keys.generate(Algorithm.ED25519_SHA256)
+    pem = keys.private_pem(key)
+    der = serialization.load_pem_private_key(pem, None).private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    wanted = keys.public_key_b64(key)
+    for stored in (pem, b"  " + pem.replace(b"\n", b"\r\n"), der, base64.b64encode(der)):
+        assert keys.public_key_b64(keys.load_private_key(stored, where="entry E")) == wanted
+    damaged = pem.replace(pem.split(b"\n")[1], pem.split(b"\n")[1][:-4] + b"!!!!")
+    with pytest.raises(KeyFormatError, match="entry E"):
+        keys.load_private_key(damaged, where="entry E")
+
+
 @pytest.mark.parametrize(
     "damage",
     [

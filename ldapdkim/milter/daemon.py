@@ -306,9 +306,10 @@ class Daemon:
         self.config_path = config_path
         self.settings = config.load(config_path)
         self.holder: Holder | None = None
-        self._reload = threading.Event()
-        self._report = threading.Event()
+        self._signals: list[int] = []
+        """Signals caught and not yet acted on (see :meth:`_on_signal`)."""
         self._stop = threading.Event()
+        """Set by the libmilter thread when libmilter ends; signals go to ``_signals``."""
         self._server: threading.Thread | None = None
         self.monitor: Monitor | None = None
         self._announce: Callable[[str], None] = lambda status: None
@@ -386,14 +387,14 @@ class Daemon:
                 if self._hooks is not None and time.monotonic() >= figures_due:
                     figures_due = time.monotonic() + 1.0
                     self._hooks.figures(self.figures())
-                if self._stop.wait(0.2 if ready else 0.05):
+                stopped = self._stop.wait(0.2 if ready else 0.05)
+                caught, self._signals = self._signals, []
+                if stopped or any(n not in (signal.SIGHUP, signal.SIGUSR1) for n in caught):
                     self._shut_down()
                     break
-                if self._reload.is_set():
-                    self._reload.clear()
+                if signal.SIGHUP in caught:
                     self.reload()
-                if self._report.is_set():
-                    self._report.clear()
+                if signal.SIGUSR1 in caught:
                     line = self.stats()
                     log.info("stats: %s", line)
                     self._tell_stats(line)
@@ -429,12 +430,14 @@ class Daemon:
             self._stop.set()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if signum == signal.SIGHUP:
-            self._reload.set()
-        elif signum == signal.SIGUSR1:
-            self._report.set()
-        else:
-            self._stop.set()
+        """Note the signal; the main loop acts on it within 0.2 s.
+
+        No lock may be taken here: the handler runs in the main thread,
+        possibly inside ``Event.wait`` holding that event's lock, and
+        ``Event.set`` would then wait for itself forever (a worker hung on
+        SIGTERM so).
+        """
+        self._signals.append(signum)
 
     def _ready(self, deadline: float) -> bool:
         """Say READY=1 once the directory view is loaded, or at ``deadline`` without it."""

@@ -387,3 +387,21 @@ def test_every_ldap_connection_keyword_reaches_the_connection_value(tmp_path: Pa
         "LDAPAuthUser", "LDAPAuthRealm", "LDAPUseTLS", "LDAPTLSCACertFile", "LDAPTimeout",
     }  # fmt: skip
     assert ldap_keywords - not_connection - admin - password_file == given
+
+
+def test_private_keys_are_kept_as_der_and_sign_as_the_pem_they_came_as(tmp_path: Path) -> None:
+    """A PEM key costs a third more room; the replica keeps what signs and nothing more."""
+    from ldapdkim import keys
+    from ldapdkim.directory.replica.sync import SYNC_ATTRIBUTES
+    from ldapdkim.model import Algorithm
+
+    feed = _feed(tmp_path)
+    key = keys.generate(Algorithm.RSA_SHA256)
+    pem = keys.private_pem(key)
+    feed.entry("u-r", f"dkimSignSelector=r,{DOMAIN}", {**_key("r"), "dkimSignPrivateKey": [pem]})
+    feed.flush()
+    ((_dn, attrs),) = feed.store.children(DOMAIN)
+    (stored,) = attrs["dkimsignprivatekey"]
+    assert len(stored) < len(pem) and not stored.startswith(b"-----")
+    assert keys.public_key_b64(keys.load_private_key(stored, where="x")) == keys.public_key_b64(key)
+    assert "dkimSignPublicKey" not in SYNC_ATTRIBUTES and "dkimSignPrivateKey" in SYNC_ATTRIBUTES

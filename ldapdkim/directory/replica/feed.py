@@ -28,6 +28,7 @@ from pathlib import Path
 
 import lmdb
 
+from ldapdkim import keys, schema
 from ldapdkim.directory.entries import locate
 from ldapdkim.directory.replica.store import Cookie, Delete, Keep, Loaded, Op, Put, ReplicaStore
 
@@ -38,6 +39,7 @@ BATCH = 5000
 """Operations committed together at most (a refresh of 300 000 entries: 60 commits)."""
 DELAY = 0.1
 """Seconds an operation may wait for its commit."""
+_PRIVATE_KEY = schema.PRIVATE_KEY.lower()
 
 
 class WriterRole:
@@ -108,6 +110,9 @@ class ReplicaFeed:
         """An entry was added or changed (or is sent in full during a refresh)."""
         key, parent = locate(dn)
         compact = {name.lower(): tuple(values) for name, values in attrs.items()}
+        private = compact.get(_PRIVATE_KEY)
+        if private:
+            compact[_PRIVATE_KEY] = tuple(keys.compact_private_key(v) for v in private)
         self._add(Put(uuid, dn, key, parent, compact))
 
     def delete(self, uuids: Sequence[str]) -> None:

@@ -132,8 +132,12 @@ def load_private_key(data: bytes, *, where: str) -> PrivateKey:
     Raises:
         KeyFormatError: not a key, encrypted, or of a type DKIM cannot use.
     """
+    text = data.strip()
+    # Text (PEM, base64) may carry surrounding white space; binary (DER, a
+    # raw seed) is taken as it is: its first or last byte may well be 0x20.
+    textual = text.startswith(b"-----BEGIN") or _BASE64.match(text) is not None
     try:
-        return _parse_private_key(data.strip())
+        return _parse_private_key(text if textual else data)
     except _Unusable as problem:
         raise KeyFormatError(f"{where}: {problem}") from None
 

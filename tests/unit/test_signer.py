@@ -222,6 +222,26 @@ def test_an_ed25519_key_reads_the_same_in_every_form_it_may_be_stored_in() -> No
         keys.load_private_key(damaged, where="entry E")
 
 
+@pytest.mark.parametrize("edge", [b" ", b"\n", b"\t", b"\r"])
+def test_a_binary_key_ending_or_starting_in_a_white_space_byte_is_read_whole(edge: bytes) -> None:
+    """DER and raw seeds are bytes, not text: nothing may be stripped from them."""
+    import os
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    for seed in (os.urandom(31) + edge, edge + os.urandom(31)):
+        key = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+        der = key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        for stored in (der, seed):
+            loaded = keys.load_private_key(stored, where="entry E")
+            assert keys.public_key_b64(loaded) == keys.public_key_b64(key)
+
+
 @pytest.mark.parametrize(
     "damage",
     [

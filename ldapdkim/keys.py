@@ -35,14 +35,29 @@ _PKCS8_PEM = re.compile(
 _ED25519_PKCS8 = bytes.fromhex("302e020100300506032b657004220420")
 """An Ed25519 private key in PKCS #8 (RFC 8410 §7), up to the 32-byte seed that ends it."""
 
-_SKIP_OPENSSL_CHECK: dict[str, Any] = (
-    {"unsafe_skip_rsa_key_validation": True}
-    if int(cryptography.__version__.split(".")[0]) >= 39
-    else {}
-)
-"""Skip OpenSSL's RSA key check where cryptography offers it (39 and later);
-:func:`_self_tested` checks what signing relies on.  Debian 12's cryptography 38
-always runs OpenSSL's check: slower loading, the same answers."""
+
+def _skip_openssl_rsa_check() -> dict[str, Any]:
+    """Turn off OpenSSL's RSA key check when keys are read; :func:`_self_tested` replaces it.
+
+    OpenSSL 3 proves p and q prime whenever an RSA key is loaded: 43 ms per
+    RSA-2048 key here, paid once per key and worker, so a directory of 100 000
+    domains with their own RSA keys would take over an hour of CPU per worker
+    to warm.  cryptography 39 and later take ``unsafe_skip_rsa_key_validation``;
+    Debian 12's cryptography 38 has only its backend's switch (the one its own
+    test suite uses), which this process sets once: every private key ldapdkim
+    reads goes through :func:`load_private_key` and so through the arithmetic
+    check.  Returns the keyword arguments for the load functions.
+    """
+    if int(cryptography.__version__.split(".")[0]) >= 39:
+        return {"unsafe_skip_rsa_key_validation": True}
+    from cryptography.hazmat.backends.openssl.backend import backend
+
+    if hasattr(backend, "_rsa_skip_check_key"):
+        backend._rsa_skip_check_key = True
+    return {}
+
+
+_SKIP_OPENSSL_CHECK = _skip_openssl_rsa_check()
 
 
 def generate(algorithm: Algorithm, bits: int = DEFAULT_RSA_BITS) -> PrivateKey:
@@ -107,7 +122,8 @@ PARSED_KEY_CACHE = 16_384
 
 A parsed RSA-2048 key that has signed takes 8.8 kB (OpenSSL's precomputed
 values), so this bounds them to about 145 MB.  A key used after it fell out
-is parsed again: 0.02 ms, plus 0.2 ms of set-up at its first RSA signature."""
+is parsed again: 0.06 ms (RSA-2048 or Ed25519), plus 0.2 ms of set-up at its
+first RSA signature."""
 
 
 def private_key_of(key: SigningKey) -> PrivateKey | None:
@@ -182,25 +198,20 @@ def _ed25519_seed(der: bytes) -> bytes | None:
 
 def _decode_private_key(data: bytes) -> PrivateKey:
     candidates: list[bytes] = []
-    pkcs8 = _PKCS8_PEM.match(data)
-    if pkcs8 is not None:
-        # An Ed25519 key is 48 fixed bytes: read its seed directly, ten times
-        # faster than OpenSSL's PEM reader (0.4 ms with cryptography 38), which
-        # a directory of many domains pays once per domain and worker.
+    pem = _PKCS8_PEM.match(data) or _PKCS1_PEM.match(data)
+    if pem is not None:
         try:
-            seed = _ed25519_seed(base64.b64decode(b"".join(pkcs8.group(1).split()), validate=True))
+            candidates.append(base64.b64decode(b"".join(pem.group(1).split()), validate=True))
         except binascii.Error:
-            seed = None
-        if seed is not None:
-            return ed25519.Ed25519PrivateKey.from_private_bytes(seed)
-    if data.startswith(b"-----BEGIN"):
+            pass
+    elif data.startswith(b"-----BEGIN"):
         try:
             key = serialization.load_pem_private_key(data, password=None, **_SKIP_OPENSSL_CHECK)
         except (ValueError, TypeError) as err:
             _raise_if_inconsistent(err)
             raise _Unusable("the private key is not a readable, unencrypted PEM key") from None
         return _usable(key)
-    if _BASE64.match(data):
+    elif _BASE64.match(data):
         try:
             candidates.append(base64.b64decode(b"".join(data.split()), validate=True))
         except binascii.Error:
@@ -212,16 +223,95 @@ def _decode_private_key(data: bytes) -> PrivateKey:
         seed = _ed25519_seed(der)
         if seed is not None:
             return ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+        fast = _rsa_from_der(der)
+        if fast is not None:
+            return fast
         try:
             key = serialization.load_der_private_key(der, password=None, **_SKIP_OPENSSL_CHECK)
         except (ValueError, TypeError) as err:
             _raise_if_inconsistent(err)
             continue
         return _usable(key)
+    if pem is not None:
+        raise _Unusable("the private key is not a readable, unencrypted PEM key")
     raise _Unusable(
         "the private key is neither PEM, DER, base64 DER nor an Ed25519 seed; "
         "regenerate it with 'ldapdkim genkey'"
     )
+
+
+_RSA_ENCRYPTION = bytes.fromhex("06092a864886f70d0101010500")
+"""The contents of rsaEncryption's AlgorithmIdentifier (OID 1.2.840.113549.1.1.1, NULL)."""
+
+
+def _rsa_from_der(der: bytes) -> rsa.RSAPrivateKey | None:
+    """An RSA key in PKCS #1 or PKCS #8 DER, read without OpenSSL's decoder; None if not one.
+
+    OpenSSL 3 reads a key through its generic decoder chain: 0.42 ms for an
+    RSA-2048 key, where building it from its numbers takes 0.05 ms, and a
+    directory of many domains pays that once per domain and worker.  Anything
+    this strict reader does not recognise (other versions, multi-prime keys,
+    non-minimal encodings) goes to OpenSSL as before.
+    """
+    outer = _der_items(der)
+    if outer is None:
+        return None
+    if len(outer) == 3 and outer[0] == (0x02, b"\x00") and outer[2][0] == 0x04:
+        # PKCS #8: version 0, rsaEncryption, the PKCS #1 key in an OCTET STRING.
+        if outer[1] != (0x30, _RSA_ENCRYPTION):
+            return None
+        outer = _der_items(outer[2][1])
+        if outer is None:
+            return None
+    if len(outer) != 9 or any(tag != 0x02 for tag, _ in outer) or outer[0][1] != b"\x00":
+        return None
+    if any(
+        body[0] & 0x80 or (body[0] == 0 and len(body) > 1 and not body[1] & 0x80)
+        for _, body in outer
+    ):
+        return None  # negative, or not minimal
+    n, e, d, p, q, dmp1, dmq1, iqmp = (int.from_bytes(body, "big") for _, body in outer[1:])
+    numbers = rsa.RSAPrivateNumbers(p, q, d, dmp1, dmq1, iqmp, rsa.RSAPublicNumbers(e, n))
+    try:
+        return numbers.private_key()
+    except ValueError:
+        raise _Unusable(_INCONSISTENT) from None
+
+
+def _der_items(der: bytes) -> list[tuple[int, bytes]] | None:
+    """The (tag, contents) items of a DER SEQUENCE that is all of ``der``; None if it is not one."""
+    top = _der_item(der, 0)
+    if top is None or top[0] != 0x30 or top[2] != len(der):
+        return None
+    items: list[tuple[int, bytes]] = []
+    body, pos = top[1], 0
+    while pos < len(body):
+        item = _der_item(body, pos)
+        if item is None:
+            return None
+        items.append((item[0], item[1]))
+        pos = item[2]
+    return items
+
+
+def _der_item(buf: bytes, pos: int) -> tuple[int, bytes, int] | None:
+    """The tag, contents and end of the DER item at ``pos`` (low tag numbers, definite lengths)."""
+    if pos + 2 > len(buf):
+        return None
+    tag, size = buf[pos], buf[pos + 1]
+    pos += 2
+    if size & 0x80:
+        count = size & 0x7F
+        if not 1 <= count <= 4 or pos + count > len(buf) or buf[pos] == 0:
+            return None
+        size = int.from_bytes(buf[pos : pos + count], "big")
+        if size < 0x80:
+            return None
+        pos += count
+    end = pos + size
+    if end > len(buf) or (tag == 0x02 and size == 0):
+        return None
+    return tag, buf[pos:end], end
 
 
 _INCONSISTENT = (
@@ -231,7 +321,7 @@ _INCONSISTENT = (
 
 
 def _raise_if_inconsistent(err: Exception) -> None:
-    """Where OpenSSL checked the key itself (cryptography 38), say why it refused it."""
+    """Where OpenSSL checked the key itself (no way to skip it), say why it refused it."""
     if err.args and err.args[0] == "Invalid private key":
         raise _Unusable(_INCONSISTENT) from None
 
@@ -239,8 +329,9 @@ def _raise_if_inconsistent(err: Exception) -> None:
 def _self_tested(key: PrivateKey) -> PrivateKey:
     """Check that an RSA key's parts belong together, by arithmetic (13 µs).
 
-    OpenSSL's own RSA key validation (primality of p and q) costs about 27 ms
-    per RSA-2048 key, a hundred signatures, and is skipped when loading.  A key
+    OpenSSL's own RSA key validation (primality of p and q) costs about 43 ms
+    per RSA-2048 key, a hundred signatures, and is skipped when loading (see
+    :func:`_skip_openssl_rsa_check`).  A key
     whose parts do not match would sign mail that fails everywhere, so the
     relations signing relies on are checked instead: n = pq, ed = 1 modulo
     p-1 and q-1, and the CRT values.  An Ed25519 private key is a 32-byte

@@ -50,9 +50,12 @@ packages=(
     knot bind9-dnsutils
     # for the unpacked Sendmail (step 4): m4 builds sendmail.cf, the rest it links
     m4 liblockfile1 libwrap0 libnsl2 libdb5.3
+    # the enterprise directories: 389 Directory Server (tests/harness/ds389.py)
+    # and a Samba Active Directory domain controller (tests/harness/samba_ad.py)
+    389-ds-base python3-lib389 samba samba-ad-dc samba-dsdb-modules winbind ldb-tools
 )
 # Daemons the packages above may start; stopped if this run installed them.
-services=(slapd postfix opendkim unbound unbound-resolvconf knot)
+services=(slapd postfix opendkim unbound unbound-resolvconf knot smbd nmbd samba-ad-dc winbind)
 
 log() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }

@@ -46,11 +46,8 @@ uid 65534 must be able to reach it (pytest's temporary directories are 0700).
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -59,14 +56,37 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import NoReturn, Self
 
 import ldap
 import ldap.ldapobject
-import pytest
 
-from harness.processes import stop_process
+from harness.ldapserver import (
+    LdapServer,
+    LdapToolError,
+    ServerError,
+    find_binary,
+    free_port,
+    log_tail,
+    skip_or_fail,
+)
+
+__all__ = [
+    "SLAPD_BINARIES",
+    "LdapToolError",
+    "Slapd",
+    "SlapdError",
+    "find_binary",
+    "free_port",
+    "log_tail",
+    "require_binaries",
+    "skip_or_fail",
+    "stock_schema_dir",
+]
+
+
+class SlapdError(ServerError):
+    """slapd could not be set up, did not start, or did not answer in time."""
+
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT_SCHEMA = REPO_ROOT / "schema" / "ldapdkim.ldif"
@@ -77,9 +97,7 @@ MILTER_UID = 65534
 
 READY_TIMEOUT = 10.0
 REPLICATION_TIMEOUT = 20.0
-STOP_TIMEOUT = 10.0
 
-_SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 _MODULE_DIRS = (
     "/usr/lib/ldap",  # Debian, Ubuntu
     "/usr/lib64/openldap",  # Fedora, RHEL
@@ -92,40 +110,6 @@ SLAPD_BINARIES = ("slapd", "slapadd", "slaptest", "ldapadd", "ldapmodify", "ldap
 """Programs the LDAP integration tests run (Debian: slapd, ldap-utils, openssl)."""
 
 
-class SlapdError(RuntimeError):
-    """slapd could not be set up, did not start, or did not answer in time."""
-
-
-class LdapToolError(RuntimeError):
-    """An OpenLDAP command-line tool (ldapadd, ldapmodify, ...) failed.
-
-    ``returncode`` is the tool's exit status, which for the client tools is
-    the LDAP result code (21 invalidAttributeSyntax, 65 objectClassViolation,
-    ...); ``stderr`` is its error output.
-    """
-
-    def __init__(self, argv: Sequence[str], returncode: int, stderr: str) -> None:
-        self.argv = tuple(argv)
-        self.returncode = returncode
-        self.stderr = stderr
-        super().__init__(f"{argv[0]} exited with status {returncode}: {stderr.strip()}")
-
-
-def skip_or_fail(reason: str) -> NoReturn:
-    """Skip the test with *reason*, or fail it when the CI variable is set.
-
-    A missing server is a broken environment in CI, not a reason to pass.
-    """
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)", pytrace=False)
-    pytest.skip(reason)
-
-
-def find_binary(name: str) -> str | None:
-    """Return the path of program *name* on PATH or in the sbin directories."""
-    return shutil.which(name) or shutil.which(name, path=os.pathsep.join(_SBIN_DIRS))
-
-
 def require_binaries(*names: str) -> None:
     """Skip (locally) or fail (in CI) unless every program in *names* exists."""
     missing = [name for name in names if find_binary(name) is None]
@@ -134,24 +118,6 @@ def require_binaries(*names: str) -> None:
             f"missing {', '.join(missing)}; install slapd, ldap-utils and openssl "
             "(Debian: apt-get install slapd ldap-utils openssl)"
         )
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def log_tail(path: Path, lines: int = 30) -> str:
-    """Return the last *lines* lines of the log file at *path* (or a note)."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as err:
-        return f"(cannot read {path}: {err.strerror})"
-    tail = text.splitlines()[-lines:]
-    return "\n".join(tail) if tail else f"({path} is empty)"
 
 
 def wait_for_bind(
@@ -222,7 +188,7 @@ class _Resources:
         shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
-class Slapd:
+class Slapd(LdapServer):
     """A private slapd in *workdir*: set up on the first :meth:`start`.
 
     Ports and the ldapi path are chosen when the object is made, so the URIs
@@ -302,16 +268,7 @@ class Slapd:
 
     # ---- life cycle -------------------------------------------------------
 
-    @property
-    def pid(self) -> int | None:
-        """The running slapd's process id, or None."""
-        process = self._resources.process
-        return process.pid if process is not None and process.poll() is None else None
-
-    @property
-    def running(self) -> bool:
-        """True while the slapd process exists (also while paused)."""
-        return self.pid is not None
+    name = "slapd"
 
     def start(self) -> None:
         """Set up on first use, start slapd, and wait until it answers a bind.
@@ -350,73 +307,7 @@ class Slapd:
             self.kill()
             raise
 
-    def stop(self) -> None:
-        """Stop slapd with SIGTERM and wait for it (SIGKILL after 10 s)."""
-        process = self._resources.process
-        if process is None:
-            return
-        if self._paused and process.poll() is None:
-            process.send_signal(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-        stop_process(process, STOP_TIMEOUT)
-        self._resources.process = None
-        self._paused = False
-
-    def kill(self) -> None:
-        """Kill slapd with SIGKILL (no clean shutdown) and reap it."""
-        process = self._resources.process
-        if process is None:
-            return
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        self._resources.process = None
-        self._paused = False
-
-    def pause(self) -> None:
-        """Freeze slapd with SIGSTOP: connections stay open but get no answers."""
-        self._signal(signal.SIGSTOP)
-        self._paused = True
-
-    def resume(self) -> None:
-        """Let a paused slapd continue (SIGCONT)."""
-        self._signal(signal.SIGCONT)
-        self._paused = False
-
-    def restart(self) -> None:
-        """Stop (if running) and start again with the same ports and data."""
-        self.stop()
-        self.start()
-
-    def __enter__(self) -> Self:
-        if not self.running:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-        self._finalizer()
-
-    # ---- clients ----------------------------------------------------------
-
-    def has_entry(self, dn: str) -> bool:
-        """True if *dn* exists here (looked up as the rootdn, so ACLs do not hide it)."""
-        conn = ldap.initialize(self.ldap_uri)
-        try:
-            conn.set_option(ldap.OPT_NETWORK_TIMEOUT, 1.0)
-            conn.set_option(ldap.OPT_TIMEOUT, 2.0)
-            conn.simple_bind_s(self.root_dn, self.root_pw)
-            conn.search_s(dn, ldap.SCOPE_BASE, "(objectClass=*)", ["1.1"])
-        except (ldap.NO_SUCH_OBJECT, ldap.SERVER_DOWN, ldap.TIMEOUT):
-            return False
-        finally:
-            with contextlib.suppress(ldap.LDAPError):
-                conn.unbind_s()
-        return True
+    # ---- replication ------------------------------------------------------
 
     def context_csn(self) -> set[bytes]:
         """The suffix's contextCSN values: where this server's copy of the data stands."""
@@ -448,133 +339,10 @@ class Slapd:
                 )
             time.sleep(0.02)
 
-    def wait_for_entry(self, dn: str, timeout: float = 5.0) -> float:
-        """Poll until *dn* exists here; return the seconds waited.
-
-        Raises:
-            SlapdError: it did not appear within *timeout* seconds (with the log).
-        """
-        started = time.monotonic()
-        delay = 0.005
-        while not self.has_entry(dn):
-            if time.monotonic() - started >= timeout:
-                source = f" from {self.provider.ldap_uri}" if self.provider else ""
-                raise SlapdError(
-                    f"{dn} did not appear on {self.ldap_uri}{source} within {timeout:g} s; "
-                    f"last lines of {self.log_path}:\n{log_tail(self.log_path)}"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
-        return time.monotonic() - started
-
-    def connect(
-        self, bind_dn: str | None = None, password: str | None = None
-    ) -> ldap.ldapobject.LDAPObject:
-        """Open a python-ldap connection over ``ldap_uri`` with a simple bind.
-
-        *bind_dn* None or "" binds anonymously; *password* None uses the
-        password of a DN this class created (root, admin, milter, reader).
-        """
-        conn = ldap.initialize(self.ldap_uri)
-        conn.set_option(ldap.OPT_PROTOCOL_VERSION, ldap.VERSION3)
-        conn.set_option(ldap.OPT_NETWORK_TIMEOUT, 5.0)
-        conn.set_option(ldap.OPT_TIMEOUT, 10.0)
-        if bind_dn:
-            conn.simple_bind_s(bind_dn, self._password(bind_dn, password))
-        else:
-            conn.simple_bind_s("", "")
-        return conn
-
-    def ldapadd(
-        self,
-        ldif: str | bytes,
-        *,
-        bind_dn: str | None = None,
-        password: str | None = None,
-        external: bool = False,
-    ) -> str:
-        """Run the ``ldapadd`` tool on *ldif*; return its standard output.
-
-        Binds as *bind_dn* (default: the admin) with a simple bind over
-        ``ldap_uri``, or with *external* as this process's uid through SASL
-        EXTERNAL over ``ldapi_uri`` (uid 0: the rootdn, which manages cn=config).
-
-        Raises:
-            LdapToolError: the tool failed; carries its exit status and stderr.
-        """
-        return self._run_tool("ldapadd", ldif, bind_dn, password, external)
-
-    def ldapmodify(
-        self,
-        ldif: str | bytes,
-        *,
-        bind_dn: str | None = None,
-        password: str | None = None,
-        external: bool = False,
-    ) -> str:
-        """Run the ``ldapmodify`` tool on *ldif*; see :meth:`ldapadd`."""
-        return self._run_tool("ldapmodify", ldif, bind_dn, password, external)
-
-    def tool_env(self) -> dict[str, str]:
-        """Environment for OpenLDAP client tools, unaffected by local settings.
-
-        LDAPNOINIT makes libldap ignore ldap.conf, ~/.ldaprc and the LDAP*
-        variables (LDAPTLS_CACERT too: pass -o or use python-ldap for TLS).
-        """
-        return {**os.environ, "LDAPNOINIT": "1"}
+    def _where_entries_come_from(self) -> str:
+        return f" from {self.provider.ldap_uri}" if self.provider is not None else ""
 
     # ---- internals --------------------------------------------------------
-
-    def _password(self, bind_dn: str, password: str | None) -> str:
-        if password is not None:
-            return password
-        try:
-            return self._passwords[bind_dn]
-        except KeyError:
-            raise ValueError(
-                f"no password given for {bind_dn!r}, and it is not a DN this "
-                "Slapd created; pass password="
-            ) from None
-
-    def _run_tool(
-        self,
-        tool: str,
-        ldif: str | bytes,
-        bind_dn: str | None,
-        password: str | None,
-        external: bool,
-    ) -> str:
-        argv = [self._binary(tool)]
-        secret = None
-        if external:
-            argv += ["-Q", "-Y", "EXTERNAL", "-H", self.ldapi_uri]
-        else:
-            dn = bind_dn or self.admin_dn
-            secret = self._password(dn, password)
-            argv += ["-x", "-H", self.ldap_uri, "-D", dn, "-w", secret]
-        data = ldif.encode() if isinstance(ldif, str) else ldif
-        result = subprocess.run(
-            argv, input=data, capture_output=True, env=self.tool_env(), check=False
-        )
-        if result.returncode != 0:
-            shown = ["***" if arg == secret else arg for arg in argv]
-            raise LdapToolError(shown, result.returncode, result.stderr.decode(errors="replace"))
-        return result.stdout.decode(errors="replace")
-
-    def _signal(self, signum: signal.Signals) -> None:
-        process = self._resources.process
-        if process is None or process.poll() is not None:
-            raise SlapdError(f"slapd in {self.workdir} is not running")
-        process.send_signal(signum)
-
-    def _binary(self, name: str) -> str:
-        path = find_binary(name)
-        if path is None:
-            raise SlapdError(
-                f"{name} not found on PATH or in {', '.join(_SBIN_DIRS)}; "
-                "install slapd, ldap-utils and openssl"
-            )
-        return path
 
     def _run(self, argv: Sequence[str], what: str) -> None:
         result = subprocess.run(argv, capture_output=True, check=False, env=self.tool_env())

@@ -80,7 +80,7 @@ EOF
 #
 # Generated from ldapdkim.schema by make-ldif.sh; do not edit by hand.
 # Same definitions as ldapdkim.ldif (OpenLDAP), with numeric OIDs and
-# X-ORIGIN 'ldapdkim'.  Not tested against a 389-DS server.
+# X-ORIGIN 'ldapdkim'.  The test suite loads it into 389-DS 2.3.
 #
 # Offline: copy to /etc/dirsrv/slapd-INSTANCE/schema/99ldapdkim.ldif
 #   (owner dirsrv, mode 0440) and restart:  dsctl INSTANCE restart
@@ -88,11 +88,8 @@ EOF
 # On a replicated topology, load it on every supplier and consumer.
 #
 # Protect dkimSignPrivateKey with ACIs so that only the milter's service DN
-# can read, search or compare it, e.g. on the suffix entry (adapt the DNs):
-#   aci: (targetattr="dkimSignPrivateKey")(version 3.0; acl "ldapdkim key";
-#     deny (read,search,compare)
-#     userdn!="ldap:///cn=ldapdkim,ou=services,dc=example,dc=com";)
-# and check that the default ACIs do not already expose it to all users.
+# can read, search or compare it: conf/389ds-aci.ldif has them (adapt the
+# DNs), and the README's 389 Directory Server section the rest of the set-up.
 #
 # The names start with "dkimSign" because OpenDKIM's contrib schema already
 # has DKIMDomain, DKIMSelector, DKIMKey, DKIMIdentity and the class DKIM, and

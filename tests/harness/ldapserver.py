@@ -13,6 +13,7 @@ tails, skip-or-fail) are shared as well.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -31,6 +32,7 @@ import pytest
 from harness.processes import stop_process
 
 STOP_TIMEOUT = 10.0
+_container_numbers = itertools.count(1)
 _SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 
 
@@ -86,6 +88,51 @@ def log_tail(path: Path, lines: int = 30) -> str:
     return "\n".join(tail) if tail else f"({path} is empty)"
 
 
+def wait_for_bind(
+    uri: str,
+    process: subprocess.Popen[bytes],
+    log_path: Path,
+    timeout: float,
+    *,
+    name: str,
+    error: type[ServerError] = ServerError,
+) -> None:
+    """Poll *uri* until an anonymous bind succeeds.
+
+    Raises:
+        ServerError (or *error*): *process* exited first, or *timeout* seconds passed; the
+            message ends with the tail of *log_path* (the server's log).
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.002
+    while True:
+        status = process.poll()
+        if status is not None:
+            raise error(
+                f"{name} exited with status {status} before answering on {uri}; "
+                f"last lines of {log_path}:\n{log_tail(log_path)}"
+            )
+        conn = ldap.initialize(uri)
+        try:
+            conn.set_option(ldap.OPT_NETWORK_TIMEOUT, 1.0)
+            conn.set_option(ldap.OPT_TIMEOUT, 1.0)
+            conn.simple_bind_s("", "")
+        except (ldap.SERVER_DOWN, ldap.TIMEOUT, ldap.CONNECT_ERROR):
+            pass
+        else:
+            return
+        finally:
+            with contextlib.suppress(ldap.LDAPError):
+                conn.unbind_s()
+        if time.monotonic() >= deadline:
+            raise error(
+                f"{name} did not answer an anonymous bind on {uri} within {timeout:g} s "
+                f"(pid {process.pid}); last lines of {log_path}:\n{log_tail(log_path)}"
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
 class _Process(Protocol):
     process: subprocess.Popen[bytes] | None
 
@@ -108,9 +155,17 @@ class LdapServer:
     log_path: Path
     ldap_uri: str
     ldapi_uri: str
+    suffix: str
+    domains_base: str
+    services_base: str
     root_dn: str
     root_pw: str
     admin_dn: str
+    admin_pw: str
+    milter_dn: str
+    milter_pw: str
+    reader_dn: str
+    reader_pw: str
     _passwords: dict[str, str]
     _resources: _Process
     _paused: bool
@@ -180,6 +235,23 @@ class LdapServer:
     ) -> None:
         self.stop()
         self._finalizer()
+
+    def new_container(self) -> str:
+        """Add a new, empty ``ou=t<N>`` under ``ou=domains`` as the admin; return its DN.
+
+        Each test takes its own, so tests never see each other's entries; the
+        containers stay until the server is thrown away.
+        """
+        name = f"t{next(_container_numbers)}"
+        dn = f"ou={name},{self.domains_base}"
+        conn = self.connect(self.admin_dn)
+        try:
+            conn.add_s(
+                dn, [("objectClass", [b"top", b"organizationalUnit"]), ("ou", [name.encode()])]
+            )
+        finally:
+            conn.unbind_s()
+        return dn
 
     def has_entry(self, dn: str) -> bool:
         """True if *dn* exists here (looked up as the rootdn, so ACLs do not hide it)."""

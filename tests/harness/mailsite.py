@@ -1,6 +1,6 @@
 """A provisioned mail site for end-to-end milter tests: directory, DNS, milter configuration.
 
-Keys are provisioned with ``ldapdkim provision`` into the session's slapd,
+Keys are provisioned with ``ldapdkim provision`` into a test LDAP server,
 and the DNS server serves what ``ldapdkim dns-records`` prints: the same
 path an administrator takes.
 """
@@ -11,15 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.dnsserver import DnsServer
+from harness.ldapserver import LdapServer
 from harness.provisioning import provision, run_cli, without_version_line
-from harness.slapd import Slapd
 
 AUTHSERV_ID = "mx.ldapdkim.test"
 
 
 @dataclass
 class MailSite:
-    slapd: Slapd
+    slapd: LdapServer
     base: str
     dns: DnsServer
     workdir: Path

@@ -45,7 +45,6 @@ uid 65534 must be able to reach it (pytest's temporary directories are 0700).
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import shutil
 import subprocess
@@ -60,6 +59,7 @@ from pathlib import Path
 import ldap
 import ldap.ldapobject
 
+from harness import ldapserver
 from harness.ldapserver import (
     LdapServer,
     LdapToolError,
@@ -123,40 +123,12 @@ def require_binaries(*names: str) -> None:
 def wait_for_bind(
     uri: str, process: subprocess.Popen[bytes], log_path: Path, timeout: float = READY_TIMEOUT
 ) -> None:
-    """Poll *uri* until an anonymous bind succeeds.
+    """Poll *uri* until an anonymous bind to slapd succeeds (see :func:`ldapserver.wait_for_bind`).
 
     Raises:
-        SlapdError: *process* exited first, or *timeout* seconds passed; the
-            message ends with the tail of *log_path* (slapd's stderr).
+        SlapdError: *process* exited first, or *timeout* seconds passed.
     """
-    deadline = time.monotonic() + timeout
-    delay = 0.002
-    while True:
-        status = process.poll()
-        if status is not None:
-            raise SlapdError(
-                f"slapd exited with status {status} before answering on {uri}; "
-                f"last lines of {log_path}:\n{log_tail(log_path)}"
-            )
-        conn = ldap.initialize(uri)
-        try:
-            conn.set_option(ldap.OPT_NETWORK_TIMEOUT, 1.0)
-            conn.set_option(ldap.OPT_TIMEOUT, 1.0)
-            conn.simple_bind_s("", "")
-        except (ldap.SERVER_DOWN, ldap.TIMEOUT, ldap.CONNECT_ERROR):
-            pass
-        else:
-            return
-        finally:
-            with contextlib.suppress(ldap.LDAPError):
-                conn.unbind_s()
-        if time.monotonic() >= deadline:
-            raise SlapdError(
-                f"slapd did not answer an anonymous bind on {uri} within {timeout:g} s "
-                f"(pid {process.pid}); last lines of {log_path}:\n{log_tail(log_path)}"
-            )
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+    ldapserver.wait_for_bind(uri, process, log_path, timeout, name="slapd", error=SlapdError)
 
 
 def _first_dir_with(candidates: Sequence[str], filename: str) -> Path | None:

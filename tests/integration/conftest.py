@@ -1,22 +1,26 @@
-"""Shared fixtures of the LDAP integration tests: one slapd per test session.
+"""Shared fixtures of the LDAP integration tests: one server of each kind per test session.
 
-``slapd`` is the session's server (see :mod:`slapd`); ``ldap_base`` gives each
-test its own empty container under ``ou=domains`` so that tests never see
-each other's entries.  Every test in this directory is marked
-``integration``, so ``pytest -m "not integration"`` runs without servers.
+``slapd`` is the session's OpenLDAP server (see :mod:`slapd`), ``ds389`` its
+389 Directory Server (see :mod:`ds389`), started only if a test asks for it;
+``ldap_base`` gives each test its own empty container under ``ou=domains`` of
+slapd so that tests never see each other's entries.  ``directory_server``
+runs a test once against each server, with ``server_base`` as its container.
+
+Every test in this directory is marked ``integration``, so
+``pytest -m "not integration"`` runs without servers.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.ds389 import Ds389, require_389ds
+from harness.ldapserver import LdapServer
 from harness.slapd import SLAPD_BINARIES, Slapd, require_binaries
 
 _HERE = Path(__file__).resolve().parent
-_container_numbers = itertools.count(1)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -37,18 +41,28 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def ds389(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ds389]:
+    """A started 389 Directory Server with the project schema and ACIs, for the whole session."""
+    require_389ds()
+    with Ds389(tmp_path_factory.mktemp("ds389")) as server:
+        yield server
+
+
 @pytest.fixture
 def ldap_base(slapd: Slapd) -> str:
-    """DN of a new, empty ``ou=t<N>,ou=domains,dc=example,dc=test`` for this test.
+    """DN of a new, empty ``ou=t<N>,ou=domains,dc=example,dc=test`` in slapd for this test."""
+    return slapd.new_container()
 
-    The container is left in place afterwards; it is unique per test, and the
-    server is thrown away at the end of the session.
-    """
-    name = f"t{next(_container_numbers)}"
-    dn = f"ou={name},{slapd.domains_base}"
-    conn = slapd.connect(slapd.admin_dn)
-    try:
-        conn.add_s(dn, [("objectClass", [b"organizationalUnit"]), ("ou", [name.encode()])])
-    finally:
-        conn.unbind_s()
-    return dn
+
+@pytest.fixture(params=["slapd", "ds389"])
+def directory_server(request: pytest.FixtureRequest) -> LdapServer:
+    """The session's slapd, then its 389 Directory Server: the test runs against each."""
+    server: LdapServer = request.getfixturevalue(request.param)
+    return server
+
+
+@pytest.fixture
+def server_base(directory_server: LdapServer) -> str:
+    """A new, empty container under ``ou=domains`` of ``directory_server``."""
+    return directory_server.new_container()

@@ -1,4 +1,4 @@
-"""The content-sync replica (RFC 4533) against a real slapd: live changes, outages, restarts."""
+"""The content-sync replica (RFC 4533) against slapd and 389-DS: live changes, outages, restarts."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import ldap
 import pytest
 from harness.dnsserver import DnsServer
+from harness.ldapserver import LdapServer
 from harness.mailsite import MailSite, message
 from harness.milterproc import MilterProcess
 from harness.postfix import Postfix, header_values, require_postfix
@@ -34,7 +35,7 @@ LIVE = 1.0
 """A directory change must reach resolution within this many seconds."""
 
 
-def _settings(slapd: Slapd, base: str, state: Path, *lines: str) -> config.Settings:
+def _settings(slapd: LdapServer, base: str, state: Path, *lines: str) -> config.Settings:
     text = "\n".join(
         [
             "Mode sv",
@@ -105,7 +106,7 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float) -> float:
 
 
 def _provision(
-    slapd: Slapd, base: str, domain: str, *selectors: str, state: str = "active"
+    slapd: LdapServer, base: str, domain: str, *selectors: str, state: str = "active"
 ) -> None:
     ldif = genkey(domain, selectors[0], base, with_domain=True, bits=1024)
     for selector in selectors[1:]:
@@ -125,7 +126,7 @@ def _key_dn(base: str, domain: str, selector: str) -> str:
     return f"dkimSignSelector={selector},{_domain_dn(base, domain)}"
 
 
-def _modify(slapd: Slapd, dn: str, attribute: str, value: str) -> float:
+def _modify(slapd: LdapServer, dn: str, attribute: str, value: str) -> float:
     conn = slapd.connect(slapd.admin_dn)
     try:
         sent = time.monotonic()
@@ -144,8 +145,12 @@ def _synced(live: Live, entries: int | None = None) -> None:
 
 
 def test_initial_refresh_loads_every_entry_and_lookups_stay_local(
-    slapd: Slapd, ldap_base: str, tmp_path: Path, live_factory: Callable[[config.Settings], Live]
+    directory_server: LdapServer,
+    server_base: str,
+    tmp_path: Path,
+    live_factory: Callable[[config.Settings], Live],
 ) -> None:
+    slapd, ldap_base = directory_server, server_base
     for domain in ("a.example", "b.example", "c.example"):
         _provision(slapd, ldap_base, domain, "s1")
     live = live_factory(_settings(slapd, ldap_base, tmp_path))
@@ -166,8 +171,12 @@ def test_initial_refresh_loads_every_entry_and_lookups_stay_local(
 
 
 def test_directory_changes_reach_signing_within_a_second(
-    slapd: Slapd, ldap_base: str, tmp_path: Path, live_factory: Callable[[config.Settings], Live]
+    directory_server: LdapServer,
+    server_base: str,
+    tmp_path: Path,
+    live_factory: Callable[[config.Settings], Live],
 ) -> None:
+    slapd, ldap_base = directory_server, server_base
     _provision(slapd, ldap_base, "example.com", "s1", "s2", state="pending")
     live = live_factory(_settings(slapd, ldap_base, tmp_path))
     _synced(live, 3)
@@ -217,57 +226,71 @@ def test_directory_changes_reach_signing_within_a_second(
     assert live.replica.searches == searches  # all from the replica
 
 
+@pytest.fixture(params=["slapd", "ds389"])
+def server_to_stop(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LdapServer]:
+    """A server the test may stop and start: a new slapd, or the session's 389-DS
+    (started again afterwards if the test left it stopped)."""
+    if request.param == "slapd":
+        with Slapd(tmp_path / "slapd") as server:
+            yield server
+        return
+    ds389: LdapServer = request.getfixturevalue("ds389")
+    try:
+        yield ds389
+    finally:
+        if not ds389.running:
+            ds389.start()
+
+
 def test_outage_restart_and_resume_with_the_cookie(
-    tmp_path: Path, live_factory: Callable[[config.Settings], Live]
+    server_to_stop: LdapServer, tmp_path: Path, live_factory: Callable[[config.Settings], Live]
 ) -> None:
-    with Slapd(tmp_path / "slapd") as server:
-        base = server.domains_base
-        for number in range(10):
-            _provision(server, base, f"d{number}.example", "s1")
-        _provision(server, base, "example.com", "s1", "s2", state="pending")
-        settings = _settings(server, base, tmp_path / "state")
-        (tmp_path / "state").mkdir()
-        live = live_factory(settings)
-        _synced(live, 23)
-        assert live.selectors("example.com") == ["s1"]
+    server = server_to_stop
+    base = server.new_container()
+    for number in range(10):
+        _provision(server, base, f"d{number}.example", "s1")
+    _provision(server, base, "example.com", "s1", "s2", state="pending")
+    settings = _settings(server, base, tmp_path / "state")
+    (tmp_path / "state").mkdir()
+    live = live_factory(settings)
+    _synced(live, 23)
+    assert live.selectors("example.com") == ["s1"]
 
-        # slapd stops under the consumer: the replica keeps answering.
-        server.stop()
-        time.sleep(0.3)
-        assert live.selectors("example.com") == ["s1"]
-        assert live.selectors("d3.example") == ["s1"]
-        # ... and catches up once it is back.
-        server.start()
-        _modify(server, _key_dn(base, "example.com", "s2"), "dkimSignKeyState", "active")
-        wait_for(
-            "change after the restart", lambda: live.selectors("example.com") == ["s1", "s2"], 40
-        )
+    # slapd stops under the consumer: the replica keeps answering.
+    server.stop()
+    time.sleep(0.3)
+    assert live.selectors("example.com") == ["s1"]
+    assert live.selectors("d3.example") == ["s1"]
+    # ... and catches up once it is back.
+    server.start()
+    _modify(server, _key_dn(base, "example.com", "s2"), "dkimSignKeyState", "active")
+    wait_for("change after the restart", lambda: live.selectors("example.com") == ["s1", "s2"], 40)
 
-        # Changes made while no consumer runs arrive on resume, deletes included.
-        live.close()
-        conn = server.connect(server.admin_dn)
-        conn.delete_s(_key_dn(base, "d1.example", "s1"))
-        conn.delete_s(_domain_dn(base, "d1.example"))
-        conn.unbind_s()
-        _modify(server, _key_dn(base, "example.com", "s1"), "dkimSignKeyState", "retired")
-        again = live_factory(settings)
-        assert again.replica.loaded  # from the database, at once
-        assert again.selectors("example.com") == ["s1", "s2"]
-        start = again.replica.generation
-        wait_for("resume", lambda: again.selectors("example.com") == ["s2"], 5)
-        wait_for("delete while away", lambda: again.replica.view().entries == 21, 5)
-        # Only the changes came, not a full reload of 21 entries.
-        assert again.replica.generation - start < 10
-        again.close()
+    # Changes made while no consumer runs arrive on resume, deletes included.
+    live.close()
+    conn = server.connect(server.admin_dn)
+    conn.delete_s(_key_dn(base, "d1.example", "s1"))
+    conn.delete_s(_domain_dn(base, "d1.example"))
+    conn.unbind_s()
+    _modify(server, _key_dn(base, "example.com", "s1"), "dkimSignKeyState", "retired")
+    again = live_factory(settings)
+    assert again.replica.loaded  # from the database, at once
+    assert again.selectors("example.com") == ["s1", "s2"]
+    start = again.replica.generation
+    wait_for("resume", lambda: again.selectors("example.com") == ["s2"], 5)
+    wait_for("delete while away", lambda: again.replica.view().entries == 21, 5)
+    # Only the changes came, not a full reload of 21 entries.
+    assert again.replica.generation - start < 10
+    again.close()
 
-        # A restart with the server down answers at once from the saved replica.
-        server.stop()
-        third = live_factory(settings)
-        searches = third.replica.searches
-        assert third.selectors("example.com") == ["s2"]
-        assert third.selectors("d5.example") == ["s1"]
-        assert third.replica.searches == searches
-        assert third.replica.status()["servers"][0]["connected"] is False
+    # A restart with the server down answers at once from the saved replica.
+    server.stop()
+    third = live_factory(settings)
+    searches = third.replica.searches
+    assert third.selectors("example.com") == ["s2"]
+    assert third.selectors("d5.example") == ["s1"]
+    assert third.replica.searches == searches
+    assert third.replica.status()["servers"][0]["connected"] is False
 
 
 def test_a_cookie_the_server_cannot_honour_brings_a_full_refresh(
@@ -387,9 +410,10 @@ def test_auto_asks_again_and_syncs_once_the_server_offers_it(
 
 
 def test_the_running_milter_signs_the_next_message_with_the_changed_key(
-    slapd: Slapd, ldap_base: str, tmp_path: Path
+    directory_server: LdapServer, server_base: str, tmp_path: Path
 ) -> None:
     require_postfix()
+    slapd, ldap_base = directory_server, server_base
     _provision(slapd, ldap_base, "example.com", "s1", "s2", state="pending")
     with DnsServer() as dns, Postfix(tmp_path / "postfix") as postfix:
         site = MailSite(slapd, ldap_base, dns, tmp_path)

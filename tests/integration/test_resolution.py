@@ -1,7 +1,8 @@
-"""Resolution of From domains, the same for a real slapd and an LDIF file.
+"""Resolution of From domains, the same for OpenLDAP, 389 Directory Server and an LDIF file.
 
-Every test runs twice: against the session's slapd (the milter's service DN,
-over TCP) and against ``Directory ldif:FILE``.  Entries come from the
+Every test runs three times: against the session's slapd and its 389-DS
+instance (the milter's service DN, over TCP) and against ``Directory
+ldif:FILE``.  Entries come from the
 project's own ``genkey`` output plus hand-written domain entries, as an
 administrator would provision them.
 """
@@ -13,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from harness.ldapserver import LdapServer
 from harness.provisioning import genkey, without_version_line
-from harness.slapd import Slapd
 
 from ldapdkim import config
 from ldapdkim.directory.resolution import Directory, open_backend, open_directory
@@ -25,18 +26,18 @@ from ldapdkim.signing.policy import signing_keys, signing_params
 
 
 class DirectoryUnderTest:
-    """One test's directory: a container in slapd, or an LDIF file."""
+    """One test's directory: a container in an LDAP server, or an LDIF file."""
 
-    def __init__(self, kind: str, slapd: Slapd, base: str, tmp_path: Path) -> None:
+    def __init__(self, kind: str, server: LdapServer | None, base: str, tmp_path: Path) -> None:
         self.kind = kind
-        self.slapd = slapd
+        self.server = server
         self.base = base
         self.file = tmp_path / "directory.ldif"
         self.file.write_text("version: 1\n\n")
 
     def add(self, ldif_text: str) -> None:
-        if self.kind == "ldap":
-            self.slapd.ldapadd(ldif_text)
+        if self.server is not None:
+            self.server.ldapadd(ldif_text)
         else:
             with self.file.open("a") as out:
                 out.write(without_version_line(ldif_text) + "\n")
@@ -59,11 +60,11 @@ class DirectoryUnderTest:
         self.add(genkey(domain, selector, self.base, **options))  # type: ignore[arg-type]
 
     def settings(self, *lines: str) -> config.Settings:
-        if self.kind == "ldap":
+        if self.server is not None:
             source = [
-                f"Directory {self.slapd.ldap_uri}/{self.base}",
-                f"LDAPBindUser {self.slapd.milter_dn}",
-                f"LDAPBindPassword {self.slapd.milter_pw}",
+                f"Directory {self.server.ldap_uri}/{self.base}",
+                f"LDAPBindUser {self.server.milter_dn}",
+                f"LDAPBindPassword {self.server.milter_pw}",
             ]
         else:
             source = [f"Directory ldif:{self.file}"]
@@ -73,11 +74,13 @@ class DirectoryUnderTest:
         return open_directory(self.settings(*lines))
 
 
-@pytest.fixture(params=["ldap", "ldif"])
+@pytest.fixture(params=["slapd", "ds389", "ldif"])
 def dut(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DirectoryUnderTest]:
-    slapd: Slapd = request.getfixturevalue("slapd")
-    base: str = request.getfixturevalue("ldap_base")
-    yield DirectoryUnderTest(request.param, slapd, base, tmp_path)
+    if request.param == "ldif":
+        yield DirectoryUnderTest("ldif", None, "ou=domains,dc=example,dc=test", tmp_path)
+        return
+    server: LdapServer = request.getfixturevalue(request.param)
+    yield DirectoryUnderTest(request.param, server, server.new_container(), tmp_path)
 
 
 NOW = datetime.now(UTC)

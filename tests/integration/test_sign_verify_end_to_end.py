@@ -1,7 +1,8 @@
-"""``ldapdkim sign`` with keys from a real slapd, judged by verifiers that are not dkimpy.
+"""``ldapdkim sign`` with keys from real directories, judged by verifiers that are not dkimpy.
 
-The whole path an administrator takes: ``ldapdkim provision`` writes LDIF,
-``ldapadd`` loads it into slapd, ``ldapdkim dns-records`` gives the zone
+Every test runs against OpenLDAP and against 389 Directory Server.  The
+whole path an administrator takes: ``ldapdkim provision`` writes LDIF,
+``ldapadd`` loads it into the server, ``ldapdkim dns-records`` gives the zone
 lines that a loopback DNS server serves, ``ldapdkim sign`` signs, and Perl
 Mail::DKIM and OpenDKIM verify the result.
 """
@@ -17,9 +18,9 @@ from pathlib import Path
 
 import pytest
 from harness.dnsserver import DnsServer
+from harness.ldapserver import LdapServer
 from harness.mailsite import MailSite
 from harness.provisioning import provision, run_cli, without_version_line
-from harness.slapd import Slapd
 from harness.verifiers import (
     mail_dkim_verify,
     opendkim_verify,
@@ -61,7 +62,8 @@ class Site(MailSite):
 
 
 @pytest.fixture
-def site(slapd: Slapd, ldap_base: str, tmp_path: Path) -> Iterator[Site]:
+def site(directory_server: LdapServer, server_base: str, tmp_path: Path) -> Iterator[Site]:
+    slapd, ldap_base = directory_server, server_base
     ldif = provision(
         ["example.com", "example.org"], ldap_base, tmp_path, "rsa-sha256", "ed25519-sha256"
     )
@@ -168,10 +170,10 @@ def test_hostile_sender_domains_are_refused_before_any_lookup(site: Site, hostil
     assert "not signed:" in err
 
 
-def test_utf8_from_domain_signs_with_its_a_label(site: Site, slapd: Slapd) -> None:
+def test_utf8_from_domain_signs_with_its_a_label(site: Site) -> None:
     require_mail_dkim()
     ldif = provision(["bücher.example"], site.base, site.workdir, "rsa-sha256")
-    slapd.ldapadd(without_version_line(ldif))
+    site.slapd.ldapadd(without_version_line(ldif))
     _, zone, _ = run_cli("dns-records", "-c", str(site.config()))
     site.dns.load_zone_lines(zone.decode())
     message = _message().replace(b"alice@example.com", "alice@bücher.example".encode())

@@ -294,15 +294,20 @@ def test_outage_restart_and_resume_with_the_cookie(
 
 
 def test_a_cookie_the_server_cannot_honour_brings_a_full_refresh(
-    slapd: Slapd, ldap_base: str, tmp_path: Path, live_factory: Callable[[config.Settings], Live]
+    directory_server: LdapServer,
+    server_base: str,
+    tmp_path: Path,
+    live_factory: Callable[[config.Settings], Live],
 ) -> None:
     """e-syncRefreshRequired (RFC 4533 §2.3): start again without the cookie.
 
     slapd answers so when a consumer's cookie is newer than its own state
     (here: a saved replica from a server whose database was since restored
-    from an older backup).  The saved replica's entry that the server no
-    longer has must go.
+    from an older backup), 389-DS when a cookie is not one of its own or its
+    retro changelog no longer reaches back to it.  The saved replica's entry
+    that the server no longer has must go.
     """
+    slapd, ldap_base = directory_server, server_base
     _provision(slapd, ldap_base, "example.com", "s1")
     saved = ReplicaFeed(ReplicaStore(tmp_path / DATABASE, f"{slapd.ldap_uri} {ldap_base}"))
     saved.entry("0000-ghost", f"ou=ghost.example,{ldap_base}", dict(GHOST_POLICY))

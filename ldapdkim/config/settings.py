@@ -132,8 +132,12 @@ _KEYWORDS: tuple[_Keyword, ...] = (
              "how long the last good answer is served while the directory is unreachable "
              "(0 disables)"),
     _Keyword("DirectorySync", "directory_sync", values.directory_sync, "auto",
-             "keep an in-memory replica current by RFC 4533 content sync: auto (when the "
-             "server offers it, else cached lookups), yes (sync only) or no (lookups only)"),
+             "keep a replica of the directory current: auto (by RFC 4533 content sync, or "
+             "by USN polling on Active Directory; else cached lookups), yes (replica only) "
+             "or no (lookups only)"),
+    _Keyword("DirectoryPollInterval", "directory_poll_interval", values.positive_seconds, "10",
+             "seconds between two polls for changes of a server without content sync "
+             "(Active Directory: uSNChanged)"),
     # Signing
     _Keyword("Canonicalization", "canonicalization", values.canonicalization, "simple/simple",
              "header/body canonicalization when signing, each simple or relaxed"),
@@ -348,6 +352,7 @@ class Settings:
     ldap_negative_cache_ttl: float = _DEFAULTS["ldap_negative_cache_ttl"]
     directory_max_stale: float = _DEFAULTS["directory_max_stale"]
     directory_sync: str = _DEFAULTS["directory_sync"]
+    directory_poll_interval: float = _DEFAULTS["directory_poll_interval"]
     canonicalization: Canonicalization = _DEFAULTS["canonicalization"]
     sign_headers: tuple[str, ...] | None = _DEFAULTS["sign_headers"]
     oversign_headers: tuple[str, ...] = _DEFAULTS["oversign_headers"]

@@ -14,10 +14,9 @@ import ldap
 from ldapdkim import schema
 from ldapdkim.config.ldap import LdapSettings
 from ldapdkim.directory.ldapbackend import LdapBackend, reason
+from ldapdkim.directory.replica import usnpoll
+from ldapdkim.directory.replica.sync import SYNC_CONTROL
 from ldapdkim.errors import DirectoryUnavailable
-
-SYNC_CONTROL = "1.3.6.1.4.1.4203.1.9.1.1"
-"""RFC 4533's sync request control, offered by slapd's syncprov overlay."""
 
 
 def probe(
@@ -107,13 +106,16 @@ def _any(conn: Any, base: str, filterstr: str, attribute: str) -> bool:
 
 def _sync(conn: Any) -> list[str]:
     try:
-        root = conn.search_s("", ldap.SCOPE_BASE, "(objectClass=*)", ["supportedControl"])
+        root = conn.search_s(
+            "", ldap.SCOPE_BASE, "(objectClass=*)", ["supportedControl", "highestCommittedUSN"]
+        )
     except ldap.LDAPError as err:
         return [f"the root DSE cannot be read ({reason(err)})"]
     controls = [c.decode() for _, attrs in root for c in attrs.get("supportedControl", [])]
-    if SYNC_CONTROL not in controls:
+    if SYNC_CONTROL not in controls and not any(usnpoll.tracks_usn(attrs) for _, attrs in root):
         return [
-            "DirectorySync yes, but the server offers no content sync (RFC 4533); load "
-            "syncprov there, or set DirectorySync auto"
+            "DirectorySync yes, but the server offers no content sync (RFC 4533) and no "
+            "update sequence numbers (Active Directory); load syncprov (OpenLDAP) or the "
+            "Content Synchronization plugin (389-DS) there, or set DirectorySync auto"
         ]
     return []

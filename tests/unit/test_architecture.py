@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "replica.feed",
             "memorybackend",
             "ldapbackend",
+            "replica.usnpoll",
             "senders",
             "replica.status",
             "replica.statedir",

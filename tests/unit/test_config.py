@@ -75,6 +75,7 @@ DEFAULTS = {
     "ldap_negative_cache_ttl": 60.0,
     "directory_max_stale": 86400.0,
     "directory_sync": "auto",
+    "directory_poll_interval": 10.0,
     "canonicalization": Canonicalization("simple", "simple"),
     "sign_headers": None,
     "oversign_headers": ("from",),

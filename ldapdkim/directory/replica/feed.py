@@ -23,7 +23,7 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import lmdb
@@ -130,6 +130,14 @@ class ReplicaFeed:
             return
         if not refresh_deletes or self._full:
             self._drop_unpresented()
+
+    def keep_only(self, uuids: Iterable[str]) -> None:
+        """Delete every entry not named in ``uuids``: a listing of all the base holds.
+
+        For change tracking without a present phase (USN polling), which lists
+        what exists instead.
+        """
+        self._add(Keep(frozenset(uuids)))
 
     def set_cookie(self, cookie: str | bytes | None) -> None:
         """A new cookie: committed now, with every entry received before it."""

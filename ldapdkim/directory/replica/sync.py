@@ -16,9 +16,13 @@ a modify in the directory changes the next message's signature.
   (e-syncRefreshRequired; slapd's unwillingToPerform for a cookie newer than
   its own state) is asked again without one: a full refresh, after which
   whatever the server did not send is deleted.
+* A server whose root DSE lists no sync control but a ``highestCommittedUSN``
+  (Active Directory) is followed by polling instead, every
+  ``DirectoryPollInterval`` seconds (:mod:`~ldapdkim.directory.replica.usnpoll`),
+  into the same feed and database; everything below holds for it alike.
 * ``DirectorySync auto``: sync if the server accepts the sync control, else
-  (unavailableCriticalExtension, protocolError: Active Directory, or slapd
-  without syncprov) lookups through the LDAP backend, asking for sync again
+  (unavailableCriticalExtension, protocolError: slapd without syncprov)
+  lookups through the LDAP backend, asking for sync again
   every REFUSED_RETRY seconds.  ``yes``: sync only;
   lookups raise :class:`DirectoryUnavailable` until the first refresh is
   done (now or by an earlier run).  ``no``: lookups only.  Until the first
@@ -68,6 +72,7 @@ from ldapdkim.config.ldap import LdapSettings
 from ldapdkim.config.settings import Settings
 from ldapdkim.directory.entries import Entry
 from ldapdkim.directory.ldapbackend import LdapBackend, peer_uri, reason
+from ldapdkim.directory.replica import usnpoll
 from ldapdkim.directory.replica.feed import ReplicaFeed, WriterRole
 from ldapdkim.directory.replica.statedir import StateDirectory, iso
 from ldapdkim.directory.replica.store import Meta, ReplicaStore
@@ -101,6 +106,9 @@ LOOKUP_PROBE_INTERVAL = 30.0
 """In lookup mode, a Who am I? this often keeps the connection (and status) current."""
 _REFUSED_SYNC = (ldap.UNAVAILABLE_CRITICAL_EXTENSION, ldap.PROTOCOL_ERROR)
 _REFRESH_REQUIRED = 4096  # e-syncRefreshRequired, RFC 4533 §2.3
+SYNC_CONTROL = "1.3.6.1.4.1.4203.1.9.1.1"
+"""RFC 4533's sync request control, as the root DSE lists it (slapd's syncprov overlay,
+389-DS's Content Synchronization plugin)."""
 
 
 def _result_code(err: ldap.LDAPError) -> int | None:
@@ -152,6 +160,8 @@ class ReplicaSettings:
     """The ``DirectorySync`` value: auto, yes or no."""
     max_stale: float
     state_directory: Path
+    poll_interval: float = 10.0
+    """``DirectoryPollInterval``: how often a server without content sync is polled."""
 
     @classmethod
     def of(cls, settings: Settings) -> ReplicaSettings:
@@ -168,6 +178,7 @@ class ReplicaSettings:
             settings.directory_sync,
             settings.directory_max_stale,
             settings.state_directory,
+            settings.directory_poll_interval,
         )
 
 
@@ -207,6 +218,7 @@ class SyncReplica:
         self._last_status = 0.0
         self._last_probe = 0.0
         self._status_mode = ""
+        self._poller: usnpoll.UsnPoller | None = None
         if self.wanted != "no":
             self.store = self.files.open_store()
             self._role = WriterRole(self.store.path.parent)
@@ -446,6 +458,8 @@ class SyncReplica:
             feed = self.feed
             assert feed is not None  # the writer role is held
             conn.feed = feed
+            if self._follows_usn(conn):
+                return self._poll_usn(conn, feed)
             resuming = feed.cookie is not None
             feed.begin_refresh()
             msgid = conn.syncrepl_search(
@@ -518,6 +532,53 @@ class SyncReplica:
                 with contextlib.suppress(ldap.LDAPError):
                     conn.unbind_ext_s()
         return refreshed
+
+    def _follows_usn(self, conn: Any) -> bool:
+        """Whether the server offers no content sync but numbers its changes (Active Directory).
+
+        Read from the root DSE at each connection, so a failover to a server of
+        the other kind changes the method.
+        """
+        [(_, root)] = conn.search_st(
+            "", ldap.SCOPE_BASE, "(objectClass=*)", ["supportedControl", "highestCommittedUSN"],
+            0, self.lookup.ldap_settings.timeout,
+        )  # fmt: skip
+        controls = {
+            v.decode() for k, vs in root.items() if k.lower() == "supportedcontrol" for v in vs
+        }
+        return SYNC_CONTROL not in controls and usnpoll.tracks_usn(root)
+
+    def _poll_usn(self, conn: Any, feed: ReplicaFeed) -> bool:
+        """Follow the server's changes by USN every ``poll_interval`` until the connection breaks.
+
+        True once a poll has succeeded; errors pass to :meth:`_sync_once`.
+        """
+        uri = self._peer_uri(conn)
+        if self._poller is None:
+            self._poller = usnpoll.UsnPoller(
+                self.lookup.base_dn, SYNC_FILTER, SYNC_ATTRIBUTES, self.lookup.ldap_settings.timeout
+            )
+        self._connected_uri = uri
+        log.info(
+            "directory: %s offers no content sync (RFC 4533); following its changes by "
+            "uSNChanged every %g s (DirectoryPollInterval)",
+            uri,
+            self.settings.poll_interval,
+        )
+        polled = False
+        due = 0.0
+        while not self._stop.is_set():
+            if time.monotonic() >= due:
+                self._poller.poll(conn, feed)
+                due = time.monotonic() + self.settings.poll_interval
+                polled = True
+                self._refused = False
+                self._last_contact = time.time()
+                self._last_sync_by_uri[uri] = self._last_contact
+                self._last_uri = uri
+            self._housekeeping()
+            self._stop.wait(min(POLL_TIMEOUT, max(0.0, due - time.monotonic())))
+        return polled
 
     def _still_refused(self) -> bool:
         """Whether to go on with lookups after a refusal; False every REFUSED_RETRY s.

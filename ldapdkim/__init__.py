@@ -6,6 +6,7 @@ Everything else is reached through the ``ldapdkim`` command.
 
 from __future__ import annotations
 
+from ldapdkim import nodoh
 from ldapdkim.errors import (
     ConfigError,
     DirectoryError,
@@ -18,6 +19,8 @@ from ldapdkim.errors import (
 from ldapdkim.model import Algorithm, DomainPolicy, KeyState, Resolution, SigningKey
 
 __version__ = "0.1.0"
+
+nodoh.install()
 
 __all__ = [
     "Algorithm",

@@ -19,7 +19,10 @@ from ldapdkim import errors
 PACKAGE = Path(ldapdkim.__file__).parent
 
 LAYERS: list[tuple[str, list[str]]] = [
-    ("", ["errors", "schema", "log", "model", "metrics", "domainname", "orgdomain", "keys"]),
+    (
+        "",
+        ["nodoh", "errors", "schema", "log", "model", "metrics", "domainname", "orgdomain", "keys"],
+    ),
     ("config", ["datasets", "hostlist", "secret", "ldap", "values", "directorysource", "settings"]),
     (
         "directory",

@@ -8,46 +8,37 @@ one line on stderr; ``-v`` adds tracebacks and debug logging.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 
 from ldapdkim import __version__
-from ldapdkim.cli import (
-    checkconfig,
-    dnsrecords,
-    genkey,
-    migrate,
-    options,
-    provision,
-    rotate,
-    run,
-    sign,
-    status,
-    testkey,
-    verify,
-)
+from ldapdkim.cli import options
 from ldapdkim.errors import ConfigError, KeyFormatError, LdapDkimError, UsageError
 from ldapdkim.log import setup_cli_logging
 
-COMMANDS = (
-    checkconfig,
-    run,
-    genkey,
-    provision,
-    migrate,
-    sign,
-    verify,
-    dnsrecords,
-    rotate,
-    testkey,
-    status,
-)
-"""The sub-command modules, in the order ``ldapdkim --help`` lists them."""
+COMMANDS = {
+    "check-config": "checkconfig",
+    "run": "run",
+    "genkey": "genkey",
+    "provision": "provision",
+    "migrate": "migrate",
+    "sign": "sign",
+    "verify": "verify",
+    "dns-records": "dnsrecords",
+    "rotate": "rotate",
+    "testkey": "testkey",
+    "status": "status",
+}
+"""Each sub-command and its module in ``ldapdkim.cli``, in the order ``ldapdkim --help``
+lists them.  A command line that names one imports that module alone (``run``
+then starts without loading what ``migrate`` or ``rotate`` need)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_named(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
@@ -72,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or with ``command`` only that sub-command's (the same for it)."""
     parser = argparse.ArgumentParser(
         prog="ldapdkim",
         description="DKIM signing and verifying with keys and policy in an LDAP directory.",
@@ -80,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-V", "--version", action="version", version=f"ldapdkim {__version__}")
     parents = options.Parents.make()
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in COMMANDS:
-        command.add_parser(sub, parents)
+    for name, module in COMMANDS.items():
+        if command is None or name == command:
+            importlib.import_module(f"ldapdkim.cli.{module}").add_parser(sub, parents)
     return parser
+
+
+def _command_named(argv: Sequence[str]) -> str | None:
+    """The sub-command ``argv`` names, if its first word that is not an option is one."""
+    first = next((word for word in argv if not word.startswith("-")), None)
+    return first if first in COMMANDS else None

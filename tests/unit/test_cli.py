@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -259,3 +261,32 @@ def test_private_keys_for_a_terminal_are_warned_about(
     argv = ["genkey", "-d", "example.com", "-s", "s1", "-a", "ed25519-sha256"]
     assert cli.main([*argv, "--base", "ou=d,dc=example,dc=com"]) == 0
     assert "the LDIF entry holds private keys and goes to the terminal" in capsys.readouterr().err
+
+
+def test_a_command_imports_its_own_module_and_not_the_others() -> None:
+    """``ldapdkim run`` starts sooner for not loading what migrate or rotate need."""
+    code = (
+        "import sys\n"
+        "from ldapdkim.cli.main import main\n"
+        "try:\n"
+        "    main(['run', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m.startswith('ldapdkim.cli.')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert result.stdout.splitlines()[-1] == str(
+        ["ldapdkim.cli.main", "ldapdkim.cli.options", "ldapdkim.cli.run"]
+    )
+    assert "usage: ldapdkim run" in result.stdout
+
+
+def test_the_help_and_an_unknown_command_still_list_every_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["bogus"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'bogus'" in err and "'check-config'" in err and "'status'" in err

@@ -101,14 +101,22 @@ META_FRESH = 0.02
 """Seconds a reader keeps what the database said about itself (read per message)."""
 STATUS_INTERVAL = 2.0
 KEEPALIVE_INTERVAL = 5.0
-"""A Who am I? this often on the sync connection notices a frozen server."""
+"""A root DSE read this often on the sync connection notices a frozen server."""
 LOOKUP_PROBE_INTERVAL = 30.0
-"""In lookup mode, a Who am I? this often keeps the connection (and status) current."""
+"""In lookup mode, a root DSE read this often keeps the connection (and status) current."""
 _REFUSED_SYNC = (ldap.UNAVAILABLE_CRITICAL_EXTENSION, ldap.PROTOCOL_ERROR)
 _REFRESH_REQUIRED = 4096  # e-syncRefreshRequired, RFC 4533 §2.3
 SYNC_CONTROL = "1.3.6.1.4.1.4203.1.9.1.1"
 """RFC 4533's sync request control, as the root DSE lists it (slapd's syncprov overlay,
 389-DS's Content Synchronization plugin)."""
+
+
+def _ping(conn: Any, timeout: float) -> None:
+    """One round trip every server answers: the root DSE, no attributes.
+
+    (Who am I?, RFC 4532, would do, but Active Directory does not offer it.)
+    """
+    conn.search_st("", ldap.SCOPE_BASE, "(objectClass=*)", ["1.1"], 0, timeout)
 
 
 def _result_code(err: ldap.LDAPError) -> int | None:
@@ -496,7 +504,7 @@ class SyncReplica:
                     self._last_sync_by_uri[uri] = self._last_contact
                     self._last_uri = uri
                 if time.monotonic() >= keepalive:
-                    conn.whoami_s()
+                    _ping(conn, self.lookup.ldap_settings.timeout)
                     keepalive = time.monotonic() + KEEPALIVE_INTERVAL
                 self._housekeeping()
         except DirectoryUnavailable as err:
@@ -656,6 +664,6 @@ class SyncReplica:
     def _probe(self) -> None:
         """Keep the lookup connection up while no mail needs it, so status can tell."""
         try:
-            self.lookup.execute(lambda conn: conn.whoami_s())
+            self.lookup.execute(lambda conn: _ping(conn, self.lookup.ldap_settings.timeout))
         except (DirectoryUnavailable, ldap.LDAPError) as err:
             log.debug("directory probe: %s", err)

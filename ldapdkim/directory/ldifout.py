@@ -68,8 +68,12 @@ def domain_record(domain: str, base: str, delegation: Delegation | None = None) 
 
 
 def generalized_time(moment: datetime) -> bytes:
-    """RFC 4517 GeneralizedTime in UTC, e.g. ``20261128120000Z``."""
-    return moment.astimezone(UTC).strftime("%Y%m%d%H%M%SZ").encode()
+    """RFC 4517 GeneralizedTime in UTC with a tenth of a second, e.g. ``20261128120000.0Z``.
+
+    Active Directory accepts GeneralizedTime only with the fraction; OpenLDAP
+    and 389-DS take either form, so the one written is the one all three read.
+    """
+    return moment.astimezone(UTC).strftime("%Y%m%d%H%M%S.0Z").encode()
 
 
 def key_record(

@@ -23,6 +23,7 @@ from ldapdkim.directory.replica.usnpoll import UsnPoller, parse_cookie, tracks_u
 
 BASE = "OU=dkim,DC=corp,DC=test"
 NC = "DC=corp,DC=test"
+CONFIGURATION = f"CN=Configuration,{NC}"
 DC1 = "CN=NTDS Settings,CN=DC1,CN=Servers,CN=Default-First-Site-Name,CN=Sites,CN=Configuration,DC=corp,DC=test"  # noqa: E501
 
 
@@ -64,7 +65,7 @@ class FakeDc:
         assert base == ""
         return [("", {"highestCommittedUSN": [str(self.usn).encode()],
                       "dsServiceName": [self.dc.encode()],
-                      "defaultNamingContext": [NC.encode()]})]  # fmt: skip
+                      "namingContexts": [NC.encode(), CONFIGURATION.encode()]})]  # fmt: skip
 
     def search_ext(self, base: str, scope: int, filterstr: str, attrs: list[str],
                    serverctrls: list[Any], timeout: float) -> int:  # fmt: skip
@@ -83,14 +84,19 @@ class FakeDc:
         return 101, self._result, msgid, []
 
     def search_ext_s(self, base: str, scope: int, filterstr: str, attrs: list[str],
-                     serverctrls: list[Any], timeout: float) -> list[Any]:  # fmt: skip
+                     serverctrls: list[Any], timeout: float,
+                     sizelimit: int = 0) -> list[Any]:  # fmt: skip
+        """Tombstones, behind the Show Deleted control; an account without the right to
+        list them finds none, as on a real DC."""
+        assert base == f"CN=Deleted Objects,{NC}" and scope == ldap.SCOPE_ONELEVEL
+        assert [c.controlType for c in serverctrls] == ["1.2.840.113556.1.4.417"]
+        self.searches.append(f"tombstones {filterstr}")
         if not self.tombstones_readable:
-            raise ldap.NO_SUCH_OBJECT({"desc": "No such object"})
-        if scope == ldap.SCOPE_BASE:
-            return [(base, {})]
-        low = int(re.search(r"\(uSNChanged>=(\d+)\)", filterstr).group(1))  # type: ignore[union-attr]
-        return [(f"CN=x\\0ADEL,CN=Deleted Objects,{NC}", {"objectGUID": [g]})
-                for g, usn in self.tombstones if usn >= low]  # fmt: skip
+            return []
+        since = re.search(r"\(uSNChanged>=(\d+)\)", filterstr)
+        low = int(since.group(1)) if since else 0
+        return [(f"CN=x\\0ADEL,{base}", {"objectGUID": [g]})
+                for g, usn in self.tombstones if usn >= low][: sizelimit or None]  # fmt: skip
 
 
 def domain(dc: FakeDc, name: str, *selectors: str) -> None:
@@ -142,7 +148,13 @@ def test_a_poll_fetches_only_what_changed_and_nothing_when_the_usn_stands_still(
            dkimSignKeyState="active", dkimSignAlgorithm="ed25519-sha256")  # fmt: skip
     dc.modify(f"CN=s1,OU=example.com,{BASE}", "dkimSignKeyState", "retired")
     assert follow.poll(dc, feed) == 2
-    assert dc.searches == [f"(&{SYNC_FILTER}(uSNChanged>={dc.usn - 1}))"]
+    # No deletion ever, so no tombstone to see: the entries are listed to find
+    # deletions (the tombstone tests below show the search it saves).
+    assert dc.searches == [
+        f"(&{SYNC_FILTER}(uSNChanged>={dc.usn - 1}))",
+        "tombstones (isDeleted=TRUE)",
+        SYNC_FILTER,
+    ]
     [(policy_dn, _)] = feed.store.policies(["example.com"])
     states = {a["dkimsignselector"][0]: a["dkimsignkeystate"][0]
               for _, a in feed.store.children(policy_dn)}  # fmt: skip
@@ -152,15 +164,20 @@ def test_a_poll_fetches_only_what_changed_and_nothing_when_the_usn_stands_still(
 
 def test_deletions_come_from_tombstones(feed: ReplicaFeed) -> None:
     dc = FakeDc()
-    domain(dc, "example.com", "s1", "s2")
+    domain(dc, "example.com", "s1", "s2", "s3")
     follow = poller()
+    follow.poll(dc, feed)
+    dc.delete(f"CN=s3,OU=example.com,{BASE}")
     follow.poll(dc, feed)
     dc.delete(f"CN=s2,OU=example.com,{BASE}")
     dc.searches.clear()
     follow.poll(dc, feed)
     assert selectors(feed, "example.com") == ["s1"]
     assert follow.tombstones_readable is True
-    assert len(dc.searches) == 1  # no listing of the whole base
+    assert dc.searches == [
+        f"(&{SYNC_FILTER}(uSNChanged>={dc.usn}))",
+        f"tombstones (&(isDeleted=TRUE)(uSNChanged>={dc.usn}))",
+    ]  # no listing of the whole base
 
 
 def test_without_access_to_tombstones_deletions_are_found_by_listing(feed: ReplicaFeed) -> None:
@@ -172,8 +189,11 @@ def test_without_access_to_tombstones_deletions_are_found_by_listing(feed: Repli
     dc.delete(f"CN=s2,OU=example.com,{BASE}")
     dc.delete(f"CN=s1,OU=example.org,{BASE}")
     dc.delete(f"OU=example.org,{BASE}")
+    dc.searches.clear()
     follow.poll(dc, feed)
     assert follow.tombstones_readable is False
+    assert f"(&{SYNC_FILTER}(uSNChanged>={dc.usn - 2}))" in dc.searches
+    assert SYNC_FILTER in dc.searches  # the listing
     assert selectors(feed, "example.com") == ["s1"]
     assert feed.store.policies(["example.org"]) == []
     assert feed.store.meta().entries == 2

@@ -14,12 +14,14 @@ as content sync, so the database, the workers and the commits are the same:
 * a **poll** (every ``DirectoryPollInterval`` seconds) reads the root DSE
   only; if the USN moved, it fetches the entries below the base whose
   ``uSNChanged`` is above the cookie's, and the tombstones (``isDeleted``,
-  read with the Show Deleted control) changed since, whose ``objectGUID``
-  names the replica entry to delete;
-* an account that may not read tombstones (by default only administrators
-  may list ``CN=Deleted Objects``) still sees deletions: each poll that
-  finds the USN moved then lists the ``objectGUID`` of every entry below the
-  base and drops the others (one search of the DKIM subtree);
+  read with the Show Deleted control from ``CN=Deleted Objects`` of the
+  base's naming context) changed since, whose ``objectGUID`` names the
+  replica entry to delete;
+* an account that sees no tombstones (by default only administrators may
+  list ``CN=Deleted Objects``, and a search there then finds nothing rather
+  than failing) still sees deletions: each poll that finds the USN moved
+  lists the ``objectGUID`` of every entry below the base and drops the
+  others (one search of the DKIM subtree);
 * an entry moved out of the base is noticed the same way, or at the next
   full refresh when tombstones are readable;
 * USNs are per DC: the cookie names the DC (``dsServiceName``) it came
@@ -40,6 +42,7 @@ from typing import Any
 import ldap
 from ldap.controls import LDAPControl
 
+from ldapdkim.directory.entries import normalize_dn
 from ldapdkim.directory.ldapbackend import paged_search
 from ldapdkim.directory.replica.feed import ReplicaFeed
 
@@ -50,7 +53,7 @@ AD_CAPABILITY = "1.2.840.113556.1.4.800"
 SHOW_DELETED = "1.2.840.113556.1.4.417"
 """LDAP_SERVER_SHOW_DELETED_OID: a search also returns tombstones."""
 COOKIE_PREFIX = "usn:"
-_ROOT_ATTRIBUTES = ["highestCommittedUSN", "dsServiceName", "defaultNamingContext"]
+_ROOT_ATTRIBUTES = ["highestCommittedUSN", "dsServiceName", "namingContexts"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,14 @@ class RootDse:
     usn: int
     dc: str
     """``dsServiceName``: which domain controller numbered the changes."""
-    naming_context: str
+    naming_contexts: tuple[str, ...]
+
+    def naming_context_of(self, dn: str) -> str | None:
+        """The naming context (partition) that holds ``dn``: the longest that ends it."""
+        key = normalize_dn(dn)
+        holding = [nc for nc in self.naming_contexts if key == (n := normalize_dn(nc))
+                   or key.endswith("," + n)]  # fmt: skip
+        return max(holding, key=len, default=None)
 
     @property
     def cookie(self) -> str:
@@ -74,7 +84,7 @@ def tracks_usn(root: dict[str, list[bytes]]) -> bool:
 
 
 def read_root(conn: Any, timeout: float) -> RootDse:
-    """The root DSE's USN, DC name and default naming context.
+    """The root DSE's USN, DC name and naming contexts.
 
     Raises:
         ValueError: the server has no ``highestCommittedUSN`` (not Active Directory).
@@ -88,8 +98,8 @@ def read_root(conn: Any, timeout: float) -> RootDse:
     except (KeyError, IndexError, ValueError):
         raise ValueError("the root DSE has no highestCommittedUSN") from None
     dc = names.get("dsservicename", [b""])[0].decode("utf-8", "replace")
-    context = names.get("defaultnamingcontext", [b""])[0].decode("utf-8", "replace")
-    return RootDse(usn, dc, context)
+    contexts = tuple(v.decode("utf-8", "replace") for v in names.get("namingcontexts", []))
+    return RootDse(usn, dc, contexts)
 
 
 def parse_cookie(cookie: str | None) -> tuple[int, str] | None:
@@ -122,7 +132,7 @@ class UsnPoller:
         self.attributes = [*attributes, "objectGUID"]
         self.timeout = timeout
         self.tombstones_readable: bool | None = None
-        """Learnt at the first poll with changes: None until then."""
+        """Learnt at the first poll with changes (None until then), again after a refresh."""
 
     def poll(self, conn: Any, feed: ReplicaFeed) -> int:
         """Bring ``feed`` level with the server; the number of entries changed or deleted.
@@ -148,6 +158,7 @@ class UsnPoller:
         return self._changes(conn, feed, root, since)
 
     def _refresh(self, conn: Any, feed: ReplicaFeed, root: RootDse) -> int:
+        self.tombstones_readable = None  # another DC, or rights changed since
         found = self._search(conn, self.filter)
         present = []
         for dn, attrs in found:
@@ -181,35 +192,48 @@ class UsnPoller:
         return count
 
     def _deleted(self, conn: Any, root: RootDse, since: int) -> list[str] | None:
-        """objectGUIDs of tombstones changed since ``since``; None if this account cannot
-        read tombstones."""
-        if self.tombstones_readable is False:
+        """objectGUIDs of the tombstones changed since ``since``; None if this account sees
+        no tombstones (then deletions are found by listing)."""
+        context = root.naming_context_of(self.base)
+        if context is None:
             return None
-        control = LDAPControl(SHOW_DELETED, True, None)
-        filterstr = f"(&(isDeleted=TRUE)(uSNChanged>={since + 1}))"
-        base = f"CN=Deleted Objects,{root.naming_context}"
-        try:
-            conn.search_ext_s(
-                base, ldap.SCOPE_BASE, "(objectClass=*)", ["1.1"],
-                serverctrls=[control], timeout=self.timeout,
-            )  # fmt: skip
-            found = conn.search_ext_s(
-                root.naming_context, ldap.SCOPE_SUBTREE, filterstr, ["objectGUID"],
-                serverctrls=[control], timeout=self.timeout,
-            )  # fmt: skip
-        except (ldap.NO_SUCH_OBJECT, ldap.INSUFFICIENT_ACCESS, ldap.UNAVAILABLE_CRITICAL_EXTENSION):
-            if self.tombstones_readable is None:
+        container = f"CN=Deleted Objects,{context}"
+        if self.tombstones_readable is None:
+            self.tombstones_readable = self._sees_tombstones(conn, container)
+            if not self.tombstones_readable:
                 log.info(
-                    "directory: this account cannot read %s; deletions are found by listing "
-                    "the entries below %s at each change (grant it List Contents and Read "
-                    "Property there to save that search)",
-                    base,
+                    "directory: this account sees no tombstones in %s; deletions are found by "
+                    "listing the entries below %s whenever the directory changed (grant it "
+                    "List Contents and Read Property there to spare that search)",
+                    container,
                     self.base,
                 )
-            self.tombstones_readable = False
+        if not self.tombstones_readable:
             return None
-        self.tombstones_readable = True
+        found = conn.search_ext_s(
+            container, ldap.SCOPE_ONELEVEL, f"(&(isDeleted=TRUE)(uSNChanged>={since + 1}))",
+            ["objectGUID"], serverctrls=[_show_deleted()], timeout=self.timeout,
+        )  # fmt: skip
         return [g for dn, attrs in found if dn is not None and (g := guid(attrs)) is not None]
+
+    def _sees_tombstones(self, conn: Any, container: str) -> bool:
+        """Whether this account sees any tombstone at all.
+
+        Without List Contents on the container a search for tombstones
+        answers "none" rather than refusing, which could not be told from no
+        deletions; an account that sees one sees them all.  A domain that
+        never deleted anything shows none either, and is listed instead: safe.
+        """
+        try:
+            found = conn.search_ext_s(
+                container, ldap.SCOPE_ONELEVEL, "(isDeleted=TRUE)", ["1.1"],
+                serverctrls=[_show_deleted()], timeout=self.timeout, sizelimit=1,
+            )  # fmt: skip
+        except ldap.SIZELIMIT_EXCEEDED:
+            return True
+        except (ldap.NO_SUCH_OBJECT, ldap.INSUFFICIENT_ACCESS, ldap.UNAVAILABLE_CRITICAL_EXTENSION):
+            return False
+        return any(dn for dn, _ in found)
 
     def _search(
         self, conn: Any, filterstr: str, attributes: list[str] | None = None
@@ -218,6 +242,10 @@ class UsnPoller:
             conn, self.base, ldap.SCOPE_SUBTREE, filterstr, attributes or self.attributes,
             self.timeout,
         )  # fmt: skip
+
+
+def _show_deleted() -> LDAPControl:
+    return LDAPControl(SHOW_DELETED, True, None)
 
 
 def _without_guid(attrs: dict[str, list[bytes]]) -> dict[str, list[bytes]]:

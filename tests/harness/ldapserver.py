@@ -236,6 +236,14 @@ class LdapServer:
         self.stop()
         self._finalizer()
 
+    def milter_lines(self, base: str) -> list[str]:
+        """Configuration lines for ldapdkim to use *base* on this server as the milter."""
+        return [
+            f"Directory {self.ldap_uri}/{base}",
+            f"LDAPBindUser {self.milter_dn}",
+            f"LDAPBindPassword {self.milter_pw}",
+        ]
+
     def new_container(self) -> str:
         """Add a new, empty ``ou=t<N>`` under ``ou=domains`` as the admin; return its DN.
 

@@ -27,12 +27,10 @@ class MailSite:
 
     def site_lines(self, uri: str | None = None) -> list[str]:
         """What every configuration against this site says: the directory, its bind, the DNS."""
-        return [
-            f"Directory {uri or self.slapd.ldap_uri}/{self.base}",
-            f"LDAPBindUser {self.slapd.milter_dn}",
-            f"LDAPBindPassword {self.slapd.milter_pw}",
-            f"Nameservers 127.0.0.1:{self.dns.port}",
-        ]
+        directory = self.slapd.milter_lines(self.base)
+        if uri is not None:
+            directory[0] = f"Directory {uri}/{self.base}"
+        return [*directory, f"Nameservers 127.0.0.1:{self.dns.port}"]
 
     def config_file(self, *lines: str) -> Path:
         """A new configuration file in ``workdir``: :meth:`site_lines` and ``lines``."""

@@ -1,7 +1,8 @@
 """Shared fixtures of the LDAP integration tests: one server of each kind per test session.
 
 ``slapd`` is the session's OpenLDAP server (see :mod:`slapd`), ``ds389`` its
-389 Directory Server (see :mod:`ds389`), started only if a test asks for it;
+389 Directory Server (see :mod:`ds389`) and ``samba_ad`` its Active Directory
+domain controller (see :mod:`samba_ad`), each started only if a test asks for it;
 ``ldap_base`` gives each test its own empty container under ``ou=domains`` of
 slapd so that tests never see each other's entries.  ``directory_server``
 runs a test once against each server, with ``server_base`` as its container.
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 from harness.ds389 import Ds389, require_389ds
 from harness.ldapserver import LdapServer
+from harness.samba_ad import SambaDC, require_samba
 from harness.slapd import SLAPD_BINARIES, Slapd, require_binaries
 
 _HERE = Path(__file__).resolve().parent
@@ -49,15 +51,25 @@ def ds389(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ds389]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def samba_ad(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SambaDC]:
+    """A started Samba AD domain controller with the project's schema extension, for the
+    whole session."""
+    require_samba()
+    with SambaDC(tmp_path_factory.mktemp("samba-ad")) as server:
+        yield server
+
+
 @pytest.fixture
 def ldap_base(slapd: Slapd) -> str:
     """DN of a new, empty ``ou=t<N>,ou=domains,dc=example,dc=test`` in slapd for this test."""
     return slapd.new_container()
 
 
-@pytest.fixture(params=["slapd", "ds389"])
+@pytest.fixture(params=["slapd", "ds389", "samba_ad"])
 def directory_server(request: pytest.FixtureRequest) -> LdapServer:
-    """The session's slapd, then its 389 Directory Server: the test runs against each."""
+    """The session's slapd, its 389 Directory Server and its Active Directory domain
+    controller (Samba): the test runs against each."""
     server: LdapServer = request.getfixturevalue(request.param)
     return server
 

@@ -39,9 +39,7 @@ def _settings(slapd: LdapServer, base: str, state: Path, *lines: str) -> config.
     text = "\n".join(
         [
             "Mode sv",
-            f"Directory {slapd.ldap_uri}/{base}",
-            f"LDAPBindUser {slapd.milter_dn}",
-            f"LDAPBindPassword {slapd.milter_pw}",
+            *slapd.milter_lines(base),
             "LDAPTimeout 2",
             f"StateDirectory {state}",
             *lines,
@@ -226,20 +224,20 @@ def test_directory_changes_reach_signing_within_a_second(
     assert live.replica.searches == searches  # all from the replica
 
 
-@pytest.fixture(params=["slapd", "ds389"])
+@pytest.fixture(params=["slapd", "ds389", "samba_ad"])
 def server_to_stop(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LdapServer]:
-    """A server the test may stop and start: a new slapd, or the session's 389-DS
-    (started again afterwards if the test left it stopped)."""
+    """A server the test may stop and start: a new slapd, or the session's 389-DS or
+    Samba AD DC (started again afterwards if the test left it stopped)."""
     if request.param == "slapd":
         with Slapd(tmp_path / "slapd") as server:
             yield server
         return
-    ds389: LdapServer = request.getfixturevalue("ds389")
+    shared: LdapServer = request.getfixturevalue(request.param)
     try:
-        yield ds389
+        yield shared
     finally:
-        if not ds389.running:
-            ds389.start()
+        if not shared.running:
+            shared.start()
 
 
 def test_outage_restart_and_resume_with_the_cookie(

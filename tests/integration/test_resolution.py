@@ -61,11 +61,7 @@ class DirectoryUnderTest:
 
     def settings(self, *lines: str) -> config.Settings:
         if self.server is not None:
-            source = [
-                f"Directory {self.server.ldap_uri}/{self.base}",
-                f"LDAPBindUser {self.server.milter_dn}",
-                f"LDAPBindPassword {self.server.milter_pw}",
-            ]
+            source = self.server.milter_lines(self.base)
         else:
             source = [f"Directory ldif:{self.file}"]
         return config.parse("\n".join(["Mode sv", *source, *lines]) + "\n", "test.conf")
@@ -74,7 +70,7 @@ class DirectoryUnderTest:
         return open_directory(self.settings(*lines))
 
 
-@pytest.fixture(params=["slapd", "ds389", "ldif"])
+@pytest.fixture(params=["slapd", "ds389", "samba_ad", "ldif"])
 def dut(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[DirectoryUnderTest]:
     if request.param == "ldif":
         yield DirectoryUnderTest("ldif", None, "ou=domains,dc=example,dc=test", tmp_path)

@@ -166,6 +166,12 @@ class LdapBackend:
             if s.start_tls and not all(u.startswith("ldaps:") for u in self.uris):
                 conn.start_tls_s()
             self._bind(conn)
+        except (ldap.STRONG_AUTH_REQUIRED, ldap.CONFIDENTIALITY_REQUIRED) as err:
+            raise DirectoryUnavailable(
+                f"{self.describe()} refuses a simple bind without TLS ({reason(err)}), as "
+                "Active Directory does by default; use an ldaps:// Directory or LDAPUseTLS yes, "
+                "with LDAPTLSCACertFile"
+            ) from None
         except ldap.INVALID_CREDENTIALS:
             raise DirectoryUnavailable(
                 f"{self.describe()}: bind as {s.bind_dn!r} refused (invalid "

@@ -56,8 +56,8 @@ HOSTNAME = "dc1"
 SUFFIX = "DC=corp,DC=ldapdkim,DC=test"
 READY_TIMEOUT = 30.0
 POLL_INTERVAL = 0.25
-SAMBA_BINARIES = ("samba", "samba-tool", "ldapmodify", "openssl")
-"""Programs the Active Directory tests run (Debian: samba, samba-ad-dc, ldap-utils)."""
+SAMBA_BINARIES = ("samba", "samba-tool", "ldbsearch", "ldbmodify", "ldapmodify", "openssl")
+"""Programs the Active Directory tests run (Debian: samba, samba-ad-dc, ldb-tools, ldap-utils)."""
 
 
 def free_loopback_address() -> str:
@@ -298,14 +298,46 @@ class SambaDC(LdapServer):
         for account, password in (("ldapdkim", self.milter_pw), ("reader", self.reader_pw)):
             self.samba_tool("user", "create", account, password)
         self.samba_tool(
-            "dsacl", "set", f"--objectdn={self.domains_base}", f"--sddl={self.private_key_ace()}"
+            "dsacl",
+            "set",
+            f"--objectdn={self.domains_base}",
+            f"--sddl={self.private_key_ace(self.milter_full_dn)}",
         )
 
-    def private_key_ace(self) -> str:
-        """The ACE of ``schema/ad/README.md``: control access to dkimSignPrivateKey for the
-        milter, inherited by every object below the domains base."""
+    def allow_on_deleted_objects(self, sid: str, rights: str = "LCRP") -> None:
+        """Let account ``sid`` list and read the tombstones in ``CN=Deleted Objects``.
+
+        On Windows an administrator takes ownership of the container first and
+        then grants (``dsacls ... /takeownership``, ``/G DOMAIN\\user:LCRP``).
+        ``samba-tool dsacl`` cannot see the container (it is itself a deleted
+        object), so the descriptor is rewritten in the DC's database with the
+        Show Deleted control, as SDDL, which Samba's ldb tools take.
+        """
+        ldb = str(self.workdir / "private" / "sam.ldb")
+        dn = f"CN=Deleted Objects,{self.suffix}"
+        controls = ["--controls=show_deleted:1", "--controls=sd_flags:1:4"]
+        found = subprocess.run(
+            [self._binary("ldbsearch"), "-H", ldb, *controls, "-b", dn, "-s", "base",
+             "nTSecurityDescriptor"],
+            capture_output=True, text=True, env=self.tool_env(), check=True,
+        ).stdout  # fmt: skip
+        sddl = re.search(r"^nTSecurityDescriptor: (.+)$", found, re.MULTILINE)
+        if sddl is None:
+            raise ServerError(f"no security descriptor on {dn}:\n{found}")
+        change = (
+            f"dn: {dn}\nchangetype: modify\nreplace: nTSecurityDescriptor\n"
+            f"nTSecurityDescriptor: {sddl.group(1)}(A;;{rights};;;{sid})\n-\n"
+        )
+        subprocess.run(
+            [self._binary("ldbmodify"), "-H", ldb, *controls], input=change, text=True,
+            capture_output=True, env=self.tool_env(), check=True,
+        )  # fmt: skip
+
+    def private_key_ace(self, account_dn: str) -> str:
+        """The ACE of ``schema/ad/README.md``: control access to dkimSignPrivateKey (with
+        read-property) for one account, inherited by every object below the domains base."""
         guid = self.schema_guid("dkimSignPrivateKey")
-        sid = self.sid_of(self.milter_full_dn)
+        sid = self.sid_of(account_dn)
         return f"(OA;CI;CRRP;{guid};;{sid})"
 
     def schema_guid(self, name: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import ldap
 import pytest
 
+from ldapdkim.directory.replica import usnpoll
 from ldapdkim.directory.replica.feed import ReplicaFeed
 from ldapdkim.directory.replica.store import DATABASE, ReplicaStore
 from ldapdkim.directory.replica.sync import SYNC_ATTRIBUTES, SYNC_FILTER
@@ -237,3 +238,27 @@ def test_a_cookie_that_does_not_fit_brings_a_full_refresh(
 def test_only_a_server_with_update_sequence_numbers_is_polled() -> None:
     assert tracks_usn({"highestCommittedUSN": [b"4711"]})
     assert not tracks_usn({"supportedControl": [b"1.3.6.1.4.1.4203.1.9.1.1"]})
+
+
+def test_an_entry_moved_out_of_the_base_is_dropped_by_the_hourly_listing(
+    feed: ReplicaFeed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dc = FakeDc()
+    domain(dc, "example.com", "s1")
+    domain(dc, "example.org", "s1")
+    dc.delete(f"CN=s1,OU=example.org,{BASE}")  # a tombstone exists: the account sees them
+    follow = poller()
+    follow.poll(dc, feed)
+
+    def move_out(dn: str) -> None:
+        dc.usn += 1
+        del dc.entries[dn]  # moved elsewhere: no tombstone
+
+    move_out(f"CN=s1,OU=example.com,{BASE}")
+    follow.poll(dc, feed)
+    assert follow.tombstones_readable is True
+    assert selectors(feed, "example.com") == ["s1"]  # nothing tells of it yet
+    monkeypatch.setattr(usnpoll, "LISTING_INTERVAL", 0.0)
+    dc.unrelated_change()
+    follow.poll(dc, feed)
+    assert selectors(feed, "example.com") == []

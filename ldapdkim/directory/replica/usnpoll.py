@@ -22,8 +22,9 @@ as content sync, so the database, the workers and the commits are the same:
   than failing) still sees deletions: each poll that finds the USN moved
   lists the ``objectGUID`` of every entry below the base and drops the
   others (one search of the DKIM subtree);
-* an entry moved out of the base is noticed the same way, or at the next
-  full refresh when tombstones are readable;
+* an entry moved out of the base leaves no tombstone: the listing drops it,
+  which with tombstones readable still runs once an hour
+  (:data:`LISTING_INTERVAL`) when the directory changed;
 * USNs are per DC: the cookie names the DC (``dsServiceName``) it came
   from, and a different DC (failover to the next ``Directory`` URI) brings
   a full refresh.
@@ -34,6 +35,7 @@ Entries are identified by their ``objectGUID``, written as a UUID string.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -53,6 +55,9 @@ AD_CAPABILITY = "1.2.840.113556.1.4.800"
 SHOW_DELETED = "1.2.840.113556.1.4.417"
 """LDAP_SERVER_SHOW_DELETED_OID: a search also returns tombstones."""
 COOKIE_PREFIX = "usn:"
+LISTING_INTERVAL = 3600.0
+"""With tombstones to go by, the base is still listed this often (when it changed), to drop
+entries moved out of it, which leave no tombstone."""
 _ROOT_ATTRIBUTES = ["highestCommittedUSN", "dsServiceName", "namingContexts"]
 
 
@@ -131,6 +136,8 @@ class UsnPoller:
         self.filter = filterstr
         self.attributes = [*attributes, "objectGUID"]
         self.timeout = timeout
+        self._listed = time.monotonic()
+        """When the base was last read or listed in full (monotonic)."""
         self.tombstones_readable: bool | None = None
         """Learnt at the first poll with changes (None until then), again after a refresh."""
 
@@ -159,6 +166,7 @@ class UsnPoller:
 
     def _refresh(self, conn: Any, feed: ReplicaFeed, root: RootDse) -> int:
         self.tombstones_readable = None  # another DC, or rights changed since
+        self._listed = time.monotonic()
         found = self._search(conn, self.filter)
         present = []
         for dn, attrs in found:
@@ -179,13 +187,15 @@ class UsnPoller:
             if entry_id is not None:
                 feed.entry(entry_id, dn, _without_guid(attrs))
         deleted = self._deleted(conn, root, since)
-        if deleted is None:  # tombstones unreadable: compare with what exists instead
+        count = len(changed) + len(deleted or [])
+        if deleted is not None:
+            feed.delete(deleted)
+        if deleted is None or time.monotonic() - self._listed >= LISTING_INTERVAL:
+            # No tombstones to go by, or time to catch what they do not show
+            # (an entry moved out of the base): compare with what exists.
             listing = self._search(conn, self.filter, ["objectGUID"])
             feed.keep_only(g for _, attrs in listing if (g := guid(attrs)) is not None)
-            count = len(changed)
-        else:
-            feed.delete(deleted)
-            count = len(changed) + len(deleted)
+            self._listed = time.monotonic()
         feed.set_cookie(root.cookie)
         if count:
             log.debug("directory: %d changes by USN from %s", count, root.dc)

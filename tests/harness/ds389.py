@@ -44,11 +44,11 @@ import subprocess
 import tempfile
 import urllib.parse
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 
 from harness.ldapserver import (
     LdapServer,
+    Resources,
     ServerError,
     find_binary,
     free_port,
@@ -96,20 +96,6 @@ def example_for(server: LdapServer, path: Path = ACI_EXAMPLE) -> str:
     return text
 
 
-@dataclass
-class _Resources:
-    """What must be released even if a test forgets to stop the server."""
-
-    socket_dir: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    def release(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        shutil.rmtree(self.socket_dir, ignore_errors=True)
-
-
 class Ds389(LdapServer):
     """A private 389-DS instance in *workdir*: created on the first :meth:`start`.
 
@@ -154,7 +140,7 @@ class Ds389(LdapServer):
 
         self._set_up = False
         self._paused = False
-        self._resources = _Resources(socket_dir)
+        self._resources = Resources(socket_dir)
         self._finalizer = weakref.finalize(self, self._resources.release)
 
     # ---- life cycle -------------------------------------------------------

@@ -21,9 +21,10 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, NoReturn, Protocol, Self
+from typing import ClassVar, NoReturn, Self
 
 import ldap
 import ldap.ldapobject
@@ -133,8 +134,20 @@ def wait_for_bind(
         delay = min(delay * 2, 0.05)
 
 
-class _Process(Protocol):
-    process: subprocess.Popen[bytes] | None
+@dataclass
+class Resources:
+    """What must be released even if a test forgets to stop its server: the process,
+    and a directory of its sockets kept outside the work directory."""
+
+    socket_dir: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    def release(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        if self.socket_dir is not None:
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
 class LdapServer:
@@ -167,7 +180,7 @@ class LdapServer:
     reader_dn: str
     reader_pw: str
     _passwords: dict[str, str]
-    _resources: _Process
+    _resources: Resources
     _paused: bool
     _finalizer: Callable[[], object]
 
@@ -307,11 +320,15 @@ class LdapServer:
         conn.set_option(ldap.OPT_PROTOCOL_VERSION, ldap.VERSION3)
         conn.set_option(ldap.OPT_NETWORK_TIMEOUT, 5.0)
         conn.set_option(ldap.OPT_TIMEOUT, 10.0)
+        self._set_client_options(conn)
         if bind_dn:
             conn.simple_bind_s(bind_dn, self._password(bind_dn, password))
         else:
             conn.simple_bind_s("", "")
         return conn
+
+    def _set_client_options(self, conn: ldap.ldapobject.LDAPObject) -> None:
+        """Options a server needs on every client connection (its CA, say); none here."""
 
     def ldapadd(
         self,

@@ -40,13 +40,19 @@ import socket
 import subprocess
 import uuid
 import weakref
-from dataclasses import dataclass
 from pathlib import Path
 
 import ldap
 import ldap.ldapobject
 
-from harness.ldapserver import LdapServer, ServerError, find_binary, skip_or_fail, wait_for_bind
+from harness.ldapserver import (
+    LdapServer,
+    Resources,
+    ServerError,
+    find_binary,
+    skip_or_fail,
+    wait_for_bind,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT_LDF = REPO_ROOT / "schema" / "ad" / "ldapdkim.ldf"
@@ -96,16 +102,6 @@ def ldifde_import_text(ldf: str, root: str) -> str:
     return change.sub(lambda m: f"changetype: {m.group(1).lower()}", text)
 
 
-@dataclass
-class _Resources:
-    process: subprocess.Popen[bytes] | None = None
-
-    def release(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-
-
 class SambaDC(LdapServer):
     """A private Samba AD DC in *workdir*: provisioned on the first :meth:`start`."""
 
@@ -143,7 +139,7 @@ class SambaDC(LdapServer):
         self.log_path = self.workdir / "samba.log"
         self._set_up = False
         self._paused = False
-        self._resources = _Resources()
+        self._resources = Resources()
         self._finalizer = weakref.finalize(self, self._resources.release)
 
     # ---- life cycle -------------------------------------------------------
@@ -182,22 +178,11 @@ class SambaDC(LdapServer):
 
     # ---- clients ----------------------------------------------------------
 
-    def connect(
-        self, bind_dn: str | None = None, password: str | None = None
-    ) -> ldap.ldapobject.LDAPObject:
-        """A python-ldap connection over LDAPS trusting the DC's CA, with a simple bind."""
-        conn = ldap.initialize(self.ldap_uri)
-        conn.set_option(ldap.OPT_PROTOCOL_VERSION, ldap.VERSION3)
+    def _set_client_options(self, conn: ldap.ldapobject.LDAPObject) -> None:
+        """Trust the DC's CA (connections go over LDAPS); follow no referrals."""
         conn.set_option(ldap.OPT_REFERRALS, 0)
-        conn.set_option(ldap.OPT_NETWORK_TIMEOUT, 5.0)
-        conn.set_option(ldap.OPT_TIMEOUT, 10.0)
         conn.set_option(ldap.OPT_X_TLS_CACERTFILE, str(self.ca_cert))
         conn.set_option(ldap.OPT_X_TLS_NEWCTX, 0)
-        if bind_dn:
-            conn.simple_bind_s(bind_dn, self._password(bind_dn, password))
-        else:
-            conn.simple_bind_s("", "")
-        return conn
 
     def tool_env(self) -> dict[str, str]:
         """Environment for the OpenLDAP tools and Samba: the DC's CA trusted, no local ldaprc."""

@@ -46,14 +46,12 @@ uid 65534 must be able to reach it (pytest's temporary directories are 0700).
 from __future__ import annotations
 
 import secrets
-import shutil
 import subprocess
 import tempfile
 import time
 import urllib.parse
 import weakref
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import ldap
@@ -63,6 +61,7 @@ from harness import ldapserver
 from harness.ldapserver import (
     LdapServer,
     LdapToolError,
+    Resources,
     ServerError,
     find_binary,
     free_port,
@@ -146,20 +145,6 @@ def stock_schema_dir() -> Path:
     return found
 
 
-@dataclass
-class _Resources:
-    """What must be released even if a test forgets to stop the server."""
-
-    socket_dir: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    def release(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        shutil.rmtree(self.socket_dir, ignore_errors=True)
-
-
 class Slapd(LdapServer):
     """A private slapd in *workdir*: set up on the first :meth:`start`.
 
@@ -235,7 +220,7 @@ class Slapd(LdapServer):
         }
         self._set_up = False
         self._paused = False
-        self._resources = _Resources(socket_dir)
+        self._resources = Resources(socket_dir)
         self._finalizer = weakref.finalize(self, self._resources.release)
 
     # ---- life cycle -------------------------------------------------------

@@ -44,7 +44,8 @@ Steps (all on one throw-away slapd from ``tests/harness/slapd.py``):
 4. restart: stop the milter, stop slapd so only the replica database can
    answer, start the milter again and time from the start of the process
    until it signs a message from a random domain of the set; target
-   <= 0.3 s.  Also the size of the database.
+   <= 0.3 s.  The package is byte-compiled first, as an installed one is.
+   Also the size of the database.
 
 Run from the repository root::
 
@@ -55,6 +56,7 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import random
@@ -317,6 +319,10 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="ldapdkim-scale-"))
     print(f"command: {shlex.join([sys.executable, *sys.argv])}")
     print(f"work directory: {tmp}")
+    # The milter starts as an installed package would: from bytecode, which pip and dpkg
+    # compile at install time.  A checkout run with PYTHONDONTWRITEBYTECODE would
+    # compile every module at each start instead (about 50 ms of the restart).
+    compileall.compile_dir(str(_ROOT / "ldapdkim"), quiet=1)
 
     pool, origin = rsa_pool(args.rsa_pool)
     print(

@@ -44,7 +44,8 @@ Steps (all on one throw-away slapd from ``tests/harness/slapd.py``):
 4. restart: stop the milter, stop slapd so only the replica database can
    answer, start the milter again and time from the start of the process
    until it signs a message from a random domain of the set; target
-   <= 0.3 s.  The package is byte-compiled first, as an installed one is.
+   <= 0.3 s, as the median of five restarts.  The package is byte-compiled
+   first, as an installed one is.
    Also the size of the database.
 
 Run from the repository root::
@@ -91,6 +92,8 @@ from ldapdkim.directory.replica.store import DATABASE  # noqa: E402
 MilterProcess = milterproc.MilterProcess
 
 TARGET_SYNC_S = 30.0
+RESTARTS = 5
+"""Restarts timed (one sample is at the mercy of whatever else the machine does)."""
 TARGET_RESTART_S = 0.3
 TARGET_ANON_MB = 250.0
 TARGET_PSS_MB = 600.0
@@ -445,25 +448,30 @@ def main() -> int:
         stop_s = time.perf_counter() - started
         big.stop()
         size = (state / DATABASE).stat().st_size
-        t0 = time.perf_counter()
-        milter.start(wait=False)
-        domain = domain_name(random.randrange(n))  # noqa: S311 - not for secrets
-        tries = 0
-        while True:
-            tries += 1
-            if signs(milter.socket, domain):
-                break
-            if time.perf_counter() - t0 > 30:
-                raise SystemExit(f"no signature within 30 s of the restart:\n{milter.log()}")
-            time.sleep(0.005)
-        restart_s = time.perf_counter() - t0
-        milter.stop()
-        print(
-            f"restart: milter stop {stop_s:.1f} s; slapd stopped; first signature "
-            f"({domain}) {restart_s:.3f} s after the process started ({tries} tries)"
-        )
+        restarts = []
+        for _ in range(RESTARTS):
+            t0 = time.perf_counter()
+            milter.start(wait=False)
+            domain = domain_name(random.randrange(n))  # noqa: S311 - not for secrets
+            tries = 0
+            while True:
+                tries += 1
+                if signs(milter.socket, domain):
+                    break
+                if time.perf_counter() - t0 > 30:
+                    raise SystemExit(f"no signature within 30 s of the restart:\n{milter.log()}")
+                time.sleep(0.005)
+            restarts.append(time.perf_counter() - t0)
+            milter.stop()
+            print(
+                f"restart: first signature ({domain}) {restarts[-1]:.3f} s after the process "
+                f"started ({tries} tries)"
+            )
+        restart_s = statistics.median(restarts)
+        print(f"restart: milter stop {stop_s:.1f} s; slapd stopped; median of {RESTARTS} restarts")
         rows.append(
-            ("restart to first signature (slapd down)", f"{restart_s:.3f} s", "<= 0.3 s",
+            (f"restart to first signature (slapd down), median of {RESTARTS}",
+             f"{restart_s:.3f} s ({min(restarts):.3f} to {max(restarts):.3f})", "<= 0.3 s",
              verdict(restart_s <= TARGET_RESTART_S))
         )  # fmt: skip
         rows.append((f"{DATABASE} size", f"{size / 1e6:.0f} MB", "", ""))

@@ -21,6 +21,7 @@ from ldapdkim.directory.replica.feed import ReplicaFeed
 from ldapdkim.directory.replica.store import DATABASE, ReplicaStore
 from ldapdkim.directory.replica.sync import SYNC_ATTRIBUTES, SYNC_FILTER
 from ldapdkim.directory.replica.usnpoll import UsnPoller, parse_cookie, tracks_usn
+from ldapdkim.errors import DirectoryUnavailable
 
 BASE = "OU=dkim,DC=corp,DC=test"
 NC = "DC=corp,DC=test"
@@ -262,3 +263,13 @@ def test_an_entry_moved_out_of_the_base_is_dropped_by_the_hourly_listing(
     dc.unrelated_change()
     follow.poll(dc, feed)
     assert selectors(feed, "example.com") == []
+
+
+def test_a_server_without_update_sequence_numbers_is_unavailable_not_a_crash(
+    feed: ReplicaFeed,
+) -> None:
+    """Failover may reach a server that is not Active Directory: the sync thread reconnects."""
+    dc = FakeDc()
+    dc.search_st = lambda *args: [("", {"namingContexts": [NC.encode()]})]  # type: ignore[method-assign]
+    with pytest.raises(DirectoryUnavailable, match="no highestCommittedUSN"):
+        poller().poll(dc, feed)

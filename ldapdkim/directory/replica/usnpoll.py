@@ -47,11 +47,10 @@ from ldap.controls import LDAPControl
 from ldapdkim.directory.entries import normalize_dn
 from ldapdkim.directory.ldapbackend import paged_search
 from ldapdkim.directory.replica.feed import ReplicaFeed
+from ldapdkim.errors import DirectoryUnavailable
 
 log = logging.getLogger(__name__)
 
-AD_CAPABILITY = "1.2.840.113556.1.4.800"
-"""LDAP_CAP_ACTIVE_DIRECTORY_OID in the root DSE's ``supportedCapabilities``."""
 SHOW_DELETED = "1.2.840.113556.1.4.417"
 """LDAP_SERVER_SHOW_DELETED_OID: a search also returns tombstones."""
 COOKIE_PREFIX = "usn:"
@@ -92,7 +91,8 @@ def read_root(conn: Any, timeout: float) -> RootDse:
     """The root DSE's USN, DC name and naming contexts.
 
     Raises:
-        ValueError: the server has no ``highestCommittedUSN`` (not Active Directory).
+        DirectoryUnavailable: the server has no ``highestCommittedUSN`` (failover reached a
+            server that is not Active Directory); the caller reconnects and asks again.
     """
     [(_, attrs)] = conn.search_st(
         "", ldap.SCOPE_BASE, "(objectClass=*)", _ROOT_ATTRIBUTES, 0, timeout
@@ -101,7 +101,9 @@ def read_root(conn: Any, timeout: float) -> RootDse:
     try:
         usn = int(names["highestcommittedusn"][0])
     except (KeyError, IndexError, ValueError):
-        raise ValueError("the root DSE has no highestCommittedUSN") from None
+        raise DirectoryUnavailable(
+            "the server's root DSE has no highestCommittedUSN to follow changes by"
+        ) from None
     dc = names.get("dsservicename", [b""])[0].decode("utf-8", "replace")
     contexts = tuple(v.decode("utf-8", "replace") for v in names.get("namingcontexts", []))
     return RootDse(usn, dc, contexts)

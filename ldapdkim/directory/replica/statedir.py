@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +47,8 @@ class StateDirectory:
         self.path = path
         self.directory_id = directory_id
         self._warned = False
+        self.fallback: Path | None = None
+        """The temporary directory used instead of ``path`` when that could not be opened."""
 
     def open_store(self) -> ReplicaStore:
         """The replica database in this directory (or, failing that, in a temporary one)."""
@@ -54,6 +57,7 @@ class StateDirectory:
             return ReplicaStore(self.path / DATABASE, self.directory_id)
         except (lmdb.Error, OSError) as err:
             fallback = Path(tempfile.mkdtemp(prefix="ldapdkim-replica-"))
+            self.fallback = fallback
             log.warning(
                 "cannot open the replica database in StateDirectory %s (%s); keeping it in %s "
                 "for this run only, filled by a full refresh; create the directory, writable "
@@ -63,6 +67,12 @@ class StateDirectory:
                 fallback,
             )
             return ReplicaStore(fallback / DATABASE, self.directory_id)
+
+    def remove_fallback(self) -> None:
+        """Remove the temporary directory of a run that could not use ``path`` (if any)."""
+        if self.fallback is not None:
+            shutil.rmtree(self.fallback, ignore_errors=True)
+            self.fallback = None
 
     def _remove_old_state(self) -> None:
         old = self.path / OLD_STATE_FILE

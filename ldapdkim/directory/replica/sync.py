@@ -299,6 +299,7 @@ class SyncReplica:
             self._role.release()
         self.feed = None
         self.lookup.close()
+        self.files.remove_fallback()
 
     # -- the writer role ----------------------------------------------------
 

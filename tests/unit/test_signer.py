@@ -240,6 +240,50 @@ def test_an_rsa_key_reads_the_same_in_every_form_it_may_be_stored_in(bits: int) 
             assert loaded.private_numbers() == key.private_numbers()
 
 
+@pytest.mark.parametrize("bits", [1024, 2048, 4096])
+def test_the_replica_keeps_an_rsa_key_as_its_primes_and_it_signs_the_same(bits: int) -> None:
+    """compact_private_key: p, q and e are the key; n, d and the CRT values are computed
+    again when it is read.  RSA-2048 takes 265 bytes instead of 1 192 (PKCS #1 DER)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    pem = key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption())
+    compact = keys.compact_private_key(pem)
+    assert len(compact) < bits // 8 + 30
+    loaded = keys.load_private_key(compact, where="entry R")
+    assert isinstance(loaded, rsa.RSAPrivateKey)
+    mine, theirs = loaded.private_numbers(), key.private_numbers()
+    assert mine.public_numbers == theirs.public_numbers
+    assert (mine.p, mine.q, mine.dmp1, mine.dmq1, mine.iqmp) == (
+        theirs.p, theirs.q, theirs.dmp1, theirs.dmq1, theirs.iqmp,
+    )  # fmt: skip
+    message = b"the same bytes"
+    signature = loaded.sign(message, padding.PKCS1v15(), hashes.SHA256())
+    assert signature == key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+
+
+def test_a_damaged_prime_form_is_refused_not_a_crash() -> None:
+    from cryptography.hazmat.primitives import serialization as ser
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    der = key.private_bytes(ser.Encoding.DER, ser.PrivateFormat.PKCS8, ser.NoEncryption())
+    compact = keys.compact_private_key(der)
+    assert keys.compact_private_key(compact) == compact  # already as small as it gets
+    flipped = compact[:100] + bytes([compact[100] ^ 1]) + compact[101:]
+    for damaged in (compact[:12], compact[:-70], compact + b"\x01", compact[:8], flipped):
+        with pytest.raises(KeyFormatError, match="entry R: the private key is damaged"):
+            keys.load_private_key(damaged, where="entry R")
+    ed = keys.compact_private_key(
+        ed25519.Ed25519PrivateKey.generate().private_bytes(
+            ser.Encoding.DER, ser.PrivateFormat.PKCS8, ser.NoEncryption()
+        )
+    )
+    assert len(ed) == 48  # Ed25519 PKCS #8 stays as it is
+
+
 def test_the_own_der_reader_declines_what_it_does_not_know_and_openssl_decides() -> None:
     """Truncated, padded or differently encoded DER is left to OpenSSL, which refuses
     what is not a key and reads what is."""

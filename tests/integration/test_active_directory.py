@@ -4,8 +4,8 @@ Resolution, signing, the replica and the milter through Postfix run against
 the DC in test_resolution.py, test_sign_verify_end_to_end.py and
 test_replica.py (the ``samba_ad`` cases).  This module covers what only
 Active Directory has: the LDF schema extension, binding as AD sites bind,
-the confidential private key, and following changes by USN instead of
-RFC 4533.
+the confidential private key, the running milter reading keys from the DC
+without a replica, and following changes by USN instead of RFC 4533.
 """
 
 from __future__ import annotations
@@ -19,8 +19,13 @@ from pathlib import Path
 import ldap
 import ldap.filter
 import pytest
+from harness.dnsserver import DnsServer
+from harness.mailsite import MailSite, message
+from harness.milterclient import Transaction, play
+from harness.milterproc import MilterProcess
 from harness.provisioning import genkey
 from harness.samba_ad import SambaDC
+from harness.verifiers import mail_dkim_verify, require_mail_dkim
 
 from ldapdkim import config
 from ldapdkim.directory.probe import probe
@@ -176,6 +181,34 @@ def test_only_the_milter_reads_or_filters_on_the_private_key(
     # ... and so the other account, bound as the milter would be, has nothing to sign with.
     as_reader = [f"LDAPBindUser {samba_ad.reader_dn}", f"LDAPBindPassword {samba_ad.reader_pw}"]
     assert selectors(samba_ad, domain, "example.com", *as_reader) == []
+
+
+# ---- the running milter -------------------------------------------------------------
+
+
+def test_the_milter_in_lookup_mode_signs_with_a_key_from_the_dc_and_mail_dkim_verifies(
+    samba_ad: SambaDC, tmp_path: Path
+) -> None:
+    """``ldapdkim run`` with ``DirectorySync no``, bound as user@REALM over LDAPS: the key
+    comes from the DC at the first message, the public key from DNS, the verdict from
+    Perl Mail::DKIM."""
+    require_mail_dkim()
+    with DnsServer() as dns:
+        site = MailSite(samba_ad, samba_ad.new_container(), dns, tmp_path)
+        site.add_domains(["example.com"], "rsa-sha256")
+        lines = site.milter_config("DirectorySync no")
+        with MilterProcess(tmp_path / "milter", lines) as milter:
+            sent = message(subject="from the DC")
+            answer = play(milter.socket, Transaction(sent))
+            stats = milter.stats()
+        [signature] = answer.values("DKIM-Signature")
+        verdicts = mail_dkim_verify(b"DKIM-Signature: " + signature.encode() + b"\r\n" + sent,
+                                    dns.port)  # fmt: skip
+    assert [(v.result, v.domain) for v in verdicts] == [("pass", "example.com")], milter.log()
+    assert stats is not None, milter.log()
+    assert stats["directory_mode"] == "lookup"
+    assert int(stats["ldap_searches"]) > 0
+    assert "Traceback" not in milter.log(), milter.log()
 
 
 # ---- change tracking without RFC 4533 -----------------------------------------------

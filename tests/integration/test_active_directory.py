@@ -143,7 +143,7 @@ def test_a_simple_bind_without_tls_is_refused_with_the_fix(samba_ad: SambaDC, do
 def test_a_certificate_from_another_ca_is_refused(
     samba_ad: SambaDC, domain: str, tmp_path: Path
 ) -> None:
-    other = samba_ad.tls_dir.parent / "other-ca.pem"
+    other = tmp_path / "other-ca.pem"
     other.write_text(Path("/etc/ssl/certs/ca-certificates.crt").read_text())
     wrong = settings(samba_ad, domain, f"LDAPTLSCACertFile {other}")
     with pytest.raises(DirectoryUnavailable, match=r"cannot reach ldaps://.*LDAPTLSCACertFile"):

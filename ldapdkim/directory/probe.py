@@ -14,8 +14,7 @@ import ldap
 from ldapdkim import schema
 from ldapdkim.config.ldap import LdapSettings
 from ldapdkim.directory.ldapbackend import LdapBackend, reason
-from ldapdkim.directory.replica import usnpoll
-from ldapdkim.directory.replica.sync import SYNC_CONTROL
+from ldapdkim.directory.replica.sync import TRACKING_ATTRIBUTES, tracking
 from ldapdkim.errors import DirectoryUnavailable
 
 
@@ -106,13 +105,10 @@ def _any(conn: Any, base: str, filterstr: str, attribute: str) -> bool:
 
 def _sync(conn: Any) -> list[str]:
     try:
-        root = conn.search_s(
-            "", ldap.SCOPE_BASE, "(objectClass=*)", ["supportedControl", "highestCommittedUSN"]
-        )
+        root = conn.search_s("", ldap.SCOPE_BASE, "(objectClass=*)", TRACKING_ATTRIBUTES)
     except ldap.LDAPError as err:
         return [f"the root DSE cannot be read ({reason(err)})"]
-    controls = [c.decode() for _, attrs in root for c in attrs.get("supportedControl", [])]
-    if SYNC_CONTROL not in controls and not any(usnpoll.tracks_usn(attrs) for _, attrs in root):
+    if not any(tracking(attrs) for dn, attrs in root if dn is not None):
         return [
             "DirectorySync yes, but the server offers no content sync (RFC 4533) and no "
             "update sequence numbers (Active Directory); load syncprov (OpenLDAP) or the "

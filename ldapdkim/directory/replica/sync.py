@@ -58,7 +58,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +109,20 @@ _REFRESH_REQUIRED = 4096  # e-syncRefreshRequired, RFC 4533 §2.3
 SYNC_CONTROL = "1.3.6.1.4.1.4203.1.9.1.1"
 """RFC 4533's sync request control, as the root DSE lists it (slapd's syncprov overlay,
 389-DS's Content Synchronization plugin)."""
+
+
+TRACKING_ATTRIBUTES = ["supportedControl", "highestCommittedUSN"]
+"""What the root DSE says about how a server's changes can be followed."""
+
+
+def tracking(root: Mapping[str, Sequence[bytes]]) -> str | None:
+    """How to follow the changes of the server whose root DSE is ``root`` (attributes as read,
+    TRACKING_ATTRIBUTES at least): ``sync`` (RFC 4533), ``usn`` (Active Directory's update
+    sequence numbers) or None (neither: lookups only)."""
+    names = {name.lower(): values for name, values in root.items()}
+    if SYNC_CONTROL.encode() in names.get("supportedcontrol", ()):
+        return "sync"
+    return "usn" if usnpoll.tracks_usn(root) else None
 
 
 def _ping(conn: Any, timeout: float) -> None:
@@ -168,7 +182,7 @@ class ReplicaSettings:
     """The ``DirectorySync`` value: auto, yes or no."""
     max_stale: float
     state_directory: Path
-    poll_interval: float = 10.0
+    poll_interval: float
     """``DirectoryPollInterval``: how often a server without content sync is polled."""
 
     @classmethod
@@ -549,13 +563,10 @@ class SyncReplica:
         the other kind changes the method.
         """
         [(_, root)] = conn.search_st(
-            "", ldap.SCOPE_BASE, "(objectClass=*)", ["supportedControl", "highestCommittedUSN"],
+            "", ldap.SCOPE_BASE, "(objectClass=*)", TRACKING_ATTRIBUTES,
             0, self.lookup.ldap_settings.timeout,
         )  # fmt: skip
-        controls = {
-            v.decode() for k, vs in root.items() if k.lower() == "supportedcontrol" for v in vs
-        }
-        return SYNC_CONTROL not in controls and usnpoll.tracks_usn(root)
+        return tracking(root) == "usn"
 
     def _poll_usn(self, conn: Any, feed: ReplicaFeed) -> bool:
         """Follow the server's changes by USN every ``poll_interval`` until the connection breaks.

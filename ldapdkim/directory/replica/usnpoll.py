@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,7 +81,7 @@ class RootDse:
         return f"{COOKIE_PREFIX}{self.usn}#{self.dc}"
 
 
-def tracks_usn(root: dict[str, list[bytes]]) -> bool:
+def tracks_usn(root: Mapping[str, Sequence[bytes]]) -> bool:
     """Whether a root DSE (attributes as read) is a server whose changes can be polled by USN."""
     names = {name.lower(): values for name, values in root.items()}
     return bool(names.get("highestcommittedusn"))

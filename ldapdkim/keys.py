@@ -186,14 +186,10 @@ def compact_private_key(data: bytes) -> bytes:
     The replica stores keys so, which keeps an RSA key entry to a quarter of
     a database page.
     """
-    stripped = data.strip()
-    match = _PKCS8_PEM.match(stripped) or _PKCS1_PEM.match(stripped)
-    der = data
-    if match is not None:
-        try:
-            der = base64.b64decode(b"".join(match.group(1).split()), validate=True)
-        except binascii.Error:
-            return data
+    pem, der = _pem_der(data.strip())
+    if pem and der is None:
+        return data
+    der = der or data
     numbers = _rsa_numbers(der)
     if numbers is None:
         return der
@@ -239,6 +235,18 @@ def _rsa_from_primes(data: bytes) -> rsa.RSAPrivateKey:
         raise _Unusable(_INCONSISTENT) from None
 
 
+def _pem_der(data: bytes) -> tuple[bool, bytes | None]:
+    """Whether ``data`` is an unencrypted PKCS #8 or PKCS #1 PEM key, and its DER bytes
+    (None if its base64 is broken)."""
+    match = _PKCS8_PEM.match(data) or _PKCS1_PEM.match(data)
+    if match is None:
+        return False, None
+    try:
+        return True, base64.b64decode(b"".join(match.group(1).split()), validate=True)
+    except binascii.Error:
+        return True, None
+
+
 def _ed25519_seed(der: bytes) -> bytes | None:
     """The seed of an Ed25519 key in PKCS #8 DER; None for anything else."""
     if len(der) == len(_ED25519_PKCS8) + 32 and der.startswith(_ED25519_PKCS8):
@@ -250,12 +258,10 @@ def _decode_private_key(data: bytes) -> PrivateKey:
     if data.startswith(_RSA_PRIMES):
         return _rsa_from_primes(data)
     candidates: list[bytes] = []
-    pem = _PKCS8_PEM.match(data) or _PKCS1_PEM.match(data)
-    if pem is not None:
-        try:
-            candidates.append(base64.b64decode(b"".join(pem.group(1).split()), validate=True))
-        except binascii.Error:
-            pass
+    pem, pem_der = _pem_der(data)
+    if pem:
+        if pem_der is not None:
+            candidates.append(pem_der)
     elif data.startswith(b"-----BEGIN"):
         try:
             key = serialization.load_pem_private_key(data, password=None, **_SKIP_OPENSSL_CHECK)
@@ -284,7 +290,7 @@ def _decode_private_key(data: bytes) -> PrivateKey:
             _raise_if_inconsistent(err)
             continue
         return _usable(key)
-    if pem is not None:
+    if pem:
         raise _Unusable("the private key is not a readable, unencrypted PEM key")
     raise _Unusable(
         "the private key is neither PEM, DER, base64 DER nor an Ed25519 seed; "

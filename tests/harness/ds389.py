@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -108,23 +107,8 @@ class Ds389(LdapServer):
     def __init__(self, workdir: Path, *, content_sync: bool = True) -> None:
         self.workdir = Path(workdir)
         self.content_sync = content_sync
-        self.suffix = SUFFIX
-        self.domains_base = f"ou=domains,{SUFFIX}"
-        self.services_base = f"ou=services,{SUFFIX}"
-        self.root_dn = "cn=Directory Manager"
-        self.root_pw = secrets.token_urlsafe(16)
-        self.admin_dn = f"cn=admin,{SUFFIX}"
-        self.admin_pw = secrets.token_urlsafe(16)
-        self.milter_dn = f"cn=ldapdkim,{self.services_base}"
-        self.milter_pw = secrets.token_urlsafe(16)
-        self.reader_dn = f"cn=reader,{self.services_base}"
-        self.reader_pw = secrets.token_urlsafe(16)
-        self._passwords = {
-            self.root_dn: self.root_pw,
-            self.admin_dn: self.admin_pw,
-            self.milter_dn: self.milter_pw,
-            self.reader_dn: self.reader_pw,
-        }
+        self._set_up_accounts(SUFFIX, "cn=Directory Manager")
+        self._remember_passwords()
 
         self.port = free_port()
         self.ldap_uri = f"ldap://127.0.0.1:{self.port}"

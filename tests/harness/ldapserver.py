@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -186,6 +187,30 @@ class LdapServer:
 
     def start(self) -> None:
         raise NotImplementedError
+
+    def _set_up_accounts(self, suffix: str, root_dn: str) -> None:
+        """The layout every OpenLDAP-style test server has below ``suffix``: ``ou=domains``,
+        ``ou=services``, the admin, the milter and another reader, with random passwords."""
+        self.suffix = suffix
+        self.domains_base = f"ou=domains,{suffix}"
+        self.services_base = f"ou=services,{suffix}"
+        self.root_dn = root_dn
+        self.root_pw = secrets.token_urlsafe(16)
+        self.admin_dn = f"cn=admin,{suffix}"
+        self.admin_pw = secrets.token_urlsafe(16)
+        self.milter_dn = f"cn=ldapdkim,{self.services_base}"
+        self.milter_pw = secrets.token_urlsafe(16)
+        self.reader_dn = f"cn=reader,{self.services_base}"
+        self.reader_pw = secrets.token_urlsafe(16)
+
+    def _remember_passwords(self) -> None:
+        """Let clients bind as the root, the admin, the milter and the reader without a password."""
+        self._passwords = {
+            self.root_dn: self.root_pw,
+            self.admin_dn: self.admin_pw,
+            self.milter_dn: self.milter_pw,
+            self.reader_dn: self.reader_pw,
+        }
 
     @property
     def pid(self) -> int | None:

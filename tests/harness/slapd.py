@@ -45,7 +45,6 @@ uid 65534 must be able to reach it (pytest's temporary directories are 0700).
 
 from __future__ import annotations
 
-import secrets
 import subprocess
 import tempfile
 import time
@@ -175,17 +174,7 @@ class Slapd(LdapServer):
         self.extra_schemas = tuple(Path(p) for p in extra_schemas)
         self.with_project_schema = with_project_schema
 
-        self.suffix = SUFFIX
-        self.domains_base = f"ou=domains,{SUFFIX}"
-        self.services_base = f"ou=services,{SUFFIX}"
-        self.root_dn = f"cn=root,{SUFFIX}"
-        self.root_pw = secrets.token_urlsafe(16)
-        self.admin_dn = f"cn=admin,{SUFFIX}"
-        self.admin_pw = secrets.token_urlsafe(16)
-        self.milter_dn = f"cn=ldapdkim,{self.services_base}"
-        self.milter_pw = secrets.token_urlsafe(16)
-        self.reader_dn = f"cn=reader,{self.services_base}"
-        self.reader_pw = secrets.token_urlsafe(16)
+        self._set_up_accounts(SUFFIX, f"cn=root,{SUFFIX}")
         self.milter_uid = MILTER_UID
         if provider is not None:
             # The entries (userPassword included) come from the provider; the
@@ -212,12 +201,7 @@ class Slapd(LdapServer):
         self.tls_key = self.tls_dir / "server.key"
         self.log_path = self.workdir / "slapd.log"
 
-        self._passwords = {
-            self.root_dn: self.root_pw,
-            self.admin_dn: self.admin_pw,
-            self.milter_dn: self.milter_pw,
-            self.reader_dn: self.reader_pw,
-        }
+        self._remember_passwords()
         self._set_up = False
         self._paused = False
         self._resources = Resources(socket_dir)

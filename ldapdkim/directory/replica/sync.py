@@ -514,10 +514,7 @@ class SyncReplica:
                     self.commit()
                 if feed.loaded:
                     refreshed = True
-                    self._refused = False
-                    self._last_contact = time.time()
-                    self._last_sync_by_uri[uri] = self._last_contact
-                    self._last_uri = uri
+                    self._current_with(uri)
                 if time.monotonic() >= keepalive:
                     _ping(conn, self.lookup.ldap_settings.timeout)
                     keepalive = time.monotonic() + KEEPALIVE_INTERVAL
@@ -556,6 +553,13 @@ class SyncReplica:
                     conn.unbind_ext_s()
         return refreshed
 
+    def _current_with(self, uri: str) -> None:
+        """The replica is level with the server at ``uri`` now (content sync or a USN poll)."""
+        self._refused = False
+        self._last_contact = time.time()
+        self._last_sync_by_uri[uri] = self._last_contact
+        self._last_uri = uri
+
     def _follows_usn(self, conn: Any) -> bool:
         """Whether the server offers no content sync but numbers its changes (Active Directory).
 
@@ -592,10 +596,7 @@ class SyncReplica:
                 self._poller.poll(conn, feed)
                 due = time.monotonic() + self.settings.poll_interval
                 polled = True
-                self._refused = False
-                self._last_contact = time.time()
-                self._last_sync_by_uri[uri] = self._last_contact
-                self._last_uri = uri
+                self._current_with(uri)
             self._housekeeping()
             self._stop.wait(min(POLL_TIMEOUT, max(0.0, due - time.monotonic())))
         return polled

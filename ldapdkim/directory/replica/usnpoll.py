@@ -170,13 +170,7 @@ class UsnPoller:
         self.tombstones_readable = None  # another DC, or rights changed since
         self._listed = time.monotonic()
         found = self._search(conn, self.filter)
-        present = []
-        for dn, attrs in found:
-            entry_id = guid(attrs)
-            if entry_id is not None:
-                feed.entry(entry_id, dn, _without_guid(attrs))
-                present.append(entry_id)
-        feed.keep_only(present)  # drops what the directory no longer has
+        feed.keep_only(_file(feed, found))  # drops what the directory no longer has
         feed.set_cookie(root.cookie)
         feed.refresh_done()
         log.info("directory: full refresh by USN from %s: %d entries", root.dc, len(found))
@@ -184,10 +178,7 @@ class UsnPoller:
 
     def _changes(self, conn: Any, feed: ReplicaFeed, root: RootDse, since: int) -> int:
         changed = self._search(conn, f"(&{self.filter}(uSNChanged>={since + 1}))")
-        for dn, attrs in changed:
-            entry_id = guid(attrs)
-            if entry_id is not None:
-                feed.entry(entry_id, dn, _without_guid(attrs))
+        _file(feed, changed)
         deleted = self._deleted(conn, root, since)
         count = len(changed) + len(deleted or [])
         if deleted is not None:
@@ -260,5 +251,13 @@ def _show_deleted() -> LDAPControl:
     return LDAPControl(SHOW_DELETED, True, None)
 
 
-def _without_guid(attrs: dict[str, list[bytes]]) -> dict[str, list[bytes]]:
-    return {name: values for name, values in attrs.items() if name.lower() != "objectguid"}
+def _file(feed: ReplicaFeed, found: list[tuple[str, dict[str, list[bytes]]]]) -> list[str]:
+    """Give ``feed`` each entry found, under its objectGUID; the GUIDs."""
+    filed = []
+    for dn, attrs in found:
+        entry_id = guid(attrs)
+        if entry_id is not None:
+            without = {k: v for k, v in attrs.items() if k.lower() != "objectguid"}
+            feed.entry(entry_id, dn, without)
+            filed.append(entry_id)
+    return filed

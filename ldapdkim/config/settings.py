@@ -424,6 +424,11 @@ class Settings:
         )
 
     @property
+    def socket_is_local(self) -> bool:
+        """``Socket`` is a Unix socket (``local:`` or ``unix:``), which has no Nagle delay."""
+        return self.socket.startswith(("local:", "unix:"))
+
+    @property
     def signs(self) -> bool:
         return "s" in self.mode
 

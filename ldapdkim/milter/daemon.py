@@ -243,7 +243,7 @@ def open_socket(settings: config.Settings) -> None:
         raise LdapDkimError(
             f"cannot open Socket {settings.socket}: {err}; is another milter using it?"
         ) from None
-    if not settings.socket.startswith(("local:", "unix:")):
+    if not settings.socket_is_local:
         _disable_nagle_on_listeners()
 
 

@@ -120,9 +120,16 @@ def test_every_canonicalization_survives_postfix(
 
 def test_unix_socket_works_as_well(site: MailSite, tmp_path: Path) -> None:
     require_mail_dkim()
+    """On a Unix socket Postfix streams DATA, the header fields and the body
+    without a reply to each (``SMFIP_NR_*``); a long header and a body of several
+    milter chunks arrive whole."""
+    fields = "".join(f"X-Trace-{n}: hop {n}\r\n\tfolded part {n}\r\n" for n in range(40))
+    long_one = message(subject="over local socket, long", body="line of the body\r\n" * 12000)
+    long_one = long_one.replace(b"\r\n\r\n", b"\r\n" + fields.encode() + b"\r\n", 1)
     for setup in _start(site, tmp_path, unix=True):
-        delivered = setup.send(message(subject="over local socket"))
-        assert {v.result for v in mail_dkim_verify(delivered, site.dns.port)} == {"pass"}
+        for sent in (message(subject="over local socket"), long_one):
+            delivered = setup.send(sent)
+            assert {v.result for v in mail_dkim_verify(delivered, site.dns.port)} == {"pass"}
 
 
 def test_local_submission_through_non_smtpd_milters_is_signed(mta: Setup) -> None:

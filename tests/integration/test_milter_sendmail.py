@@ -46,6 +46,30 @@ def test_mail_from_an_internal_host_leaves_signed_and_verifies(
     ], (verdicts, sendmail.milter_process.log())  # type: ignore[attr-defined]
 
 
+def test_over_a_unix_socket_sendmail_streams_the_message_and_it_verifies(
+    site: MailSite, tmp_path: Path
+) -> None:
+    """On a Unix socket ldapdkim lets the MTA skip the replies to DATA, the
+    header fields, end of header and the body (``SMFIP_NR_*``); Sendmail 8.14+
+    takes the offer."""
+    require_sendmail()
+    require_mail_dkim()
+    body = "a line of the body\r\n" * 8000  # several milter body chunks
+    with MilterProcess(
+        tmp_path / "milter", site.milter_config(), unix_socket=tmp_path / "ldapdkim.sock"
+    ) as milter:
+        with Sendmail(tmp_path / "sendmail", milter=milter.postfix_address) as mta:
+            reply = mta.send(
+                message(subject="over a unix socket", body=body),
+                mail_from="alice@example.com",
+                rcpt_to=["bob@example.net"],
+            )
+            assert reply.accepted, reply
+            delivered = mta.wait_for_message(queue_id=reply.queue_id)
+    verdicts = mail_dkim_verify(delivered.data, site.dns.port)
+    assert {v.result for v in verdicts} == {"pass"} and len(verdicts) == 2, milter.log()
+
+
 def test_submission_daemon_signs_mail_from_outside_addresses(
     sendmail: Sendmail, site: MailSite
 ) -> None:

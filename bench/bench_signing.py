@@ -6,7 +6,9 @@ it and ``opendkim -f`` twice with the same key as a PEM file: ``opendkim`` in
 single-key mode (Domain, Selector, KeyFile) and ``opendkim-kt`` with a
 KeyTable and a refile SigningTable, as a multi-domain site configures it; all
 three with the same canonicalization (relaxed/simple), SignHeaders and
-OversignHeaders, on loopback TCP sockets.  Then :mod:`milterload` drives them
+OversignHeaders, each on a Unix socket (``--socket local``, the default, as
+README recommends when the MTA is on the same host) or on a loopback TCP
+socket (``--socket inet``).  Then :mod:`milterload` drives them
 with the same messages, round by round and interleaved (A B C, C B A, ...)
 so that drift hits all alike, for each body size and concurrency.  Per row it
 reports msg/s (median of the rounds),
@@ -16,8 +18,8 @@ descendants), peak RSS (VmHWM, reset before each round through
 ``/proc/PID/clear_refs``) and RSS above the idle milter, failures, and then
 the ldapdkim/OpenDKIM ratios against each OpenDKIM configuration.
 
-Also measured: the same small rows with the driver's TCP_QUICKACK off (the
-libmilter delayed-ACK stall), the driver's ceiling against
+Also measured over TCP: the same small rows with the driver's TCP_QUICKACK
+off (the libmilter delayed-ACK stall).  And the driver's ceiling against
 :mod:`nullmilter`, the LDAP operations ldapdkim caused (slapd's cn=monitor,
 enabled for this run), and a sample of each engine's signed messages is
 verified with Perl Mail::DKIM against a loopback DNS server serving what
@@ -67,7 +69,22 @@ OVERSIGN_HEADERS = "From"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT = 15.0
 ENGINES = ("ldapdkim", "ldapdkim-w2", "opendkim", "opendkim-kt")
-"""``ldapdkim-w2``: ldapdkim with ``Workers 2`` (a supervisor and two worker processes)."""
+"""The default engines.  ``ldapdkim-wN`` is ldapdkim with ``Workers N`` (a supervisor and
+N worker processes); ``ldapdkim`` is ``Workers 1``."""
+
+
+def ldapdkim_workers(name: str) -> int | None:
+    """N for ``ldapdkim`` (1) and ``ldapdkim-wN``; None for any other name."""
+    if name == "ldapdkim":
+        return 1
+    prefix, _, count = name.partition("-w")
+    return int(count) if prefix == "ldapdkim" and count.isdigit() and int(count) > 0 else None
+
+
+def known_engine(name: str) -> bool:
+    return name in ENGINES or ldapdkim_workers(name) is not None
+
+
 OPENDKIM_MODES = {"opendkim-kt": "kt", "opendkim": "single"}
 """The OpenDKIM engines ldapdkim is compared with, and their short names in the ratio table."""
 
@@ -126,17 +143,21 @@ def reset_peak_rss(pid: int) -> bool:
     return True
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+def wait_for_socket(spec: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Return once the milter ``process`` accepts connections on ``spec``."""
+    address = milterload.mp.MilterAddress.parse(spec)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"exited with {process.returncode}:\n{log.read_text()[-2000:]}")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            with socket.socket(address.family, socket.SOCK_STREAM) as probe:
+                probe.settimeout(0.5)
+                probe.connect(address.sockaddr)
             return
         except OSError:
             time.sleep(0.05)
-    raise RuntimeError(f"did not listen on port {port} within {START_TIMEOUT:g} s")
+    raise RuntimeError(f"did not listen on {spec} within {START_TIMEOUT:g} s")
 
 
 class Engine:
@@ -161,7 +182,7 @@ class LdapdkimEngine(Engine):
 
     name = "ldapdkim"
 
-    def __init__(self, workdir: Path, slapd: Slapd, workers: int = 1) -> None:
+    def __init__(self, workdir: Path, slapd: Slapd, workers: int = 1, unix: bool = True) -> None:
         lines = [
             f"Workers {workers}",
             "Mode s",
@@ -174,7 +195,9 @@ class LdapdkimEngine(Engine):
             "InternalHosts 127.0.0.1",
             "LogWhy no",
         ]
-        self.milter = MilterProcess(workdir, lines)
+        self.milter = MilterProcess(
+            workdir, lines, unix_socket=workdir / "milter.sock" if unix else None
+        )
         self.milter.start()
         self.socket = self.milter.socket
         self.config_path = self.milter.config_path
@@ -218,7 +241,9 @@ class OpendkimEngine(Engine):
     directory such as /tmp, where this run's throw-away files live.
     """
 
-    def __init__(self, workdir: Path, selector: str, pem: bytes, keytable: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, selector: str, pem: bytes, keytable: bool = False, unix: bool = True
+    ) -> None:
         binary = opendkim_binary()
         if binary is None:
             raise RuntimeError("opendkim is not installed; run bash tests/setup.sh")
@@ -237,7 +262,8 @@ class OpendkimEngine(Engine):
         else:
             key_lines = [f"Domain {DOMAIN}", f"Selector {selector}", f"KeyFile {key}"]
         port = free_port()
-        self.socket = f"inet:{port}@127.0.0.1"
+        socket_path = workdir / "milter.sock"
+        self.socket = f"local:{socket_path}" if unix else f"inet:{port}@127.0.0.1"
         self.config_path = workdir / "opendkim.conf"
         self.config_path.write_text(
             "\n".join(
@@ -267,7 +293,7 @@ class OpendkimEngine(Engine):
                 stderr=subprocess.STDOUT,
             )
         try:
-            wait_for_port(port, self.process, self.log_path)
+            wait_for_socket(self.socket, self.process, self.log_path)
         except BaseException:
             self.stop()
             raise
@@ -351,6 +377,8 @@ class RoundStat:
     latency: list[float]
     eom_latency: list[float]
     cpu: float
+    seconds: float
+    """The round's wall time, for the cores the milter kept busy (``cpu / seconds``)."""
     peak_rss_kb: int
     driver_cpu: float
     ldap_ops: dict[str, int]
@@ -405,6 +433,9 @@ class Row:
             "cpu_ms_per_msg": round(1000 * sum(r.cpu for r in rounds) / max(messages, 1), 3),
             "driver_cpu_ms_per_msg": round(
                 1000 * sum(r.driver_cpu for r in rounds) / max(messages, 1), 3
+            ),
+            "cores": round(
+                sum(r.cpu for r in rounds) / max(sum(r.seconds for r in rounds), 1e-9), 2
             ),
             "peak_rss_mb": round(peak / 1024, 1),
             "rss_above_idle_mb": round((peak - idle_rss_kb) / 1024, 1),
@@ -462,6 +493,7 @@ def measure(
         latency=result.total_latency,
         eom_latency=result.eom_latency,
         cpu=cpu_after - cpu_before,
+        seconds=result.elapsed,
         peak_rss_kb=memory["VmHWM"] if hwm_reset else memory["VmRSS"],
         driver_cpu=result.driver_cpu,
         ldap_ops=ldap_ops,
@@ -483,8 +515,9 @@ def key_of(ldif_text: str) -> tuple[str, bytes]:
 
 
 @contextlib.contextmanager
-def bench_site(workdir: Path, engines: Sequence[str]) -> Iterator[dict[str, Any]]:
-    """slapd with one provisioned domain, the engines, the LDAP counter, a DNS server."""
+def bench_site(workdir: Path, engines: Sequence[str], unix: bool) -> Iterator[dict[str, Any]]:
+    """slapd with one provisioned domain, the engines (on Unix sockets if ``unix``), the
+    LDAP counter, a DNS server."""
     with contextlib.ExitStack() as stack:
         slapd = stack.enter_context(Slapd(workdir / "slapd"))
         ldif_text = provision([DOMAIN], slapd.domains_base, workdir, "rsa-sha256")
@@ -495,12 +528,12 @@ def bench_site(workdir: Path, engines: Sequence[str]) -> Iterator[dict[str, Any]
         started: dict[str, Engine] = {}
         for name in engines:
             engine: Engine
-            if name in ("ldapdkim", "ldapdkim-w2"):
-                workers = 2 if name == "ldapdkim-w2" else 1
-                engine = LdapdkimEngine(workdir / name, slapd, workers)
+            workers = ldapdkim_workers(name)
+            if workers is not None:
+                engine = LdapdkimEngine(workdir / name, slapd, workers, unix)
                 engine.name = name
             elif name in ("opendkim", "opendkim-kt"):
-                engine = OpendkimEngine(workdir / name, selector, pem, name == "opendkim-kt")
+                engine = OpendkimEngine(workdir / name, selector, pem, name == "opendkim-kt", unix)
             else:
                 raise SystemExit(f"unknown engine {name!r}: {', '.join(ENGINES)}")
             stack.callback(engine.stop)
@@ -547,6 +580,7 @@ COLUMNS = (
     ("p50 ms", "{p50:>7.2f}"),
     ("p99 ms", "{p99:>7.2f}"),
     ("CPU ms/msg", "{cpu:>10.3f}"),
+    ("cores", "{cores:>5.2f}"),
     ("peak RSS MB", "{peak:>11.1f}"),
     ("+idle MB", "{above:>8.1f}"),
     ("fail", "{fail:>5}"),
@@ -577,6 +611,7 @@ def format_table(summaries: list[dict[str, Any]]) -> str:
             "p50": s["p50_ms"],
             "p99": s["p99_ms"],
             "cpu": s["cpu_ms_per_msg"],
+            "cores": s["cores"],
             "peak": s["peak_rss_mb"],
             "above": s["rss_above_idle_mb"],
             "fail": sum(s["failures"].values()),
@@ -588,13 +623,15 @@ def format_table(summaries: list[dict[str, Any]]) -> str:
 
 
 def ratios(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """ldapdkim / each OpenDKIM engine, msg/s and CPU ms/msg, per row (None: cannot divide)."""
+    """Each ldapdkim engine / each OpenDKIM engine, msg/s and CPU ms/msg, per row (None:
+    cannot divide)."""
     by_key = {(s["engine"], s["body_bytes"], s["concurrency"], s["quickack"]): s for s in summaries}
     found = []
     for s in summaries:
-        if s["engine"] != "ldapdkim":
+        if ldapdkim_workers(s["engine"]) is None:
             continue
         entry: dict[str, Any] = {
+            "engine": s["engine"],
             "body_bytes": s["body_bytes"],
             "concurrency": s["concurrency"],
             "quickack": s["quickack"],
@@ -618,7 +655,12 @@ def ratios(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def format_ratios(entries: list[dict[str, Any]]) -> str:
     """ldapdkim / OpenDKIM: one line per row, two columns per OpenDKIM engine measured."""
     engines = [e for e in OPENDKIM_MODES if any(e in entry for entry in entries)]
-    columns = [("body", "{body:<5}"), ("conc", "{conc:>4}"), ("QA", "{qa:>3}")]
+    columns = [
+        ("engine", "{engine:<11}"),
+        ("body", "{body:>5}"),
+        ("conc", "{conc:>4}"),
+        ("QA", "{qa:>3}"),
+    ]
     for engine in engines:
         mode = OPENDKIM_MODES[engine]
         width = len(f"vs {mode} msg/s")
@@ -629,6 +671,7 @@ def format_ratios(entries: list[dict[str, Any]]) -> str:
     rows = []
     for entry in entries:
         values = {
+            "engine": entry["engine"],
             "body": human_size(entry["body_bytes"]),
             "conc": entry["concurrency"],
             "qa": "on" if entry["quickack"] else "off",
@@ -665,6 +708,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"engines to run, in this order (default {','.join(ENGINES)})",
     )
     parser.add_argument(
+        "--socket",
+        choices=("local", "inet"),
+        default="local",
+        help="the milters' sockets: Unix (default, as on one host) or loopback TCP",
+    )
+    parser.add_argument(
         "--quickack",
         choices=("on", "off"),
         default="on",
@@ -691,8 +740,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.concurrency_list = [int(c) for c in args.concurrency.split(",") if c.strip()]
     args.engine_list = [e.strip() for e in args.engines.split(",") if e.strip()]
     for name in args.engine_list:
-        if name not in ENGINES:
-            parser.error(f"unknown engine {name!r}: {', '.join(ENGINES)}")
+        if not known_engine(name):
+            parser.error(f"unknown engine {name!r}: {', '.join(ENGINES)} or ldapdkim-wN")
     if len(set(args.engine_list)) != len(args.engine_list) or not args.engine_list:
         parser.error("--engines: name each engine once")
     return args
@@ -706,14 +755,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows_specs = [
         RowSpec(size, conc, quickack) for size in args.size_list for conc in args.concurrency_list
     ]
-    if not args.no_quickack_row and quickack:
+    unix = args.socket == "local"
+    if not args.no_quickack_row and quickack and not unix:
         # QUICKACK off: a milter that leaves Nagle on stalls ~40 ms per message.
         seconds = min(args.round_seconds, 2.0)
         rows_specs.append(RowSpec(args.size_list[0], 1, quickack=False, seconds=seconds))
     report: dict[str, Any] = {"settings": {}, "rows": [], "verification": {}, "ceiling": []}
     status = 0
     try:
-        with bench_site(workdir, args.engine_list) as site:
+        with bench_site(workdir, args.engine_list, unix) as site:
             engines: dict[str, Engine] = site["engines"]
             counter: LdapCounter = site["counter"]
             idle = {name: memory_kb(e.pid)["VmRSS"] for name, e in engines.items()}
@@ -732,7 +782,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"bench: {', '.join(engines)}; bodies {args.sizes}; concurrency "
                 f"{args.concurrency}; {args.rounds} rounds of {args.round_seconds:g} s; "
-                f"driver: {args.driver_processes} processes, TCP_QUICKACK {args.quickack}",
+                f"{args.socket} sockets; driver: {args.driver_processes} processes"
+                + ("" if unix else f", TCP_QUICKACK {args.quickack}"),
                 flush=True,
             )
             # Warm-up, which also collects the messages to verify.
@@ -796,7 +847,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for name in engines
             }
             if not args.no_ceiling:
-                report["ceiling"] = driver_ceiling(args)
+                report["ceiling"] = driver_ceiling(args, workdir if unix else None)
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -808,6 +859,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rounds": args.rounds,
         "round_seconds": args.round_seconds,
         "driver_processes": args.driver_processes,
+        "socket": args.socket,
         "quickack": args.quickack,
         "sign_headers": SIGN_HEADERS,
         "canonicalization": "relaxed/simple",
@@ -851,9 +903,10 @@ def source_version() -> str:
     return commit + (" with uncommitted changes in ldapdkim/" if dirty else "")
 
 
-def driver_ceiling(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The driver against nullmilter.py at the largest concurrency, per body size."""
-    process, spec = milterload.start_null_milter()
+def driver_ceiling(args: argparse.Namespace, unix_dir: Path | None) -> list[dict[str, Any]]:
+    """The driver against nullmilter.py at the largest concurrency, per body size, on a
+    Unix socket in ``unix_dir`` or on a loopback port."""
+    process, spec = milterload.start_null_milter(unix_dir=unix_dir)
     results = []
     try:
         conc = max(args.concurrency_list)
@@ -891,8 +944,9 @@ def print_report(report: dict[str, Any]) -> None:
     print()
     print(
         "msg/s: median of rounds; p50/p99: connect to final reply, rounds pooled;\n"
-        "CPU: milter utime+stime per message; peak RSS: VmHWM (reset each round); +idle: above\n"
-        "the RSS at start; LDAP srch: searches slapd completed during ldapdkim's rounds;\n"
+        "CPU: milter utime+stime per message; cores: its CPU seconds per second of the\n"
+        "rounds; peak RSS: VmHWM (reset each round); +idle: above the RSS at start;\n"
+        "LDAP srch: searches slapd completed during ldapdkim's rounds;\n"
         "opendkim: single-key mode (KeyFile); opendkim-kt: KeyTable + refile SigningTable."
     )
     compared = [e for e in OPENDKIM_MODES if any(e in entry for entry in report["ratios"])]

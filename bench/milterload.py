@@ -775,18 +775,26 @@ def run_load(options: LoadOptions) -> LoadResult:
 # -- the null milter, for the driver's ceiling ---------------------------------------
 
 
-def start_null_milter(*args: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Start bench/nullmilter.py on a free loopback port; return it and its socket spec."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    spec = f"inet:{port}@127.0.0.1"
+def start_null_milter(
+    *args: str, unix_dir: Path | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start bench/nullmilter.py on a free loopback port (or a Unix socket in ``unix_dir``);
+    return it and its socket spec."""
+    if unix_dir is not None:
+        spec = f"unix:{unix_dir / 'nullmilter.sock'}"
+    else:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            spec = f"inet:{probe.getsockname()[1]}@127.0.0.1"
+    address = mp.MilterAddress.parse(spec)
     script = Path(__file__).with_name("nullmilter.py")
     process = subprocess.Popen([sys.executable, str(script), "--socket", spec, *args])
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            with socket.socket(address.family, socket.SOCK_STREAM) as probe:
+                probe.settimeout(0.5)
+                probe.connect(address.sockaddr)
             return process, spec
         except OSError:
             time.sleep(0.05)

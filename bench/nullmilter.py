@@ -7,7 +7,8 @@ against it, :mod:`milterload` shows how many messages per second the driver
 itself can push on this machine, i.e. the ceiling of any measurement.
 
 By default it negotiates the same steps as ldapdkim does through pymilter
-(no HELO, RCPT, DATA or unknown commands; a reply to every other step), so
+(no HELO, RCPT or unknown commands; on a Unix socket no reply to DATA, the
+header fields, end of header and the body; a reply to every other step), so
 the driver does the same work per message as against the real milters.
 ``--split-eom`` writes the inserted header and the final reply separately
 with Nagle on, as libmilter does, to show the delayed-ACK stall on demand.
@@ -30,7 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from harness import milterproto as mp
 
-DEFAULT_PROTOCOL = mp.SMFIP_NOHELO | mp.SMFIP_NORCPT | mp.SMFIP_NODATA | mp.SMFIP_NOUNKNOWN
+DEFAULT_PROTOCOL = mp.SMFIP_NOHELO | mp.SMFIP_NORCPT | mp.SMFIP_NOUNKNOWN
+UNIX_NO_REPLIES = mp.SMFIP_NR_DATA | mp.SMFIP_NR_HDR | mp.SMFIP_NR_EOH | mp.SMFIP_NR_BODY
+"""Added to the default on a Unix socket, as ldapdkim does."""
 _DUMMY_SIGNATURE = (
     " v=1; a=rsa-sha256; c=relaxed/simple; d=example.com; s=null;\n\th=from; "
     "bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=;\n\tb=AAAA"
@@ -115,6 +118,8 @@ class NullMilter(asyncio.Protocol):
 async def serve(spec: str, protocol: int, split_eom: bool) -> None:
     address = mp.MilterAddress.parse(spec)
     loop = asyncio.get_running_loop()
+    if protocol == DEFAULT_PROTOCOL and not address.is_tcp:
+        protocol |= UNIX_NO_REPLIES
 
     def factory() -> NullMilter:
         return NullMilter(protocol, split_eom)

@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "senders",
             "replica.status",
             "replica.statedir",
+            "replica.syncstate",
             "replica.sync",
             "replica",
             "writer",

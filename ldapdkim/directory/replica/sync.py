@@ -76,6 +76,7 @@ from ldapdkim.directory.replica import usnpoll
 from ldapdkim.directory.replica.feed import ReplicaFeed, WriterRole
 from ldapdkim.directory.replica.statedir import StateDirectory, iso
 from ldapdkim.directory.replica.store import Meta, ReplicaStore
+from ldapdkim.directory.replica.syncstate import RESPONSE_CONTROLS
 from ldapdkim.errors import DirectoryStale, DirectoryUnavailable
 from ldapdkim.model import DirectoryView
 
@@ -153,6 +154,11 @@ class _Consumer(SyncreplConsumer, SimpleLDAPObject):  # type: ignore[misc]
     """A python-ldap connection whose sync callbacks go to a :class:`ReplicaFeed`."""
 
     feed: ReplicaFeed
+
+    def result4(self, *args: Any, **kwargs: Any) -> Any:
+        """python-ldap's, reading each entry's sync state without pyasn1 (:mod:`.syncstate`)."""
+        kwargs.setdefault("resp_ctrl_classes", RESPONSE_CONTROLS)
+        return super().result4(*args, **kwargs)
 
     def syncrepl_get_cookie(self) -> str | None:
         return self.feed.cookie

@@ -206,9 +206,10 @@ _KEYWORDS: tuple[_Keyword, ...] = (
     # Process and logging
     _Keyword("UserID", "user_id", values.user_id, None, "USER[:GROUP] to switch to after start",
              shown="(unchanged)"),
-    _Keyword("Workers", "workers", values.workers, "1",
-             "processes serving mail on the one Socket (each uses up to a core); above 1, a "
-             "supervisor starts them, passes signals on and replaces one that dies"),
+    _Keyword("Workers", "workers", values.workers, "auto",
+             "processes serving mail on the one Socket (each uses up to a core); auto: one per "
+             "CPU the milter may run on; 1: a single process; above 1, a supervisor starts "
+             "them, passes signals on and replaces one that dies"),
     _Keyword("MetricsSocket", "metrics_socket", values.tcp_socket, None,
              "serve Prometheus metrics at /metrics and a health check at /healthz here: "
              "inet:PORT@HOST, e.g. inet:9469@127.0.0.1 (keep it off public addresses)",

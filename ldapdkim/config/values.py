@@ -9,6 +9,7 @@ in :mod:`ldapdkim.config.settings` names one converter per keyword.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -468,10 +469,26 @@ def alignment(ctx: Context, value: str) -> Alignment:
         )
 
 
+MAX_WORKERS = 256
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, which containers and
+    ``taskset`` narrow), at most :data:`MAX_WORKERS`."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    return max(1, min(count, MAX_WORKERS))
+
+
 def workers(ctx: Context, value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 256:
+    """A number of processes, or ``auto``: one per usable CPU."""
+    if value.lower() == "auto":
+        return usable_cpus()
+    if not value.isdigit() or not 1 <= int(value) <= MAX_WORKERS:
         ctx.fail(
-            f"{ctx.keyword} {value!r} is not a number of processes from 1 to 256",
-            "give e.g. 2, or the number of cores",
+            f"{ctx.keyword} {value!r} is not a number of processes from 1 to {MAX_WORKERS}",
+            "give e.g. 2, or auto for one per CPU",
         )
     return int(value)

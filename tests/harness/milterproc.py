@@ -2,7 +2,9 @@
 
 The milter is started from a configuration file the test writes, on a free
 loopback port or a Unix socket, and waited for by polling its socket with a
-deadline.  Its log (standard error) is kept for assertions.
+deadline.  Its log (standard error) is kept for assertions.  It runs as one
+process (``Workers 1``) unless the test's lines say ``Workers``: the tests of
+worker processes and of the installed package's defaults ask for them.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ class MilterProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def write_config(self, lines: list[str]) -> None:
-        text = "\n".join([f"Socket {self.socket}", "Syslog no", *lines]) + "\n"
+        workers = [] if any(line.split()[:1] == ["Workers"] for line in lines) else ["Workers 1"]
+        text = "\n".join([f"Socket {self.socket}", "Syslog no", *workers, *lines]) + "\n"
         self.config_path.write_text(text)
 
     def start(self, *, wait: bool = True) -> None:

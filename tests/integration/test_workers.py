@@ -14,6 +14,7 @@ import os
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 import urllib.error
@@ -253,3 +254,23 @@ def test_killing_a_worker_under_load_loses_nothing(pool: Pool, victim: str) -> N
     ]
     assert unsigned == [], (unsigned, outcomes)
     print(f"killed the {victim} under load: {outcomes}")
+
+
+@pytest.mark.parametrize("cpus", ["0", None], ids=["taskset-one-cpu", "every-cpu"])
+def test_workers_auto_runs_one_worker_per_cpu_the_milter_may_use(
+    slapd: Slapd, ldap_base: str, tmp_path: Path, cpus: str | None
+) -> None:
+    """The default: one worker per CPU in the affinity mask; on one CPU, no supervisor."""
+    with DnsServer() as dns:
+        site = MailSite(slapd, ldap_base, dns, tmp_path)
+        site.add_domains(["example.com"], "rsa-sha256")
+        program = ["taskset", "-c", cpus, sys.executable, "-m", "ldapdkim"] if cpus else None
+        expected = 1 if cpus else len(os.sched_getaffinity(0))
+        lines = site.milter_config("Workers auto", f"StateDirectory {tmp_path}")
+        with MilterProcess(tmp_path / "milter", lines, program=program) as milter:
+            assert milter.process is not None
+            pid = milter.process.pid  # taskset execs the milter in its own process
+            if expected == 1:
+                assert children(pid) == set(), milter.log()
+            else:
+                wait_for(f"{expected} workers", lambda: len(children(pid)) == expected)

@@ -97,7 +97,7 @@ DEFAULTS = {
     "rotation_retire_after": 7 * 86400.0,
     "user_id": None,
     "metrics_socket": None,
-    "workers": 1,
+    "workers": len(os.sched_getaffinity(0)),  # Workers auto: one per usable CPU
     "always_add_ar_header": True,
     "pid_file": None,
     "state_directory": Path("/var/lib/ldapdkim"),
@@ -1315,3 +1315,16 @@ def test_require_safe_keys_no_accepts_them_and_a_safe_file_is_accepted(workdir: 
     assert verifier(loose).ldap_bind_password == Secret("s3cret")
     (workdir / "bindpw").chmod(0o400)
     assert verifier(DIRECTORY + BIND_USER + "LDAPBindPasswordFile bindpw\n").ldap_bind_password
+
+
+def test_workers_auto_is_one_per_cpu_the_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5})
+    assert parse("Mode v\nWorkers auto\n").workers == 3
+    assert parse("Mode v\nWorkers 1\n").workers == 1
+
+
+@pytest.mark.parametrize("value", ["0", "257", "many", "-1"])
+def test_workers_out_of_range_names_the_line_and_a_fix(value: str) -> None:
+    fix = r"test\.conf:2: Workers .* from 1 to 256; .* auto for one per CPU"
+    with pytest.raises(ConfigError, match=fix):
+        parse(f"Mode v\nWorkers {value}\n", "test.conf")

@@ -240,9 +240,9 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
     def negotiate(self, opts: list[int]) -> int:
         """Skip the replies to :func:`no_reply` steps on a Unix socket only.
 
-        Postfix writes each milter step apart; over TCP, a step sent while the
-        one before is unacknowledged waits in Nagle's algorithm for our delayed
-        ACK (about 40 ms).  A Unix socket has no such delay.
+        Over TCP, a write of the MTA's that follows one we did not answer
+        waits in Nagle's algorithm for our delayed ACK: through Postfix, 48 ms
+        a message instead of 5.  A Unix socket has no such delay.
         """
         reply: int = super().negotiate(opts)
         if reply == CONTINUE and not self.runtime.settings.socket_is_local:

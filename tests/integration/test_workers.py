@@ -2,7 +2,8 @@
 
 The supervisor opens the socket and forks the workers; each signs on its own.
 Both read one replica database; one of them writes it, and when that one is
-killed another takes over from the committed cookie.
+killed, under load or halfway through a refresh, another takes over from the
+committed cookie.
 A worker killed with SIGKILL is replaced and mail goes on being signed;
 SIGHUP and SIGUSR1 reach both workers; SIGTERM stops all of them; systemd
 hears READY=1 from the supervisor once both workers have their directory view.
@@ -23,12 +24,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import lmdb
 import pytest
 from harness.dnsserver import DnsServer
 from harness.mailsite import MailSite, message
 from harness.milterproc import MilterProcess
 from harness.postfix import Postfix, header_values, require_postfix
+from harness.provisioning import without_version_line
 from harness.slapd import Slapd, free_port
+
+from ldapdkim import keys
+from ldapdkim.directory import ldifout
+from ldapdkim.model import Algorithm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import milterload
 
 
 def children(pid: int) -> set[int]:
@@ -77,12 +87,12 @@ class Pool:
 
     def writers(self) -> list[int]:
         """The workers that took the replica's writer role, in order."""
-        return [
-            int(p)
-            for p in re.findall(
-                r"ldapdkim\[(\d+)\]: INFO: directory: this process keeps", self.milter.log()
-            )
-        ]
+        return self.writers_in(self.milter.log())
+
+    @staticmethod
+    def writers_in(log: str) -> list[int]:
+        pattern = r"ldapdkim\[(\d+)\]: INFO: directory: this process keeps"
+        return [int(p) for p in re.findall(pattern, log)]
 
     def send_signed(self, domain: str = "example.com") -> None:
         self.sent += 1
@@ -274,3 +284,64 @@ def test_workers_auto_runs_one_worker_per_cpu_the_milter_may_use(
                 assert children(pid) == set(), milter.log()
             else:
                 wait_for(f"{expected} workers", lambda: len(children(pid)) == expected)
+
+
+def _replica(state: Path) -> tuple[int, str | None]:
+    """(entries, cookie) of the replica database, read as any process reads it."""
+    env = lmdb.open(str(state / "replica.mdb"), subdir=False, readonly=True, max_dbs=8)
+    try:
+        with env.begin() as txn:
+            entries = txn.stat(env.open_db(b"entries", txn=txn, create=False))["entries"]
+            cookie = txn.get(b"cookie", db=env.open_db(b"meta", txn=txn, create=False))
+            return entries, None if cookie is None else bytes(cookie).decode()
+    finally:
+        env.close()
+
+
+def _signs(milter: MilterProcess, domain: str) -> bool:
+    options = milterload.LoadOptions(socket=milter.socket, count=1, domain=domain, timeout=10)
+    return milterload.run_load(options).ok == 1
+
+
+def test_the_writer_killed_in_the_middle_of_a_refresh_loses_nothing(tmp_path: Path) -> None:
+    """kill -9 of the worker writing a refresh that resumes from the cookie, halfway: the
+    database keeps what was committed and the cookie before the refresh, the other worker
+    signs from it meanwhile, and the next writer resumes from that cookie and completes."""
+    bulk = 10_000  # domains added while the milter was away: 20 000 entries, 4 commits
+    state = tmp_path / "state"
+    state.mkdir()
+    with Slapd(tmp_path / "slapd") as slapd, DnsServer() as dns:
+        site = MailSite(slapd, slapd.domains_base, dns, tmp_path)
+        site.add_domains(["example.com"], "rsa-sha256")
+        lines = site.milter_config("Workers 2", "DirectorySync yes", f"StateDirectory {state}")
+        with MilterProcess(tmp_path / "first", lines) as milter:
+            wait_for("a signature", lambda: _signs(milter, "example.com"))
+        before, cookie = _replica(state)
+        assert cookie is not None
+        records = []
+        for number in range(bulk):
+            dn, attrs = ldifout.domain_record(f"d{number}.bulk.test", slapd.domains_base)
+            key = keys.generate(Algorithm.ED25519_SHA256)
+            records += [(dn, attrs), ldifout.key_record(dn, "e1", key)]
+        slapd.ldapadd(without_version_line(ldifout.render(records)))
+
+        with MilterProcess(tmp_path / "second", lines) as milter:
+            wait_for("the first commit of the refresh", lambda: _replica(state)[0] > before)
+            slapd.pause()
+            try:
+                [writer] = Pool.writers_in(milter.log())
+                os.kill(writer, signal.SIGKILL)
+                entries, kept_cookie = _replica(state)
+                assert before < entries < before + 2 * bulk, "the refresh was not cut short"
+                assert kept_cookie == cookie  # entries committed so far, the cookie before them
+                assert _signs(milter, "example.com"), milter.log()
+            finally:
+                slapd.resume()
+            wait_for(
+                "the refresh completed by the next writer",
+                lambda: _replica(state)[0] == before + 2 * bulk,
+                timeout=60,
+            )
+            assert _replica(state)[1] != cookie
+            assert len(Pool.writers_in(milter.log())) >= 2  # another took the role
+            assert _signs(milter, f"d{bulk - 1}.bulk.test"), milter.log()

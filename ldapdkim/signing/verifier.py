@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa, uti
 
 from ldapdkim.errors import DnsTemporaryError
 from ldapdkim.model import DkimResult, Failure, Header, VerifyResult
-from ldapdkim.signing.bodyhash import canonical_body
+from ldapdkim.signing.bodyhash import canonical_body, crlf_line_ends
 
 KeyLookup = Callable[[str], bytes | Sequence[bytes] | None]
 """``lookup(name)``: the TXT records at ``name`` (each record's strings joined),
@@ -79,7 +79,6 @@ _LOCAL_PART = re.compile(
     rb"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z"
 )
 _WSP_RUN = re.compile(rb"[ \t]+")
-_BARE_LF = re.compile(rb"(?<!\r)\n")
 
 
 class _Verdict(Exception):
@@ -744,8 +743,7 @@ def split_message(message: bytes) -> tuple[list[Header], bytes]:
     first line that is neither a field nor the continuation of one (that line
     starts the body).
     """
-    if message.count(b"\n") != message.count(b"\r\n"):
-        message = _BARE_LF.sub(b"\r\n", message)
+    message = crlf_line_ends(message)
     headers: list[Header] = []
     position = 0
     while position < len(message):

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 
 import pytest
 from dkim.canonicalization import CanonicalizationPolicy
+from hypothesis import given
+from hypothesis import strategies as st
 
-from ldapdkim.signing.bodyhash import BodyHasher
+from ldapdkim.signing.bodyhash import BodyHasher, crlf_line_ends
 
 PIECES = [
     b"a",
@@ -74,3 +77,10 @@ def test_random_bodies_and_chunk_boundaries(relaxed: bool) -> None:
         body = b"".join(rng.choice(PIECES) for _ in range(rng.randrange(0, 30))) + b"\r\n"
         cuts = [rng.randrange(0, len(body) + 1) for _ in range(rng.randrange(0, 6))]
         assert _streamed(body, relaxed, cuts) == _reference(body, relaxed), (body, cuts)
+
+
+@given(
+    st.binary(max_size=64) | st.lists(st.sampled_from([b"a", b"\r", b"\n", b"\r\n"])).map(b"".join)
+)
+def test_every_bare_lf_becomes_crlf_and_nothing_else_changes(data: bytes) -> None:
+    assert crlf_line_ends(data) == re.sub(rb"(?<!\r)\n", b"\r\n", data)

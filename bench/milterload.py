@@ -775,6 +775,18 @@ def run_load(options: LoadOptions) -> LoadResult:
 # -- the null milter, for the driver's ceiling ---------------------------------------
 
 
+def accepts(spec: str) -> bool:
+    """Whether a milter listens on ``spec`` now (one connection, closed at once)."""
+    address = mp.MilterAddress.parse(spec)
+    try:
+        with socket.socket(address.family, socket.SOCK_STREAM) as probe:
+            probe.settimeout(0.5)
+            probe.connect(address.sockaddr)
+    except OSError:
+        return False
+    return True
+
+
 def start_null_milter(
     *args: str, unix_dir: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
@@ -786,18 +798,13 @@ def start_null_milter(
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             spec = f"inet:{probe.getsockname()[1]}@127.0.0.1"
-    address = mp.MilterAddress.parse(spec)
     script = Path(__file__).with_name("nullmilter.py")
     process = subprocess.Popen([sys.executable, str(script), "--socket", spec, *args])
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        try:
-            with socket.socket(address.family, socket.SOCK_STREAM) as probe:
-                probe.settimeout(0.5)
-                probe.connect(address.sockaddr)
+        if accepts(spec):
             return process, spec
-        except OSError:
-            time.sleep(0.05)
+        time.sleep(0.05)
     process.kill()
     raise RuntimeError("nullmilter.py did not listen within 10 s")
 

@@ -158,13 +158,12 @@ class Ds389(LdapServer):
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
             )
-        self._resources.process = process
-        self._paused = False
-        try:
-            wait_for_bind(self.ldap_uri, process, self.log_path, READY_TIMEOUT, name="ns-slapd")
-        except BaseException:
-            self.kill()
-            raise
+        self._await(
+            process,
+            lambda: wait_for_bind(
+                self.ldap_uri, process, self.log_path, READY_TIMEOUT, name="ns-slapd"
+            ),
+        )
 
     # ---- set-up -------------------------------------------------------------
 

@@ -234,6 +234,17 @@ class LdapServer:
         self._resources.process = None
         self._paused = False
 
+    def _await(self, process: subprocess.Popen[bytes], ready: Callable[[], None]) -> None:
+        """Take ``process`` as the running server and wait with ``ready()`` until it serves;
+        if that fails, kill it and let the failure through."""
+        self._resources.process = process
+        self._paused = False
+        try:
+            ready()
+        except BaseException:
+            self.kill()
+            raise
+
     def kill(self) -> None:
         """Kill the server with SIGKILL (no clean shutdown) and reap it."""
         process = self._resources.process

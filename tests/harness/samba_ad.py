@@ -163,15 +163,14 @@ class SambaDC(LdapServer):
                 stderr=subprocess.STDOUT,
                 env=self.tool_env(),
             )
-        self._resources.process = process
-        self._paused = False
-        try:
-            # Anonymously over plain LDAP: the LDAPS port needs the CA, which
-            # a bare connection does not know.
-            wait_for_bind(self.starttls_uri, process, self.log_path, READY_TIMEOUT, name="samba")
-        except BaseException:
-            self.kill()
-            raise
+        # Anonymously over plain LDAP: the LDAPS port needs the CA, which a bare
+        # connection does not know.
+        self._await(
+            process,
+            lambda: wait_for_bind(
+                self.starttls_uri, process, self.log_path, READY_TIMEOUT, name="samba"
+            ),
+        )
         if not self._set_up:
             self._configure()
             self._set_up = True

@@ -234,9 +234,8 @@ class Slapd(LdapServer):
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        self._resources.process = process
-        self._paused = False
-        try:
+
+        def ready() -> None:
             # Poll the ldapi socket: its path is ours alone, whereas another
             # server could have taken a TCP port between free_port() and now.
             # slapd opens all listeners before it serves any, so this also
@@ -244,9 +243,8 @@ class Slapd(LdapServer):
             wait_for_bind(self.ldapi_uri, process, self.log_path)
             if self.provider is not None:
                 self.wait_for_entry(self.reader_dn, timeout=REPLICATION_TIMEOUT)
-        except BaseException:
-            self.kill()
-            raise
+
+        self._await(process, ready)
 
     # ---- replication ------------------------------------------------------
 

@@ -11,7 +11,6 @@ without a replica, and following changes by USN instead of RFC 4533.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +25,7 @@ from harness.milterproc import MilterProcess
 from harness.provisioning import genkey
 from harness.samba_ad import SambaDC
 from harness.verifiers import mail_dkim_verify, require_mail_dkim
+from harness.waiting import wait_for
 
 from ldapdkim import config
 from ldapdkim.directory.probe import probe
@@ -228,15 +228,6 @@ def replica_factory(tmp_path: Path) -> Iterator[Callable[..., SyncReplica]]:
     yield make
     for replica in made:
         replica.close()
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float) -> float:
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"{what}: not seen within {timeout} s")
-        time.sleep(0.02)
-    return time.monotonic() - started
 
 
 def key_states(replica: SyncReplica) -> dict[str, str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import signal
 import socket
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from harness.mailsite import MailSite, message
 from harness.milterproc import MilterProcess
 from harness.postfix import Postfix, require_postfix
 from harness.slapd import SLAPD_BINARIES, Slapd, free_port, require_binaries
+from harness.waiting import wait_for
 
 import ldapdkim
 
@@ -53,15 +53,6 @@ def sample(text: str, name: str, **labels: str) -> float | None:
         if got == wanted:
             return float(match.group(3))
     return None
-
-
-def wait_for(condition: object, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if callable(condition) and condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 @dataclass
@@ -150,13 +141,13 @@ def test_health_follows_the_directory_and_recovers(monitored: Monitored, own_sla
     assert status == 200 and why.startswith("ok:"), why
 
     own_slapd.stop()
-    wait_for(lambda: get(port, "/healthz")[0] == 503, "/healthz says 503 with slapd down")
+    wait_for("/healthz says 503 with slapd down", lambda: get(port, "/healthz")[0] == 503)
     status, why = get(port, "/healthz")
     assert "more than DirectoryMaxStale 2 s" in why, why
     assert sample(get(port, "/metrics")[1], "ldapdkim_healthy") == 0
 
     own_slapd.start()
-    wait_for(lambda: get(port, "/healthz")[0] == 200, "/healthz back to 200", timeout=60)
+    wait_for("/healthz back to 200", lambda: get(port, "/healthz")[0] == 200, timeout=60)
 
 
 def test_anything_but_metrics_and_health_is_refused(monitored: Monitored) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import ldap
 import pytest
+from harness import waiting
 from harness.dnsserver import DnsServer
 from harness.ldapserver import LdapServer
 from harness.mailsite import MailSite, message
@@ -89,18 +91,10 @@ def live_factory(tmp_path: Path) -> Iterator[Callable[[config.Settings], Live]]:
         live.close()
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float) -> float:
-    """Seconds until ``check()`` held; fails after ``timeout``."""
-    start = time.monotonic()
-    while True:
-        try:
-            if check():
-                return time.monotonic() - start
-        except (DomainNotSigned, DirectoryUnavailable):
-            pass
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"{what}: not seen within {timeout} s")
-        time.sleep(0.005)
+wait_for = functools.partial(
+    waiting.wait_for, interval=0.005, ignoring=(DomainNotSigned, DirectoryUnavailable)
+)
+"""Seconds until a check held; a resolver still refusing counts as not yet."""
 
 
 def _provision(

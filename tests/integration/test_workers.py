@@ -20,7 +20,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from harness.milterproc import MilterProcess
 from harness.postfix import Postfix, header_values, require_postfix
 from harness.provisioning import without_version_line
 from harness.slapd import Slapd, free_port
+from harness.waiting import wait_for
 
 from ldapdkim import keys
 from ldapdkim.directory import ldifout
@@ -43,14 +44,6 @@ import milterload
 
 def children(pid: int) -> set[int]:
     return {int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
 
 
 @dataclass

@@ -195,6 +195,25 @@ def test_a_commit_that_fails_keeps_its_changes_for_the_next_one(
     assert feed.flush() and _selectors(feed.store) == ["s1", "s2", "s3", "s4"]
 
 
+def test_a_refresh_counts_as_loaded_only_once_its_last_entries_are_committed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lookups turn to the database when it is loaded: before the commit of the refresh's
+    end they would find its last entries missing and sign nothing."""
+    monkeypatch.setattr(store_module, "MAP_START", 64 << 10)
+    monkeypatch.setattr(store_module, "MAP_CEILING", 0)  # the map cannot grow
+    feed = _feed(tmp_path)
+    feed.begin_refresh()
+    feed.entry("u-policy", DOMAIN, POLICY)
+    feed.entry("u-s1", f"dkimSignSelector=s1,{DOMAIN}", {**_key("s1"), "k": [b"k" * (256 << 10)]})
+    feed.present(["u-policy", "u-s1"], False)
+    feed.refresh_done()  # its commit fails: the map is full
+    assert not feed.loaded and not feed.store.meta().loaded
+    monkeypatch.setattr(store_module, "MAP_CEILING", 1 << 40)
+    assert feed.flush()
+    assert feed.loaded and feed.store.meta().loaded and _selectors(feed.store) == ["s1"]
+
+
 def test_a_damaged_entry_is_an_error_naming_it_not_a_crash() -> None:
     from ldapdkim.directory.replica.store import decode
 

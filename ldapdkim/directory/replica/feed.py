@@ -81,6 +81,8 @@ class ReplicaFeed:
         self.cookie = meta.cookie
         """The cookie of everything received (committed or waiting)."""
         self.loaded = meta.loaded
+        """The database holds a whole copy: a refresh's end is committed (lookups then go
+        to it, so this must not turn True while the refresh's last entries still wait)."""
         self._ops: list[Op] = []
         self._since = 0.0
         """When the oldest waiting operation arrived (monotonic)."""
@@ -151,7 +153,6 @@ class ReplicaFeed:
     def refresh_done(self) -> None:
         if self._full:
             self._drop_unpresented()
-        self.loaded = True
         self._add(Loaded())
         self.flush()
 
@@ -194,5 +195,7 @@ class ReplicaFeed:
         if self._failing:
             self._failing = False
             log.info("replica database %s written again", self.store.path)
+        if not self.loaded:
+            self.loaded = any(isinstance(op, Loaded) for op in self._ops)
         self._ops = []
         return True

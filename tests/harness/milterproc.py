@@ -4,7 +4,9 @@ The milter is started from a configuration file the test writes, on a free
 loopback port or a Unix socket, and waited for by polling its socket with a
 deadline.  Its log (standard error) is kept for assertions.  It runs as one
 process (``Workers 1``) unless the test's lines say ``Workers``: the tests of
-worker processes and of the installed package's defaults ask for them.
+worker processes and of the installed package's defaults ask for them.  Its
+replica database lives in the work directory unless the lines say
+``StateDirectory``, so that no two tests share one (nor ``/var/lib/ldapdkim``).
 """
 
 from __future__ import annotations
@@ -59,8 +61,13 @@ class MilterProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def write_config(self, lines: list[str]) -> None:
-        workers = [] if any(line.split()[:1] == ["Workers"] for line in lines) else ["Workers 1"]
-        text = "\n".join([f"Socket {self.socket}", "Syslog no", *workers, *lines]) + "\n"
+        given = {line.split()[0] for line in lines if line.split()}
+        defaults = [] if "Workers" in given else ["Workers 1"]
+        if "StateDirectory" not in given:
+            state = self.workdir / "state"
+            state.mkdir(exist_ok=True)
+            defaults.append(f"StateDirectory {state}")
+        text = "\n".join([f"Socket {self.socket}", "Syslog no", *defaults, *lines]) + "\n"
         self.config_path.write_text(text)
 
     def start(self, *, wait: bool = True) -> None:

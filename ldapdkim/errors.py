@@ -11,6 +11,8 @@ keyword, never shown.
     ├── ConfigError            bad configuration file, keyword or value
     ├── UsageError             bad command-line arguments (exit status 2)
     ├── KeyFormatError         a key that cannot be used (not PEM, too short, ...)
+    ├── KeyUnavailable         a key that cannot sign here and now (its KEK missing, a
+    │                          sealed value that does not open, its token unreachable)
     ├── InvalidDomain          a From domain that fails validation (never sent to LDAP)
     ├── InvalidSelector        a selector that is not RFC 6376 sub-domain syntax
     ├── DomainNotSigned        a valid domain that the directory does not sign for
@@ -48,6 +50,21 @@ class UsageError(LdapDkimError):
 
 class KeyFormatError(LdapDkimError):
     """A private or public key cannot be used: not a key, wrong type, too short."""
+
+
+class KeyUnavailable(LdapDkimError):
+    """A key entry that cannot sign on this host now, though the directory may be right.
+
+    A sealed key whose key-encryption key is not configured here, or whose sealed
+    value does not open (damaged, or copied from another key entry); a key in a
+    PKCS#11 token that is missing, locked or whose session broke.  The message
+    names the key entry, the cause and the fix, never key material.
+    ``in_token`` tells the token's trouble (which may pass) from the rest.
+    """
+
+    def __init__(self, message: str, *, in_token: bool = False) -> None:
+        super().__init__(message)
+        self.in_token = in_token
 
 
 class InvalidDomain(LdapDkimError):

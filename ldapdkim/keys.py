@@ -161,6 +161,30 @@ def load_private_key(data: bytes, *, where: str) -> PrivateKey:
         raise KeyFormatError(f"{where}: {problem}") from None
 
 
+def load_private_key_once(der: bytes, *, where: str) -> PrivateKey:
+    """:func:`load_private_key` for a key that must not be cached by its bytes.
+
+    A key that was unsealed is held only as the parsed key its caller keeps:
+    the plaintext DER must not become a cache key that outlives it.
+
+    Raises:
+        KeyFormatError: as :func:`load_private_key`.
+    """
+    try:
+        return _self_tested(_decode_private_key(der))
+    except _Unusable as problem:
+        raise KeyFormatError(f"{where}: {problem}") from None
+
+
+def private_der(key: PrivateKey) -> bytes:
+    """The key as unencrypted PKCS #8 DER, the plaintext a sealed value holds."""
+    return key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
 class _Unusable(Exception):
     """A key that cannot be used; the text completes ``WHERE: ...``."""
 

@@ -38,6 +38,8 @@ NOT_SIGNED_REASONS = (
     "directory_unavailable",
     "directory_inconsistent",
     "key_unusable",
+    "key_unavailable",
+    "token_unavailable",
     "message_unsignable",
     "sender_mismatch",
 )

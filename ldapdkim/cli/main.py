@@ -28,6 +28,7 @@ COMMANDS = {
     "verify": "verify",
     "dns-records": "dnsrecords",
     "rotate": "rotate",
+    "keys": "keys",
     "testkey": "testkey",
     "status": "status",
 }

@@ -15,9 +15,15 @@ from ldapdkim.domainname import domain_of_address
 from ldapdkim.errors import (
     SIGNING_REFUSALS,
     DomainNotSigned,
+    KeyUnavailable,
+    LdapDkimError,
 )
 from ldapdkim.signing import policy
+from ldapdkim.signing.keyring import Keyring
 from ldapdkim.signing.signer import parse_message, sign_parsed
+
+_REFUSALS: tuple[type[LdapDkimError], ...] = (*SIGNING_REFUSALS, KeyUnavailable)
+"""Why a message leaves unsigned: finding its signer, or a key that cannot sign here."""
 
 
 def add_parser(sub: Subparsers, parents: Parents) -> None:
@@ -35,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     message = sys.stdin.buffer.read()
     try:
         signatures = _sign(settings, message, args.sender)
-    except SIGNING_REFUSALS as reason:
+    except _REFUSALS as reason:
         sys.stdout.buffer.write(message)
         print(f"ldapdkim: not signed: {reason}", file=sys.stderr)
         return 1
@@ -61,11 +67,12 @@ def _sign(settings: config.Settings, message: bytes, sender: str | None) -> list
             f"no active key for {resolution.signing_domain} in {resolution.policy.dn!r}"
         )
     params = policy.signing_params(settings, resolution)
+    signers = Keyring.configured(settings).signers(signing_keys, resolution.signing_domain)
     return sign_parsed(
         headers,
         body,
         resolution.signing_domain,
-        signing_keys,
+        signers,
         params,
         timestamp=int(now.timestamp()),
     )

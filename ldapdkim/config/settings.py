@@ -43,6 +43,7 @@ from ldapdkim.config.ldap import ADMIN_BIND_KEYWORDS, LdapSettings
 from ldapdkim.config.secret import Secret, unsafe
 from ldapdkim.errors import ConfigError
 from ldapdkim.model import Action, Alignment, Canonicalization, Outcome
+from ldapdkim.sealing import KeyEncryptionKey
 
 # --------------------------------------------------------------------------
 # The On-* actions
@@ -77,6 +78,8 @@ class _Keyword:
 
     outcome: Outcome | None = None
     """The outcome an On-* keyword gives its action to; None for other keywords."""
+    repeatable: bool = False
+    """Each line adds a value (the field is a tuple of them) instead of replacing it."""
 
     @property
     def default_text(self) -> str:
@@ -230,6 +233,18 @@ _KEYWORDS: tuple[_Keyword, ...] = (
     _Keyword("RequireSafeKeys", "require_safe_keys", values.boolean, "yes",
              "refuse a KeyFile or password file that group or others can read, or that "
              "another non-root user owns"),
+    # Protecting keys (README, "Protecting keys")
+    _Keyword("KeyEncryptionKey", "key_encryption_keys", values.key_encryption_key, None,
+             "ID PATH: a key-encryption key (32 random bytes, or credential:NAME for a "
+             "systemd credential) that opens and seals private keys sealed under ID; "
+             "repeat the line for each KEK", empty=(), repeatable=True),
+    _Keyword("RequireSealedKeys", "require_sealed_keys", values.boolean, "no",
+             "refuse to sign with a private key the directory holds in plaintext"),
+    _Keyword("PKCS11Module", "pkcs11_module", values.pkcs11_module, None,
+             "the PKCS#11 module of the token that holds keys named by pkcs11: URIs",
+             shown="(none)"),
+    _Keyword("PKCS11PinFile", "pkcs11_pin", values.pin_file, None,
+             "file (or credential:NAME) whose first line is the token's user PIN"),
     _Keyword("SoftwareHeader", "software_header", values.boolean, "no",
              "add a DKIM-Filter header field naming ldapdkim"),
     # Actions
@@ -390,6 +405,10 @@ class Settings:
     syslog_success: bool = _DEFAULTS["syslog_success"]
     log_why: bool = _DEFAULTS["log_why"]
     require_safe_keys: bool = _DEFAULTS["require_safe_keys"]
+    key_encryption_keys: tuple[KeyEncryptionKey, ...] = _DEFAULTS["key_encryption_keys"]
+    require_sealed_keys: bool = _DEFAULTS["require_sealed_keys"]
+    pkcs11_module: Path | None = _DEFAULTS["pkcs11_module"]
+    pkcs11_pin: Secret | None = _DEFAULTS["pkcs11_pin"]
     software_header: bool = _DEFAULTS["software_header"]
     always_add_ar_header: bool = _DEFAULTS["always_add_ar_header"]
     on_actions: Mapping[Outcome, Action] = field(default_factory=_default_actions, hash=False)
@@ -484,6 +503,7 @@ def parse(text: str, source: str = "<string>") -> Settings:
         ConfigError: ``source:LINE: what; fix`` for the first problem found.
     """
     given: dict[str, tuple[_Keyword, str, int]] = {}
+    repeated: dict[str, list[tuple[str, int]]] = {}
     for number, name, value in keyword_lines(text):
         keyword = _BY_NAME.get(name.lower())
         if keyword is None:
@@ -494,12 +514,25 @@ def parse(text: str, source: str = "<string>") -> Settings:
                 f"'{keyword.name} VALUE' or remove the line (default: {keyword.default_text})"
             )
         given[keyword.name] = (keyword, value, number)
+        if keyword.repeatable:
+            repeated.setdefault(keyword.name, []).append((value, number))
 
     _check_one_password(source, given)
+    require_safe = _DEFAULTS["require_safe_keys"]
+    if "RequireSafeKeys" in given:
+        safe_keyword, safe_value, safe_line = given["RequireSafeKeys"]
+        require_safe = values.boolean(values.Context(source, safe_line, safe_keyword.name),
+                                      safe_value)  # fmt: skip
     fields: dict[str, Any] = {}
     actions: dict[Outcome, Action] = {}
     for keyword, value, number in sorted(given.values(), key=lambda item: item[2]):
-        converted = keyword.convert(values.Context(source, number, keyword.name), value)
+        if keyword.repeatable:
+            fields[keyword.field] = _convert_repeated(
+                source, keyword, repeated[keyword.name], require_safe
+            )
+            continue
+        context = values.Context(source, number, keyword.name, require_safe)
+        converted = keyword.convert(context, value)
         if keyword.outcome is not None:
             actions[keyword.outcome] = converted
         else:
@@ -517,6 +550,26 @@ def parse(text: str, source: str = "<string>") -> Settings:
     if settings.require_safe_keys:
         _check_secret_files(source, given)
     return settings
+
+
+def _convert_repeated(
+    source: str, keyword: _Keyword, lines: list[tuple[str, int]], require_safe: bool
+) -> tuple[Any, ...]:
+    """The values of a repeatable keyword, in file order; one id may not come twice."""
+    converted = []
+    seen: dict[str, int] = {}
+    for value, number in lines:
+        item = keyword.convert(values.Context(source, number, keyword.name, require_safe), value)
+        name = getattr(item, "kek_id", None)
+        if name is not None:
+            if name in seen:
+                raise ConfigError(
+                    f"{source}:{number}: {keyword.name} {name} is given twice (also line "
+                    f"{seen[name]}); give each KEK its own id"
+                )
+            seen[name] = number
+        converted.append(item)
+    return tuple(converted)
 
 
 def _reject_keyword(source: str, number: int, name: str) -> NoReturn:

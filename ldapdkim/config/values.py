@@ -17,10 +17,11 @@ from typing import NoReturn
 
 from ldapdkim.config.datasets import read_dataset
 from ldapdkim.config.hostlist import HostList
-from ldapdkim.config.secret import Secret, read_secret_file
+from ldapdkim.config.secret import Secret, read_secret_file, unsafe
 from ldapdkim.domainname import normalize_domain, normalize_host_name, normalize_selector
-from ldapdkim.errors import ConfigError, InvalidDomain, InvalidSelector
+from ldapdkim.errors import ConfigError, InvalidDomain, InvalidSelector, KeyFormatError
 from ldapdkim.model import Alignment, Canonicalization
+from ldapdkim.sealing import KEK_BYTES, KEK_ID, KeyEncryptionKey
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class Context:
     source: str
     line: int
     keyword: str
+    require_safe: bool = False
+    """RequireSafeKeys, for converters that read a secret file (KEKs, the PIN)."""
 
     def fail(self, what: str, fix: str) -> NoReturn:
         raise ConfigError(f"{self.source}:{self.line}: {what}; {fix}")
@@ -224,6 +227,109 @@ def password_file(ctx: Context, value: str) -> Secret:
     if secret is None:
         ctx.fail(f"{ctx.keyword} {shown_path(value, path)} has an empty first line", fix)
     return secret
+
+
+CREDENTIAL = "credential:"
+"""A value naming a systemd credential (``LoadCredential=``, ``LoadCredentialEncrypted=``)
+instead of a file: ``credential:NAME`` is ``$CREDENTIALS_DIRECTORY/NAME``."""
+
+
+def secret_source(ctx: Context, value: str, fix: str) -> tuple[Path, bool]:
+    """The file a secret is read from, and whether it is a systemd credential.
+
+    A credential's file is systemd's (in a directory only the service can read),
+    so RequireSafeKeys does not judge it.
+    """
+    if not value.startswith(CREDENTIAL):
+        return _existing_file(ctx, value, fix), False
+    name = value[len(CREDENTIAL) :]
+    if not name or "/" in name:
+        ctx.fail(f"{ctx.keyword} {value!r} names no credential", "write credential:NAME")
+    directory = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not directory:
+        ctx.fail(
+            f"{ctx.keyword} {value!r}: CREDENTIALS_DIRECTORY is not set",
+            f"start ldapdkim from systemd with LoadCredentialEncrypted={name}:PATH "
+            "(or LoadCredential=), or give a file instead",
+        )
+    path = Path(directory) / name
+    if not path.is_file():
+        ctx.fail(
+            f"{ctx.keyword} {value!r}: systemd passed no credential {name!r} ({path})",
+            f"add LoadCredentialEncrypted={name}:PATH to the unit",
+        )
+    return path, True
+
+
+def _read_secret_bytes(ctx: Context, value: str, path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except PermissionError:
+        ctx.fail(
+            f"{ctx.keyword} {shown_path(value, path)} cannot be read (permission denied)",
+            "run ldapdkim as root (it reads the file before dropping privileges) "
+            "or let its user read the file",
+        )
+    except OSError as err:
+        ctx.fail(f"{ctx.keyword} {shown_path(value, path)} cannot be read ({err.strerror})",
+                 "fix the path")  # fmt: skip
+
+
+def key_encryption_key(ctx: Context, value: str) -> KeyEncryptionKey:
+    """``ID PATH`` or ``ID credential:NAME``: a KEK of exactly 32 bytes."""
+    kek_id, _, where = value.partition(" ")
+    where = where.strip()
+    if not where or KEK_ID.match(kek_id) is None:
+        ctx.fail(
+            f"{ctx.keyword} {value!r} is not 'ID PATH'",
+            "write 'KeyEncryptionKey ID PATH' with an id of letters, digits, '.', '_' and '-' "
+            "(at most 64), e.g. 'KeyEncryptionKey kek2026 /etc/ldapdkim/kek2026'",
+        )
+    fix = (
+        "create it with 'ldapdkim keys new-kek PATH' (32 random bytes, mode 0600), or fix the path"
+    )
+    path, credential = secret_source(ctx, where, fix)
+    if not credential and ctx.require_safe:
+        problem = unsafe(path)
+        if problem is not None:
+            ctx.fail(f"{ctx.keyword} {kek_id} {path} {problem}", "or set RequireSafeKeys no")
+    key = _read_secret_bytes(ctx, where, path)
+    if len(key) != KEK_BYTES:
+        ctx.fail(
+            f"{ctx.keyword} {kek_id}: {shown_path(where, path)} holds {len(key)} bytes, "
+            f"not {KEK_BYTES}",
+            "a KEK is 32 random bytes, nothing else: make one with 'ldapdkim keys new-kek PATH'",
+        )
+    try:
+        return KeyEncryptionKey(kek_id, key, origin=str(path))
+    except KeyFormatError as err:  # pragma: no cover - id and length are checked above
+        ctx.fail(str(err), "fix the line")
+
+
+def pin_file(ctx: Context, value: str) -> Secret:
+    """A file (or ``credential:NAME``) whose first line is the token's user PIN."""
+    fix = "create it with the PIN on its first line, readable by root only, or fix the path"
+    path, credential = secret_source(ctx, value, fix)
+    if not credential and ctx.require_safe:
+        problem = unsafe(path)
+        if problem is not None:
+            ctx.fail(f"{ctx.keyword} {path} {problem}", "or set RequireSafeKeys no")
+    try:
+        secret = read_secret_file(path)
+    except (OSError, UnicodeDecodeError) as err:
+        ctx.fail(f"{ctx.keyword} {shown_path(value, path)} cannot be read ({err})", fix)
+    if secret is None:
+        ctx.fail(f"{ctx.keyword} {shown_path(value, path)} has an empty first line", fix)
+    return secret
+
+
+def pkcs11_module(ctx: Context, value: str) -> Path:
+    return _existing_file(
+        ctx,
+        value,
+        "name the token's PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so or "
+        "/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so.1",
+    )
 
 
 def sasl_mechanism(ctx: Context, value: str) -> str | None:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import ldap.dn
 
-from ldapdkim import keys, schema
+from ldapdkim import keys, schema, sealing
 from ldapdkim.errors import DirectoryError, KeyFormatError
 from ldapdkim.model import (
     Algorithm,
@@ -163,8 +163,7 @@ def key_from_entry(entry: Entry, minimum_bits: int) -> SigningKey:
     raw = attrs.get(schema.PRIVATE_KEY.lower())
     if raw:
         try:
-            private_key = keys.load_private_key(raw[0], where=f"entry {dn!r}")
-            keys.check_key(private_key, algorithm, minimum_bits, where=f"entry {dn!r}")
+            check_stored_key(raw[0], algorithm, minimum_bits, where=f"entry {dn!r}")
             key_data = raw[0]
         except KeyFormatError as err:
             problem = problem or str(err)
@@ -192,6 +191,32 @@ def key_from_entry(entry: Entry, minimum_bits: int) -> SigningKey:
         created=created,
         problem=problem,
     )
+
+
+def check_stored_key(stored: bytes, algorithm: Algorithm, minimum_bits: int, *, where: str) -> None:
+    """Check what ``dkimSignPrivateKey`` holds, as far as can be done without secrets.
+
+    A plaintext key is parsed and checked against the entry's algorithm and
+    MinimumKeyBits.  A sealed value is checked for its syntax only: it opens
+    where it signs, with that host's key-encryption keys (:mod:`ldapdkim.sealing`).
+    A ``pkcs11:`` URI names a key in a token, checked where it signs.
+
+    Raises:
+        KeyFormatError: the value cannot be a usable key; the message starts with ``where``.
+    """
+    form = sealing.stored_form(stored)
+    if form == "sealed":
+        try:
+            sealing.parse(stored)
+        except KeyFormatError as err:
+            raise KeyFormatError(f"{where}: {err}") from None
+        return
+    if form == "token":
+        if not stored.isascii() or len(stored.strip()) <= len(sealing.PKCS11_PREFIX):
+            raise KeyFormatError(f"{where}: the pkcs11: URI names no key; see RFC 7512")
+        return
+    private_key = keys.load_private_key(stored, where=where)
+    keys.check_key(private_key, algorithm, minimum_bits, where=where)
 
 
 def is_dn(value: str) -> bool:

@@ -54,6 +54,7 @@ from ldapdkim.milter.session import Counters, DkimMilter, Runtime
 from ldapdkim.milter.workers import Supervisor, WorkerHooks
 from ldapdkim.model import Alignment
 from ldapdkim.signing.dnslookup import TxtLookup
+from ldapdkim.signing.keyring import Keyring
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +98,7 @@ def build_runtime(settings: config.Settings, previous: Runtime | None = None) ->
         counters=previous.counters if previous is not None else Counters(),
         senders=_sender_directory(settings),
         organizational=_organizational(settings),
+        keyring=Keyring.configured(settings),
     )
 
 

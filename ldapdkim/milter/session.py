@@ -18,10 +18,10 @@ import functools
 import logging
 import socket
 import threading
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import Milter
 
@@ -35,6 +35,7 @@ from ldapdkim.errors import (
     DirectoryUnavailable,
     DomainNotFound,
     DomainNotSigned,
+    KeyUnavailable,
     MessageError,
     SenderMismatch,
 )
@@ -45,11 +46,13 @@ from ldapdkim.model import (
     KeyState,
     Outcome,
     Resolution,
+    SigningKey,
     SigningParams,
     VerifyResult,
 )
 from ldapdkim.signing import authresults, policy
 from ldapdkim.signing.bodyhash import BodyHasher
+from ldapdkim.signing.keyring import Keyring, KeySigner
 from ldapdkim.signing.senders import Sender, authorize
 from ldapdkim.signing.signer import body_hasher, sign_parsed
 from ldapdkim.signing.verifier import KeyLookup, verify
@@ -106,6 +109,8 @@ class Runtime:
     """Owners of addresses and members of groups (sender authorization); None without LDAP."""
     organizational: Callable[[str], str] = field(default=lambda name: name)
     """A domain's organizational domain (RFC 7489 §3.2), for SenderAlignment."""
+    keyring: Keyring = field(default_factory=Keyring)
+    """Turns key entries into signers: plaintext, sealed, or in a token."""
 
     def close(self) -> None:
         """Close the directory connections (at shutdown)."""
@@ -444,14 +449,17 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             self._why("not signed: no active key for %s", resolution.signing_domain)
             return ACCEPT
         try:
+            signers = self._signers(keys, resolution.signing_domain)
             values = sign_parsed(
                 self.headers,
                 hasher,
                 resolution.signing_domain,
-                keys,
+                signers,
                 params,
                 timestamp=int(now.timestamp()),
             )
+        except KeyUnavailable as err:
+            self._key_unavailable(err)
         except MessageError as err:
             _not_signed("message_unsignable")
             self.log.error("not signed: %s", err)
@@ -466,18 +474,50 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             self.addheader("DKIM-Filter", self._space(f"ldapdkim {__version__} {self.queue_id}"), 0)
         runtime.counters.add("signed")
         metrics.MESSAGES_SIGNED.inc()
-        for key in keys:
-            metrics.SIGNATURES_MADE.labels(algorithm=key.algorithm.value).inc()
+        for signer in signers:
+            metrics.SIGNATURES_MADE.labels(algorithm=signer.algorithm.value).inc()
         if runtime.settings.syslog_success or runtime.settings.log_why:
-            for key in keys:
+            for signer in signers:
                 self.log.info(
                     "signed d=%s s=%s a=%s (%s)",
                     resolution.signing_domain,
-                    key.selector,
-                    key.algorithm.value,
+                    signer.selector,
+                    signer.algorithm.value,
                     self.role_reason,
                 )
         return ACCEPT
+
+    def _signers(self, keys: Sequence[SigningKey], domain: str) -> list[KeySigner]:
+        """The signers of the keys that can sign here; a key that cannot is logged and left
+        out, as a key the directory marks unusable is.
+
+        Raises:
+            KeyUnavailable: no key can sign (the first one's reason).
+        """
+        signers: list[KeySigner] = []
+        first: KeyUnavailable | None = None
+        for key in keys:
+            try:
+                signers.append(self.runtime.keyring.signer_for(key, domain))
+            except KeyUnavailable as err:
+                first = first or err
+                if len(keys) > 1:
+                    self.log.error("not signing with this key: %s", err)
+        if not signers and first is not None:
+            raise first
+        return signers
+
+    def _key_unavailable(self, err: KeyUnavailable) -> NoReturn:
+        """No key of the message could sign: a token's trouble may pass (On-InternalError),
+        a sealed key that does not open or a refused plaintext key will not
+        (On-SignatureError)."""
+        if err.in_token:
+            _not_signed("token_unavailable")
+            self.log.error("not signed: %s", err)
+            raise _Done(self.reply_for(Outcome.INTERNAL_ERROR, "signing token unavailable"))
+        _not_signed("key_unavailable")
+        self.log.error("not signed: %s", err)
+        raise _Done(self.reply_for(Outcome.SIGNATURE_ERROR, "signing key unavailable"))
 
     def _space(self, text: str) -> str:
         return f" {text}" if self._protocol & LEADSPC else text

@@ -1,9 +1,11 @@
 """DKIM signatures for one message: create them (RFC 6376, RFC 8463).
 
 dkimpy supplies the DKIM semantics (header parsing, canonicalization, header
-selection, tag parsing); the public-key operations use ``cryptography``
-(OpenSSL), which is about ten times faster than dkimpy's pure-Python RSA and
-releases the GIL while signing.  This module is the only user of dkimpy.
+selection, tag parsing).  The private-key step is a
+:class:`~ldapdkim.signing.keyring.KeySigner`'s: a key in memory (OpenSSL
+through ``cryptography``, which releases the GIL while signing), a sealed key
+opened in memory, or a key in a PKCS #11 token.  This module does not know
+which.
 
 The signature header is folded before it is hashed, and ``b=`` starts a line
 of its own, so the bytes that were hashed are exactly the bytes inserted: the
@@ -17,14 +19,12 @@ import hashlib
 from collections.abc import Sequence
 
 import dkim
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ed25519, padding, utils
 from dkim.canonicalization import CanonicalizationPolicy
 
-from ldapdkim import keys
 from ldapdkim.errors import MessageError
-from ldapdkim.model import Header, SigningKey, SigningParams
+from ldapdkim.model import Header, SigningParams
 from ldapdkim.signing.bodyhash import BodyHasher
+from ldapdkim.signing.keyring import KeySigner
 
 DEFAULT_SIGN_HEADERS: tuple[str, ...] = tuple(h.decode() for h in dkim.DKIM.SHOULD)
 """RFC 6376 §5.4.1: the header fields that should be signed when present."""
@@ -97,32 +97,23 @@ def body_hasher(params: SigningParams) -> BodyHasher:
     return BodyHasher(relaxed=params.canonicalization.body == "relaxed")
 
 
-def _raw_signature(key: SigningKey, digest: bytes) -> bytes:
-    private = keys.private_key_of(key)
-    if private is None:  # Resolution.active_keys never yields such a key
-        raise MessageError(f"key {key.dn} has no private key")
-    if isinstance(private, ed25519.Ed25519PrivateKey):
-        # RFC 8463 §3: Ed25519 signs the SHA-256 hash of the header data.
-        return private.sign(digest)
-    return private.sign(digest, padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
-
-
 def sign_parsed(
     headers: Sequence[Header],
     body: bytes | BodyHasher,
     domain: str,
-    keys: Sequence[SigningKey],
+    signers: Sequence[KeySigner],
     params: SigningParams,
     *,
     timestamp: int,
 ) -> list[bytes]:
-    """One DKIM-Signature value per key, each folded with CRLF and ending without one.
+    """One DKIM-Signature value per signer, each folded with CRLF and ending without one.
 
     The values follow ``DKIM-Signature:`` directly (they start with a space).
     ``body`` is the body itself, or a :func:`body_hasher` that was fed it.
 
     Raises:
         MessageError: the message cannot be signed (for instance, it has no From).
+        KeyUnavailable: a signer could not sign (its token went away).
     """
     if not any(n.lower() == b"from" for n, _ in headers):
         raise MessageError("the message has no From header field")
@@ -136,16 +127,16 @@ def sign_parsed(
         hasher = body
     body_hash = base64.b64encode(hasher.digest()).decode()
     values = []
-    for key in keys:
+    for signer in signers:
         tags = [
             ("v", "1"),
-            ("a", key.algorithm.value),
+            ("a", signer.algorithm.value),
             ("c", str(params.canonicalization)),
             ("d", domain),
         ]
         if params.identity:
             tags.append(("i", params.identity))
-        tags += [("s", key.selector), ("t", str(timestamp))]
+        tags += [("s", signer.selector), ("t", str(timestamp))]
         if params.expire_seconds:
             tags.append(("x", str(timestamp + params.expire_seconds)))
         tags += [("h", ":".join(n.decode("ascii") for n in include)), ("bh", body_hash)]
@@ -154,18 +145,18 @@ def sign_parsed(
         dkim.hash_headers(
             header_hash, canon, canonical_headers, include, (b"DKIM-Signature", unsigned), {}
         )
-        values.append(unsigned + _fold_signature(_raw_signature(key, header_hash.digest())))
+        values.append(unsigned + _fold_signature(signer.sign_digest(header_hash.digest())))
     return values
 
 
 def sign_message(
     message: bytes,
     domain: str,
-    keys: Sequence[SigningKey],
+    signers: Sequence[KeySigner],
     params: SigningParams,
     *,
     timestamp: int,
 ) -> list[bytes]:
     """:func:`sign_parsed` for a whole message in bytes."""
     headers, body = parse_message(message)
-    return sign_parsed(headers, body, domain, keys, params, timestamp=timestamp)
+    return sign_parsed(headers, body, domain, signers, params, timestamp=timestamp)

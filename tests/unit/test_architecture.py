@@ -21,7 +21,18 @@ PACKAGE = Path(ldapdkim.__file__).parent
 LAYERS: list[tuple[str, list[str]]] = [
     (
         "",
-        ["nodoh", "errors", "schema", "log", "model", "metrics", "domainname", "orgdomain", "keys"],
+        [
+            "nodoh",
+            "errors",
+            "schema",
+            "log",
+            "model",
+            "metrics",
+            "domainname",
+            "orgdomain",
+            "keys",
+            "sealing",
+        ],
     ),
     ("config", ["datasets", "hostlist", "secret", "ldap", "values", "directorysource", "settings"]),
     (
@@ -52,6 +63,8 @@ LAYERS: list[tuple[str, list[str]]] = [
         [
             "senders",
             "bodyhash",
+            "token",
+            "keyring",
             "signer",
             "verifier",
             "dnslookup",
@@ -88,6 +101,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "verify",
             "dnsrecords",
             "rotate",
+            "keys",
             "testkey",
             "status",
             "main",

@@ -40,7 +40,10 @@ def with_stand_ins(text: str, tmp_path: Path) -> str:
     def stand_in(match: re.Match[str]) -> str:
         path = tmp_path / match.group(0).removeprefix("/etc/ldapdkim/")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("sample-bind-password\n" if path.name == "bindpw" else "# stand-in\n")
+        if path.name.startswith("kek"):
+            path.write_bytes(bytes(range(32)))  # a key-encryption key is 32 bytes
+        else:
+            path.write_text("sample-bind-password\n" if path.name == "bindpw" else "# stand-in\n")
         path.chmod(0o600)  # RequireSafeKeys, as the sample says
         return str(path)
 

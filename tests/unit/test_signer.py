@@ -19,6 +19,7 @@ from ldapdkim.model import (
     SigningKey,
     SigningParams,
 )
+from ldapdkim.signing.keyring import Keyring, KeySigner
 from ldapdkim.signing.signer import select_header_names, sign_message
 from ldapdkim.signing.verifier import parse_tag_list, verify_message
 
@@ -42,6 +43,10 @@ def _key(algorithm: Algorithm) -> SigningKey:
     return SigningKey("dn", selector, algorithm, KeyState.ACTIVE, keys.private_pem(private))
 
 
+def _signers(*signing_keys: SigningKey) -> list[KeySigner]:
+    return Keyring().signers(signing_keys, "example.com")
+
+
 def _dns(*signing_keys: SigningKey) -> Callable[[str], bytes | None]:
     table = {
         f"{k.selector}._domainkey.example.com": keys.txt_record(
@@ -54,7 +59,7 @@ def _dns(*signing_keys: SigningKey) -> Callable[[str], bytes | None]:
 
 
 def _signed(message: bytes, params: SigningParams, *signing_keys: SigningKey) -> bytes:
-    values = sign_message(message, "example.com", list(signing_keys), params, timestamp=NOW)
+    values = sign_message(message, "example.com", _signers(*signing_keys), params, timestamp=NOW)
     return b"".join(b"DKIM-Signature:" + v + b"\r\n" for v in values) + message
 
 
@@ -140,7 +145,7 @@ def test_signature_lines_stay_short_enough_for_any_mta() -> None:
 def test_lf_only_message_signs_as_its_crlf_form() -> None:
     key = _key(Algorithm.RSA_SHA256)
     lf = MESSAGE.replace(b"\r\n", b"\n")
-    values = sign_message(lf, "example.com", [key], SigningParams(), timestamp=NOW)
+    values = sign_message(lf, "example.com", _signers(key), SigningParams(), timestamp=NOW)
     signed = b"".join(b"DKIM-Signature:" + v + b"\r\n" for v in values) + MESSAGE
     [result] = verify_message(signed, _dns(key))
     assert result.result is DkimResult.PASS
@@ -151,7 +156,7 @@ def test_message_without_from_is_not_signed() -> None:
         sign_message(
             b"To: b@example.net\r\n\r\nbody\r\n",
             "example.com",
-            [_key(Algorithm.RSA_SHA256)],
+            _signers(_key(Algorithm.RSA_SHA256)),
             SigningParams(),
             timestamp=NOW,
         )
@@ -387,7 +392,7 @@ def _der_sequence(*integers: int) -> bytes:
 def test_signatures_never_carry_l_and_use_only_current_algorithms() -> None:
     """RFC 6376 §8.2 (and the 2024 l= disclosures); RFC 8301 §3.1."""
     rsa, ed = _key(Algorithm.RSA_SHA256), _key(Algorithm.ED25519_SHA256)
-    values = sign_message(MESSAGE, "example.com", [rsa, ed], SigningParams(), timestamp=NOW)
+    values = sign_message(MESSAGE, "example.com", _signers(rsa, ed), SigningParams(), timestamp=NOW)
     for value in values:
         tags = parse_tag_list(value)
         assert "l" not in tags

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import lmdb
 
-from ldapdkim import keys, schema
+from ldapdkim import keys, schema, sealing
 from ldapdkim.directory.entries import locate
 from ldapdkim.directory.replica.store import Cookie, Delete, Keep, Loaded, Op, Put, ReplicaStore
 
@@ -114,7 +114,11 @@ class ReplicaFeed:
         compact = {name.lower(): tuple(values) for name, values in attrs.items()}
         private = compact.get(_PRIVATE_KEY)
         if private:
-            compact[_PRIVATE_KEY] = tuple(keys.compact_private_key(v) for v in private)
+            # A sealed value or a token's URI is kept as the directory holds it.
+            compact[_PRIVATE_KEY] = tuple(
+                keys.compact_private_key(v) if sealing.stored_form(v) == "plaintext" else v
+                for v in private
+            )
         self._add(Put(uuid, dn, key, parent, compact))
 
     def delete(self, uuids: Sequence[str]) -> None:

@@ -23,6 +23,7 @@ import cryptography
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from ldapdkim import sealing
 from ldapdkim.errors import KeyFormatError
 from ldapdkim.model import Algorithm, PrivateKey, SigningKey
 
@@ -130,13 +131,15 @@ an RSA key's first signature."""
 
 
 def private_key_of(key: SigningKey) -> PrivateKey | None:
-    """The parsed private key of a key entry (None if it has none), through the cache.
+    """The parsed private key of a key entry, through the cache; None if it has none in
+    plaintext (a sealed key, a key in a token: :class:`ldapdkim.signing.keyring.Keyring`
+    signs with those, and their public half is ``dkimSignPublicKey``).
 
     Raises:
         KeyFormatError: the stored key does not parse (the directory's entry reader
             checks it first, so only a key built by hand can get here).
     """
-    if key.key_data is None:
+    if key.key_data is None or sealing.stored_form(key.key_data) != "plaintext":
         return None
     return load_private_key(key.key_data, where=f"entry {key.dn!r}")
 

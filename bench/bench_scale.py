@@ -85,9 +85,11 @@ from harness import milterproto as mp  # noqa: E402
 from harness.slapd import Slapd  # noqa: E402
 
 from ldapdkim import keys as ldapdkim_keys  # noqa: E402
-from ldapdkim import schema  # noqa: E402
+from ldapdkim import schema, sealing  # noqa: E402
 from ldapdkim.directory import ldifout  # noqa: E402
 from ldapdkim.directory.replica.store import DATABASE  # noqa: E402
+from ldapdkim.model import Algorithm  # noqa: E402
+from ldapdkim.sealing import KeyEncryptionKey  # noqa: E402
 
 MilterProcess = milterproc.MilterProcess
 
@@ -155,8 +157,30 @@ def domain_name(i: int) -> str:
     return f"d{i:06d}.scale.test"
 
 
-def write_ldif(path: Path, base: str, count: int, pool: list[rsa.RSAPrivateKey]) -> None:
-    """The domain and key entries of ``count`` domains, as LDIF for slapadd."""
+def sealed(attrs: dict[str, list[bytes]], domain: str, kek: KeyEncryptionKey | None) -> dict:
+    """A key entry's attributes with its private key sealed for ``domain`` (``kek`` None:
+    as they are)."""
+    if kek is None:
+        return attrs
+    identity = sealing.KeyIdentity(
+        domain,
+        attrs[schema.SELECTOR][0].decode(),
+        Algorithm.parse(attrs[schema.ALGORITHM][0].decode()),
+    )
+    private = ldapdkim_keys.load_private_key(attrs[schema.PRIVATE_KEY][0], where=domain)
+    der = ldapdkim_keys.private_der(private)
+    return {**attrs, schema.PRIVATE_KEY: [sealing.seal(der, kek, identity)]}
+
+
+def write_ldif(
+    path: Path,
+    base: str,
+    count: int,
+    pool: list[rsa.RSAPrivateKey],
+    kek: KeyEncryptionKey | None = None,
+) -> None:
+    """The domain and key entries of ``count`` domains, as LDIF for slapadd; with ``kek``,
+    every private key sealed with it."""
     # An RSA key's attributes are the same in every entry that uses it: render them once.
     pool_attrs = [ldifout.key_record(base, "x", key)[1] for key in pool]
     with path.open("w") as out:
@@ -168,10 +192,12 @@ def write_ldif(path: Path, base: str, count: int, pool: list[rsa.RSAPrivateKey])
             stream.unparse(*(dn, attrs))
             rsa_attrs = dict(pool_attrs[i % len(pool)])
             rsa_attrs[schema.SELECTOR] = [f"r{i:06d}".encode()]
-            stream.unparse(*(ldifout.child_dn(schema.SELECTOR, f"r{i:06d}", dn), rsa_attrs))
-            stream.unparse(
-                *ldifout.key_record(dn, f"e{i:06d}", ed25519.Ed25519PrivateKey.generate())
+            rsa_dn = ldifout.child_dn(schema.SELECTOR, f"r{i:06d}", dn)
+            stream.unparse(rsa_dn, sealed(rsa_attrs, name, kek))
+            ed_dn, ed_attrs = ldifout.key_record(
+                dn, f"e{i:06d}", ed25519.Ed25519PrivateKey.generate()
             )
+            stream.unparse(ed_dn, sealed(ed_attrs, name, kek))
 
 
 def _without_version(text: str) -> str:
@@ -192,9 +218,12 @@ def load_directory(slapd: Slapd, ldif: Path) -> float:
     return took
 
 
-def milter_lines(slapd: Slapd, state_dir: Path, workers: int) -> list[str]:
+def milter_lines(
+    slapd: Slapd, state_dir: Path, workers: int, kek_line: str | None = None
+) -> list[str]:
     state_dir.mkdir(parents=True, exist_ok=True)
     return [
+        *([kek_line] if kek_line else []),
         "Mode s",
         f"Workers {workers}",
         f"Directory {slapd.ldap_uri}/{slapd.domains_base}",
@@ -316,6 +345,11 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="Workers of both milters")
     parser.add_argument("--sync-timeout", type=float, default=600.0)
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--sealed",
+        action="store_true",
+        help="every private key sealed with a key-encryption key (both milters)",
+    )
     args = parser.parse_args()
     n = args.domains
     wall = time.perf_counter()
@@ -327,6 +361,15 @@ def main() -> int:
     # compile every module at each start instead (about 50 ms of the restart).
     compileall.compile_dir(str(_ROOT / "ldapdkim"), quiet=1)
 
+    kek: KeyEncryptionKey | None = None
+    kek_line: str | None = None
+    if args.sealed:
+        kek_path = tmp / "kek"
+        kek_path.write_bytes(os.urandom(sealing.KEK_BYTES))
+        kek_path.chmod(0o600)
+        kek = KeyEncryptionKey("bench", kek_path.read_bytes())
+        kek_line = f"KeyEncryptionKey bench {kek_path}"
+        print("keys: sealed (AES-256-GCM under one KEK); each opened at its first use")
     pool, origin = rsa_pool(args.rsa_pool)
     print(
         f"keys: {n} domains x (RSA-2048 + Ed25519) = {3 * n} entries; RSA keys drawn from a "
@@ -342,7 +385,7 @@ def main() -> int:
     with Slapd(tmp / "slapd") as big, Slapd(tmp / "slapd-one") as small:
         started = time.perf_counter()
         ldif = tmp / "scale.ldif"
-        write_ldif(ldif, big.domains_base, n, pool)
+        write_ldif(ldif, big.domains_base, n, pool, kek)
         ldif_s = time.perf_counter() - started
         slapadd_s = load_directory(big, ldif)
         print(
@@ -359,9 +402,20 @@ def main() -> int:
                         (dn, attrs),
                         (
                             ldifout.child_dn(schema.SELECTOR, "r000000", dn),
-                            {**ldifout.key_record(dn, "r000000", pool[0])[1]},
+                            sealed(
+                                ldifout.key_record(dn, "r000000", pool[0])[1], "one.scale.test", kek
+                            ),
                         ),
-                        ldifout.key_record(dn, "e000000", ed25519.Ed25519PrivateKey.generate()),
+                        (
+                            ldifout.child_dn(schema.SELECTOR, "e000000", dn),
+                            sealed(
+                                ldifout.key_record(
+                                    dn, "e000000", ed25519.Ed25519PrivateKey.generate()
+                                )[1],
+                                "one.scale.test",
+                                kek,
+                            ),
+                        ),
                     ]
                 )
             )
@@ -370,7 +424,7 @@ def main() -> int:
 
         # (1) initial sync from an empty StateDirectory.
         state = tmp / "state-big"
-        milter = MilterProcess(tmp / "milter-big", milter_lines(big, state, args.workers))
+        milter = MilterProcess(tmp / "milter-big", milter_lines(big, state, args.workers, kek_line))
         t0 = time.perf_counter()
         milter.start()
         listening = time.perf_counter() - t0
@@ -406,7 +460,7 @@ def main() -> int:
 
         # (3) throughput, N domains vs 1 domain, interleaved A B A B.
         one_milter = MilterProcess(
-            tmp / "milter-one", milter_lines(small, tmp / "state-one", args.workers)
+            tmp / "milter-one", milter_lines(small, tmp / "state-one", args.workers, kek_line)
         )
         one_milter.start()
         deadline = time.monotonic() + 30

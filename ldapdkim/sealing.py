@@ -32,7 +32,7 @@ import base64
 import binascii
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
@@ -164,8 +164,18 @@ def seal(der: bytes, kek: KeyEncryptionKey, identity: KeyIdentity) -> bytes:
     )  # fmt: skip
 
 
-def unseal(value: bytes, keks: Mapping[str, KeyEncryptionKey], identity: KeyIdentity) -> bytes:
+def unseal(
+    value: bytes,
+    keks: Mapping[str, KeyEncryptionKey],
+    identity: KeyIdentity,
+    *,
+    aliases: Sequence[str] = (),
+) -> bytes:
     """The PKCS #8 DER a sealed value holds, for the key ``identity`` names.
+
+    ``aliases`` are the other names of the key's domain entry (its
+    ``dkimSignDomainName`` values sign alike): a key sealed for any one of them
+    opens, since it is the same key entry; a key of another entry does not.
 
     Raises:
         KeyFormatError: the value is not a well-formed sealed value.
@@ -181,11 +191,16 @@ def unseal(value: bytes, keks: Mapping[str, KeyEncryptionKey], identity: KeyIden
             f"(configured: {known}); add 'KeyEncryptionKey {sealed.kek_id} PATH' to "
             "ldapdkim.conf"
         )
-    try:
-        return AESGCM(kek.key).decrypt(sealed.nonce, sealed.ciphertext, identity.aad(kek.kek_id))
-    except InvalidTag:
-        raise KeyUnavailable(
-            f"it does not open with KEK {sealed.kek_id!r} as the key {identity}: the value "
-            "was damaged, copied from another key entry, or sealed with another KEK of that "
-            "id; seal this entry's key again from its source"
-        ) from None
+    cipher = AESGCM(kek.key)
+    names = dict.fromkeys([identity.domain.lower(), *(a.lower() for a in aliases)])
+    for name in names:
+        candidate = KeyIdentity(name, identity.selector, identity.algorithm)
+        try:
+            return cipher.decrypt(sealed.nonce, sealed.ciphertext, candidate.aad(kek.kek_id))
+        except InvalidTag:
+            continue
+    raise KeyUnavailable(
+        f"it does not open with KEK {sealed.kek_id!r} as the key {identity}: the value "
+        "was damaged, copied from another key entry, or sealed with another KEK of that "
+        "id; seal this entry's key again from its source"
+    )

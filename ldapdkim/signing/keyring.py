@@ -20,7 +20,7 @@ cause and the fix; the caller decides what that means for the message.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -124,8 +124,9 @@ class Keyring:
             minimum_bits=settings.minimum_key_bits,
         )
 
-    def signer_for(self, key: SigningKey, domain: str) -> KeySigner:
-        """The signer of ``key``, a key entry of the signing domain ``domain``.
+    def signer_for(self, key: SigningKey, domain: str, aliases: Sequence[str] = ()) -> KeySigner:
+        """The signer of ``key``, a key entry of the signing domain ``domain``, whose
+        domain entry also has the names ``aliases`` (a sealed key opens for any of them).
 
         Raises:
             KeyUnavailable: the key cannot sign on this host now; the message names
@@ -139,7 +140,8 @@ class Keyring:
         try:
             if kind == "sealed":
                 identity = sealing.KeyIdentity(domain, key.selector, key.algorithm)
-                return MemorySigner(key.selector, key.algorithm, self._open(stored, identity))
+                opened = self._open(stored, identity, aliases)
+                return MemorySigner(key.selector, key.algorithm, opened)
             if kind == "token":
                 if self.token is None:
                     raise KeyUnavailable(
@@ -162,14 +164,16 @@ class Keyring:
         except KeyFormatError as err:
             raise KeyUnavailable(f"{where}: {err}") from None
 
-    def _open(self, stored: bytes, identity: sealing.KeyIdentity) -> PrivateKey:
+    def _open(
+        self, stored: bytes, identity: sealing.KeyIdentity, aliases: Sequence[str]
+    ) -> PrivateKey:
         """The parsed key a sealed value holds, opened once and kept (by value and identity)."""
         cache_key = (stored.strip(), identity)
         with self._lock:
             private: PrivateKey | None = self._unsealed.get(cache_key)
         if private is not None:
             return private
-        der = sealing.unseal(stored, self.keks, identity)
+        der = sealing.unseal(stored, self.keks, identity, aliases=aliases)
         private = keys.load_private_key_once(der, where="the unsealed key")
         del der
         keys.check_key(private, identity.algorithm, self.minimum_bits, where="the unsealed key")
@@ -177,6 +181,8 @@ class Keyring:
             self._unsealed[cache_key] = private
         return private
 
-    def signers(self, signing_keys: Iterable[SigningKey], domain: str) -> list[KeySigner]:
+    def signers(
+        self, signing_keys: Iterable[SigningKey], domain: str, aliases: Sequence[str] = ()
+    ) -> list[KeySigner]:
         """:meth:`signer_for` of each key, in order (the first one that cannot sign raises)."""
-        return [self.signer_for(key, domain) for key in signing_keys]
+        return [self.signer_for(key, domain, aliases) for key in signing_keys]

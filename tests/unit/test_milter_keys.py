@@ -110,7 +110,7 @@ def test_without_the_kek_no_key_signs_and_on_signatureerror_applies(
     ldif = _entries(_sealed(Algorithm.RSA_SHA256, "r1"), _sealed(Algorithm.ED25519_SHA256, "e1"))
     before = _not_signed("key_unavailable")
     with caplog.at_level(logging.ERROR):
-        rc, ctx = run(ldif, "On-SignatureError tempfail", kek=False)
+        rc, _ = run(ldif, "On-SignatureError tempfail", kek=False)
     assert rc == Milter.TEMPFAIL
     assert _not_signed("key_unavailable") == before + 1
     assert "sealed with KEK 'kek1', which this host does not have" in caplog.text

@@ -22,6 +22,11 @@ and the ``a=`` algorithm name.  A sealed value copied to another domain's
 entry, to another selector, or presented as another algorithm does not
 decrypt, and neither does one whose KEK id was edited.
 
+The domain is one of the ``dkimSignDomainName`` values of the key's domain
+entry: the tools seal under the first in sorted order (:func:`domain_of`),
+and a value opens under any of them (:func:`unseal_as_any`), as a key signs
+for every alias of its entry.
+
 Nothing here reads configuration or the directory, and no error message
 carries key material.
 """
@@ -32,14 +37,15 @@ import base64
 import binascii
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ldapdkim import keys
 from ldapdkim.errors import KeyFormatError, KeyUnavailable
-from ldapdkim.model import Algorithm
+from ldapdkim.model import Algorithm, PrivateKey
 
 PREFIX = b"sealed:v1:"
 """How every sealed value starts; no plaintext key form (PEM, DER, base64) can."""
@@ -189,3 +195,35 @@ def unseal(value: bytes, keks: Mapping[str, KeyEncryptionKey], identity: KeyIden
             "was damaged, copied from another key entry, or sealed with another KEK of that "
             "id; seal this entry's key again from its source"
         ) from None
+
+
+def domain_of(names: Sequence[str]) -> str | None:
+    """The domain a key of a domain entry with these ``dkimSignDomainName`` values is
+    sealed for: the first in sorted order (None for an entry without a name)."""
+    return min((name.lower() for name in names), default=None)
+
+
+def seal_key(private: PrivateKey, kek: KeyEncryptionKey, identity: KeyIdentity) -> bytes:
+    """The sealed value of a parsed private key (its PKCS #8 DER is sealed)."""
+    return seal(keys.private_der(private), kek, identity)
+
+
+def unseal_as_any(
+    value: bytes, keks: Mapping[str, KeyEncryptionKey], identities: Sequence[KeyIdentity]
+) -> tuple[bytes, KeyIdentity]:
+    """:func:`unseal` under the first of ``identities`` it opens as (a key's entry may have
+    several domain names); the PKCS #8 DER and that identity.
+
+    Raises:
+        KeyFormatError: the value is not a well-formed sealed value.
+        KeyUnavailable: as :func:`unseal` for the first identity, when none opens it.
+    """
+    first: KeyUnavailable | None = None
+    for identity in identities:
+        try:
+            return unseal(value, keks, identity), identity
+        except KeyUnavailable as err:
+            if parse(value).kek_id not in keks:
+                raise
+            first = first or err
+    raise first or KeyUnavailable("it names no domain to open it as")

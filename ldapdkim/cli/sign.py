@@ -67,7 +67,9 @@ def _sign(settings: config.Settings, message: bytes, sender: str | None) -> list
             f"no active key for {resolution.signing_domain} in {resolution.policy.dn!r}"
         )
     params = policy.signing_params(settings, resolution)
-    signers = Keyring.configured(settings).signers(signing_keys, resolution.signing_domain)
+    signers = Keyring.configured(settings).signers(
+        signing_keys, resolution.signing_domain, names=resolution.policy.names
+    )
     return sign_parsed(
         headers,
         body,

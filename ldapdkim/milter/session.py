@@ -449,7 +449,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             self._why("not signed: no active key for %s", resolution.signing_domain)
             return ACCEPT
         try:
-            signers = self._signers(keys, resolution.signing_domain)
+            signers = self._signers(keys, resolution.signing_domain, resolution.policy.names)
             values = sign_parsed(
                 self.headers,
                 hasher,
@@ -487,7 +487,9 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
                 )
         return ACCEPT
 
-    def _signers(self, keys: Sequence[SigningKey], domain: str) -> list[KeySigner]:
+    def _signers(
+        self, keys: Sequence[SigningKey], domain: str, names: Sequence[str]
+    ) -> list[KeySigner]:
         """The signers of the keys that can sign here; a key that cannot is logged and left
         out, as a key the directory marks unusable is.
 
@@ -498,7 +500,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         first: KeyUnavailable | None = None
         for key in keys:
             try:
-                signers.append(self.runtime.keyring.signer_for(key, domain))
+                signers.append(self.runtime.keyring.signer_for(key, domain, names=names))
             except KeyUnavailable as err:
                 first = first or err
                 if len(keys) > 1:

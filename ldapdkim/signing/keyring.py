@@ -20,7 +20,7 @@ cause and the fix; the caller decides what that means for the message.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -124,8 +124,11 @@ class Keyring:
             minimum_bits=settings.minimum_key_bits,
         )
 
-    def signer_for(self, key: SigningKey, domain: str) -> KeySigner:
+    def signer_for(self, key: SigningKey, domain: str, *, names: Sequence[str] = ()) -> KeySigner:
         """The signer of ``key``, a key entry of the signing domain ``domain``.
+
+        ``names``: every ``dkimSignDomainName`` of the key's domain entry; a sealed
+        key opens when it was sealed for ``domain`` or any of them (an alias).
 
         Raises:
             KeyUnavailable: the key cannot sign on this host now; the message names
@@ -138,8 +141,11 @@ class Keyring:
         kind = sealing.stored_form(stored)
         try:
             if kind == "sealed":
-                identity = sealing.KeyIdentity(domain, key.selector, key.algorithm)
-                return MemorySigner(key.selector, key.algorithm, self._open(stored, identity))
+                identities = [
+                    sealing.KeyIdentity(name, key.selector, key.algorithm)
+                    for name in dict.fromkeys([domain.lower(), *(n.lower() for n in names)])
+                ]
+                return MemorySigner(key.selector, key.algorithm, self._open(stored, identities))
             if kind == "token":
                 if self.token is None:
                     raise KeyUnavailable(
@@ -162,14 +168,15 @@ class Keyring:
         except KeyFormatError as err:
             raise KeyUnavailable(f"{where}: {err}") from None
 
-    def _open(self, stored: bytes, identity: sealing.KeyIdentity) -> PrivateKey:
-        """The parsed key a sealed value holds, opened once and kept (by value and identity)."""
-        cache_key = (stored.strip(), identity)
+    def _open(self, stored: bytes, identities: Sequence[sealing.KeyIdentity]) -> PrivateKey:
+        """The parsed key a sealed value holds, opened once and kept (by value and the
+        identities it may open as)."""
+        cache_key = (stored.strip(), tuple(identities))
         with self._lock:
             private: PrivateKey | None = self._unsealed.get(cache_key)
         if private is not None:
             return private
-        der = sealing.unseal(stored, self.keks, identity)
+        der, identity = sealing.unseal_as_any(stored, self.keks, identities)
         private = keys.load_private_key_once(der, where="the unsealed key")
         del der
         keys.check_key(private, identity.algorithm, self.minimum_bits, where="the unsealed key")
@@ -177,6 +184,8 @@ class Keyring:
             self._unsealed[cache_key] = private
         return private
 
-    def signers(self, signing_keys: Iterable[SigningKey], domain: str) -> list[KeySigner]:
+    def signers(
+        self, signing_keys: Iterable[SigningKey], domain: str, *, names: Sequence[str] = ()
+    ) -> list[KeySigner]:
         """:meth:`signer_for` of each key, in order (the first one that cannot sign raises)."""
-        return [self.signer_for(key, domain) for key in signing_keys]
+        return [self.signer_for(key, domain, names=names) for key in signing_keys]

@@ -208,6 +208,16 @@ def seal_key(private: PrivateKey, kek: KeyEncryptionKey, identity: KeyIdentity) 
     return seal(keys.private_der(private), kek, identity)
 
 
+def stored_value(
+    private: PrivateKey, kek: KeyEncryptionKey | None, domain: str, selector: str
+) -> bytes:
+    """What ``dkimSignPrivateKey`` of a new key entry holds: the key sealed with ``kek``
+    for ``domain`` and ``selector``, or without a KEK its PEM."""
+    if kek is None:
+        return keys.private_pem(private)
+    return seal_key(private, kek, KeyIdentity(domain, selector, keys.algorithm_of(private)))
+
+
 def unseal_as_any(
     value: bytes, keks: Mapping[str, KeyEncryptionKey], identities: Sequence[KeyIdentity]
 ) -> tuple[bytes, KeyIdentity]:

@@ -85,6 +85,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "migrate.contrib",
             "migrate",
             "rotation",
+            "sealkeys",
         ],
     ),
     ("milter", ["monitor", "session", "workers", "daemon"]),

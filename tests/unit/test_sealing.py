@@ -244,3 +244,46 @@ def test_a_key_that_cannot_sign_is_named_with_the_reason(
     assert message in str(caught.value)
     for secret in _secrets(Algorithm.RSA_SHA256):
         assert secret not in str(caught.value)
+
+
+# -- the tools' bookkeeping ------------------------------------------------------------------
+
+
+def test_progress_every_hundred_entries_and_each_problem_on_stderr(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from ldapdkim.cli.keys import _follow
+    from ldapdkim.lifecycle.sealkeys import Outcome, Step
+
+    steps = [Step(f"dn{i}", Outcome.SEALED) for i in range(250)]
+    steps[7] = Step("dn7", Outcome.FAILED, "cannot change 'dn7': it was changed meanwhile")
+    counts = _follow(steps, len(steps))
+    assert (counts[Outcome.SEALED], counts[Outcome.FAILED]) == (249, 1)
+    assert capsys.readouterr().err == (
+        "ldapdkim: dn7: cannot change 'dn7': it was changed meanwhile\n"
+        "ldapdkim: 100 of 250 key entries done\n"
+        "ldapdkim: 200 of 250 key entries done\n"
+    )
+
+
+def test_the_census_counts_each_stored_form() -> None:
+    from ldapdkim.lifecycle.sealkeys import census
+
+    pem = keys.private_pem(_private(Algorithm.RSA_SHA256))
+    entries = [
+        ("k1-key", {"dkimsignprivatekey": [_sealed()]}),
+        ("old-key", {"dkimsignprivatekey": [_replace_field(_sealed(), 2, b"old")]}),
+        ("plain-key", {"dkimsignprivatekey": [pem]}),
+        ("token-key", {"dkimsignprivatekey": [b"pkcs11:object=k"]}),
+        ("hidden-key", {}),
+    ]
+    counted = census(entries, {"k1"})
+    assert counted.summary() == (
+        "private keys: 1 sealed (k1 1), 1 plaintext, 1 in a token, "
+        "1 sealed with a KEK not configured here, 1 unreadable or missing"
+    )
+    assert counted.problems(require_sealed=False, config="x.conf") == [
+        "key 'old-key' is sealed with KEK 'old', which x.conf does not have; add "
+        "'KeyEncryptionKey old PATH' (or run 'ldapdkim keys rewrap --to ID' where 'old' is)"
+    ]
+    assert len(counted.problems(require_sealed=True, config="x.conf")) == 2

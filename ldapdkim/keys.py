@@ -23,7 +23,6 @@ import cryptography
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from ldapdkim import sealing
 from ldapdkim.errors import KeyFormatError
 from ldapdkim.model import Algorithm, PrivateKey, SigningKey
 
@@ -130,16 +129,20 @@ primes the replica keeps, an Ed25519 key in less, plus 0.2 ms of set-up at
 an RSA key's first signature."""
 
 
+_NOT_PLAINTEXT = (b"sealed:", b"pkcs11:")
+"""How a sealed value and a token URI start (:mod:`ldapdkim.sealing`); no key form can."""
+
+
 def private_key_of(key: SigningKey) -> PrivateKey | None:
     """The parsed private key of a key entry, through the cache; None if it has none in
-    plaintext (a sealed key, a key in a token: :class:`ldapdkim.signing.keyring.Keyring`
-    signs with those, and their public half is ``dkimSignPublicKey``).
+    plaintext (none readable, or it is sealed or in a token: its public key is then taken
+    from ``dkimSignPublicKey``).
 
     Raises:
         KeyFormatError: the stored key does not parse (the directory's entry reader
             checks it first, so only a key built by hand can get here).
     """
-    if key.key_data is None or sealing.stored_form(key.key_data) != "plaintext":
+    if key.key_data is None or key.key_data.lstrip().startswith(_NOT_PLAINTEXT):
         return None
     return load_private_key(key.key_data, where=f"entry {key.dn!r}")
 

@@ -22,6 +22,11 @@ and the ``a=`` algorithm name.  A sealed value copied to another domain's
 entry, to another selector, or presented as another algorithm does not
 decrypt, and neither does one whose KEK id was edited.
 
+The domain is one of the ``dkimSignDomainName`` values of the key's domain
+entry: the tools seal under the first in sorted order (:func:`domain_of`),
+and a value opens under any of them (:func:`unseal_as_any`), as a key signs
+for every alias of its entry.
+
 Nothing here reads configuration or the directory, and no error message
 carries key material.
 """
@@ -38,8 +43,9 @@ from dataclasses import dataclass, field
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ldapdkim import keys
 from ldapdkim.errors import KeyFormatError, KeyUnavailable
-from ldapdkim.model import Algorithm
+from ldapdkim.model import Algorithm, PrivateKey
 
 PREFIX = b"sealed:v1:"
 """How every sealed value starts; no plaintext key form (PEM, DER, base64) can."""
@@ -164,18 +170,8 @@ def seal(der: bytes, kek: KeyEncryptionKey, identity: KeyIdentity) -> bytes:
     )  # fmt: skip
 
 
-def unseal(
-    value: bytes,
-    keks: Mapping[str, KeyEncryptionKey],
-    identity: KeyIdentity,
-    *,
-    aliases: Sequence[str] = (),
-) -> bytes:
+def unseal(value: bytes, keks: Mapping[str, KeyEncryptionKey], identity: KeyIdentity) -> bytes:
     """The PKCS #8 DER a sealed value holds, for the key ``identity`` names.
-
-    ``aliases`` are the other names of the key's domain entry (its
-    ``dkimSignDomainName`` values sign alike): a key sealed for any one of them
-    opens, since it is the same key entry; a key of another entry does not.
 
     Raises:
         KeyFormatError: the value is not a well-formed sealed value.
@@ -191,16 +187,53 @@ def unseal(
             f"(configured: {known}); add 'KeyEncryptionKey {sealed.kek_id} PATH' to "
             "ldapdkim.conf"
         )
-    cipher = AESGCM(kek.key)
-    names = dict.fromkeys([identity.domain.lower(), *(a.lower() for a in aliases)])
-    for name in names:
-        candidate = KeyIdentity(name, identity.selector, identity.algorithm)
+    try:
+        return AESGCM(kek.key).decrypt(sealed.nonce, sealed.ciphertext, identity.aad(kek.kek_id))
+    except InvalidTag:
+        raise KeyUnavailable(
+            f"it does not open with KEK {sealed.kek_id!r} as the key {identity}: the value "
+            "was damaged, copied from another key entry, or sealed with another KEK of that "
+            "id; seal this entry's key again from its source"
+        ) from None
+
+
+def domain_of(names: Sequence[str]) -> str | None:
+    """The domain a key of a domain entry with these ``dkimSignDomainName`` values is
+    sealed for: the first in sorted order (None for an entry without a name)."""
+    return min((name.lower() for name in names), default=None)
+
+
+def seal_key(private: PrivateKey, kek: KeyEncryptionKey, identity: KeyIdentity) -> bytes:
+    """The sealed value of a parsed private key (its PKCS #8 DER is sealed)."""
+    return seal(keys.private_der(private), kek, identity)
+
+
+def stored_value(
+    private: PrivateKey, kek: KeyEncryptionKey | None, domain: str, selector: str
+) -> bytes:
+    """What ``dkimSignPrivateKey`` of a new key entry holds: the key sealed with ``kek``
+    for ``domain`` and ``selector``, or without a KEK its PEM."""
+    if kek is None:
+        return keys.private_pem(private)
+    return seal_key(private, kek, KeyIdentity(domain, selector, keys.algorithm_of(private)))
+
+
+def unseal_as_any(
+    value: bytes, keks: Mapping[str, KeyEncryptionKey], identities: Sequence[KeyIdentity]
+) -> tuple[bytes, KeyIdentity]:
+    """:func:`unseal` under the first of ``identities`` it opens as (a key's entry may have
+    several domain names); the PKCS #8 DER and that identity.
+
+    Raises:
+        KeyFormatError: the value is not a well-formed sealed value.
+        KeyUnavailable: as :func:`unseal` for the first identity, when none opens it.
+    """
+    first: KeyUnavailable | None = None
+    for identity in identities:
         try:
-            return cipher.decrypt(sealed.nonce, sealed.ciphertext, candidate.aad(kek.kek_id))
-        except InvalidTag:
-            continue
-    raise KeyUnavailable(
-        f"it does not open with KEK {sealed.kek_id!r} as the key {identity}: the value "
-        "was damaged, copied from another key entry, or sealed with another KEK of that "
-        "id; seal this entry's key again from its source"
-    )
+            return unseal(value, keks, identity), identity
+        except KeyUnavailable as err:
+            if parse(value).kek_id not in keks:
+                raise
+            first = first or err
+    raise first or KeyUnavailable("it names no domain to open it as")

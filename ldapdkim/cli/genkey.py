@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ldapdkim import keys
+from ldapdkim import keys, sealing
 from ldapdkim.cli import options
 from ldapdkim.cli.options import Parents, Subparsers
 from ldapdkim.directory import ldifout
@@ -46,6 +46,7 @@ def add_parser(sub: Subparsers, parents: Parents) -> None:
     )
     p.add_argument("--txt", metavar="FILE", help="write the DNS TXT record here (default stderr)")
     p.add_argument("--private", metavar="FILE", help="also write the private key as PEM (0600)")
+    options.seal_options(p)
     p.set_defaults(func=run)
 
 
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     domain = options.domain_arg(args.domain)
     selector = options.selector_arg(args.selector)
     algorithm = Algorithm.parse(args.algorithm)
+    kek = options.new_key_kek(args)
     key = keys.generate(algorithm, args.bits)
     parent = args.domain_dn or ldifout.domain_dn(domain, args.base)
     delegation = options.delegation_arg(args)
@@ -73,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
             state=KeyState(args.state),
             not_before=args.not_before,
             not_after=args.not_after,
+            private_value=sealing.stored_value(key, kek, domain, selector),
         )
     )
     options.warn_if_terminal("the LDIF entry")

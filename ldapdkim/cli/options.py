@@ -27,6 +27,7 @@ from ldapdkim.domainname import normalize_domain, normalize_selector
 from ldapdkim.errors import InvalidDomain, InvalidSelector, UsageError
 from ldapdkim.log import setup_cli_logging
 from ldapdkim.model import Algorithm, Alignment
+from ldapdkim.sealing import KeyEncryptionKey
 
 DEFAULT_CONFIG = "/etc/ldapdkim/ldapdkim.conf"
 
@@ -118,6 +119,63 @@ def key_options(p: argparse.ArgumentParser, *, single: bool) -> None:
         default=keys.DEFAULT_RSA_BITS,
         help=f"RSA key size (default {keys.DEFAULT_RSA_BITS}, at least {keys.MIN_RSA_BITS})",
     )
+
+
+def kek_option(p: argparse.ArgumentParser) -> None:
+    """``--kek ID``: which KeyEncryptionKey of the configuration seals new keys."""
+    p.add_argument(
+        "--kek",
+        metavar="ID",
+        help="seal with the KeyEncryptionKey named ID (default: the first KeyEncryptionKey line)",
+    )
+
+
+def sealing_kek(settings: config.Settings, kek_id: str | None) -> KeyEncryptionKey | None:
+    """The KEK that seals new keys: ``kek_id``'s, else the first KeyEncryptionKey line's;
+    None when the configuration has none (new keys are then stored in plaintext).
+
+    Raises:
+        UsageError: no KeyEncryptionKey has id ``kek_id``, or none is configured while
+            RequireSealedKeys is yes.
+    """
+    keks = settings.key_encryption_keys
+    if kek_id is None:
+        if not keks and settings.require_sealed_keys:
+            raise UsageError(
+                f"{settings.source}: RequireSealedKeys is yes but no KeyEncryptionKey seals "
+                "new keys; make one with 'ldapdkim keys new-kek PATH' and add "
+                "'KeyEncryptionKey ID PATH'"
+            )
+        return keks[0] if keks else None
+    for kek in keks:
+        if kek.kek_id == kek_id:
+            return kek
+    known = ", ".join(k.kek_id for k in keks) or "none"
+    raise UsageError(
+        f"{settings.source} has no KEK {kek_id!r} (KeyEncryptionKey lines: {known}); "
+        f"add 'KeyEncryptionKey {kek_id} PATH' or name another"
+    )
+
+
+def seal_options(p: argparse.ArgumentParser) -> None:
+    """``-c FILE`` and ``--kek ID`` for the commands that print new keys without a configuration."""
+    p.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="seal the private keys with a KeyEncryptionKey of FILE (the first line's, or "
+        "--kek's); without -c they are written in plaintext",
+    )
+    kek_option(p)
+
+
+def new_key_kek(args: argparse.Namespace) -> KeyEncryptionKey | None:
+    """The KEK :func:`seal_options` ask for, or None for plaintext keys."""
+    if args.config is None:
+        if args.kek is not None:
+            raise UsageError("--kek needs -c FILE, the configuration with its KeyEncryptionKey")
+        return None
+    return sealing_kek(load(args), args.kek)
 
 
 def load(args: argparse.Namespace) -> config.Settings:

@@ -44,6 +44,7 @@ def add_parser(sub: Subparsers, parents: Parents) -> None:
         help="processes generating keys (default: one per core)",
     )
     options.delegation_options(p)
+    options.seal_options(p)
     p.set_defaults(func=run)
 
 
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         bits=args.bits,
         selectors=provision.selectors_for(options.selector_arg(selector_format), algorithms),
         delegation=options.delegation_arg(args),
+        kek=options.new_key_kek(args),
     )
     if not args.output:
         options.warn_if_terminal("the LDIF")

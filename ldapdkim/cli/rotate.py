@@ -62,6 +62,7 @@ def add_parser(sub: Subparsers, parents: Parents) -> None:
         help="strftime format of the new selector (default s%%Y%%m); '-2', '-3' ... is "
         "appended when the domain has it already",
     )
+    options.kek_option(p)
     p.add_argument(
         "--prune",
         action="store_true",
@@ -85,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         )
     selector = options.selector_arg(datetime.now(UTC).strftime(args.selector_format))
     algorithms = [Algorithm.parse(a) for a in args.algorithm] if args.algorithm else None
+    kek = options.sealing_kek(settings, args.kek)
     with open_directory(settings) as directory, DirectoryWriter.for_settings(settings) as writer:
         if args.all:
             targets = list(directory.walk())
@@ -99,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
                 algorithms=algorithms,
                 selector=selector,
                 bits=args.bits,
+                kek=kek,
             )
             for note in notes:
                 print(f"ldapdkim: {note}", file=sys.stderr)

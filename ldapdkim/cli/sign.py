@@ -68,7 +68,7 @@ def _sign(settings: config.Settings, message: bytes, sender: str | None) -> list
         )
     params = policy.signing_params(settings, resolution)
     signers = Keyring.configured(settings).signers(
-        signing_keys, resolution.signing_domain, resolution.policy.names
+        signing_keys, resolution.signing_domain, names=resolution.policy.names
     )
     return sign_parsed(
         headers,

@@ -85,14 +85,16 @@ def key_record(
     not_before: datetime | None = None,
     not_after: datetime | None = None,
     description: str | None = None,
+    private_value: bytes | None = None,
 ) -> Record:
-    """A key entry for ``key`` named ``dkimSignSelector=selector`` below ``parent_dn``."""
+    """A key entry for ``key`` named ``dkimSignSelector=selector`` below ``parent_dn``;
+    ``private_value`` is what ``dkimSignPrivateKey`` holds when not the PEM (a sealed value)."""
     attrs: dict[str, list[bytes]] = {
         "objectClass": [schema.KEY_CLASS.encode()],
         schema.SELECTOR: [selector.encode()],
         schema.ALGORITHM: [keys.algorithm_of(key).value.encode()],
         schema.KEY_STATE: [state.value.encode()],
-        schema.PRIVATE_KEY: [keys.private_pem(key)],
+        schema.PRIVATE_KEY: [private_value or keys.private_pem(key)],
         schema.PUBLIC_KEY: [keys.public_key_b64(key).encode()],
     }
     if not_before is not None:

@@ -24,6 +24,7 @@ from ldap.controls.libldap import AssertionControl
 
 from ldapdkim.config.ldap import LdapSettings
 from ldapdkim.config.settings import Settings
+from ldapdkim.directory.entries import Entry
 from ldapdkim.directory.ldapbackend import LdapBackend, reason
 from ldapdkim.directory.ldifout import Record
 from ldapdkim.errors import ConfigError, DirectoryError, EntryChanged
@@ -67,6 +68,16 @@ class DirectoryWriter:
 
     def describe(self) -> str:
         return self._backend.describe()
+
+    def search(self, filterstr: str, attrs: list[str]) -> list[Entry]:
+        """Entries below the base DN that match ``filterstr``, read with this writer's bind
+        (which may read what it is to change, such as private keys).
+
+        Raises:
+            DirectoryUnavailable: no server answered, or the bind failed.
+            DirectoryError: the server refused the search.
+        """
+        return self._backend.search(self._backend.base_dn, ldap.SCOPE_SUBTREE, filterstr, attrs)
 
     def add(self, record: Record) -> None:
         """Add the entry ``record``.

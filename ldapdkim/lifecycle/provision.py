@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, TextIO
 
-from ldapdkim import keys
+from ldapdkim import keys, sealing
 from ldapdkim.directory import ldifout
 from ldapdkim.domainname import normalize_domain
 from ldapdkim.errors import InvalidDomain, KeyFormatError
@@ -32,6 +32,8 @@ class Plan:
     """One selector per algorithm, same order."""
     delegation: ldifout.Delegation | None = None
     """Who may sign for every domain of the plan (on its domain entry)."""
+    kek: sealing.KeyEncryptionKey | None = None
+    """Seals the private keys; without one they are written in plaintext."""
 
 
 def selectors_for(selector: str, algorithms: Sequence[Algorithm]) -> tuple[str, ...]:
@@ -99,7 +101,8 @@ def write(
         parent = ldifout.domain_dn(domain, plan.base)
         for selector, pem in zip(plan.selectors, pems, strict=True):
             key = keys.load_private_key(pem, where=domain)
-            stream.write(ldifout.key_record(parent, selector, key))
+            value = sealing.stored_value(key, plan.kek, domain, selector)
+            stream.write(ldifout.key_record(parent, selector, key, private_value=value))
             if txt is not None:
                 record = KeyRecord(
                     domain, selector, keys.algorithm_of(key), keys.public_key_b64(key)

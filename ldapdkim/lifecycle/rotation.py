@@ -41,7 +41,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
-from ldapdkim import keys, schema
+from ldapdkim import keys, schema, sealing
 from ldapdkim.directory import ldifout
 from ldapdkim.directory.resolution import Directory
 from ldapdkim.directory.writer import DirectoryWriter
@@ -168,13 +168,20 @@ def start_rotation(
     algorithms: Sequence[Algorithm] | None,
     selector: str,
     bits: int,
+    kek: sealing.KeyEncryptionKey | None = None,
 ) -> tuple[list[Created], list[str]]:
-    """Add the pending keys :func:`plan_new_keys` decides on; return them and the notes."""
+    """Add the pending keys :func:`plan_new_keys` decides on; return them and the notes.
+
+    With ``kek`` their private keys are sealed (for the first name of the domain entry).
+    """
     plan, notes = plan_new_keys(policy, domain_keys, algorithms, selector)
     created: list[Created] = []
     for new in plan:
         key = keys.generate(new.algorithm, bits)
-        dn, attrs = ldifout.key_record(policy.dn, new.selector, key, state=KeyState.PENDING)
+        value = sealing.stored_value(key, kek, sealing.domain_of(policy.names) or "", new.selector)
+        dn, attrs = ldifout.key_record(
+            policy.dn, new.selector, key, state=KeyState.PENDING, private_value=value
+        )
         writer.add((dn, attrs))
         public = keys.public_key_b64(key)
         lines = tuple(

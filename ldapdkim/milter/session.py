@@ -488,7 +488,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         return ACCEPT
 
     def _signers(
-        self, keys: Sequence[SigningKey], domain: str, aliases: Sequence[str]
+        self, keys: Sequence[SigningKey], domain: str, names: Sequence[str]
     ) -> list[KeySigner]:
         """The signers of the keys that can sign here; a key that cannot is logged and left
         out, as a key the directory marks unusable is.
@@ -500,7 +500,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         first: KeyUnavailable | None = None
         for key in keys:
             try:
-                signers.append(self.runtime.keyring.signer_for(key, domain, aliases))
+                signers.append(self.runtime.keyring.signer_for(key, domain, names=names))
             except KeyUnavailable as err:
                 first = first or err
                 if len(keys) > 1:

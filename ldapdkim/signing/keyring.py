@@ -124,9 +124,11 @@ class Keyring:
             minimum_bits=settings.minimum_key_bits,
         )
 
-    def signer_for(self, key: SigningKey, domain: str, aliases: Sequence[str] = ()) -> KeySigner:
-        """The signer of ``key``, a key entry of the signing domain ``domain``, whose
-        domain entry also has the names ``aliases`` (a sealed key opens for any of them).
+    def signer_for(self, key: SigningKey, domain: str, *, names: Sequence[str] = ()) -> KeySigner:
+        """The signer of ``key``, a key entry of the signing domain ``domain``.
+
+        ``names``: every ``dkimSignDomainName`` of the key's domain entry; a sealed
+        key opens when it was sealed for ``domain`` or any of them (an alias).
 
         Raises:
             KeyUnavailable: the key cannot sign on this host now; the message names
@@ -139,9 +141,11 @@ class Keyring:
         kind = sealing.stored_form(stored)
         try:
             if kind == "sealed":
-                identity = sealing.KeyIdentity(domain, key.selector, key.algorithm)
-                opened = self._open(stored, identity, aliases)
-                return MemorySigner(key.selector, key.algorithm, opened)
+                identities = [
+                    sealing.KeyIdentity(name, key.selector, key.algorithm)
+                    for name in dict.fromkeys([domain.lower(), *(n.lower() for n in names)])
+                ]
+                return MemorySigner(key.selector, key.algorithm, self._open(stored, identities))
             if kind == "token":
                 if self.token is None:
                     raise KeyUnavailable(
@@ -164,16 +168,15 @@ class Keyring:
         except KeyFormatError as err:
             raise KeyUnavailable(f"{where}: {err}") from None
 
-    def _open(
-        self, stored: bytes, identity: sealing.KeyIdentity, aliases: Sequence[str]
-    ) -> PrivateKey:
-        """The parsed key a sealed value holds, opened once and kept (by value and identity)."""
-        cache_key = (stored.strip(), identity)
+    def _open(self, stored: bytes, identities: Sequence[sealing.KeyIdentity]) -> PrivateKey:
+        """The parsed key a sealed value holds, opened once and kept (by value and the
+        identities it may open as)."""
+        cache_key = (stored.strip(), tuple(identities))
         with self._lock:
             private: PrivateKey | None = self._unsealed.get(cache_key)
         if private is not None:
             return private
-        der = sealing.unseal(stored, self.keks, identity, aliases=aliases)
+        der, identity = sealing.unseal_as_any(stored, self.keks, identities)
         private = keys.load_private_key_once(der, where="the unsealed key")
         del der
         keys.check_key(private, identity.algorithm, self.minimum_bits, where="the unsealed key")
@@ -182,7 +185,7 @@ class Keyring:
         return private
 
     def signers(
-        self, signing_keys: Iterable[SigningKey], domain: str, aliases: Sequence[str] = ()
+        self, signing_keys: Iterable[SigningKey], domain: str, *, names: Sequence[str] = ()
     ) -> list[KeySigner]:
         """:meth:`signer_for` of each key, in order (the first one that cannot sign raises)."""
-        return [self.signer_for(key, domain, aliases) for key in signing_keys]
+        return [self.signer_for(key, domain, names=names) for key in signing_keys]

@@ -39,7 +39,12 @@ def test_a_sound_set_up_is_ok(slapd: Slapd, ldap_base: str, dns: DnsServer, tmp_
     status, text = _check(
         tmp_path, *lines, f"Nameservers 127.0.0.1:{dns.port}", "DirectorySync yes"
     )
-    assert (status, text) == (0, f"{tmp_path / 'ldapdkim.conf'}: OK\n")
+    assert (status, text) == (
+        0,
+        "private keys: 0 sealed, 1 plaintext, 0 in a token, "
+        "0 sealed with a KEK not configured here\n"
+        f"{tmp_path / 'ldapdkim.conf'}: OK\n",
+    )
 
 
 def test_a_wrong_password_is_named_not_shown(
@@ -59,8 +64,9 @@ def test_a_bind_that_may_not_read_private_keys_and_silent_nameservers_are_both_r
     lines = _directory(slapd, ldap_base, slapd.reader_dn, slapd.reader_pw)
     status, text = _check(tmp_path, *lines, "Nameservers 127.0.0.1:9", "DNSTimeout 1")
     assert status == 2
-    problems = text.splitlines()
+    problems = [line for line in text.splitlines() if line.startswith("ldapdkim: ")]
     assert len(problems) == 2, text
+    assert "private keys: 0 sealed, 0 plaintext" in text and "1 unreadable or missing" in text
     assert f"{slapd.reader_dn} cannot read dkimSignPrivateKey" in problems[0]
     assert "the nameservers do not answer" in problems[1]
 
@@ -93,5 +99,7 @@ def test_a_sender_login_base_that_does_not_exist_is_reported(
     status, text = _check(tmp_path, *lines, *sender_lines, f"Nameservers 127.0.0.1:{dns.port}")
     assert (status, text.strip()) == (
         2,
+        "private keys: 0 sealed, 1 plaintext, 0 in a token, "
+        "0 sealed with a KEK not configured here\n"
         f"ldapdkim: SenderLoginBase {people!r} does not exist; fix SenderLoginBase",
     )

@@ -23,6 +23,7 @@ from harness.milterproc import MilterProcess
 from harness.provisioning import run_cli
 from harness.slapd import Slapd
 from harness.verifiers import mail_dkim_verify, require_mail_dkim, require_mail_dkim_ed25519
+from harness.waiting import wait_for
 
 from ldapdkim import schema, sealing
 from ldapdkim.model import DkimResult
@@ -82,6 +83,27 @@ def _stored_keys(slapd: Slapd, base: str) -> list[bytes]:
     return [attrs[schema.PRIVATE_KEY][0] for _, attrs in found]
 
 
+def _signs(socket: str) -> bool:
+    answer = milterclient.play(socket, milterclient.Transaction(message(subject="first")))
+    return len(answer.values("DKIM-Signature")) == 2
+
+
+def _seal_and_rewrap(slapd: Slapd, ldap_base: str, tool_config: Path) -> None:
+    time.sleep(1.0)  # plaintext keys sign first
+    status, out, err = run_cli("keys", "seal", "-c", str(tool_config))
+    assert status == 0, err
+    assert b"sealed 4 with KEK kek1" in out, out
+    sealed = _stored_keys(slapd, ldap_base)
+    assert len(sealed) == 4 and all(sealing.parse(v).kek_id == "kek1" for v in sealed)
+    time.sleep(1.0)  # the replicas now hold sealed values: they sign
+    status, out, err = run_cli("keys", "rewrap", "--to", "kek2", "-c", str(tool_config))
+    assert status == 0, err
+    assert b"rewrapped 4 to KEK kek2" in out, out
+    rewrapped = _stored_keys(slapd, ldap_base)
+    assert len(rewrapped) == 4 and all(sealing.parse(v).kek_id == "kek2" for v in rewrapped)
+    time.sleep(1.5)
+
+
 def test_seal_then_rewrap_under_steady_load_leaves_no_message_unsigned(
     site: MailSite, slapd: Slapd, ldap_base: str, tmp_path: Path
 ) -> None:
@@ -92,18 +114,14 @@ def test_seal_then_rewrap_under_steady_load_leaves_no_message_unsigned(
     admin = [f"LDAPAdminBindUser {slapd.admin_dn}", f"LDAPAdminBindPasswordFile {password_file}"]
     tool_config = site.config_file(first, second, *admin)
     lines = site.milter_config(first, second, "Workers 2", "DirectorySync yes")
-    with MilterProcess(tmp_path / "milter", lines) as milter, Load(milter.socket) as load:
-        time.sleep(1.0)  # plaintext keys sign first
-        status, out, err = run_cli("keys", "seal", "-c", str(tool_config))
-        assert status == 0, err
-        sealed = _stored_keys(slapd, ldap_base)
-        assert len(sealed) == 4 and all(sealing.parse(v).kek_id == "kek1" for v in sealed)
-        time.sleep(1.0)  # the replicas now hold sealed values: they sign
-        status, out, err = run_cli("keys", "rewrap", "--to", "kek2", "-c", str(tool_config))
-        assert status == 0, err
-        rewrapped = _stored_keys(slapd, ldap_base)
-        assert len(rewrapped) == 4 and all(sealing.parse(v).kek_id == "kek2" for v in rewrapped)
-        time.sleep(1.5)
+    with MilterProcess(tmp_path / "milter", lines) as milter:
+        wait_for("the replica to load", lambda: _signs(milter.socket))
+        with Load(milter.socket) as load:
+            _seal_and_rewrap(slapd, ldap_base, tool_config)
+            state = milter.workdir / "state"
+            replica = b"".join(p.read_bytes() for p in state.rglob("*") if p.is_file())
+            # The milter signed from the rewrapped values: its replica holds them.
+            assert replica.count(b"sealed:v1:kek2:") >= 4
     assert "Traceback" not in milter.log(), milter.log()
     results = load.results
     assert len(results) >= 50, f"only {len(results)} messages in the run"

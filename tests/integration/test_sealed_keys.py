@@ -1,315 +1,333 @@
-"""Sealed private keys behind a real Postfix: they sign, and no copy of the directory holds them.
+"""Sealed keys in a real slapd: ``keys seal``, ``keys rewrap``, ``check-config --connect``,
+``RequireSealedKeys``, and the new keys of ``genkey``, ``provision`` and ``rotate``.
 
-The keys are made by ``ldapdkim provision``, sealed with a key-encryption key
-(:func:`sealed_ldif` stands in for an administrator's sealing step), loaded
-into the session's slapd, and signed with by ``ldapdkim run`` behind Postfix;
-Perl Mail::DKIM and OpenDKIM judge what leaves.  Then every copy of the keys
-that exists outside the milter's memory (``slapcat``, an LDIF export by the
-admin DN, the replica database and the rest of the state directory) is
-searched for every form of every private key.
+Every directory here is signed from with ``ldapdkim sign -c CONF`` and checked
+with ``ldapdkim verify`` against a DNS server on loopback, so the domain a tool
+seals a key for is proven to be the one the signing side opens it as.
 """
 
 from __future__ import annotations
 
-import base64
-import io
-import os
 import re
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import ldif
+import ldap
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from harness.dnsserver import DnsServer
 from harness.mailsite import MailSite, message
-from harness.milterproc import MilterProcess
-from harness.postfix import Postfix, require_postfix
-from harness.provisioning import provision, without_version_line
+from harness.provisioning import genkey, provision, run_cli, without_version_line
 from harness.slapd import Slapd
-from harness.verifiers import (
-    mail_dkim_verify,
-    opendkim_verify,
-    require_mail_dkim,
-    require_mail_dkim_ed25519,
-    require_opendkim,
-)
-from harness.waiting import wait_for
 
-from ldapdkim import keys, schema, sealing
-from ldapdkim.model import Algorithm
-
-KEK_ID = "kek-test"
-
-
-def sealed_ldif(text: str, kek: sealing.KeyEncryptionKey) -> tuple[str, list[bytes]]:
-    """``text`` (provisioning LDIF) with every private key sealed, and the plaintext keys."""
-    records = ldif.LDIFRecordList(io.StringIO(text))
-    records.parse()
-    domains = {
-        dn.lower(): attrs[schema.DOMAIN_NAME][0].decode()
-        for dn, attrs in records.all_records
-        if schema.DOMAIN_NAME in attrs
-    }
-    out = io.StringIO()
-    writer = ldif.LDIFWriter(out)
-    plaintext: list[bytes] = []
-    for dn, attrs in records.all_records:
-        if schema.PRIVATE_KEY in attrs:
-            pem = attrs[schema.PRIVATE_KEY][0]
-            plaintext.append(pem)
-            identity = sealing.KeyIdentity(
-                domains[dn.split(",", 1)[1].lower()],
-                attrs[schema.SELECTOR][0].decode(),
-                Algorithm.parse(attrs[schema.ALGORITHM][0].decode()),
-            )
-            der = keys.private_der(keys.load_private_key(pem, where=dn))
-            attrs = {**attrs, schema.PRIVATE_KEY: [sealing.seal(der, kek, identity)]}
-        writer.unparse(dn, attrs)
-    return out.getvalue(), plaintext
-
-
-def key_material(pem: bytes) -> dict[str, bytes]:
-    """Every form a private key could take in a copy of the directory or the replica.
-
-    The PEM itself, each of its body lines and its base64 (LDIF's form), the
-    DER and its base64, and the secret numbers alone: an RSA key's
-    primes and private exponent (the replica's compact form keeps the primes),
-    an Ed25519 key's seed.
-    """
-    private = keys.load_private_key(pem, where="test key")
-    der = keys.private_der(private)
-    forms = {
-        "PEM": pem.strip(),
-        "base64 PEM": base64.b64encode(pem)[:96],  # LDIF's form of a value with line breaks
-        "DER": der,
-        "base64 DER": base64.b64encode(der),
-    }
-    body = [line for line in pem.splitlines() if line and not line.startswith(b"-----")]
-    forms.update({f"PEM line {n}": line for n, line in enumerate(body) if len(line) >= 40})
-    if isinstance(private, rsa.RSAPrivateKey):
-        numbers = private.private_numbers()
-        for name in ("p", "q", "d"):
-            value: int = getattr(numbers, name)
-            forms[f"RSA {name}"] = value.to_bytes((value.bit_length() + 7) // 8, "big")
-    elif isinstance(private, ed25519.Ed25519PrivateKey):
-        forms["Ed25519 seed"] = private.private_bytes(
-            serialization.Encoding.Raw,
-            serialization.PrivateFormat.Raw,
-            serialization.NoEncryption(),
-        )
-    return forms
-
-
-def unfolded(ldif_text: bytes) -> bytes:
-    """LDIF with its folded lines joined (RFC 2849: a line break and one space continue)."""
-    return re.sub(rb"\r?\n ", b"", ldif_text)
-
-
-def found_in(haystacks: dict[str, bytes], pems: list[bytes]) -> list[str]:
-    """Which form of which key appears in which haystack."""
-    return [
-        f"{form} of key {number} in {where}"
-        for number, pem in enumerate(pems)
-        for form, needle in key_material(pem).items()
-        for where, data in haystacks.items()
-        if needle in data
-    ]
+DOMAINS = ["a.example", "b.example"]
 
 
 @dataclass
-class SealedSite:
-    site: MailSite
-    kek_line: str
-    plaintext: list[bytes]
+class Site(MailSite):
+    """slapd, DNS and two KEKs (k1, k2) made with ``ldapdkim keys new-kek``."""
+
+    def kek(self, kek_id: str) -> Path:
+        path = self.workdir / f"{kek_id}.kek"
+        if not path.exists():
+            status, _, err = run_cli("keys", "new-kek", str(path))
+            assert status == 0, err
+        return path
+
+    def config(self, *lines: str, keks: tuple[str, ...] = ("k1",)) -> Path:
+        password_file = self.workdir / "adminpw"
+        password_file.write_text(self.slapd.admin_pw + "\n")
+        password_file.chmod(0o600)
+        return self.config_file(
+            "Mode sv",
+            f"LDAPAdminBindUser {self.slapd.admin_dn}",
+            f"LDAPAdminBindPasswordFile {password_file}",
+            "DNSTimeout 2",
+            *(f"KeyEncryptionKey {k} {self.kek(k)}" for k in keks),
+            *lines,
+        )
+
+    def run(self, *argv: str, config: Path) -> tuple[int, str, str]:
+        command, *rest = argv
+        if command == "keys":
+            command, action, *rest = argv
+            status, out, err = run_cli(command, action, "-c", str(config), *rest)
+        else:
+            status, out, err = run_cli(command, "-c", str(config), *rest)
+        return status, out.decode(), err
+
+    def stored(self) -> dict[str, bytes]:
+        """Every key entry's dkimSignPrivateKey, by DN (read as the admin)."""
+        conn = self.slapd.connect(self.slapd.admin_dn)
+        try:
+            found = conn.search_s(
+                self.base, ldap.SCOPE_SUBTREE, "(objectClass=dkimSignKey)", ["dkimSignPrivateKey"]
+            )
+        finally:
+            conn.unbind_s()
+        return {dn: attrs.get("dkimSignPrivateKey", [b""])[0] for dn, attrs in found}
+
+    def replace_key(self, dn: str, value: bytes) -> None:
+        conn = self.slapd.connect(self.slapd.admin_dn)
+        try:
+            conn.modify_s(dn, [(ldap.MOD_REPLACE, "dkimSignPrivateKey", [value])])
+        finally:
+            conn.unbind_s()
+
+    def sign(self, domain: str, config: Path) -> tuple[int, bytes, str]:
+        return run_cli("sign", "-c", str(config), stdin=message(domain, subject=domain))
+
+    def signs_and_verifies(self, domain: str, config: Path) -> list[str]:
+        """Sign a message from ``domain``, verify it through DNS; the selectors that signed."""
+        status, signed, err = self.sign(domain, config)
+        assert status == 0, err
+        selectors = re.findall(rb"DKIM-Signature:.*?\bs=([\w-]+);", signed, re.DOTALL)
+        status, verdicts, _ = run_cli("verify", "-c", str(config), stdin=signed)
+        assert status == 0, verdicts.decode()
+        assert verdicts.decode().count(f"pass: d={domain}") == len(selectors) > 0
+        return sorted(s.decode() for s in selectors)
 
 
 @pytest.fixture
-def sealed_site(slapd: Slapd, ldap_base: str, tmp_path: Path) -> Iterator[SealedSite]:
-    kek_path = tmp_path / "kek"
-    kek_path.write_bytes(os.urandom(sealing.KEK_BYTES))
-    kek_path.chmod(0o600)
-    kek = sealing.KeyEncryptionKey(KEK_ID, kek_path.read_bytes())
-    text = provision(
-        ["example.com", "example.org"], ldap_base, tmp_path, "rsa-sha256", "ed25519-sha256"
-    )
-    sealed, plaintext = sealed_ldif(without_version_line(text), kek)
-    slapd.ldapadd(sealed)
+def site(slapd: Slapd, ldap_base: str, tmp_path: Path) -> Iterator[Site]:
     with DnsServer() as dns:
-        site = MailSite(slapd, ldap_base, dns, tmp_path)
-        site.publish_keys()
-        yield SealedSite(site, f"KeyEncryptionKey {KEK_ID} {kek_path}", plaintext)
+        yield Site(slapd, ldap_base, dns, tmp_path)
+        assert dns.errors == []
 
 
-def _postfix_and_milter(
-    site: MailSite, tmp_path: Path, *lines: str
-) -> Iterator[tuple[Postfix, MilterProcess]]:
-    require_postfix()
-    with Postfix(tmp_path / "postfix") as postfix:
-        with MilterProcess(tmp_path / "milter", site.milter_config(*lines)) as milter:
-            postfix.set_milter(milter.postfix_address)
-            postfix.reload()
-            yield postfix, milter
-            assert "Traceback" not in milter.log(), milter.log()
+def _key_dn(site: Site, domain: str, suffix: str = "") -> str:
+    """The DN of the key of ``domain`` whose selector ends in ``suffix`` (``-rsa``)."""
+    [dn] = [dn for dn in site.stored() if f"{suffix},ou={domain}," in dn]
+    return dn
 
 
-def _send(postfix: Postfix, msg: bytes, sender: str = "alice@example.com") -> bool:
-    subject = re.search(rb"Subject: ([^\r\n]*)", msg)
-    assert subject is not None
-    reply = postfix.send(msg, mail_from=sender, rcpt_to=["bob@example.net"])
-    return reply.accepted
+def _plaintexts(site: Site) -> list[str]:
+    """Text that gives each plaintext key away (the middle of its PEM)."""
+    return [value.decode()[60:120] for value in site.stored().values() if b"PRIVATE KEY" in value]
 
 
-def test_sealed_keys_sign_through_postfix_and_verify_with_mail_dkim_and_opendkim(
-    sealed_site: SealedSite, tmp_path: Path
-) -> None:
-    require_mail_dkim()
-    require_mail_dkim_ed25519()
-    require_opendkim()
-    site = sealed_site.site
-    for postfix, milter in _postfix_and_milter(site, tmp_path, sealed_site.kek_line):
-        assert _send(postfix, message(subject="sealed a")), milter.log()
-        delivered = postfix.wait_for_message("sealed a")
-        by_mail_dkim = mail_dkim_verify(delivered, site.dns.port)
-        assert sorted((v.result, v.algorithm) for v in by_mail_dkim) == [
-            ("pass", "ed25519-sha256"),
-            ("pass", "rsa-sha256"),
-        ], (by_mail_dkim, milter.log())
-        by_opendkim = opendkim_verify(delivered, site.dns.port)
-        assert sorted((v.result, v.algorithm) for v in by_opendkim) == [
-            ("pass", "ed25519-sha256"),
-            ("pass", "rsa-sha256"),
-        ], by_opendkim
+def test_seal_rerun_rewrap_and_every_domain_still_signs(site: Site) -> None:
+    site.add_domains(DOMAINS, "rsa-sha256", "ed25519-sha256")
+    token_ldif = genkey("c.example", "t1", site.base, with_domain=True)
+    site.slapd.ldapadd(token_ldif)
+    token_dn = f"dkimSignSelector=t1,ou=c.example,{site.base}"
+    site.replace_key(token_dn, b"pkcs11:token=dkim;object=c-example-t1")
+    secrets = _plaintexts(site)
+    assert len(secrets) == 4
+    conf = site.config()
 
-
-def test_no_copy_outside_the_milter_holds_a_sealed_key(
-    sealed_site: SealedSite, slapd: Slapd, ldap_base: str, tmp_path: Path
-) -> None:
-    """slapcat, an LDIF export by the admin DN, the replica database and the state
-    directory hold no form of any private key, after the milter has signed with them."""
-    site = sealed_site.site
-    for postfix, milter in _postfix_and_milter(site, tmp_path, sealed_site.kek_line):
-        assert _send(postfix, message(subject="sealed b")), milter.log()
-        postfix.wait_for_message("sealed b")
-        state = milter.workdir / "state"
-        wait_for("the sealed keys in the replica", lambda: b"sealed:v1:" in _files(state))  # noqa: B023
-    haystacks = {
-        "slapcat": unfolded(_slapcat(slapd)),
-        "ldapsearch export": unfolded(_export(slapd, ldap_base)),
-    }
-    state_files = [p for p in state.rglob("*") if p.is_file()]
-    assert any(p.stat().st_size > 0 for p in state_files), "the milter kept no replica"
-    haystacks.update({str(p): p.read_bytes() for p in state_files})
-    assert b"sealed:v1:" in haystacks["ldapsearch export"]
-    assert sum(len(key_material(pem)) for pem in sealed_site.plaintext) >= 4 * 5
-    assert found_in(haystacks, sealed_site.plaintext) == []
-
-
-def test_the_search_finds_plaintext_keys_where_they_are(
-    slapd: Slapd, ldap_base: str, tmp_path: Path
-) -> None:
-    """The search of the test above, on plaintext keys: it finds them in each copy."""
-    text = provision(["plain.example"], ldap_base, tmp_path, "rsa-sha256", "ed25519-sha256")
-    slapd.ldapadd(without_version_line(text))
-    records = ldif.LDIFRecordList(io.StringIO(without_version_line(text)))
-    records.parse()
-    pems = [a[schema.PRIVATE_KEY][0] for _, a in records.all_records if schema.PRIVATE_KEY in a]
-    with DnsServer() as dns:
-        site = MailSite(slapd, ldap_base, dns, tmp_path)
-        with MilterProcess(tmp_path / "milter", site.milter_config()) as milter:
-            state = milter.workdir / "state"
-            wait_for("the keys in the replica", lambda: b"plain.example" in _files(state))
-    found = found_in(
-        {
-            "slapcat": unfolded(_slapcat(slapd)),
-            "export": unfolded(_export(slapd, ldap_base)),
-            "replica": _files(state),
-        },
-        pems,
+    status, out, err = site.run("keys", "seal", "--dry-run", config=conf)
+    assert (status, out, err) == (
+        0,
+        "would seal 4 with KEK k1, 0 already sealed, 1 in a token, 0 without a key, "
+        "0 failed (5 key entries)\n",
+        "",
     )
-    assert any("in slapcat" in f for f in found), found
-    assert any("in export" in f for f in found), found
-    assert any("RSA p of key" in f and "in replica" in f for f in found), found
+    assert len(_plaintexts(site)) == 4
 
-
-def test_a_sealed_value_copied_to_another_domain_does_not_sign_there(
-    sealed_site: SealedSite, slapd: Slapd, ldap_base: str, tmp_path: Path
-) -> None:
-    """example.org's RSA key entry gets example.com's sealed RSA key: its mail is not
-    signed (On-SignatureError: reject), the log names the entry and the cause, and
-    example.com keeps signing."""
-    conn = slapd.connect(slapd.admin_dn)
-    found = conn.search_s(
-        ldap_base, 2, f"(&(objectClass={schema.KEY_CLASS})({schema.ALGORITHM}=rsa-sha256))",
-        [schema.PRIVATE_KEY],
-    )  # fmt: skip
-    by_domain = {dn.split(",")[1].lower(): (dn, attrs) for dn, attrs in found}
-    com = next(v for k, v in by_domain.items() if "example.com" in k)
-    org_dn = next(v for k, v in by_domain.items() if "example.org" in k)[0]
-    conn.modify_s(org_dn, [(2, schema.PRIVATE_KEY, com[1][schema.PRIVATE_KEY])])
-    conn.unbind_s()
-    site = sealed_site.site
-    lines = (sealed_site.kek_line, "On-SignatureError reject")
-    for postfix, milter in _postfix_and_milter(site, tmp_path, *lines):
-        # Wait until the replica has the change, then ask for example.org's key.
-        assert _send(postfix, message(subject="sealed c")), milter.log()
-        postfix.wait_for_message("sealed c")
-        refused = not _send(
-            postfix, message(domain="example.org", subject="swapped"), "alice@example.org"
-        )
-        log = milter.log()
-        assert f"key {org_dn!r}" in log and "does not open" in log, log
-        assert "copied from another key entry" in log, log
-        # Ed25519 still signs for example.org, so the message may leave signed by it
-        # alone; it never carries a signature by the swapped RSA key.
-        if not refused:
-            delivered = postfix.wait_for_message("swapped")
-            verdicts = mail_dkim_verify(delivered, site.dns.port)
-            assert [(v.result, v.algorithm) for v in verdicts] == [("pass", "ed25519-sha256")], (
-                verdicts
-            )
-        assert _send(postfix, message(subject="sealed d")), milter.log()
-        delivered = postfix.wait_for_message("sealed d")
-        assert {v.result for v in mail_dkim_verify(delivered, site.dns.port)} == {"pass"}
-
-
-def test_without_its_kek_a_sealed_key_does_not_sign_and_the_log_says_which_kek(
-    sealed_site: SealedSite, tmp_path: Path
-) -> None:
-    site = sealed_site.site
-    for postfix, milter in _postfix_and_milter(site, tmp_path, "On-SignatureError tempfail"):
-        reply = postfix.send(
-            message(subject="no kek"), mail_from="alice@example.com", rcpt_to=["bob@example.net"]
-        )
-        assert not reply.accepted and reply.code // 100 == 4, reply
-        log = milter.log()
-        assert f"sealed with KEK {KEK_ID!r}, which this host does not have" in log, log
-        assert f"KeyEncryptionKey {KEK_ID} PATH" in log, log
-
-
-def _slapcat(slapd: Slapd) -> bytes:
-    result = subprocess.run(
-        ["slapcat", "-F", str(slapd.config_dir), "-b", "dc=example,dc=test"],
-        capture_output=True,
-        check=True,
-        timeout=60,
+    status, out, err = site.run("keys", "seal", config=conf)
+    assert (status, err) == (0, "")
+    assert out == (
+        "sealed 4 with KEK k1, 0 already sealed, 1 in a token, 0 without a key, "
+        "0 failed (5 key entries)\n"
     )
-    return result.stdout
+    stored = site.stored()
+    assert stored.pop(token_dn) == b"pkcs11:token=dkim;object=c-example-t1"
+    assert all(v.startswith(b"sealed:v1:k1:") for v in stored.values()), stored
+    for domain in DOMAINS:
+        assert len(site.signs_and_verifies(domain, conf)) == 2
+
+    status, out, _ = site.run("keys", "seal", config=conf)
+    assert (status, out) == (
+        0,
+        "sealed 0 with KEK k1, 4 already sealed, 1 in a token, 0 without a key, "
+        "0 failed (5 key entries)\n",
+    )
+
+    both = site.config(keks=("k1", "k2"))
+    status, out, err = site.run("keys", "rewrap", "--to", "k2", config=both)
+    assert (status, err) == (0, "")
+    assert out == (
+        "rewrapped 4 to KEK k2, 0 already with it, 0 with an unknown KEK, 0 plaintext, "
+        "1 in a token, 0 without a key, 0 failed (5 key entries)\n"
+    )
+    stored = site.stored()
+    del stored[token_dn]
+    assert all(v.startswith(b"sealed:v1:k2:") for v in stored.values()), stored
+    status, out, _ = site.run("keys", "rewrap", "--to", "k2", config=both)
+    assert (status, out.split(",")[:2]) == (0, ["rewrapped 0 to KEK k2", " 4 already with it"])
+
+    only_k2 = site.config(keks=("k2",))
+    for domain in DOMAINS:
+        assert len(site.signs_and_verifies(domain, only_k2)) == 2
+    status, _, err = site.sign("a.example", conf)
+    assert status == 1
+    assert "it is sealed with KEK 'k2', which this host does not have (configured: k1)" in err
+
+    status, out, err = site.run("check-config", "--connect", config=both)
+    assert (status, out.splitlines()[0]) == (
+        0,
+        "private keys: 4 sealed (k2 4), 0 plaintext, 1 in a token, "
+        "0 sealed with a KEK not configured here",
+    )
+    assert not any(secret in out + err for secret in secrets)
 
 
-def _export(slapd: Slapd, base: str) -> bytes:
-    """What an administrator's ``ldapsearch -LLL`` export as the admin DN holds."""
-    result = subprocess.run(
-        ["ldapsearch", "-LLL", "-x", "-H", slapd.ldap_uri, "-D", slapd.admin_dn,
-         "-w", slapd.admin_pw, "-b", base, "(objectClass=*)", "*"],
-        capture_output=True, check=True, timeout=60, env=slapd.tool_env(),
+def test_a_sealed_value_copied_onto_another_domains_entry_does_not_sign(site: Site) -> None:
+    site.add_domains(DOMAINS, "rsa-sha256", "ed25519-sha256")
+    conf = site.config()
+    assert site.run("keys", "seal", config=conf)[0] == 0
+    source, target = _key_dn(site, "a.example", "-rsa"), _key_dn(site, "b.example", "-rsa")
+    assert source.split(",")[0] == target.split(",")[0]  # the same selector
+    site.replace_key(target, site.stored()[source])
+
+    status, signed, err = site.sign("b.example", conf)
+    assert status == 1
+    assert signed == message("b.example", subject="b.example")  # passed on unsigned
+    assert err == (
+        f"ldapdkim: not signed: key {target!r}: it does not open with KEK 'k1' as the key "
+        f"d=b.example s={target.split(',')[0].split('=')[1]} a=rsa-sha256: the value was "
+        "damaged, copied from another key entry, or sealed with another KEK of that id; seal "
+        "this entry's key again from its source\n"
+    )
+    assert len(site.signs_and_verifies("a.example", conf)) == 2
+    # rewrap cannot open it either, so it is left as it is and counted
+    both = site.config(keks=("k1", "k2"))
+    status, out, err = site.run("keys", "rewrap", "--to", "k2", config=both)
+    assert status == 1
+    assert f"ldapdkim: {target}: not rewrapped: it does not open with KEK 'k1'" in err
+    assert out.startswith("rewrapped 3 to KEK k2, ") and ", 1 failed (4 key entries)" in out
+
+
+def test_damaged_values_unknown_keks_and_plaintext_under_require_sealed_keys(
+    site: Site,
+) -> None:
+    site.add_domains(["a.example", "b.example", "c.example"], "rsa-sha256")
+    [a_dn, b_dn, c_dn] = (_key_dn(site, d) for d in ("a.example", "b.example", "c.example"))
+    site.replace_key(c_dn, b"sealed:v1:old:AAAAAAAAAAAAAAAA:" + b"A" * 64)
+    conf = site.config("RequireSealedKeys yes")
+
+    status, out, err = site.run("check-config", "--connect", config=conf)
+    assert status == 2
+    assert out.splitlines()[0] == (
+        "private keys: 0 sealed, 2 plaintext, 0 in a token, 1 sealed with a KEK not configured here"
+    )
+    assert (
+        f"ldapdkim: key {c_dn!r} is sealed with KEK 'old', which {conf} does not have; add "
+        "'KeyEncryptionKey old PATH'"
+    ) in err
+    assert (
+        f"ldapdkim: key {a_dn!r} is stored in plaintext and RequireSealedKeys is yes, so it "
+        f"does not sign; seal it with 'ldapdkim keys seal -c {conf}'"
+    ) in err
+
+    status, _, err = site.sign("a.example", conf)
+    assert (status, err) == (
+        1,
+        f"ldapdkim: not signed: key {a_dn!r}: it is stored in plaintext and RequireSealedKeys "
+        "is yes; seal it with 'ldapdkim keys seal' (or set RequireSealedKeys no)\n",
+    )
+
+    assert site.run("keys", "seal", config=conf)[0] == 0
+    assert site.signs_and_verifies("a.example", conf)
+
+    status, _, err = site.sign("c.example", conf)
+    assert status == 1 and "sealed with KEK 'old', which this host does not have" in err
+    status, out, err = site.run("keys", "rewrap", "--to", "k1", config=conf)
+    assert status == 1
+    assert err == (
+        f"ldapdkim: {c_dn}: left as it is: sealed with KEK 'old', which the configuration "
+        "does not have; add 'KeyEncryptionKey old PATH' and run again\n"
+    )
+    assert out.startswith("rewrapped 0 to KEK k1, 2 already with it, 1 with an unknown KEK")
+
+    site.replace_key(b_dn, site.stored()[b_dn][:-8] + b"!!!!!!!!")
+    status, out, err = site.run("keys", "seal", config=conf)
+    assert status == 1
+    assert err == (
+        f"ldapdkim: {b_dn}: the sealed key is damaged (its base64 is broken); seal this "
+        "entry's key again from its source\n"
+    )
+    status, _, err = site.sign("b.example", conf)
+    assert status == 1
+    assert f"{b_dn!r}: the sealed key is damaged (its base64 is broken)" in err
+
+
+def test_a_key_sealed_for_its_entry_signs_for_every_alias(site: Site) -> None:
+    site.slapd.ldapadd(genkey("b.example", "s1", site.base, with_domain=True))
+    conn = site.slapd.connect(site.slapd.admin_dn)
+    try:
+        conn.modify_s(
+            f"ou=b.example,{site.base}", [(ldap.MOD_ADD, "dkimSignDomainName", [b"a.example"])]
+        )
+    finally:
+        conn.unbind_s()
+    site.publish_keys()
+    conf = site.config()
+    assert site.run("keys", "seal", config=conf)[0] == 0
+    assert site.signs_and_verifies("a.example", conf) == ["s1"]
+    assert site.signs_and_verifies("b.example", conf) == ["s1"]
+
+
+def test_genkey_provision_and_rotate_write_sealed_keys_with_a_kek(site: Site) -> None:
+    conf = site.config("RequireSealedKeys yes", keks=("k1", "k2"))
+    status, ldif, err = run_cli(
+        "genkey", "-d", "a.example", "-s", "s1", "--base", site.base, "--with-domain",
+        "-c", str(conf), "--kek", "k2",
     )  # fmt: skip
-    return result.stdout
+    assert status == 0, err
+    site.slapd.ldapadd(ldif.decode())
+    listing = site.workdir / "domains.txt"
+    listing.write_text("b.example\n")
+    output = site.workdir / "provision.ldif"
+    status, _, err = run_cli(
+        "provision", "--base", site.base, "--domains", str(listing), "-o", str(output),
+        "-a", "rsa-sha256", "-a", "ed25519-sha256", "-j", "1", "-c", str(conf),
+    )  # fmt: skip
+    assert status == 0, err
+    site.slapd.ldapadd(without_version_line(output.read_text()))
+    stored = site.stored()
+    assert sorted(v[:13] for v in stored.values()) == [b"sealed:v1:k1:"] * 2 + [b"sealed:v1:k2:"]
+    site.publish_keys()
+    assert site.signs_and_verifies("a.example", conf) == ["s1"]
+    assert len(site.signs_and_verifies("b.example", conf)) == 2
+
+    status, _, err = site.run("rotate", "-d", "a.example", config=conf)
+    assert status == 0, err
+    [pending] = set(site.stored()) - set(stored)
+    assert site.stored()[pending].startswith(b"sealed:v1:k1:")
+    # the pending key opens as the key it is: the public key it was published with
+    status, out, err = site.run("check-config", "--connect", config=conf)
+    assert out.startswith("private keys: 4 sealed (k1 3, k2 1), 0 plaintext"), out + err
+    plaintext = "dkimSignPrivateKey:: LS0tLS1CRUdJTi"  # base64 of -----BEGIN
+    assert plaintext in provision(["c.example"], site.base, site.workdir)  # no -c
 
 
-def _files(directory: Path) -> bytes:
-    """Every file under ``directory``, one after the other."""
-    return b"".join(p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file())
+def test_kek_choice_is_checked(site: Site) -> None:
+    conf = site.config()
+    status, _, err = run_cli("genkey", "-d", "a.example", "-s", "s1", "--base", site.base,
+                             "--kek", "k1")  # fmt: skip
+    assert (status, err) == (
+        2,
+        "ldapdkim: --kek needs -c FILE, the configuration with its KeyEncryptionKey\n",
+    )
+    status, _, err = site.run("keys", "rewrap", "--to", "k9", config=conf)
+    assert (status, err) == (
+        2,
+        f"ldapdkim: {conf} has no KEK 'k9' (KeyEncryptionKey lines: k1); add "
+        "'KeyEncryptionKey k9 PATH' or name another\n",
+    )
+    bare = site.config(keks=())
+    status, _, err = site.run("keys", "seal", config=bare)
+    assert (status, err) == (
+        2,
+        f"ldapdkim: {bare} has no KeyEncryptionKey to seal with; make one with "
+        "'ldapdkim keys new-kek PATH' and add 'KeyEncryptionKey ID PATH'\n",
+    )
+    strict = site.config("RequireSealedKeys yes", keks=())
+    status, _, err = site.run("rotate", "-d", "a.example", config=strict)
+    assert (status, err) == (
+        2,
+        f"ldapdkim: {strict}: RequireSealedKeys is yes but no KeyEncryptionKey seals new "
+        "keys; make one with 'ldapdkim keys new-kek PATH' and add 'KeyEncryptionKey ID PATH'\n",
+    )

@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "domainname",
             "orgdomain",
             "sealing",
+            "pkcs11uri",
             "keys",
         ],
     ),

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ldapdkim import keys
-from ldapdkim.cli import options
+from ldapdkim.cli import options, tokenkeys
 from ldapdkim.cli.options import Parents, Subparsers
 from ldapdkim.directory import ldifout
 from ldapdkim.errors import UsageError
@@ -19,7 +19,9 @@ from ldapdkim.publish.dnsexport import (
 
 
 def add_parser(sub: Subparsers, parents: Parents) -> None:
-    p = sub.add_parser("genkey", parents=[parents.common], help="make a key; print its LDIF entry")
+    p = sub.add_parser(
+        "genkey", parents=[parents.with_config], help="make a key; print its LDIF entry"
+    )
     p.add_argument("-d", "--domain", required=True)
     p.add_argument("-s", "--selector", required=True)
     options.key_options(p, single=True)
@@ -46,6 +48,7 @@ def add_parser(sub: Subparsers, parents: Parents) -> None:
     )
     p.add_argument("--txt", metavar="FILE", help="write the DNS TXT record here (default stderr)")
     p.add_argument("--private", metavar="FILE", help="also write the private key as PEM (0600)")
+    tokenkeys.add_options(p)
     p.set_defaults(func=run)
 
 
@@ -54,7 +57,11 @@ def run(args: argparse.Namespace) -> int:
     domain = options.domain_arg(args.domain)
     selector = options.selector_arg(args.selector)
     algorithm = Algorithm.parse(args.algorithm)
-    key = keys.generate(algorithm, args.bits)
+    if args.pkcs11:
+        stored, public = tokenkeys.make_key(args, domain, selector)
+    else:
+        key = keys.generate(algorithm, args.bits)
+        stored, public = keys.private_pem(key), keys.public_key_b64(key)
     parent = args.domain_dn or ldifout.domain_dn(domain, args.base)
     delegation = options.delegation_arg(args)
     if delegation != ldifout.Delegation() and not args.with_domain:
@@ -66,10 +73,12 @@ def run(args: argparse.Namespace) -> int:
     if args.with_domain:
         records.append(ldifout.domain_record(domain, args.base, delegation))
     records.append(
-        ldifout.key_record(
+        ldifout.stored_key_record(
             parent,
             selector,
-            key,
+            algorithm,
+            stored,
+            public,
             state=KeyState(args.state),
             not_before=args.not_before,
             not_after=args.not_after,
@@ -77,11 +86,11 @@ def run(args: argparse.Namespace) -> int:
     )
     options.warn_if_terminal("the LDIF entry")
     sys.stdout.write(ldifout.render(records))
-    line = next(zone_lines([KeyRecord(domain, selector, algorithm, keys.public_key_b64(key))]))
+    line = next(zone_lines([KeyRecord(domain, selector, algorithm, public)]))
     if args.txt:
         Path(args.txt).write_text(line + "\n")
     else:
         print(line, file=sys.stderr)
     if args.private:
-        options.write_private(Path(args.private), keys.private_pem(key))
+        options.write_private(Path(args.private), stored)
     return 0

@@ -18,7 +18,7 @@ import ldap.dn
 import ldif
 
 from ldapdkim import keys, schema
-from ldapdkim.model import KeyState, PrivateKey
+from ldapdkim.model import Algorithm, KeyState, PrivateKey
 
 Record = tuple[str, dict[str, list[bytes]]]
 
@@ -87,13 +87,40 @@ def key_record(
     description: str | None = None,
 ) -> Record:
     """A key entry for ``key`` named ``dkimSignSelector=selector`` below ``parent_dn``."""
+    return stored_key_record(
+        parent_dn,
+        selector,
+        keys.algorithm_of(key),
+        keys.private_pem(key),
+        keys.public_key_b64(key),
+        state=state,
+        not_before=not_before,
+        not_after=not_after,
+        description=description,
+    )
+
+
+def stored_key_record(
+    parent_dn: str,
+    selector: str,
+    algorithm: Algorithm,
+    stored: bytes,
+    public_b64: str,
+    *,
+    state: KeyState = KeyState.ACTIVE,
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+    description: str | None = None,
+) -> Record:
+    """A key entry whose ``dkimSignPrivateKey`` is ``stored`` as it is (a PEM key, or the
+    ``pkcs11:`` URI of a key in a token) and whose public key is ``public_b64``."""
     attrs: dict[str, list[bytes]] = {
         "objectClass": [schema.KEY_CLASS.encode()],
         schema.SELECTOR: [selector.encode()],
-        schema.ALGORITHM: [keys.algorithm_of(key).value.encode()],
+        schema.ALGORITHM: [algorithm.value.encode()],
         schema.KEY_STATE: [state.value.encode()],
-        schema.PRIVATE_KEY: [keys.private_pem(key)],
-        schema.PUBLIC_KEY: [keys.public_key_b64(key).encode()],
+        schema.PRIVATE_KEY: [stored],
+        schema.PUBLIC_KEY: [public_b64.encode()],
     }
     if not_before is not None:
         attrs[schema.NOT_BEFORE] = [generalized_time(not_before)]

@@ -95,6 +95,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "options",
             "checkconfig",
             "run",
+            "tokenkeys",
             "genkey",
             "provision",
             "migrate",

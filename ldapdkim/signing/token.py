@@ -102,10 +102,12 @@ def _code(err: Exception) -> str:
     """The CKR_ name of a PyKCS11 error (``CKR_PIN_INCORRECT``), or its text."""
     value = getattr(err, "value", None)
     if isinstance(value, int):
+        if value in _LOAD_ERRORS:
+            return _LOAD_ERRORS[value]
         name = _binding().CKR.get(value)
         if isinstance(name, str):
             return name
-        return _LOAD_ERRORS.get(value, f"error {value:#x}")
+        return f"error {value:#x}"
     return str(err)
 
 
@@ -230,9 +232,14 @@ class TokenSigner:
     algorithm: Algorithm
     key: Pkcs11Uri
     token: Pkcs11Token = field(repr=False, compare=False)
+    where: str = ""
+    """The key entry, for messages (``key 'dkimSignSelector=...'``)."""
 
     def sign_digest(self, digest: bytes) -> bytes:
-        return self.token.sign(self.key, self.algorithm, digest)
+        try:
+            return self.token.sign(self.key, self.algorithm, digest)
+        except KeyUnavailable as err:
+            raise KeyUnavailable(f"{self.where}: {err}", in_token=err.in_token) from None
 
 
 class Pkcs11Token:
@@ -268,7 +275,7 @@ class Pkcs11Token:
         Raises:
             KeyFormatError: ``uri`` is not a usable ``pkcs11:`` URI.
         """
-        return TokenSigner(selector, algorithm, _parse(uri), self)
+        return TokenSigner(selector, algorithm, _parse(uri), self, where)
 
     # -- signing
 

@@ -18,6 +18,12 @@ descendants), peak RSS (VmHWM, reset before each round through
 ``/proc/PID/clear_refs``) and RSS above the idle milter, failures, and then
 the ldapdkim/OpenDKIM ratios against each OpenDKIM configuration.
 
+With ``ldapdkim-token`` or ``ldapdkim-wN-token`` among the engines, ldapdkim
+also runs with its RSA-2048 key in a SoftHSM2 token (made by ``ldapdkim genkey
+--pkcs11``; ``PKCS11Module``, ``PKCS11PinFile``): the token signs, each
+worker through its own session.  The table then gives, per row, the msg/s
+and CPU of each token engine against the same ldapdkim with in-process keys.
+
 Also measured over TCP: the same small rows with the driver's TCP_QUICKACK
 off (the libmilter delayed-ACK stall).  And the driver's ceiling against
 :mod:`nullmilter`, the LDAP operations ldapdkim caused (slapd's cn=monitor,
@@ -60,6 +66,7 @@ from harness.milterproc import MilterProcess  # noqa: E402
 from harness.processes import stop_process  # noqa: E402
 from harness.provisioning import provision, run_cli, without_version_line  # noqa: E402
 from harness.slapd import Slapd, free_port  # noqa: E402
+from harness.softhsm import SoftHsm  # noqa: E402
 from harness.verifiers import mail_dkim_verify, opendkim_binary  # noqa: E402
 
 DOMAIN = "bench.example.com"
@@ -73,7 +80,9 @@ N worker processes); ``ldapdkim`` is ``Workers 1``."""
 
 
 def ldapdkim_workers(name: str) -> int | None:
-    """N for ``ldapdkim`` (1) and ``ldapdkim-wN``; None for any other name."""
+    """N for ``ldapdkim`` (1) and ``ldapdkim-wN``, with or without ``-token``; None for any
+    other name."""
+    name = name.removesuffix("-token")
     if name == "ldapdkim":
         return 1
     prefix, _, count = name.partition("-w")
@@ -176,11 +185,22 @@ class LdapdkimEngine(Engine):
 
     name = "ldapdkim"
 
-    def __init__(self, workdir: Path, slapd: Slapd, workers: int = 1, unix: bool = True) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        slapd: Slapd,
+        workers: int = 1,
+        unix: bool = True,
+        *,
+        base: str,
+        token: SoftHsm | None = None,
+    ) -> None:
+        """``base``: the container of the domain's entries; ``token``: sign with the keys
+        in that SoftHSM2 token (the entries there hold their URIs)."""
         lines = [
             f"Workers {workers}",
             "Mode s",
-            f"Directory {slapd.ldap_uri}/{slapd.domains_base}",
+            f"Directory {slapd.ldap_uri}/{base}",
             f"LDAPBindUser {slapd.milter_dn}",
             f"LDAPBindPassword {slapd.milter_pw}",
             "Canonicalization relaxed/simple",
@@ -188,9 +208,13 @@ class LdapdkimEngine(Engine):
             f"OversignHeaders {OVERSIGN_HEADERS}",
             "InternalHosts 127.0.0.1",
             "LogWhy no",
+            *(token.config_lines() if token is not None else []),
         ]
         self.milter = MilterProcess(
-            workdir, lines, unix_socket=workdir / "milter.sock" if unix else None
+            workdir,
+            lines,
+            unix_socket=workdir / "milter.sock" if unix else None,
+            env=token.env if token is not None else None,
         )
         self.milter.start()
         self.socket = self.milter.socket
@@ -514,8 +538,12 @@ def bench_site(workdir: Path, engines: Sequence[str], unix: bool) -> Iterator[di
     LDAP counter, a DNS server."""
     with contextlib.ExitStack() as stack:
         slapd = stack.enter_context(Slapd(workdir / "slapd"))
-        ldif_text = provision([DOMAIN], slapd.domains_base, workdir, "rsa-sha256")
+        base = slapd.new_container()
+        ldif_text = provision([DOMAIN], base, workdir, "rsa-sha256")
         slapd.ldapadd(without_version_line(ldif_text))
+        token, token_base = None, ""
+        if any(name.endswith("-token") for name in engines):
+            token, token_base = token_site(workdir, slapd)
         counter = LdapCounter(slapd)
         stack.callback(counter.close)
         selector, pem = key_of(ldif_text)
@@ -523,8 +551,13 @@ def bench_site(workdir: Path, engines: Sequence[str], unix: bool) -> Iterator[di
         for name in engines:
             engine: Engine
             workers = ldapdkim_workers(name)
-            if workers is not None:
-                engine = LdapdkimEngine(workdir / name, slapd, workers, unix)
+            if workers is not None and name.endswith("-token"):
+                engine = LdapdkimEngine(
+                    workdir / name, slapd, workers, unix, base=token_base, token=token
+                )
+                engine.name = name
+            elif workers is not None:
+                engine = LdapdkimEngine(workdir / name, slapd, workers, unix, base=base)
                 engine.name = name
             elif name in ("opendkim", "opendkim-kt"):
                 engine = OpendkimEngine(workdir / name, selector, pem, name == "opendkim-kt", unix)
@@ -533,20 +566,62 @@ def bench_site(workdir: Path, engines: Sequence[str], unix: bool) -> Iterator[di
             stack.callback(engine.stop)
             started[name] = engine
         dns = stack.enter_context(DnsServer())
-        config = next(
-            (e.config_path for e in started.values() if isinstance(e, LdapdkimEngine)), None
-        )
-        if config is None:
+        for container in [base, *([token_base] if token is not None else [])]:
             config = workdir / "dns-records.conf"
             config.write_text(
-                f"Directory {slapd.ldap_uri}/{slapd.domains_base}\n"
+                f"Directory {slapd.ldap_uri}/{container}\n"
                 f"LDAPBindUser {slapd.milter_dn}\nLDAPBindPassword {slapd.milter_pw}\n"
             )
-        status, zone, err = run_cli("dns-records", "-c", str(config))
-        if status != 0:
-            raise RuntimeError(f"ldapdkim dns-records failed: {err}")
-        dns.load_zone_lines(zone.decode())
+            status, zone, err = run_cli("dns-records", "-c", str(config))
+            if status != 0:
+                raise RuntimeError(f"ldapdkim dns-records failed: {err}")
+            dns.load_zone_lines(zone.decode())
         yield {"slapd": slapd, "engines": started, "counter": counter, "dns": dns}
+
+
+def token_site(workdir: Path, slapd: Slapd) -> tuple[SoftHsm, str]:
+    """A SoftHSM2 token with the domain's RSA-2048 key, made by ``genkey --pkcs11``, and the
+    container of the domain's entries (the key entry holds the key's URI)."""
+    token = SoftHsm(workdir / "softhsm")
+    os.environ.update(token.env)  # for genkey, in this process
+    base = slapd.new_container()
+    status, out, err = run_cli(
+        "genkey", "-d", DOMAIN, "-s", "tok", "--base", base, "--with-domain", "--pkcs11",
+        "--pkcs11-module", str(token.module), "--pin-file", str(token.pin_file),
+    )  # fmt: skip
+    if status != 0:
+        raise RuntimeError(f"ldapdkim genkey --pkcs11 failed: {err}")
+    slapd.ldapadd(without_version_line(out.decode()))
+    return token, base
+
+
+def token_ratios(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each ``...-token`` engine / the same ldapdkim with in-process keys, per row."""
+    by_key = {(s["engine"], s["body_bytes"], s["concurrency"], s["quickack"]): s for s in summaries}
+    found = []
+    for s in summaries:
+        if not s["engine"].endswith("-token"):
+            continue
+        plain = by_key.get(
+            (s["engine"].removesuffix("-token"), s["body_bytes"], s["concurrency"], s["quickack"])
+        )
+        if plain is None or not plain["msg_per_s"] or not plain["cpu_ms_per_msg"]:
+            continue
+        found.append(
+            {
+                "engine": s["engine"],
+                "against": plain["engine"],
+                "body_bytes": s["body_bytes"],
+                "concurrency": s["concurrency"],
+                "msg_per_s": s["msg_per_s"],
+                "plain_msg_per_s": plain["msg_per_s"],
+                "msg_per_s_ratio": round(s["msg_per_s"] / plain["msg_per_s"], 3),
+                "cpu_ms_per_msg": s["cpu_ms_per_msg"],
+                "plain_cpu_ms_per_msg": plain["cpu_ms_per_msg"],
+                "cpu_ratio": round(s["cpu_ms_per_msg"] / plain["cpu_ms_per_msg"], 3),
+            }
+        )
+    return found
 
 
 def verify_samples(samples: list[bytes], dns_port: int) -> tuple[int, list[str]]:
@@ -735,7 +810,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.engine_list = [e.strip() for e in args.engines.split(",") if e.strip()]
     for name in args.engine_list:
         if not known_engine(name):
-            parser.error(f"unknown engine {name!r}: {', '.join(ENGINES)} or ldapdkim-wN")
+            parser.error(
+                f"unknown engine {name!r}: {', '.join(ENGINES)} or ldapdkim-wN, with -token"
+            )
     if len(set(args.engine_list)) != len(args.engine_list) or not args.engine_list:
         parser.error("--engines: name each engine once")
     return args
@@ -817,6 +894,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
             report["rows"] = summaries
             report["ratios"] = ratios(summaries)
+            report["token_ratios"] = token_ratios(summaries)
             for name in engines:
                 passed, problems = verify_samples(samples[name][: args.verify], site["dns"].port)
                 report["verification"][name] = {
@@ -951,6 +1029,13 @@ def print_report(report: dict[str, Any]) -> None:
         print(
             "ldapdkim / OpenDKIM on the same row: msg/s above 1 is faster, CPU above 1 is\n"
             "costlier; " + ", ".join(f"{OPENDKIM_MODES[e]}: {e}" for e in compared) + "."
+        )
+    for t in report.get("token_ratios", []):
+        print(
+            f"keys in SoftHSM2: {t['engine']} / {t['against']}, {human_size(t['body_bytes'])} "
+            f"c={t['concurrency']}: {t['msg_per_s']:.0f} / {t['plain_msg_per_s']:.0f} msg/s "
+            f"= {t['msg_per_s_ratio']:.2f}x; CPU {t['cpu_ms_per_msg']:.2f} / "
+            f"{t['plain_cpu_ms_per_msg']:.2f} ms/msg = {t['cpu_ratio']:.2f}x"
         )
     for s in report["rows"]:
         if s["errors"]:

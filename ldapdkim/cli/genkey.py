@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ldapdkim import keys, sealing
-from ldapdkim.cli import options
+from ldapdkim.cli import options, tokenkeys
 from ldapdkim.cli.options import Parents, Subparsers
 from ldapdkim.directory import ldifout
 from ldapdkim.errors import UsageError
@@ -47,6 +47,7 @@ def add_parser(sub: Subparsers, parents: Parents) -> None:
     p.add_argument("--txt", metavar="FILE", help="write the DNS TXT record here (default stderr)")
     p.add_argument("--private", metavar="FILE", help="also write the private key as PEM (0600)")
     options.seal_options(p)
+    tokenkeys.add_options(p)
     p.set_defaults(func=run)
 
 
@@ -55,8 +56,16 @@ def run(args: argparse.Namespace) -> int:
     domain = options.domain_arg(args.domain)
     selector = options.selector_arg(args.selector)
     algorithm = Algorithm.parse(args.algorithm)
-    kek = options.new_key_kek(args)
-    key = keys.generate(algorithm, args.bits)
+    if args.pkcs11:
+        if args.kek is not None:
+            raise UsageError("--kek: a key made with --pkcs11 stays in its token, unsealed")
+        stored, public = tokenkeys.make_key(args, domain, selector)
+        private_pem = None
+    else:
+        kek = options.new_key_kek(args)
+        key = keys.generate(algorithm, args.bits)
+        stored = sealing.stored_value(key, kek, domain, selector)
+        public, private_pem = keys.public_key_b64(key), keys.private_pem(key)
     parent = args.domain_dn or ldifout.domain_dn(domain, args.base)
     delegation = options.delegation_arg(args)
     if delegation != ldifout.Delegation() and not args.with_domain:
@@ -68,23 +77,24 @@ def run(args: argparse.Namespace) -> int:
     if args.with_domain:
         records.append(ldifout.domain_record(domain, args.base, delegation))
     records.append(
-        ldifout.key_record(
+        ldifout.stored_key_record(
             parent,
             selector,
-            key,
+            algorithm,
+            stored,
+            public,
             state=KeyState(args.state),
             not_before=args.not_before,
             not_after=args.not_after,
-            private_value=sealing.stored_value(key, kek, domain, selector),
         )
     )
     options.warn_if_terminal("the LDIF entry")
     sys.stdout.write(ldifout.render(records))
-    line = next(zone_lines([KeyRecord(domain, selector, algorithm, keys.public_key_b64(key))]))
+    line = next(zone_lines([KeyRecord(domain, selector, algorithm, public)]))
     if args.txt:
         Path(args.txt).write_text(line + "\n")
     else:
         print(line, file=sys.stderr)
-    if args.private:
-        options.write_private(Path(args.private), keys.private_pem(key))
+    if args.private and private_pem is not None:
+        options.write_private(Path(args.private), private_pem)
     return 0

@@ -67,14 +67,18 @@ def _sign(settings: config.Settings, message: bytes, sender: str | None) -> list
             f"no active key for {resolution.signing_domain} in {resolution.policy.dn!r}"
         )
     params = policy.signing_params(settings, resolution)
-    signers = Keyring.configured(settings).signers(
-        signing_keys, resolution.signing_domain, names=resolution.policy.names
-    )
-    return sign_parsed(
-        headers,
-        body,
-        resolution.signing_domain,
-        signers,
-        params,
-        timestamp=int(now.timestamp()),
-    )
+    keyring = Keyring.configured(settings)
+    try:
+        signers = keyring.signers(
+            signing_keys, resolution.signing_domain, names=resolution.policy.names
+        )
+        return sign_parsed(
+            headers,
+            body,
+            resolution.signing_domain,
+            signers,
+            params,
+            timestamp=int(now.timestamp()),
+        )
+    finally:
+        keyring.close()

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import ldap.dn
 
-from ldapdkim import keys, schema, sealing
+from ldapdkim import keys, pkcs11uri, schema, sealing
 from ldapdkim.errors import DirectoryError, KeyFormatError
 from ldapdkim.model import (
     Algorithm,
@@ -212,8 +212,12 @@ def check_stored_key(stored: bytes, algorithm: Algorithm, minimum_bits: int, *, 
             raise KeyFormatError(f"{where}: {err}") from None
         return
     if form == "token":
-        if not stored.isascii() or len(stored.strip()) <= len(sealing.PKCS11_PREFIX):
-            raise KeyFormatError(f"{where}: the pkcs11: URI names no key; see RFC 7512")
+        if not stored.isascii():
+            raise KeyFormatError(f"{where}: the pkcs11: URI is not ASCII; see RFC 7512")
+        try:
+            pkcs11uri.parse(stored.decode("ascii"))
+        except KeyFormatError as err:
+            raise KeyFormatError(f"{where}: {err}") from None
         return
     private_key = keys.load_private_key(stored, where=where)
     keys.check_key(private_key, algorithm, minimum_bits, where=where)

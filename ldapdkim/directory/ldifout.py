@@ -18,7 +18,7 @@ import ldap.dn
 import ldif
 
 from ldapdkim import keys, schema
-from ldapdkim.model import KeyState, PrivateKey
+from ldapdkim.model import Algorithm, KeyState, PrivateKey
 
 Record = tuple[str, dict[str, list[bytes]]]
 
@@ -89,13 +89,40 @@ def key_record(
 ) -> Record:
     """A key entry for ``key`` named ``dkimSignSelector=selector`` below ``parent_dn``;
     ``private_value`` is what ``dkimSignPrivateKey`` holds when not the PEM (a sealed value)."""
+    return stored_key_record(
+        parent_dn,
+        selector,
+        keys.algorithm_of(key),
+        private_value or keys.private_pem(key),
+        keys.public_key_b64(key),
+        state=state,
+        not_before=not_before,
+        not_after=not_after,
+        description=description,
+    )
+
+
+def stored_key_record(
+    parent_dn: str,
+    selector: str,
+    algorithm: Algorithm,
+    stored: bytes,
+    public_b64: str,
+    *,
+    state: KeyState = KeyState.ACTIVE,
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+    description: str | None = None,
+) -> Record:
+    """A key entry whose ``dkimSignPrivateKey`` is ``stored`` as it is (a PEM key, a sealed
+    value, or the ``pkcs11:`` URI of a key in a token) and whose public key is ``public_b64``."""
     attrs: dict[str, list[bytes]] = {
         "objectClass": [schema.KEY_CLASS.encode()],
         schema.SELECTOR: [selector.encode()],
-        schema.ALGORITHM: [keys.algorithm_of(key).value.encode()],
+        schema.ALGORITHM: [algorithm.value.encode()],
         schema.KEY_STATE: [state.value.encode()],
-        schema.PRIVATE_KEY: [private_value or keys.private_pem(key)],
-        schema.PUBLIC_KEY: [keys.public_key_b64(key).encode()],
+        schema.PRIVATE_KEY: [stored],
+        schema.PUBLIC_KEY: [public_b64.encode()],
     }
     if not_before is not None:
         attrs[schema.NOT_BEFORE] = [generalized_time(not_before)]

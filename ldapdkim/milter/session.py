@@ -113,10 +113,11 @@ class Runtime:
     """Turns key entries into signers: plaintext, sealed, or in a token."""
 
     def close(self) -> None:
-        """Close the directory connections (at shutdown)."""
+        """Close the directory connections and the token's sessions (at shutdown)."""
         self.resolver.directory.close()
         if self.senders is not None:
             self.senders.backend.close()
+        self.keyring.close()
 
     @classmethod
     def default_authserv_id(cls, settings: Settings) -> str:

@@ -68,6 +68,10 @@ class TokenKeys(Protocol):
         """
         ...
 
+    def close(self) -> None:
+        """Close the sessions with the token (the process is done signing with it)."""
+        ...
+
 
 @dataclass(frozen=True)
 class MemorySigner:
@@ -183,6 +187,11 @@ class Keyring:
         with self._lock:
             self._unsealed[cache_key] = private
         return private
+
+    def close(self) -> None:
+        """Close what the keyring holds open (a token's sessions)."""
+        if self.token is not None:
+            self.token.close()
 
     def signers(
         self, signing_keys: Iterable[SigningKey], domain: str, *, names: Sequence[str] = ()

@@ -1,21 +1,674 @@
-"""Keys held in a PKCS #11 token (RFC 7512 ``pkcs11:`` URIs): work in progress."""
+"""Keys held in a PKCS #11 token (RFC 7512 ``pkcs11:`` URIs): signing, and making key pairs.
+
+A key entry whose private key never leaves a token holds the key's
+``pkcs11:`` URI (:mod:`ldapdkim.pkcs11uri`) in ``dkimSignPrivateKey`` and its
+public key in ``dkimSignPublicKey``.  :class:`Pkcs11Token` is the token of
+``PKCS11Module``, logged in with the user PIN of ``PKCS11PinFile``; the
+token signs: CKM_RSA_PKCS over the SHA-256 DigestInfo and digest for
+rsa-sha256 (RFC 6376 §3.3.1), CKM_EDDSA over the digest for ed25519-sha256
+(RFC 8463 §3).  The binding is PyKCS11 (Debian: python3-pykcs11), imported
+only when a token is used.
+
+Processes and threads.  The module is loaded and initialised in the process
+that signs, at its first signature: a worker process does it after the
+fork.  A process forked from one that had the module initialised
+initialises it again before use (PKCS #11 v2.40 §6.7.7) and never touches
+the parent's sessions.  PyKCS11 initialises the module without locking
+callbacks, which promises the module that the application does not call it
+from two threads at once; PyKCS11 holds the interpreter lock through each
+call, so calls never overlap.  Each signature takes a session of its own
+from a small pool (:data:`MAX_SESSIONS` per token and process), so no two
+threads share a session's sign operation; each session keeps the handles of
+the keys it found.
+
+Trouble.  A token that cannot sign raises
+:class:`~ldapdkim.errors.KeyUnavailable` with ``in_token`` set, naming the
+cause and the fix, never the PIN; the milter then answers with
+On-InternalError.  A session that breaks is dropped, the module is
+initialised again and the signature tried once more at once; if that fails
+too, no further attempt is made for :data:`RETRY_AFTER` seconds (each
+message meanwhile fails at once with the same reason), then the next
+message tries again, so signing resumes by itself when the token is back.
+A PIN the token refuses is not tried again by this :class:`Pkcs11Token`:
+repeated logins with a wrong PIN would lock the token.  A reload
+(``SIGHUP``, which reads ``PKCS11PinFile`` again) or a restart tries once
+more.
+"""
 
 from __future__ import annotations
 
+import base64
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ldapdkim import pkcs11uri
 from ldapdkim.config.secret import Secret
-from ldapdkim.errors import KeyUnavailable
+from ldapdkim.errors import KeyFormatError, KeyUnavailable
 from ldapdkim.model import Algorithm
+from ldapdkim.pkcs11uri import Pkcs11Uri
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER = 5.0
+"""Seconds after a token failure before a message tries the token again."""
+MAX_SESSIONS = 8
+"""Sessions a process keeps open with one token at most (signatures in flight)."""
+
+# PKCS #11 v3.0 values that PyKCS11 1.5 (Debian 12) may lack.
+CKM_EC_EDWARDS_KEY_PAIR_GEN = 0x1055
+CKM_EDDSA = 0x1057
+CKK_EC_EDWARDS = 0x40
+CKF_TOKEN_INITIALIZED = 0x400
+ED25519_OID = bytes.fromhex("06032b6570")
+"""CKA_EC_PARAMS of Ed25519: the DER of the OID 1.3.101.112 (RFC 8410)."""
+ED25519_NAME = b"\x13\x0cedwards25519"
+"""... or the PrintableString ``edwards25519``, which some tokens want instead."""
+SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
+"""The DER DigestInfo prefix of a SHA-256 digest (RFC 8017 §9.2, note 1)."""
+
+_PIN_ERRORS = (
+    "CKR_PIN_INCORRECT", "CKR_PIN_INVALID", "CKR_PIN_LEN_RANGE", "CKR_PIN_EXPIRED",
+    "CKR_PIN_LOCKED",
+)  # fmt: skip
+_LOAD_ERRORS = {-1: "the library does not load", -4: "it has no C_GetFunctionList"}
+"""PyKCS11's own codes of a failed load."""
+_BINDING_MISSING = (
+    "PKCS11Module is set but PyKCS11, the Python PKCS#11 binding, is not installed; "
+    "install python3-pykcs11 (Debian) or PyKCS11"
+)
+
+
+def _binding() -> Any:
+    """PyKCS11, imported at the first use of a token."""
+    try:
+        import PyKCS11  # only hosts with a token need it
+    except ImportError:
+        raise KeyUnavailable(_BINDING_MISSING, in_token=True) from None
+    return PyKCS11
+
+
+def _code(err: Exception) -> str:
+    """The CKR_ name of a PyKCS11 error (``CKR_PIN_INCORRECT``), or its text."""
+    value = getattr(err, "value", None)
+    if isinstance(value, int):
+        if value in _LOAD_ERRORS:
+            return _LOAD_ERRORS[value]
+        name = _binding().CKR.get(value)
+        if isinstance(name, str):
+            return name
+        return f"error {value:#x}"
+    return str(err)
+
+
+def _text(value: object) -> str:
+    """A blank-padded CK_*_INFO field, without its padding."""
+    return str(value).rstrip(" \x00")
+
+
+# -- the module, once per process -----------------------------------------------------
+
+
+class _Module:
+    """One PKCS #11 module in this process: loaded once, initialised again after a fork,
+    after it failed, or after the last token that used it was closed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lib: Any = None
+        self.pid = 0
+        self.generation = 0
+        """Counts initialisations; a session of an older one is gone."""
+        self.stale = False
+        self.users = 0
+        self.lock = threading.Lock()
+
+    def library(self) -> tuple[Any, int]:
+        """The module, initialised in this process, and its generation.
+
+        Raises:
+            KeyUnavailable: PyKCS11 is missing, or the module does not load or initialise.
+        """
+        with self.lock:
+            pid = os.getpid()
+            if self.lib is not None and self.pid == pid and not self.stale:
+                return self.lib, self.generation
+            pkcs11 = _binding()
+            try:
+                if self.lib is None or self.pid != pid:
+                    if self.lib is not None:
+                        # The parent's: its destructor would finalize the module here.
+                        _ABANDONED.append(self.lib)
+                    forked = self.lib is not None
+                    lib = pkcs11.PyKCS11Lib()
+                    lib.load(str(self.path))
+                    self.lib = lib
+                    if forked:
+                        self._initialise(pkcs11)
+                else:
+                    self._initialise(pkcs11)
+            except pkcs11.PyKCS11Error as err:
+                self.lib = None
+                raise KeyUnavailable(
+                    f"cannot load PKCS11Module {self.path} ({_code(err)}): it is not a PKCS#11 "
+                    "module, a library it needs is missing, or it cannot reach its token; "
+                    "check the path and install the token's module (softhsm2, libtpm2-pkcs11-1, "
+                    "your HSM's client)",
+                    in_token=True,
+                ) from None
+            self.pid = pid
+            self.stale = False
+            self.generation += 1
+            return self.lib, self.generation
+
+    def _initialise(self, pkcs11: Any) -> None:
+        """C_Finalize (whatever state this process has) and C_Initialize again."""
+        self.lib.lib.C_Finalize()
+        rv = self.lib.lib.C_Initialize()
+        if rv != pkcs11.CKR_OK:
+            raise pkcs11.PyKCS11Error(rv)
+
+    def fail(self, generation: int) -> None:
+        """Sessions of ``generation`` broke: initialise the module again before the next one."""
+        with self.lock:
+            if generation == self.generation:
+                self.stale = True
+
+    def release(self) -> None:
+        """A token that used the module is closed; the last one finalizes it."""
+        with self.lock:
+            self.users -= 1
+            if self.users <= 0 and self.lib is not None and self.pid == os.getpid():
+                self.lib.lib.C_Finalize()
+                self.stale = True
+
+
+_MODULES: dict[Path, _Module] = {}
+_MODULES_LOCK = threading.Lock()
+_ABANDONED: list[Any] = []
+"""A parent's module objects in a forked child, kept so that no destructor finalizes."""
+
+
+def _module(path: Path) -> _Module:
+    """The one :class:`_Module` of ``path`` in this process (two paths to one file share it)."""
+    real = path.resolve()
+    with _MODULES_LOCK:
+        found = _MODULES.get(real)
+        if found is None:
+            found = _MODULES[real] = _Module(path)
+        return found
+
+
+# -- sessions -------------------------------------------------------------------------
+
+
+@dataclass
+class _Session:
+    """An open session with one token, used by one signature at a time."""
+
+    session: Any
+    generation: int
+    token_label: str
+    handles: dict[Pkcs11Uri, Any] = field(default_factory=dict)
+    signed: bool = False
+    """It has made a signature (so a failure now means that something changed)."""
+
+
+@dataclass(frozen=True)
+class TokenSigner:
+    """A key in a token (a :class:`~ldapdkim.signing.keyring.KeySigner`)."""
+
+    selector: str
+    algorithm: Algorithm
+    key: Pkcs11Uri
+    token: Pkcs11Token = field(repr=False, compare=False)
+    where: str = ""
+    """The key entry, for messages (``key 'dkimSignSelector=...'``)."""
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        try:
+            return self.token.sign(self.key, self.algorithm, digest)
+        except KeyUnavailable as err:
+            raise KeyUnavailable(f"{self.where}: {err}", in_token=err.in_token) from None
 
 
 class Pkcs11Token:
-    """The token of ``PKCS11Module``, logged in with the PIN of ``PKCS11PinFile``."""
+    """The token of ``PKCS11Module``, logged in with the PIN of ``PKCS11PinFile``.
 
-    def __init__(self, module: Path, pin: Secret | None) -> None:
+    Safe to use from several threads; see the module's docstring for processes.
+    """
+
+    def __init__(
+        self,
+        module: Path,
+        pin: Secret | None,
+        *,
+        retry_after: float = RETRY_AFTER,
+        max_sessions: int = MAX_SESSIONS,
+    ) -> None:
         self.module = module
         self.pin = pin
+        self.retry_after = retry_after
+        self.max_sessions = max_sessions
+        self._module = _module(module)
+        self._registered = False
+        self._cond = threading.Condition()
+        self._idle: dict[Pkcs11Uri, list[_Session]] = {}
+        self._busy = 0
+        self._down: KeyUnavailable | None = None
+        self._down_until = 0.0
+        self._pin_refused: KeyUnavailable | None = None
 
-    def signer(self, uri: str, selector: str, algorithm: Algorithm, *, where: str) -> NoReturn:
-        raise KeyUnavailable("signing in a PKCS#11 token is not available yet", in_token=True)
+    def signer(self, uri: str, selector: str, algorithm: Algorithm, *, where: str) -> TokenSigner:
+        """The signer of the token key ``uri`` (the token is asked when it signs).
+
+        Raises:
+            KeyFormatError: ``uri`` is not a usable ``pkcs11:`` URI.
+        """
+        return TokenSigner(selector, algorithm, _parse(uri), self, where)
+
+    # -- signing
+
+    def sign(self, key: Pkcs11Uri, algorithm: Algorithm, digest: bytes) -> bytes:
+        """The signature of ``key`` over ``digest`` (see the module's docstring).
+
+        Raises:
+            KeyUnavailable: the token cannot sign now; ``in_token`` is set unless the
+                key itself is wrong for the entry (another algorithm, ambiguous).
+        """
+        try:
+            return self._sign(key, algorithm, digest)
+        except KeyUnavailable as err:
+            if err is not self._down:
+                raise
+            raise KeyUnavailable(f"{err}{self._retry_note()}", in_token=True) from None
+
+    def _retry_note(self) -> str:
+        return (
+            f"; ldapdkim tries the token again every {self.retry_after:g} s and signs as soon "
+            "as it answers"
+        )
+
+    def _sign(self, key: Pkcs11Uri, algorithm: Algorithm, digest: bytes) -> bytes:
+        self._check_up()
+        for attempt in (1, 2):
+            with self._session(key) as held:
+                try:
+                    handle = self._find_key(held, key, algorithm)
+                    if algorithm is Algorithm.ED25519_SHA256:
+                        data, mechanism = digest, CKM_EDDSA
+                    else:
+                        data, mechanism = SHA256_DIGEST_INFO + digest, _binding().CKM_RSA_PKCS
+                    signature = bytes(
+                        held.session.sign(handle, data, _binding().Mechanism(mechanism, None))
+                    )
+                except _binding().PyKCS11Error as err:
+                    held.session = None  # broken: not back into the pool
+                    self._module.fail(held.generation)
+                    if attempt == 1 and held.signed:
+                        log.info("PKCS#11 token %r: %s; trying again", held.token_label, _code(err))
+                        continue
+                    raise self._went_down(
+                        f"the PKCS#11 token {held.token_label!r} failed to sign ({_code(err)}); "
+                        "check the token and its module"
+                    ) from None
+                held.signed = True
+            self._came_up()
+            return signature
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check_up(self) -> None:
+        if self._pin_refused is not None:
+            raise KeyUnavailable(str(self._pin_refused), in_token=True)
+        down = self._down
+        if down is not None and time.monotonic() < self._down_until:
+            raise KeyUnavailable(f"{down}{self._retry_note()}", in_token=True)
+
+    def _went_down(self, cause: str) -> KeyUnavailable:
+        """Remember a token failure: no new attempt to sign before :attr:`retry_after`
+        seconds."""
+        err = KeyUnavailable(cause, in_token=True)
+        with self._cond:
+            self._down = err
+            self._down_until = time.monotonic() + self.retry_after
+        return err
+
+    def _came_up(self) -> None:
+        if self._down is not None:
+            with self._cond:
+                was, self._down = self._down, None
+            if was is not None:
+                log.info("PKCS#11 token of %s answers again; signing resumed", self.module)
+
+    @contextmanager
+    def _session(self, key: Pkcs11Uri) -> Iterator[_Session]:
+        """A session with ``key``'s token for this thread alone, back to the pool after."""
+        where = key.token_part()
+        with self._cond:
+            while not self._idle.get(where) and self._busy >= self.max_sessions:
+                self._cond.wait()
+            idle = self._idle.get(where)
+            held = idle.pop() if idle else None
+            self._busy += 1
+        try:
+            if held is not None and held.generation != self._current_generation():
+                held = None  # the module was initialised again: the session is gone
+            if held is None:
+                held = self._open(where)
+            yield held
+        finally:
+            with self._cond:
+                self._busy -= 1
+                if held is not None and held.session is not None:
+                    self._idle.setdefault(where, []).append(held)
+                self._cond.notify()
+
+    def _current_generation(self) -> int:
+        module = self._module
+        return module.generation if not module.stale and module.pid == os.getpid() else -1
+
+    def _open(self, where: Pkcs11Uri, *, read_write: bool = False) -> _Session:
+        """A new session with the token ``where`` names, logged in.
+
+        Raises:
+            KeyUnavailable: no such token, or it refused the session or the PIN.
+        """
+        pkcs11 = _binding()
+        if not self._registered:
+            self._registered = True
+            with self._module.lock:
+                self._module.users += 1
+        try:
+            lib, generation = self._module.library()
+        except KeyUnavailable as err:
+            raise self._went_down(str(err)) from None
+        try:
+            slot, label = self._find_slot(lib, where)
+            flags = pkcs11.CKF_RW_SESSION if read_write else 0
+            session = lib.openSession(slot, flags)
+        except KeyUnavailable:
+            # Some modules (SoftHSM) see a token that came back only when initialised again.
+            self._module.fail(generation)
+            raise
+        except pkcs11.PyKCS11Error as err:
+            self._module.fail(generation)
+            raise self._went_down(
+                f"the PKCS#11 module {self.module} cannot open a session ({_code(err)}); "
+                "check the token"
+            ) from None
+        self._login(session, label, generation)
+        return _Session(session, generation, label)
+
+    def _find_slot(self, lib: Any, where: Pkcs11Uri) -> tuple[int, str]:
+        """The slot of the one present token that ``where`` matches, and the token's label."""
+        found, present = [], []
+        if not _matches_library(lib.getInfo(), where):
+            info = lib.getInfo()
+            raise self._went_down(
+                f"PKCS11Module {self.module} is {_text(info.libraryDescription)!r} by "
+                f"{_text(info.manufacturerID)!r}, not the library the pkcs11: URI names; "
+                "fix its library-* attributes or PKCS11Module"
+            )
+        for slot in lib.getSlotList(tokenPresent=True):
+            token = lib.getTokenInfo(slot)
+            if not token.flags & CKF_TOKEN_INITIALIZED:
+                continue  # an empty slot's blank token (SoftHSM always has one)
+            label = _text(token.label)
+            present.append(label)
+            if _matches_token(token, where) and _matches_slot(slot, lib, where):
+                found.append((slot, label))
+        if len(found) == 1:
+            return found[0]
+        shown = ", ".join(repr(t) for t in present) or "none"
+        wanted = str(where) if where.names_token() else "pkcs11:"
+        if not found:
+            raise self._went_down(
+                f"no PKCS#11 token matching {wanted!r} is present in PKCS11Module {self.module} "
+                f"(tokens present: {shown}); insert or restore the token, or fix the URI"
+            )
+        raise self._went_down(
+            f"{len(found)} PKCS#11 tokens match {wanted!r} in PKCS11Module {self.module} "
+            f"(tokens present: {shown}); name one with token= (or serial=) in the URI"
+        )
+
+    def _login(self, session: Any, label: str, generation: int) -> None:
+        pkcs11 = _binding()
+        if self.pin is None:
+            return
+        try:
+            session.login(self.pin.reveal())
+        except pkcs11.PyKCS11Error as err:
+            code = _code(err)
+            if code == "CKR_USER_ALREADY_LOGGED_IN":
+                return
+            _close(session)
+            if code in _PIN_ERRORS:
+                fix = (
+                    "unlock it with the SO PIN (the token's tool, e.g. 'softhsm2-util "
+                    "--init-pin'), then reload ldapdkim"
+                    if code == "CKR_PIN_LOCKED"
+                    else "put the token's user PIN in PKCS11PinFile, then reload ldapdkim"
+                )
+                refused = KeyUnavailable(
+                    f"the PKCS#11 token {label!r} refused the PIN of PKCS11PinFile ({code}); "
+                    f"{fix}; until then that PIN is not tried again, so as not to lock the token",
+                    in_token=True,
+                )
+                self._pin_refused = refused
+                raise refused from None
+            self._module.fail(generation)
+            raise self._went_down(
+                f"the PKCS#11 token {label!r} did not log in ({code}); check the token"
+            ) from None
+
+    def _find_key(self, held: _Session, key: Pkcs11Uri, algorithm: Algorithm) -> Any:
+        """The handle of ``key``'s private key in this session, found once per session."""
+        handle = held.handles.get(key)
+        if handle is not None:
+            return handle
+        pkcs11 = _binding()
+        template: list[tuple[int, Any]] = [(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY)]
+        if key.label is not None:
+            template.append((pkcs11.CKA_LABEL, key.label))
+        if key.key_id is not None:
+            template.append((pkcs11.CKA_ID, tuple(key.key_id)))
+        found = held.session.findObjects(template)
+        if not found:
+            login = "" if self.pin is not None else " (no PKCS11PinFile: private keys need a login)"
+            raise KeyUnavailable(
+                f"the PKCS#11 token {held.token_label!r} holds no private key matching "
+                f"{_key_part(key)!r}{login}; fix the pkcs11: URI or make the key with "
+                "'ldapdkim genkey --pkcs11'",
+                in_token=True,
+            )
+        if len(found) > 1:
+            raise KeyUnavailable(
+                f"the PKCS#11 token {held.token_label!r} holds {len(found)} private keys "
+                f"matching {_key_part(key)!r}; give both object= and id= in the URI"
+            )
+        kind = held.session.getAttributeValue(found[0], [pkcs11.CKA_KEY_TYPE])[0]
+        wanted = CKK_EC_EDWARDS if algorithm is Algorithm.ED25519_SHA256 else pkcs11.CKK_RSA
+        if kind != wanted:
+            raise KeyUnavailable(
+                f"the token key {_key_part(key)!r} is not an {algorithm.value} key "
+                "(dkimSignAlgorithm of the entry); fix the entry or its URI"
+            )
+        held.handles[key] = found[0]
+        return found[0]
+
+    # -- making keys
+
+    def generate(
+        self, where: Pkcs11Uri, label: str, algorithm: Algorithm, bits: int
+    ) -> tuple[Pkcs11Uri, str]:
+        """Make a key pair in the token ``where`` names: the private key sensitive and not
+        extractable, both labelled ``label`` with a new random CKA_ID.  Returns the
+        private key's URI and the ``p=`` value of its DNS record.
+
+        Raises:
+            KeyUnavailable: the token cannot be used, or it refused the key pair.
+            KeyFormatError: it already holds a key labelled ``label``.
+        """
+        pkcs11 = _binding()
+        held = self._open(where.token_part(), read_write=True)
+        try:
+            session = held.session
+            taken = session.findObjects([(pkcs11.CKA_LABEL, label)])
+            if taken:
+                raise KeyFormatError(
+                    f"the PKCS#11 token {held.token_label!r} already holds an object labelled "
+                    f"{label!r}; choose another selector or delete that object"
+                )
+            key_id = secrets.token_bytes(8)
+            common = [
+                (pkcs11.CKA_TOKEN, True), (pkcs11.CKA_LABEL, label),
+                (pkcs11.CKA_ID, tuple(key_id)),
+            ]  # fmt: skip
+            private = [
+                *common, (pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY), (pkcs11.CKA_PRIVATE, True),
+                (pkcs11.CKA_SENSITIVE, True), (pkcs11.CKA_EXTRACTABLE, False),
+                (pkcs11.CKA_SIGN, True), (pkcs11.CKA_DECRYPT, False), (pkcs11.CKA_UNWRAP, False),
+            ]  # fmt: skip
+            public = [
+                *common, (pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY), (pkcs11.CKA_VERIFY, True),
+                (pkcs11.CKA_ENCRYPT, False), (pkcs11.CKA_WRAP, False),
+            ]  # fmt: skip
+            try:
+                if algorithm is Algorithm.ED25519_SHA256:
+                    p_value = self._make_ed25519(session, public, private)
+                else:
+                    p_value = self._make_rsa(session, public, private, bits)
+            except pkcs11.PyKCS11Error as err:
+                raise KeyUnavailable(
+                    f"the PKCS#11 token {held.token_label!r} did not make an "
+                    f"{algorithm.value} key pair ({_code(err)}); check that it supports "
+                    "the mechanism",
+                    in_token=True,
+                ) from None
+        finally:
+            _close(held.session)
+        made = Pkcs11Uri(token=held.token_label, label=label, key_id=key_id, object_type="private")
+        return made, p_value
+
+    @staticmethod
+    def _make_rsa(session: Any, public: list[Any], private: list[Any], bits: int) -> str:
+        pkcs11 = _binding()
+        public = [
+            *public, (pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA), (pkcs11.CKA_MODULUS_BITS, bits),
+            (pkcs11.CKA_PUBLIC_EXPONENT, (1, 0, 1)),
+        ]  # fmt: skip
+        private = [*private, (pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA)]
+        pub, _ = session.generateKeyPair(
+            public, private, mecha=pkcs11.Mechanism(pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, None)
+        )
+        modulus, exponent = session.getAttributeValue(
+            pub, [pkcs11.CKA_MODULUS, pkcs11.CKA_PUBLIC_EXPONENT]
+        )
+        numbers = rsa.RSAPublicNumbers(_int(exponent), _int(modulus))
+        der = numbers.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        return base64.b64encode(der).decode("ascii")
+
+    @staticmethod
+    def _make_ed25519(session: Any, public: list[Any], private: list[Any]) -> str:
+        pkcs11 = _binding()
+        mechanism = pkcs11.Mechanism(CKM_EC_EDWARDS_KEY_PAIR_GEN, None)
+        private = [*private, (pkcs11.CKA_KEY_TYPE, CKK_EC_EDWARDS)]
+        for params in (ED25519_OID, ED25519_NAME):
+            template = [
+                *public, (pkcs11.CKA_KEY_TYPE, CKK_EC_EDWARDS), (pkcs11.CKA_EC_PARAMS, params),
+            ]  # fmt: skip
+            try:
+                pub, _ = session.generateKeyPair(template, private, mecha=mechanism)
+                break
+            except pkcs11.PyKCS11Error as err:
+                if params == ED25519_NAME or _code(err) not in (
+                    "CKR_CURVE_NOT_SUPPORTED", "CKR_ATTRIBUTE_VALUE_INVALID",
+                    "CKR_TEMPLATE_INCONSISTENT", "CKR_DOMAIN_PARAMS_INVALID",
+                ):  # fmt: skip
+                    raise
+        point = bytes(session.getAttributeValue(pub, [pkcs11.CKA_EC_POINT])[0])
+        # CKA_EC_POINT: the 32 bytes, most often wrapped in a DER OCTET STRING.
+        raw = point[2:] if len(point) == 34 and point[:2] == b"\x04\x20" else point
+        if len(raw) != 32:
+            raise KeyFormatError("the token gave an Ed25519 public key that is not 32 bytes")
+        return base64.b64encode(raw).decode("ascii")
+
+    def close(self) -> None:
+        """Close this token's sessions; the last token of its module finalizes the module."""
+        with self._cond:
+            sessions = [s for idle in self._idle.values() for s in idle]
+            self._idle.clear()
+        for held in sessions:
+            if held.generation == self._current_generation():
+                _close(held.session)
+        if self._registered:
+            self._registered = False
+            self._module.release()
+
+
+def _parse(uri: str) -> Pkcs11Uri:
+    try:
+        return pkcs11uri.parse(uri)
+    except KeyFormatError as err:
+        raise KeyFormatError(f"dkimSignPrivateKey: {err}") from None
+
+
+def _key_part(key: Pkcs11Uri) -> str:
+    """The URI of just the key's own attributes, for messages."""
+    return str(Pkcs11Uri(label=key.label, key_id=key.key_id, object_type=key.object_type))
+
+
+def _int(value: Any) -> int:
+    return int.from_bytes(bytes(value), "big")
+
+
+def _close(session: Any) -> None:
+    try:
+        session.closeSession()
+    except Exception as err:  # a session that is gone is closed enough
+        log.debug("closing a PKCS#11 session: %s", err)
+
+
+def _matches_token(token: Any, where: Pkcs11Uri) -> bool:
+    pairs = (
+        (where.token, token.label), (where.manufacturer, token.manufacturerID),
+        (where.serial, token.serialNumber), (where.model, token.model),
+    )  # fmt: skip
+    return all(wanted is None or wanted == _text(have) for wanted, have in pairs)
+
+
+def _matches_slot(slot: int, lib: Any, where: Pkcs11Uri) -> bool:
+    if where.slot_id is not None and where.slot_id != slot:
+        return False
+    if where.slot_description is None and where.slot_manufacturer is None:
+        return True
+    info = lib.getSlotInfo(slot)
+    pairs = (
+        (where.slot_description, info.slotDescription),
+        (where.slot_manufacturer, info.manufacturerID),
+    )
+    return all(wanted is None or wanted == _text(have) for wanted, have in pairs)
+
+
+def _matches_library(info: Any, where: Pkcs11Uri) -> bool:
+    version = "{}.{}".format(*info.libraryVersion)
+    pairs = (
+        (where.library_manufacturer, _text(info.manufacturerID)),
+        (where.library_description, _text(info.libraryDescription)),
+    )
+    wanted_version = where.library_version
+    if wanted_version is not None and wanted_version not in (version, version.removesuffix(".0")):
+        return False
+    return all(wanted is None or wanted == have for wanted, have in pairs)

@@ -23,6 +23,8 @@ also runs with its RSA-2048 key in a SoftHSM2 token (made by ``ldapdkim genkey
 --pkcs11``; ``PKCS11Module``, ``PKCS11PinFile``): the token signs, each
 worker through its own session.  The table then gives, per row, the msg/s
 and CPU of each token engine against the same ldapdkim with in-process keys.
+``ldapdkim-sealed`` or ``ldapdkim-wN-sealed`` do the same with the key sealed
+(``genkey -c`` with a ``KeyEncryptionKey``), opened in memory once per worker.
 
 Also measured over TCP: the same small rows with the driver's TCP_QUICKACK
 off (the libmilter delayed-ACK stall).  And the driver's ceiling against
@@ -79,10 +81,20 @@ ENGINES = ("ldapdkim", "ldapdkim-w2", "opendkim", "opendkim-kt")
 N worker processes); ``ldapdkim`` is ``Workers 1``."""
 
 
+KEY_KINDS = {"-token": "keys in SoftHSM2", "-sealed": "sealed keys"}
+"""Engine name suffixes for ldapdkim with another kind of key than plaintext, and their
+names in the report."""
+
+
+def key_kind(name: str) -> str:
+    """The :data:`KEY_KINDS` suffix of an engine's name, or "" (plaintext keys)."""
+    return next((suffix for suffix in KEY_KINDS if name.endswith(suffix)), "")
+
+
 def ldapdkim_workers(name: str) -> int | None:
-    """N for ``ldapdkim`` (1) and ``ldapdkim-wN``, with or without ``-token``; None for any
-    other name."""
-    name = name.removesuffix("-token")
+    """N for ``ldapdkim`` (1) and ``ldapdkim-wN``, with or without a :data:`KEY_KINDS`
+    suffix; None for any other name."""
+    name = name.removesuffix(key_kind(name))
     if name == "ldapdkim":
         return 1
     prefix, _, count = name.partition("-w")
@@ -194,9 +206,11 @@ class LdapdkimEngine(Engine):
         *,
         base: str,
         token: SoftHsm | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
         """``base``: the container of the domain's entries; ``token``: sign with the keys
-        in that SoftHSM2 token (the entries there hold their URIs)."""
+        in that SoftHSM2 token (the entries there hold their URIs); ``extra``: more
+        configuration lines (a KeyEncryptionKey)."""
         lines = [
             f"Workers {workers}",
             "Mode s",
@@ -209,6 +223,7 @@ class LdapdkimEngine(Engine):
             "InternalHosts 127.0.0.1",
             "LogWhy no",
             *(token.config_lines() if token is not None else []),
+            *extra,
         ]
         self.milter = MilterProcess(
             workdir,
@@ -542,8 +557,11 @@ def bench_site(workdir: Path, engines: Sequence[str], unix: bool) -> Iterator[di
         ldif_text = provision([DOMAIN], base, workdir, "rsa-sha256")
         slapd.ldapadd(without_version_line(ldif_text))
         token, token_base = None, ""
-        if any(name.endswith("-token") for name in engines):
+        if any(key_kind(name) == "-token" for name in engines):
             token, token_base = token_site(workdir, slapd)
+        kek_line, sealed_base = "", ""
+        if any(key_kind(name) == "-sealed" for name in engines):
+            kek_line, sealed_base = sealed_site(workdir, slapd)
         counter = LdapCounter(slapd)
         stack.callback(counter.close)
         selector, pem = key_of(ldif_text)
@@ -551,9 +569,14 @@ def bench_site(workdir: Path, engines: Sequence[str], unix: bool) -> Iterator[di
         for name in engines:
             engine: Engine
             workers = ldapdkim_workers(name)
-            if workers is not None and name.endswith("-token"):
+            if workers is not None and key_kind(name) == "-token":
                 engine = LdapdkimEngine(
                     workdir / name, slapd, workers, unix, base=token_base, token=token
+                )
+                engine.name = name
+            elif workers is not None and key_kind(name) == "-sealed":
+                engine = LdapdkimEngine(
+                    workdir / name, slapd, workers, unix, base=sealed_base, extra=[kek_line]
                 )
                 engine.name = name
             elif workers is not None:
@@ -566,7 +589,7 @@ def bench_site(workdir: Path, engines: Sequence[str], unix: bool) -> Iterator[di
             stack.callback(engine.stop)
             started[name] = engine
         dns = stack.enter_context(DnsServer())
-        for container in [base, *([token_base] if token is not None else [])]:
+        for container in [base, *(b for b in (token_base, sealed_base) if b)]:
             config = workdir / "dns-records.conf"
             config.write_text(
                 f"Directory {slapd.ldap_uri}/{container}\n"
@@ -595,15 +618,38 @@ def token_site(workdir: Path, slapd: Slapd) -> tuple[SoftHsm, str]:
     return token, base
 
 
+def sealed_site(workdir: Path, slapd: Slapd) -> tuple[str, str]:
+    """A KEK, and a container with the domain and an RSA-2048 key sealed with it, made by
+    ``genkey -c``: the KeyEncryptionKey line and the container."""
+    kek = workdir / "kek"
+    status, _, err = run_cli("keys", "new-kek", str(kek))
+    if status != 0:
+        raise RuntimeError(f"ldapdkim keys new-kek failed: {err}")
+    kek_line = f"KeyEncryptionKey bench {kek}"
+    base = slapd.new_container()
+    config = workdir / "sealing.conf"
+    config.write_text(f"Directory {slapd.ldap_uri}/{base}\n{kek_line}\n")
+    status, out, err = run_cli(
+        "genkey", "-d", DOMAIN, "-s", "sealed", "--base", base, "--with-domain", "-c", str(config)
+    )
+    # The LDIF carries dkimSignPrivateKey in base64: "c2VhbGVkOnYxO" is "sealed:v1:".
+    if status != 0 or b"c2VhbGVkOnYxO" not in out.replace(b"\n ", b""):
+        raise RuntimeError(f"ldapdkim genkey -c did not seal the key: {err}")
+    slapd.ldapadd(without_version_line(out.decode()))
+    return kek_line, base
+
+
 def token_ratios(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each ``...-token`` engine / the same ldapdkim with in-process keys, per row."""
+    """Each engine with another kind of key (:data:`KEY_KINDS`) / the same ldapdkim with
+    plaintext keys, per row."""
     by_key = {(s["engine"], s["body_bytes"], s["concurrency"], s["quickack"]): s for s in summaries}
     found = []
     for s in summaries:
-        if not s["engine"].endswith("-token"):
+        kind = key_kind(s["engine"])
+        if not kind:
             continue
         plain = by_key.get(
-            (s["engine"].removesuffix("-token"), s["body_bytes"], s["concurrency"], s["quickack"])
+            (s["engine"].removesuffix(kind), s["body_bytes"], s["concurrency"], s["quickack"])
         )
         if plain is None or not plain["msg_per_s"] or not plain["cpu_ms_per_msg"]:
             continue
@@ -811,7 +857,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in args.engine_list:
         if not known_engine(name):
             parser.error(
-                f"unknown engine {name!r}: {', '.join(ENGINES)} or ldapdkim-wN, with -token"
+                f"unknown engine {name!r}: {', '.join(ENGINES)} or ldapdkim-wN, "
+                "with -token or -sealed"
             )
     if len(set(args.engine_list)) != len(args.engine_list) or not args.engine_list:
         parser.error("--engines: name each engine once")
@@ -1032,7 +1079,8 @@ def print_report(report: dict[str, Any]) -> None:
         )
     for t in report.get("token_ratios", []):
         print(
-            f"keys in SoftHSM2: {t['engine']} / {t['against']}, {human_size(t['body_bytes'])} "
+            f"{KEY_KINDS[key_kind(t['engine'])]}: {t['engine']} / {t['against']}, "
+            f"{human_size(t['body_bytes'])} "
             f"c={t['concurrency']}: {t['msg_per_s']:.0f} / {t['plain_msg_per_s']:.0f} msg/s "
             f"= {t['msg_per_s_ratio']:.2f}x; CPU {t['cpu_ms_per_msg']:.2f} / "
             f"{t['plain_cpu_ms_per_msg']:.2f} ms/msg = {t['cpu_ratio']:.2f}x"

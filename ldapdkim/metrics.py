@@ -20,7 +20,7 @@ import prometheus_client
 import prometheus_client.metrics
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, values
 
-from ldapdkim.model import DkimResult, Outcome
+from ldapdkim.model import DkimResult, NotSignedReason, Outcome
 
 # No ``*_created`` series beside every counter: they double what is scraped and
 # say nothing that process_start_time_seconds does not.
@@ -31,19 +31,6 @@ else:  # Debian 12's 0.16 has only the module flag
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
-NOT_SIGNED_REASONS = (
-    "domain_not_signed",
-    "no_active_key",
-    "no_author_domain",
-    "directory_unavailable",
-    "directory_inconsistent",
-    "key_unusable",
-    "key_unavailable",
-    "token_unavailable",
-    "message_unsignable",
-    "sender_mismatch",
-)
-"""The ``reason`` label values of :data:`MESSAGES_NOT_SIGNED`."""
 
 # The series are module attributes that :func:`use_multiprocess` makes anew: count
 # through ``metrics.NAME``, never a name imported from here.
@@ -139,11 +126,16 @@ def count_action(outcome: Outcome, action: str) -> None:
     ACTIONS.labels(outcome=outcome.keyword, action=action).inc()
 
 
+def count_not_signed(reason: NotSignedReason) -> None:
+    """Count a message to sign that was not signed."""
+    MESSAGES_NOT_SIGNED.labels(reason=reason.value).inc()
+
+
 def _zero_series() -> None:
     """Show every known series from the start, at 0: a rate over a series that appears
     only at its first event misses that event."""
-    for reason in NOT_SIGNED_REASONS:
-        MESSAGES_NOT_SIGNED.labels(reason=reason)
+    for reason in NotSignedReason:
+        MESSAGES_NOT_SIGNED.labels(reason=reason.value)
     for dkim_result in DkimResult:
         MESSAGES_VERIFIED.labels(result=dkim_result.value)
     for cache_result in ("hit", "miss", "stale"):

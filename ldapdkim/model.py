@@ -262,6 +262,26 @@ _ON_KEYWORDS = {
 
 
 @enum.unique
+class NotSignedReason(enum.StrEnum):
+    """Why a message to sign was not signed.
+
+    The value is the ``reason`` label of ``ldapdkim_messages_not_signed_total``:
+    dashboards and alerts use it, so a value never changes.
+    """
+
+    DOMAIN_NOT_SIGNED = "domain_not_signed"
+    NO_ACTIVE_KEY = "no_active_key"
+    NO_AUTHOR_DOMAIN = "no_author_domain"
+    DIRECTORY_UNAVAILABLE = "directory_unavailable"
+    DIRECTORY_INCONSISTENT = "directory_inconsistent"
+    KEY_UNUSABLE = "key_unusable"
+    KEY_UNAVAILABLE = "key_unavailable"
+    TOKEN_UNAVAILABLE = "token_unavailable"  # noqa: S105 - a label value, not a password
+    MESSAGE_UNSIGNABLE = "message_unsignable"
+    SENDER_MISMATCH = "sender_mismatch"
+
+
+@enum.unique
 class DkimResult(enum.Enum):
     """RFC 8601 §2.7.1 results of DKIM verification."""
 

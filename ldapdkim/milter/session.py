@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 import Milter
 
@@ -29,21 +29,14 @@ from ldapdkim import __version__, metrics
 from ldapdkim.config.settings import Settings
 from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.directory.senders import SenderDirectory
-from ldapdkim.errors import (
-    SIGNING_REFUSALS,
-    DirectoryError,
-    DirectoryUnavailable,
-    DomainNotFound,
-    DomainNotSigned,
-    KeyUnavailable,
-    MessageError,
-    SenderMismatch,
-)
+from ldapdkim.errors import SIGNING_REFUSALS, DomainNotSigned, KeyUnavailable, MessageError
+from ldapdkim.milter import refusals
+from ldapdkim.milter.refusals import Refusal
 from ldapdkim.model import (
     Action,
     DkimResult,
     Header,
-    KeyState,
+    NotSignedReason,
     Outcome,
     Resolution,
     SigningKey,
@@ -87,12 +80,19 @@ class Counters:
     signed: int = 0
     verified: int = 0
     not_signed: int = 0
+    """Messages to sign that were not signed, for any reason: the sum of the
+    ``ldapdkim_messages_not_signed_total`` series (see :meth:`count_not_signed`)."""
     errors: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, name: str, amount: int = 1) -> None:
         with self.lock:
             setattr(self, name, getattr(self, name) + amount)
+
+    def count_not_signed(self, reason: NotSignedReason) -> None:
+        """Count a message not signed here and in the metric alike, so that they agree."""
+        self.add("not_signed")
+        metrics.count_not_signed(reason)
 
 
 @dataclass(frozen=True)
@@ -391,11 +391,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         refusal = self.refusal
         if isinstance(refusal, DomainNotSigned):
             if settings.signs:
-                self.runtime.counters.add("not_signed")
-                _not_signed("domain_not_signed")
-                level = logging.INFO if isinstance(refusal, DomainNotFound) else logging.WARNING
-                if level > logging.INFO or settings.log_why:
-                    self.log.log(level, "not signed: %s", refusal)
+                self._not_signed(refusals.refusal_for(refusal), refusal)
             ours = False
         elif refusal is None:
             ours = True
@@ -410,45 +406,17 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
                 self._why("not processed: %s", self.role_reason)
 
     def _sign(self) -> int:
-        runtime = self.runtime
-        refusal = self.refusal
-        if isinstance(refusal, DirectoryUnavailable):
-            _not_signed("directory_unavailable")
-            self.log.error("not signed: %s", refusal)
-            raise _Done(self.reply_for(Outcome.DIRECTORY_ERROR, "directory unavailable"))
-        if isinstance(refusal, SenderMismatch):
-            runtime.counters.add("not_signed")
-            _not_signed("sender_mismatch")
-            self.log.warning("not signed: %s", refusal)
-            raise _Done(self.reply_for(Outcome.SENDER_MISMATCH, "sender may not sign as From"))
-        if isinstance(refusal, DirectoryError):
-            _not_signed("directory_inconsistent")
-            self.log.error("not signed: %s", refusal)
-            raise _Done(self.reply_for(Outcome.SIGNATURE_ERROR, "signing data is inconsistent"))
-        if refusal is not None:  # no author domain to sign for (domains not ours: verified)
-            runtime.counters.add("not_signed")
-            _not_signed("no_author_domain")
-            self.log.warning("not signed: %s", refusal)
-            return ACCEPT
+        """Sign, or refuse to for a reason of :mod:`refusals`: log, count and reply."""
+        if self.refusal is not None:
+            return self._refuse(refusals.refusal_for(self.refusal), self.refusal)
         resolution, params, hasher = self.resolution, self.params, self.hasher
         if resolution is None or params is None or hasher is None:  # _resolve_signer did not run
             raise _Done(self.reply_for(Outcome.INTERNAL_ERROR, "no signing decision"))
         now = datetime.now(UTC)
         keys = policy.signing_keys(resolution, now)
         if not keys:
-            broken = [k for k in resolution.keys if k.state is KeyState.ACTIVE and k.problem]
-            if broken:
-                _not_signed("key_unusable")
-                self.log.error(
-                    "not signed: no usable key for %s: %s",
-                    resolution.signing_domain,
-                    broken[0].problem,
-                )
-                raise _Done(self.reply_for(Outcome.SIGNATURE_ERROR, "no usable signing key"))
-            runtime.counters.add("not_signed")
-            _not_signed("no_active_key")
-            self._why("not signed: no active key for %s", resolution.signing_domain)
-            return ACCEPT
+            reason, why = refusals.keyless(resolution)
+            return self._refuse(refusals.refusal_for(reason), why)
         try:
             signers = self._signers(keys, resolution.signing_domain, resolution.policy.names)
             values = sign_parsed(
@@ -460,33 +428,51 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
                 timestamp=int(now.timestamp()),
             )
         except KeyUnavailable as err:
-            self._key_unavailable(err)
+            return self._refuse(refusals.refusal_for(err), err)
         except MessageError as err:
-            _not_signed("message_unsignable")
-            self.log.error("not signed: %s", err)
-            raise _Done(
-                self.reply_for(Outcome.SIGNATURE_ERROR, "message cannot be signed")
-            ) from None
+            return self._refuse(refusals.refusal_for(NotSignedReason.MESSAGE_UNSIGNABLE), err)
+        self._add_signatures(values)
+        self._signed(resolution.signing_domain, signers)
+        return ACCEPT
+
+    def _not_signed(self, refusal: Refusal, why: object) -> None:
+        """Count a refusal and log ``not signed: why`` at its level (INFO only with LogWhy)."""
+        self.runtime.counters.count_not_signed(refusal.reason)
+        if refusal.level > logging.INFO or self.runtime.settings.log_why:
+            self.log.log(refusal.level, "not signed: %s", why)
+
+    def _refuse(self, refusal: Refusal, why: object) -> int:
+        """Log and count a refusal, and reply: its ``On-*`` action, or accept unsigned."""
+        self._not_signed(refusal, why)
+        if refusal.outcome is None:
+            return ACCEPT
+        return self.reply_for(refusal.outcome, refusal.text)
+
+    def _add_signatures(self, values: Sequence[bytes]) -> None:
+        """Insert the ``DKIM-Signature`` fields (and ``DKIM-Filter``) above the others."""
         leading = "" if self._protocol & LEADSPC else None
         for value in reversed(values):
             text = value.decode("ascii").replace("\r\n", "\n")
             self.addheader("DKIM-Signature", text if leading is not None else text.lstrip(), 0)
-        if runtime.settings.software_header:
+        if self.runtime.settings.software_header:
             self.addheader("DKIM-Filter", self._space(f"ldapdkim {__version__} {self.queue_id}"), 0)
-        runtime.counters.add("signed")
+
+    def _signed(self, domain: str, signers: Sequence[KeySigner]) -> None:
+        """Count a signed message and its signatures; log them with SyslogSuccess or LogWhy."""
+        settings = self.runtime.settings
+        self.runtime.counters.add("signed")
         metrics.MESSAGES_SIGNED.inc()
         for signer in signers:
             metrics.SIGNATURES_MADE.labels(algorithm=signer.algorithm.value).inc()
-        if runtime.settings.syslog_success or runtime.settings.log_why:
+        if settings.syslog_success or settings.log_why:
             for signer in signers:
                 self.log.info(
                     "signed d=%s s=%s a=%s (%s)",
-                    resolution.signing_domain,
+                    domain,
                     signer.selector,
                     signer.algorithm.value,
                     self.role_reason,
                 )
-        return ACCEPT
 
     def _signers(
         self, keys: Sequence[SigningKey], domain: str, names: Sequence[str]
@@ -509,18 +495,6 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         if not signers and first is not None:
             raise first
         return signers
-
-    def _key_unavailable(self, err: KeyUnavailable) -> NoReturn:
-        """No key of the message could sign: a token's trouble may pass (On-InternalError),
-        a sealed key that does not open or a refused plaintext key will not
-        (On-SignatureError)."""
-        if err.in_token:
-            _not_signed("token_unavailable")
-            self.log.error("not signed: %s", err)
-            raise _Done(self.reply_for(Outcome.INTERNAL_ERROR, "signing token unavailable"))
-        _not_signed("key_unavailable")
-        self.log.error("not signed: %s", err)
-        raise _Done(self.reply_for(Outcome.SIGNATURE_ERROR, "signing key unavailable"))
 
     def _space(self, text: str) -> str:
         return f" {text}" if self._protocol & LEADSPC else text
@@ -600,10 +574,6 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
 
 
 _KNOWN_ALGORITHMS = frozenset({"rsa-sha256", "ed25519-sha256", "rsa-sha1"})
-
-
-def _not_signed(reason: str) -> None:
-    metrics.MESSAGES_NOT_SIGNED.labels(reason=reason).inc()
 
 
 def _count_verified(results: list[VerifyResult]) -> None:

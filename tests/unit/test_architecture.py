@@ -89,7 +89,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "sealkeys",
         ],
     ),
-    ("milter", ["monitor", "session", "workers", "daemon"]),
+    ("milter", ["monitor", "refusals", "session", "workers", "daemon"]),
     (
         "cli",
         [

@@ -7,9 +7,11 @@ made here; DNS: a table.  End-to-end behaviour through a real Postfix is in
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +20,30 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from Milter import testctx
+from prometheus_client import Counter
 
-from ldapdkim import config, keys
+from ldapdkim import config, keys, metrics
 from ldapdkim.directory import ldifout
 from ldapdkim.directory.resolver import CachedResolver
-from ldapdkim.errors import AmbiguousDomain, DirectoryUnavailable, DomainNotFound
-from ldapdkim.milter.daemon import Holder, build_runtime
+from ldapdkim.errors import (
+    AmbiguousDomain,
+    DirectoryUnavailable,
+    DomainNotFound,
+    KeyUnavailable,
+    MessageError,
+    SenderMismatch,
+)
+from ldapdkim.milter.daemon import Daemon, Holder, build_runtime
 from ldapdkim.milter.session import DkimMilter
-from ldapdkim.model import Algorithm, DkimResult, Failure, VerifyResult
+from ldapdkim.model import (
+    Algorithm,
+    DkimResult,
+    Failure,
+    NotSignedReason,
+    Resolution,
+    VerifyResult,
+)
+from ldapdkim.signing.keyring import Keyring
 
 BASE = "ou=domains,dc=example,dc=com"
 
@@ -317,6 +335,99 @@ def test_each_signing_refusal_applies_its_on_outcome(
     rc, ctx = make()(MESSAGE)
     assert rc == reply
     assert ctx.replies == replies
+
+
+def _raise(error: Exception) -> Callable[..., Any]:
+    def raiser(*args: object, **kwargs: object) -> Any:
+        raise error
+
+    return raiser
+
+
+def _with_unusable_keys(patch: pytest.MonkeyPatch) -> None:
+    """The directory marks every key of the domain unusable."""
+    resolve = CachedResolver.resolve
+
+    def resolved(self: CachedResolver, domain: str) -> Resolution:
+        found = resolve(self, domain)
+        keys = tuple(dataclasses.replace(k, problem="not a PEM key") for k in found.keys)
+        return dataclasses.replace(found, keys=keys)
+
+    patch.setattr(CachedResolver, "resolve", resolved)
+
+
+_SESSION = "ldapdkim.milter.session"
+_NO_FROM = b"To: bob@example.net\nSubject: no author\n\nHello\n"
+_REFUSING: dict[NotSignedReason, tuple[bytes, Callable[[pytest.MonkeyPatch], None]]] = {
+    NotSignedReason.DOMAIN_NOT_SIGNED: (FOREIGN, lambda patch: None),
+    NotSignedReason.NO_ACTIVE_KEY: (
+        MESSAGE,
+        lambda patch: patch.setattr(f"{_SESSION}.policy.signing_keys", lambda *args: ()),
+    ),
+    NotSignedReason.NO_AUTHOR_DOMAIN: (_NO_FROM, lambda patch: None),
+    NotSignedReason.DIRECTORY_UNAVAILABLE: (
+        MESSAGE,
+        lambda patch: patch.setattr(CachedResolver, "resolve", _raise(DirectoryUnavailable("x"))),
+    ),
+    NotSignedReason.DIRECTORY_INCONSISTENT: (
+        MESSAGE,
+        lambda patch: patch.setattr(CachedResolver, "resolve", _raise(AmbiguousDomain("x"))),
+    ),
+    NotSignedReason.KEY_UNUSABLE: (MESSAGE, _with_unusable_keys),
+    NotSignedReason.KEY_UNAVAILABLE: (
+        MESSAGE,
+        lambda patch: patch.setattr(Keyring, "signer_for", _raise(KeyUnavailable("x"))),
+    ),
+    NotSignedReason.TOKEN_UNAVAILABLE: (
+        MESSAGE,
+        lambda patch: patch.setattr(
+            Keyring, "signer_for", _raise(KeyUnavailable("x", in_token=True))
+        ),
+    ),
+    NotSignedReason.MESSAGE_UNSIGNABLE: (
+        MESSAGE,
+        lambda patch: patch.setattr(f"{_SESSION}.sign_parsed", _raise(MessageError("x"))),
+    ),
+    NotSignedReason.SENDER_MISMATCH: (
+        MESSAGE,
+        lambda patch: patch.setattr(f"{_SESSION}.authorize", _raise(SenderMismatch("x"))),
+    ),
+}
+"""A message, and how to make the milter refuse to sign it, for each reason."""
+
+
+def _not_signed_series() -> dict[str, float]:
+    [family] = metrics.MESSAGES_NOT_SIGNED.collect()
+    return {s.labels["reason"]: s.value for s in family.samples if s.name.endswith("_total")}
+
+
+@pytest.fixture
+def not_signed_metric(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh ``ldapdkim_messages_not_signed`` for one test, registered nowhere: the
+    process-wide one stays as other tests expect it (at 0 where nothing counted)."""
+    fresh = Counter("ldapdkim_messages_not_signed", "Not signed.", ["reason"], registry=None)
+    monkeypatch.setattr(metrics, "MESSAGES_NOT_SIGNED", fresh)
+
+
+@pytest.mark.usefixtures("not_signed_metric")
+def test_the_statistics_line_and_the_metric_count_every_refusal_alike(
+    make: Any, monkeypatch: pytest.MonkeyPatch, directory_file: Path, tmp_path: Path
+) -> None:
+    """SIGUSR1's not_signed= is the sum of ldapdkim_messages_not_signed_total's series."""
+    assert set(_REFUSING) == set(NotSignedReason)
+    feed = make()
+    for reason, (message, refuse) in _REFUSING.items():
+        with monkeypatch.context() as patch:
+            refuse(patch)
+            feed(message)
+        assert _not_signed_series().get(reason.value) == 1, reason
+    counted = _not_signed_series()
+    conf = tmp_path / "ldapdkim.conf"
+    conf.write_text(f"Mode sv\nDirectory ldif:{directory_file}\n")
+    daemon = Daemon(str(conf))
+    daemon.holder = feed.holder
+    [shown] = re.findall(r"\bnot_signed=(\d+)", daemon.stats())
+    assert int(shown) == sum(counted.values()) == len(NotSignedReason)
 
 
 def test_the_data_step_is_kept_so_postfix_does_not_stall() -> None:

@@ -51,6 +51,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "replica.status",
             "replica.statedir",
             "replica.syncstate",
+            "replica.consumer",
             "replica.sync",
             "replica",
             "writer",

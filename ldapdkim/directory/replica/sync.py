@@ -86,7 +86,7 @@ from ldapdkim.directory.replica.feed import ReplicaFeed, WriterRole
 from ldapdkim.directory.replica.statedir import StateDirectory, iso
 from ldapdkim.directory.replica.store import Meta, ReplicaStore
 from ldapdkim.errors import DirectoryStale, DirectoryUnavailable
-from ldapdkim.model import DirectoryView
+from ldapdkim.model import DirectorySync, DirectoryView
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,7 @@ class ReplicaSettings:
     """What a replica is made from: a reload that leaves this value equal keeps the replica."""
 
     ldap: LdapSettings
-    sync: str
-    """The ``DirectorySync`` value: auto, yes or no."""
+    sync: DirectorySync
     max_stale: float
     state_directory: Path
     poll_interval: float
@@ -173,7 +172,7 @@ class SyncReplica:
         self._last_probe = 0.0
         self._status_mode = ""
         self._poller: usnpoll.UsnPoller | None = None
-        if self.wanted != "no":
+        if self.wanted is not DirectorySync.NO:
             self.store = self.files.open_store()
             self._role = WriterRole(self.store.path.parent)
         else:
@@ -289,10 +288,10 @@ class SyncReplica:
     @property
     def mode(self) -> str:
         """How lookups are answered now: ``sync`` (from memory) or ``lookup``."""
-        if self.wanted == "no":
+        if self.wanted is DirectorySync.NO:
             return "lookup"
         loaded, _uri, _contact, refused = self._state()
-        if self.wanted == "auto" and (refused or not loaded):
+        if self.wanted is DirectorySync.AUTO and (refused or not loaded):
             return "lookup"
         return "sync"
 
@@ -390,7 +389,11 @@ class SyncReplica:
     def _run(self) -> None:
         delay = RETRY_FIRST
         while not self._stop.is_set():
-            if self.wanted == "no" or not self.take_writer_role() or self._still_refused():
+            if (
+                self.wanted is DirectorySync.NO
+                or not self.take_writer_role()
+                or self._still_refused()
+            ):
                 self._housekeeping()
                 self._stop.wait(POLL_TIMEOUT)
                 continue
@@ -548,7 +551,7 @@ class SyncReplica:
         return False
 
     def _on_refused(self, err: ldap.LDAPError) -> None:
-        if self.wanted == "auto":
+        if self.wanted is DirectorySync.AUTO:
             if not self._refused:
                 log.info(
                     "directory: %s refuses content sync (%s); using cached lookups "
@@ -599,7 +602,7 @@ class SyncReplica:
         if self.mode == "lookup" and not final and now - self._last_probe >= LOOKUP_PROBE_INTERVAL:
             self._last_probe = now
             self._probe()
-        if not writer and self.wanted != "no":
+        if not writer and self.wanted is not DirectorySync.NO:
             return  # the writer writes status.json
         if final or now - self._last_status >= STATUS_INTERVAL or self.mode != self._status_mode:
             self._last_status = now

@@ -50,6 +50,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "senders",
             "replica.status",
             "replica.statedir",
+            "replica.state",
             "replica.syncstate",
             "replica.consumer",
             "replica.sync",

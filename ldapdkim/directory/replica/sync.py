@@ -58,8 +58,8 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,9 @@ from ldapdkim.directory.replica.consumer import (
     tracking,
 )
 from ldapdkim.directory.replica.feed import ReplicaFeed, WriterRole
-from ldapdkim.directory.replica.statedir import StateDirectory, iso
+from ldapdkim.directory.replica.state import Link, LookupMode, ReplicaState, Verdict
+from ldapdkim.directory.replica.state import status as replica_status
+from ldapdkim.directory.replica.statedir import StateDirectory
 from ldapdkim.directory.replica.store import Meta, ReplicaStore
 from ldapdkim.errors import DirectoryStale, DirectoryUnavailable
 from ldapdkim.model import DirectorySync, DirectoryView
@@ -155,14 +157,9 @@ class SyncReplica:
         """Set while this process holds the writer role."""
         self._role: WriterRole | None = None
         self._meta: tuple[float, Meta] | None = None
-        self._refused = False
-        """The server refused the sync control (auto then answers by lookups)."""
-        self._refused_at = 0.0
-        self._connected_uri: str | None = None
-        self._last_contact: float | None = None
-        """Wall-clock time the replica was last known current."""
-        self._last_sync_by_uri: dict[str, float] = {}
-        self._last_uri: str | None = None
+        self._lock = threading.Lock()
+        self.link = Link()
+        """The writer's connection: replaced whole, under ``_lock`` (:meth:`_relink`)."""
         self._started = time.time()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -170,7 +167,7 @@ class SyncReplica:
         self._last_word: tuple[str | None, bool] | None = None
         self._last_status = 0.0
         self._last_probe = 0.0
-        self._status_mode = ""
+        self._status_mode: LookupMode | None = None
         self._poller: usnpoll.UsnPoller | None = None
         if self.wanted is not DirectorySync.NO:
             self.store = self.files.open_store()
@@ -205,7 +202,7 @@ class SyncReplica:
 
     @property
     def serves_from_memory(self) -> bool:
-        return self.mode == "sync"
+        return self.mode is LookupMode.SYNC
 
     def describe(self) -> str:
         return self.lookup.describe()
@@ -255,7 +252,8 @@ class SyncReplica:
         if self.store is None or self._role is None or not self._role.take():
             return False
         self.feed = ReplicaFeed(self.store)
-        self._last_contact = self.store.meta().contact
+        contact = self.store.meta().contact
+        self._relink(lambda link: replace(link, contact=contact))
         log.info("directory: this process keeps the replica %s up to date", self.store.path)
         return True
 
@@ -269,52 +267,53 @@ class SyncReplica:
             self._meta = cached
         return cached[1]
 
-    def _state(self) -> tuple[bool, str | None, float | None, bool]:
-        """Loaded, connected server, last contact, refused: the writer's own or its word."""
-        if self.feed is not None or self.store is None:
-            loaded = self.feed is not None and self.feed.loaded
-            return loaded, self._connected_uri, self._last_contact, self._refused
-        meta = self._current()
-        alive = meta.beat is not None and time.time() - meta.beat < WRITER_SILENT
-        return meta.loaded, meta.uri if alive else None, meta.contact, meta.refused
+    def _relink(self, change: Callable[[Link], Link]) -> None:
+        """Replace :attr:`link` by ``change(link)``; the lock keeps two changes from racing."""
+        with self._lock:
+            self.link = change(self.link)
+
+    def state(self) -> ReplicaState:
+        """The replica now: the writer's own (its link and feed), or the writer's word.
+
+        The writer's ``loaded`` is its feed's, which turns True only once the
+        commit of a refresh's end succeeded (lookups then go to the database).
+        """
+        feed = self.feed
+        if feed is not None or self.store is None:
+            loaded = feed is not None and feed.loaded
+            return ReplicaState.of_writer(self.wanted, loaded, self.link)
+        return ReplicaState.of_meta(self.wanted, self._current(), time.time(), WRITER_SILENT)
 
     @property
     def loaded(self) -> bool:
         """Whether the replica holds a whole copy (a refresh completed once)."""
-        return self._state()[0]
+        return self.state().loaded
 
     # -- state --------------------------------------------------------------
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> LookupMode:
         """How lookups are answered now: ``sync`` (from memory) or ``lookup``."""
-        if self.wanted is DirectorySync.NO:
-            return "lookup"
-        loaded, _uri, _contact, refused = self._state()
-        if self.wanted is DirectorySync.AUTO and (refused or not loaded):
-            return "lookup"
-        return "sync"
+        return self.state().mode()
 
     def staleness(self) -> float | None:
         """Seconds since the replica was last known current; 0 while connected."""
-        loaded, uri, contact, _refused = self._state()
-        if uri is not None and loaded:
-            return 0.0
-        if contact is None:
-            return None
-        return max(0.0, time.time() - contact)
+        return self.state().staleness(time.time())
 
     def _from_replica(self) -> bool:
-        if self.mode == "lookup":
+        now = time.time()
+        state = self.state()
+        verdict = state.verdict(now, self.max_stale)
+        if verdict is Verdict.LOOKUP:
             return False
-        if not self.loaded:
+        if verdict is Verdict.NOT_LOADED:
             raise DirectoryUnavailable(
                 f"DirectorySync yes: no copy of {self.describe()} yet (first content "
                 "sync not done, none in the replica database); check the server, or set "
                 "DirectorySync auto"
             )
-        stale = self.staleness()
-        if stale is not None and stale > 0 and stale > self.max_stale:
+        if verdict is Verdict.STALE:
+            stale = state.staleness(now) or 0.0
             raise DirectoryStale(
                 f"replica of {self.describe()} is {stale:.0f} s old, more than "
                 f"DirectoryMaxStale {self.max_stale:g} s; check that a server answers"
@@ -322,65 +321,51 @@ class SyncReplica:
         return True
 
     def status(self) -> dict[str, Any]:
-        """Mode and per-server state, as written to ``status.json``.
+        """Mode and per-server state, as written to ``status.json`` (:func:`.state.status`).
 
-        In lookup mode ``connected`` is the lookup connection's server (kept
-        up by a probe every LOOKUP_PROBE_INTERVAL while no mail needs it); a
-        server never synced from has ``staleness_s`` of the replica as a whole
-        (or the time since start).
+        In lookup mode the lookup connection is kept up by a probe every
+        LOOKUP_PROBE_INTERVAL while no mail needs it.
         """
-        now = time.time()
-        lookup_mode = self.mode == "lookup"
-        lookup_uri = self.lookup.connected_uri() if lookup_mode else None
-        overall = self.staleness()
-        servers = []
-        for uri in self.lookup.uris:
-            last = self._last_sync_by_uri.get(uri)
-            connected = uri == (lookup_uri if lookup_mode else self._connected_uri)
-            current = connected and (lookup_mode or self.loaded)
-            if current:
-                stale = 0.0
-            elif last is not None:
-                stale = now - last
-            else:
-                stale = overall if overall is not None else now - self._started
-            servers.append(
-                {
-                    "uri": uri,
-                    "connected": connected,
-                    "last_sync": iso(now if current and not lookup_mode else last),
-                    "entries": self._entries() if uri == self._last_uri else 0,
-                    "staleness_s": round(stale, 3),
-                }
-            )
-        return {"mode": self.mode, "servers": servers, "updated": iso(now)}
+        state = self.state()
+        link = self.link
+        lookup_mode = state.mode() is LookupMode.LOOKUP
+        return replica_status(
+            state,
+            link,
+            self.lookup.uris,
+            lookup_uri=self.lookup.connected_uri() if lookup_mode else None,
+            entries=self._entries() if link.last_uri in self.lookup.uris else 0,
+            started=self._started,
+            now=time.time(),
+        ).document()
 
     def _entries(self) -> int:
         return 0 if self.store is None else self._current().entries
 
     def view(self) -> DirectoryView:
         """The replica's figures for metrics and health."""
-        if self.mode == "lookup":
+        now = time.time()
+        state = self.state()
+        mode = state.mode()
+        staleness = state.staleness(now)
+        if mode is LookupMode.LOOKUP:
             connected = self.lookup.connected_uri() is not None
             last = self.lookup.last_answer
-            age = 0.0 if connected else None if last is None else max(0.0, time.time() - last)
+            age = 0.0 if connected else None if last is None else max(0.0, now - last)
         else:
-            connected = self._state()[1] is not None
-            age = self.staleness() if self.loaded else None
+            connected = state.connected is not None
+            age = staleness if state.loaded else None
         return DirectoryView(
-            mode=self.mode,
-            connected=connected,
-            age=age,
-            entries=self._entries(),
-            sync_age=self.staleness(),
+            mode=mode, connected=connected, age=age, entries=self._entries(), sync_age=staleness
         )
 
     def describe_state(self) -> str:
         """One line for the SIGUSR1 stats."""
-        stale = self.staleness()
+        state = self.state()
+        stale = state.staleness(time.time())
         return (
-            f"directory_mode={self.mode} replica_entries={self._entries()} "
-            f"replica_connected={'yes' if self._state()[1] else 'no'} "
+            f"directory_mode={state.mode()} replica_entries={self._entries()} "
+            f"replica_connected={'yes' if state.connected else 'no'} "
             f"replica_staleness_s={'-' if stale is None else f'{stale:.1f}'}"
         )
 
@@ -439,7 +424,7 @@ class SyncReplica:
                     pass
                 if first:
                     first = False
-                    self._connected_uri = uri
+                    self._relink(lambda link: link.connected(uri))
                     log.info(
                         "directory: content sync (RFC 4533) with %s, %s",
                         uri,
@@ -472,17 +457,17 @@ class SyncReplica:
                 )
                 feed.set_cookie(None)
                 return True
-            if self._connected_uri is not None:
+            if self.link.uri is not None:
                 log.warning(
                     "directory content sync with %s lost (%s); serving the replica and "
                     "reconnecting",
-                    self._connected_uri,
+                    self.link.uri,
                     reason(err),
                 )
             else:
                 log.warning("directory content sync failed (%s); retrying", reason(err))
         finally:
-            self._connected_uri = None
+            self._relink(lambda link: link.connected(None))
             if conn is not None:
                 with contextlib.suppress(ldap.LDAPError):
                     conn.unbind_ext_s()
@@ -490,10 +475,8 @@ class SyncReplica:
 
     def _current_with(self, uri: str) -> None:
         """The replica is level with the server at ``uri`` now (content sync or a USN poll)."""
-        self._refused = False
-        self._last_contact = time.time()
-        self._last_sync_by_uri[uri] = self._last_contact
-        self._last_uri = uri
+        now = time.time()
+        self._relink(lambda link: link.level_with(uri, now))
 
     def _follows_usn(self, conn: Any) -> bool:
         """Whether the server offers no content sync but numbers its changes (Active Directory).
@@ -517,7 +500,7 @@ class SyncReplica:
             self._poller = usnpoll.UsnPoller(
                 self.lookup.base_dn, SYNC_FILTER, SYNC_ATTRIBUTES, self.lookup.ldap_settings.timeout
             )
-        self._connected_uri = uri
+        self._relink(lambda link: link.connected(uri))
         log.info(
             "directory: %s offers no content sync (RFC 4533); following its changes by "
             "uSNChanged every %g s (DirectoryPollInterval)",
@@ -542,17 +525,19 @@ class SyncReplica:
         A server may gain ``syncprov`` later, or failover may reach one that
         has it: ``auto`` asks again now and then (lookups go on meanwhile).
         """
-        if not self._refused:
+        link = self.link
+        now = time.monotonic()
+        if not link.refused:
             return False
-        if time.monotonic() - self._refused_at < REFUSED_RETRY:
+        if now - link.refused_at < REFUSED_RETRY:
             return True
         log.debug("directory: asking %s for content sync again", self.describe())
-        self._refused_at = time.monotonic()
+        self._relink(lambda link: link.refusal(now))
         return False
 
     def _on_refused(self, err: ldap.LDAPError) -> None:
         if self.wanted is DirectorySync.AUTO:
-            if not self._refused:
+            if not self.link.refused:
                 log.info(
                     "directory: %s refuses content sync (%s); using cached lookups "
                     "(LDAPCacheTTL) instead, and asking again every %.0f s",
@@ -560,8 +545,8 @@ class SyncReplica:
                     reason(err),
                     REFUSED_RETRY,
                 )
-            self._refused = True
-            self._refused_at = time.monotonic()
+            now = time.monotonic()
+            self._relink(lambda link: link.refusal(now))
         else:
             log.error(
                 "DirectorySync yes, but %s refuses content sync (%s); enable syncprov "
@@ -586,27 +571,32 @@ class SyncReplica:
         now = time.monotonic()
         writer = self.feed is not None
         if writer:
-            word = (None if final else self._connected_uri, self._refused)
+            link = self.link
+            word = (None if final else link.uri, link.refused)
             if final or word != self._last_word or now - self._last_beat >= BEAT:
                 self._last_word = word
                 self._last_beat = now
-                contact = self._last_contact
                 self.commit(
                     beat=None if final else repr(time.time()),
-                    contact=None if contact is None else repr(contact),
+                    contact=None if link.contact is None else repr(link.contact),
                     uri=word[0],
-                    refused="1" if self._refused else None,
+                    refused="1" if link.refused else None,
                 )
             elif self.feed is not None and self.feed.due():
                 self.commit()
-        if self.mode == "lookup" and not final and now - self._last_probe >= LOOKUP_PROBE_INTERVAL:
+        if (
+            self.mode is LookupMode.LOOKUP
+            and not final
+            and now - self._last_probe >= LOOKUP_PROBE_INTERVAL
+        ):
             self._last_probe = now
             self._probe()
         if not writer and self.wanted is not DirectorySync.NO:
             return  # the writer writes status.json
-        if final or now - self._last_status >= STATUS_INTERVAL or self.mode != self._status_mode:
+        mode = self.mode
+        if final or now - self._last_status >= STATUS_INTERVAL or mode is not self._status_mode:
             self._last_status = now
-            self._status_mode = self.mode
+            self._status_mode = mode
             self.files.write_status(self.status())
 
     def _probe(self) -> None:

@@ -1,36 +1,24 @@
-"""A live in-process replica of the directory, kept current by content sync (RFC 4533).
+"""A live in-process replica of the directory: the lookup facade, the writer role and the thread.
 
-:class:`SyncReplica` is a directory backend that answers lookups from memory.
-A thread runs python-ldap's ``SyncreplConsumer`` in refreshAndPersist mode
-over a connection of its own (set up by :class:`~ldapdkim.directory.ldapbackend.LdapBackend`:
-same URIs, bind, TLS and timeouts; failover is libldap's URI list), with the
-filter ``(|(objectClass=dkimSignDomainPolicy)(objectClass=dkimSignKey))`` and
-``derefAliases`` never.  Every change the server sends bumps
+:class:`SyncReplica` is a directory backend that answers lookups from
+memory.  Its thread runs sessions of :class:`~.consumer.Consumer` (RFC 4533
+content sync, or USN polling on Active Directory), which follow the
+server's changes into the replica.  Every change bumps
 :attr:`SyncReplica.generation`, which makes the resolver drop its caches, so
 a modify in the directory changes the next message's signature.
 
 * ``searches`` counts network round trips only: lookups served from the
   replica leave it alone.
-* After an error the thread reconnects (0.5 s, doubling up to 30 s) and
-  resumes with the saved cookie.  A server that cannot resume from it
-  (e-syncRefreshRequired; slapd's unwillingToPerform for a cookie newer than
-  its own state) is asked again without one: a full refresh, after which
-  whatever the server did not send is deleted.
-* A server whose root DSE lists no sync control but a ``highestCommittedUSN``
-  (Active Directory) is followed by polling instead, every
-  ``DirectoryPollInterval`` seconds (:mod:`~ldapdkim.directory.replica.usnpoll`),
-  into the same feed and database; everything below holds for it alike.
-* ``DirectorySync auto``: sync if the server accepts the sync control, else
-  (unavailableCriticalExtension, protocolError: slapd without syncprov)
-  lookups through the LDAP backend, asking for sync again
-  every REFUSED_RETRY seconds.  ``yes``: sync only;
-  lookups raise :class:`DirectoryUnavailable` until the first refresh is
-  done (now or by an earlier run).  ``no``: lookups only.  Until the first
-  refresh (and with no earlier one in the database), ``auto`` answers by
-  direct lookups.
-* While disconnected the replica keeps answering; ``DirectoryMaxStale``
-  seconds after the last contact with a server it raises
-  :class:`DirectoryUnavailable` (0: as soon as it is disconnected).
+* After a session ends the thread reconnects (0.5 s, doubling up to 30 s;
+  back to 0.5 s after a session that got a whole copy) and resumes with the
+  saved cookie.
+* ``DirectorySync auto``: a server that refuses the sync control
+  (unavailableCriticalExtension, protocolError: slapd without syncprov) is
+  asked again every REFUSED_RETRY seconds, lookups going through the LDAP
+  backend meanwhile.  Whether a lookup goes to the replica, to the server,
+  or is refused (``yes`` before the first refresh, a replica staler than
+  ``DirectoryMaxStale``) is decided by the rules of
+  :mod:`~ldapdkim.directory.replica.state`.
 
 The entries live in ``StateDirectory/replica.mdb``
 (:mod:`ldapdkim.directory.replica.store`), which every process reads.  One
@@ -54,7 +42,6 @@ current.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -68,20 +55,8 @@ import ldap
 from ldapdkim.config.ldap import LdapSettings
 from ldapdkim.config.settings import Settings
 from ldapdkim.directory.entries import Entry
-from ldapdkim.directory.ldapbackend import LdapBackend, peer_uri, reason
-from ldapdkim.directory.replica import usnpoll
-from ldapdkim.directory.replica.consumer import (
-    _REFUSED_SYNC,
-    KEEPALIVE_INTERVAL,
-    POLL_TIMEOUT,
-    SYNC_ATTRIBUTES,
-    SYNC_FILTER,
-    TRACKING_ATTRIBUTES,
-    _cannot_resume,
-    _Consumer,
-    _ping,
-    tracking,
-)
+from ldapdkim.directory.ldapbackend import LdapBackend
+from ldapdkim.directory.replica.consumer import POLL_TIMEOUT, Consumer, Ended, ping
 from ldapdkim.directory.replica.feed import ReplicaFeed, WriterRole
 from ldapdkim.directory.replica.state import Link, LookupMode, ReplicaState, Verdict
 from ldapdkim.directory.replica.state import status as replica_status
@@ -168,7 +143,7 @@ class SyncReplica:
         self._last_status = 0.0
         self._last_probe = 0.0
         self._status_mode: LookupMode | None = None
-        self._poller: usnpoll.UsnPoller | None = None
+        self.consumer = Consumer(self.lookup, self, self._stop, settings.poll_interval)
         if self.wanted is not DirectorySync.NO:
             self.store = self.files.open_store()
             self._role = WriterRole(self.store.path.parent)
@@ -236,7 +211,7 @@ class SyncReplica:
             self._thread.join(timeout=10)
             self._thread = None
         elif self.feed is not None:
-            self._housekeeping(final=True)
+            self.housekeeping(final=True)
         if self._role is not None:
             self._role.release()
         self.feed = None
@@ -379,145 +354,29 @@ class SyncReplica:
                 or not self.take_writer_role()
                 or self._still_refused()
             ):
-                self._housekeeping()
+                self.housekeeping()
                 self._stop.wait(POLL_TIMEOUT)
                 continue
-            if self._sync_once():
+            assert self.feed is not None  # the writer role is held
+            end = self.consumer.run(self.feed)
+            if end.why is Ended.REFUSED:
+                self._on_refused(end.detail)
+            if end.refreshed:
                 delay = RETRY_FIRST
             deadline = time.monotonic() + delay
             while not self._stop.is_set() and time.monotonic() < deadline:
-                self._housekeeping()
+                self.housekeeping()
                 self._stop.wait(min(POLL_TIMEOUT, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, RETRY_MAX)
-        self._housekeeping(final=True)
+        self.housekeeping(final=True)
 
-    def _sync_once(self) -> bool:
-        """One sync session until it breaks; True if it got as far as a refresh."""
-        conn: Any = None
-        feed: ReplicaFeed | None = None
-        refreshed = False
-        try:
-            conn = self.lookup.open_connection(_Consumer)
-            feed = self.feed
-            assert feed is not None  # the writer role is held
-            conn.feed = feed
-            if self._follows_usn(conn):
-                return self._poll_usn(conn, feed)
-            resuming = feed.cookie is not None
-            feed.begin_refresh()
-            msgid = conn.syncrepl_search(
-                self.lookup.base_dn,
-                ldap.SCOPE_SUBTREE,
-                mode="refreshAndPersist",
-                filterstr=SYNC_FILTER,
-                attrlist=SYNC_ATTRIBUTES,
-            )
-            uri = self._peer_uri(conn)
-            keepalive = time.monotonic() + KEEPALIVE_INTERVAL
-            first = True
-            while not self._stop.is_set():
-                try:
-                    if not conn.syncrepl_poll(msgid=msgid, timeout=POLL_TIMEOUT, all=0):
-                        log.info("%s ended the content sync search; reconnecting", uri)
-                        return refreshed
-                except ldap.TIMEOUT:
-                    pass
-                if first:
-                    first = False
-                    self._relink(lambda link: link.connected(uri))
-                    log.info(
-                        "directory: content sync (RFC 4533) with %s, %s",
-                        uri,
-                        "resuming from the committed cookie" if resuming else "full refresh",
-                    )
-                if feed.due():
-                    self.commit()
-                if feed.loaded:
-                    refreshed = True
-                    self._current_with(uri)
-                if time.monotonic() >= keepalive:
-                    _ping(conn, self.lookup.ldap_settings.timeout)
-                    keepalive = time.monotonic() + KEEPALIVE_INTERVAL
-                self._housekeeping()
-        except DirectoryUnavailable as err:
-            log.warning("directory content sync: %s; retrying", err)
-        except _REFUSED_SYNC as err:
-            self._on_refused(err)
-        except ldap.LDAPError as err:
-            if feed is not None and feed.cookie is not None and _cannot_resume(err):
-                # The server cannot start from our cookie: it is too old for its
-                # session log, or newer than the server's own state (a server
-                # restored from a backup, or a replica that lags behind the one
-                # we synced from).  A full refresh puts us level with it.
-                log.warning(
-                    "%s cannot resume content sync from the saved cookie (%s); "
-                    "doing a full refresh",
-                    self.describe(),
-                    reason(err),
-                )
-                feed.set_cookie(None)
-                return True
-            if self.link.uri is not None:
-                log.warning(
-                    "directory content sync with %s lost (%s); serving the replica and "
-                    "reconnecting",
-                    self.link.uri,
-                    reason(err),
-                )
-            else:
-                log.warning("directory content sync failed (%s); retrying", reason(err))
-        finally:
-            self._relink(lambda link: link.connected(None))
-            if conn is not None:
-                with contextlib.suppress(ldap.LDAPError):
-                    conn.unbind_ext_s()
-        return refreshed
+    def on_connected(self, uri: str | None) -> None:
+        self._relink(lambda link: link.connected(uri))
 
-    def _current_with(self, uri: str) -> None:
+    def on_level_with(self, uri: str) -> None:
         """The replica is level with the server at ``uri`` now (content sync or a USN poll)."""
         now = time.time()
         self._relink(lambda link: link.level_with(uri, now))
-
-    def _follows_usn(self, conn: Any) -> bool:
-        """Whether the server offers no content sync but numbers its changes (Active Directory).
-
-        Read from the root DSE at each connection, so a failover to a server of
-        the other kind changes the method.
-        """
-        [(_, root)] = conn.search_st(
-            "", ldap.SCOPE_BASE, "(objectClass=*)", TRACKING_ATTRIBUTES,
-            0, self.lookup.ldap_settings.timeout,
-        )  # fmt: skip
-        return tracking(root) == "usn"
-
-    def _poll_usn(self, conn: Any, feed: ReplicaFeed) -> bool:
-        """Follow the server's changes by USN every ``poll_interval`` until the connection breaks.
-
-        True once a poll has succeeded; errors pass to :meth:`_sync_once`.
-        """
-        uri = self._peer_uri(conn)
-        if self._poller is None:
-            self._poller = usnpoll.UsnPoller(
-                self.lookup.base_dn, SYNC_FILTER, SYNC_ATTRIBUTES, self.lookup.ldap_settings.timeout
-            )
-        self._relink(lambda link: link.connected(uri))
-        log.info(
-            "directory: %s offers no content sync (RFC 4533); following its changes by "
-            "uSNChanged every %g s (DirectoryPollInterval)",
-            uri,
-            self.settings.poll_interval,
-        )
-        polled = False
-        due = 0.0
-        while not self._stop.is_set():
-            if time.monotonic() >= due:
-                self._poller.poll(conn, feed)
-                due = time.monotonic() + self.settings.poll_interval
-                polled = True
-                self._current_with(uri)
-            self._housekeeping()
-            self._stop.wait(min(POLL_TIMEOUT, max(0.0, due - time.monotonic())))
-        return polled
 
     def _still_refused(self) -> bool:
         """Whether to go on with lookups after a refusal; False every REFUSED_RETRY s.
@@ -535,14 +394,14 @@ class SyncReplica:
         self._relink(lambda link: link.refusal(now))
         return False
 
-    def _on_refused(self, err: ldap.LDAPError) -> None:
+    def _on_refused(self, why: str) -> None:
         if self.wanted is DirectorySync.AUTO:
             if not self.link.refused:
                 log.info(
                     "directory: %s refuses content sync (%s); using cached lookups "
                     "(LDAPCacheTTL) instead, and asking again every %.0f s",
                     self.describe(),
-                    reason(err),
+                    why,
                     REFUSED_RETRY,
                 )
             now = time.monotonic()
@@ -552,12 +411,8 @@ class SyncReplica:
                 "DirectorySync yes, but %s refuses content sync (%s); enable syncprov "
                 "there, or set DirectorySync auto",
                 self.describe(),
-                reason(err),
+                why,
             )
-
-    def _peer_uri(self, conn: Any) -> str:
-        """Which of the Directory URIs libldap connected to (for status)."""
-        return peer_uri(conn, self.lookup.uris)
 
     # -- files --------------------------------------------------------------
 
@@ -567,7 +422,8 @@ class SyncReplica:
             self.feed.flush(**word)
             self._meta = None
 
-    def _housekeeping(self, *, final: bool = False) -> None:
+    def housekeeping(self, *, final: bool = False) -> None:
+        """The writer's word and commits, the lookup probe, status.json: each when due."""
         now = time.monotonic()
         writer = self.feed is not None
         if writer:
@@ -602,6 +458,6 @@ class SyncReplica:
     def _probe(self) -> None:
         """Keep the lookup connection up while no mail needs it, so status can tell."""
         try:
-            self.lookup.execute(lambda conn: _ping(conn, self.lookup.ldap_settings.timeout))
+            self.lookup.execute(lambda conn: ping(conn, self.lookup.ldap_settings.timeout))
         except (DirectoryUnavailable, ldap.LDAPError) as err:
             log.debug("directory probe: %s", err)

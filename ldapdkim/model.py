@@ -104,6 +104,18 @@ class Alignment(enum.Enum):
             ) from None
 
 
+@enum.unique
+class DirectorySync(enum.StrEnum):
+    """``DirectorySync``: whether the milter keeps a replica of the directory."""
+
+    AUTO = "auto"
+    """A replica when the server can be followed (content sync, USN), else lookups."""
+    YES = "yes"
+    """A replica only: no lookups, unavailable until it is loaded."""
+    NO = "no"
+    """Lookups only."""
+
+
 @dataclass(frozen=True)
 class DomainPolicy:
     """The signing policy held on one domain entry (``dkimSignDomainPolicy``).

@@ -42,7 +42,7 @@ from ldapdkim.config.hostlist import HostList
 from ldapdkim.config.ldap import ADMIN_BIND_KEYWORDS, LdapSettings
 from ldapdkim.config.secret import Secret, unsafe
 from ldapdkim.errors import ConfigError
-from ldapdkim.model import Action, Alignment, Canonicalization, Outcome
+from ldapdkim.model import Action, Alignment, Canonicalization, DirectorySync, Outcome
 from ldapdkim.sealing import KeyEncryptionKey
 
 # --------------------------------------------------------------------------
@@ -367,7 +367,7 @@ class Settings:
     ldap_cache_ttl: float = _DEFAULTS["ldap_cache_ttl"]
     ldap_negative_cache_ttl: float = _DEFAULTS["ldap_negative_cache_ttl"]
     directory_max_stale: float = _DEFAULTS["directory_max_stale"]
-    directory_sync: str = _DEFAULTS["directory_sync"]
+    directory_sync: DirectorySync = _DEFAULTS["directory_sync"]
     directory_poll_interval: float = _DEFAULTS["directory_poll_interval"]
     canonicalization: Canonicalization = _DEFAULTS["canonicalization"]
     sign_headers: tuple[str, ...] | None = _DEFAULTS["sign_headers"]

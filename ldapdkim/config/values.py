@@ -20,7 +20,7 @@ from ldapdkim.config.hostlist import HostList
 from ldapdkim.config.secret import Secret, read_secret_file, unsafe
 from ldapdkim.domainname import normalize_domain, normalize_host_name, normalize_selector
 from ldapdkim.errors import ConfigError, InvalidDomain, InvalidSelector, KeyFormatError
-from ldapdkim.model import Alignment, Canonicalization
+from ldapdkim.model import Alignment, Canonicalization, DirectorySync
 from ldapdkim.sealing import KEK_BYTES, KEK_ID, KeyEncryptionKey
 
 
@@ -507,14 +507,14 @@ _FACILITIES = frozenset(
 )
 
 
-def directory_sync(ctx: Context, value: str) -> str:
-    mode = value.lower()
-    if mode not in ("auto", "yes", "no"):
+def directory_sync(ctx: Context, value: str) -> DirectorySync:
+    try:
+        return DirectorySync(value.lower())
+    except ValueError:
         ctx.fail(
             f"DirectorySync {value!r} is not a sync mode",
             "use auto (content sync when the server offers it), yes or no",
         )
-    return mode
 
 
 def facility(ctx: Context, value: str) -> str:

@@ -14,7 +14,7 @@ import ldap
 from ldapdkim import schema
 from ldapdkim.config.ldap import LdapSettings
 from ldapdkim.directory.ldapbackend import LdapBackend, reason
-from ldapdkim.directory.replica.sync import TRACKING_ATTRIBUTES, tracking
+from ldapdkim.directory.replica.consumer import TRACKING_ATTRIBUTES, tracking
 from ldapdkim.errors import DirectoryUnavailable
 
 

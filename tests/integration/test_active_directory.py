@@ -296,7 +296,7 @@ def test_with_access_to_tombstones_deletions_come_from_them(
         conn.unbind_s()
     assert replica.store is not None
     wait_for("deleted key", lambda: replica.store.meta().entries == 1, 3)  # type: ignore[union-attr]
-    poller = replica._poller  # which way the deletion came
+    poller = replica.consumer.poller  # which way the deletion came
     assert poller is not None and poller.tombstones_readable is True
 
 

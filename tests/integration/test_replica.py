@@ -371,7 +371,7 @@ def test_without_syncprov_auto_falls_back_and_yes_refuses(
     with _SlapdWithoutSyncprov(tmp_path / "slapd") as server:
         _provision(server, server.domains_base, "example.com", "s1")
         auto = live_factory(_settings(server, server.domains_base, tmp_path))
-        wait_for("fallback", lambda: auto.replica._refused, 10)
+        wait_for("fallback", lambda: auto.replica.link.refused, 10)
         assert auto.replica.mode == "lookup"
         assert auto.selectors("example.com") == ["s1"]
         assert auto.replica.searches == 2
@@ -391,7 +391,7 @@ def test_auto_asks_again_and_syncs_once_the_server_offers_it(
     with _SlapdWithoutSyncprov(tmp_path / "slapd") as server:
         _provision(server, server.domains_base, "example.com", "s1")
         live = live_factory(_settings(server, server.domains_base, tmp_path))
-        wait_for("fallback", lambda: live.replica._refused, 10)
+        wait_for("fallback", lambda: live.replica.link.refused, 10)
         assert live.replica.mode == "lookup"
         server.ldapadd(
             "dn: olcOverlay=syncprov,olcDatabase={1}mdb,cn=config\n"

@@ -16,7 +16,7 @@ from ldapdkim.config.hostlist import HostList
 from ldapdkim.config.secret import Secret
 from ldapdkim.config.settings import Settings, keyword_reference, load, parse
 from ldapdkim.errors import ConfigError
-from ldapdkim.model import Action, Alignment, Canonicalization, Outcome
+from ldapdkim.model import Action, Alignment, Canonicalization, DirectorySync, Outcome
 
 
 def conf(text: str) -> Settings:
@@ -74,7 +74,7 @@ DEFAULTS = {
     "ldap_cache_ttl": 300.0,
     "ldap_negative_cache_ttl": 60.0,
     "directory_max_stale": 86400.0,
-    "directory_sync": "auto",
+    "directory_sync": DirectorySync.AUTO,
     "directory_poll_interval": 10.0,
     "canonicalization": Canonicalization("simple", "simple"),
     "sign_headers": None,

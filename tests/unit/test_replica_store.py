@@ -413,7 +413,7 @@ def test_every_ldap_connection_keyword_reaches_the_connection_value(tmp_path: Pa
 def test_private_keys_are_kept_as_der_and_sign_as_the_pem_they_came_as(tmp_path: Path) -> None:
     """A PEM key costs a third more room; the replica keeps what signs and nothing more."""
     from ldapdkim import keys
-    from ldapdkim.directory.replica.sync import SYNC_ATTRIBUTES
+    from ldapdkim.directory.replica.consumer import SYNC_ATTRIBUTES
     from ldapdkim.model import Algorithm
 
     feed = _feed(tmp_path)

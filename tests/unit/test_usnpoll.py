@@ -17,9 +17,9 @@ import ldap
 import pytest
 
 from ldapdkim.directory.replica import usnpoll
+from ldapdkim.directory.replica.consumer import SYNC_ATTRIBUTES, SYNC_FILTER
 from ldapdkim.directory.replica.feed import ReplicaFeed
 from ldapdkim.directory.replica.store import DATABASE, ReplicaStore
-from ldapdkim.directory.replica.sync import SYNC_ATTRIBUTES, SYNC_FILTER
 from ldapdkim.directory.replica.usnpoll import UsnPoller, parse_cookie, tracks_usn
 from ldapdkim.errors import DirectoryUnavailable
 

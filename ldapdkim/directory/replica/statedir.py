@@ -18,7 +18,6 @@ import logging
 import os
 import shutil
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +30,6 @@ log = logging.getLogger(__name__)
 
 OLD_STATE_FILE = "replica.state"
 """The saved replica of versions before the database: removed at start."""
-
-
-def iso(when: float | None) -> str | None:
-    """A POSIX time as ISO 8601 in UTC (seconds), or None."""
-    if when is None:
-        return None
-    return datetime.fromtimestamp(when, UTC).isoformat(timespec="seconds")
 
 
 class StateDirectory:

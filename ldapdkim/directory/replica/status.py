@@ -64,6 +64,29 @@ class Status:
     def connected(self) -> int:
         return sum(1 for server in self.servers if server.connected)
 
+    def document(self) -> dict[str, Any]:
+        """The JSON object of ``status.json`` (times to the second, staleness to the ms)."""
+        return {
+            "mode": str(self.mode),
+            "servers": [
+                {
+                    "uri": server.uri,
+                    "connected": server.connected,
+                    "last_sync": _iso(server.last_sync),
+                    "entries": server.entries,
+                    "staleness_s": None
+                    if server.staleness_s is None
+                    else round(server.staleness_s, 3),
+                }
+                for server in self.servers
+            ],
+            "updated": _iso(self.updated),
+        }
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat(timespec="seconds")
+
 
 def status_path(state_directory: Path) -> Path:
     return state_directory / STATUS_FILE

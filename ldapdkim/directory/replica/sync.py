@@ -1,36 +1,24 @@
-"""A live in-process replica of the directory, kept current by content sync (RFC 4533).
+"""A live in-process replica of the directory: the lookup facade, the writer role and the thread.
 
-:class:`SyncReplica` is a directory backend that answers lookups from memory.
-A thread runs python-ldap's ``SyncreplConsumer`` in refreshAndPersist mode
-over a connection of its own (set up by :class:`~ldapdkim.directory.ldapbackend.LdapBackend`:
-same URIs, bind, TLS and timeouts; failover is libldap's URI list), with the
-filter ``(|(objectClass=dkimSignDomainPolicy)(objectClass=dkimSignKey))`` and
-``derefAliases`` never.  Every change the server sends bumps
+:class:`SyncReplica` is a directory backend that answers lookups from
+memory.  Its thread runs sessions of :class:`~.consumer.Consumer` (RFC 4533
+content sync, or USN polling on Active Directory), which follow the
+server's changes into the replica.  Every change bumps
 :attr:`SyncReplica.generation`, which makes the resolver drop its caches, so
 a modify in the directory changes the next message's signature.
 
 * ``searches`` counts network round trips only: lookups served from the
   replica leave it alone.
-* After an error the thread reconnects (0.5 s, doubling up to 30 s) and
-  resumes with the saved cookie.  A server that cannot resume from it
-  (e-syncRefreshRequired; slapd's unwillingToPerform for a cookie newer than
-  its own state) is asked again without one: a full refresh, after which
-  whatever the server did not send is deleted.
-* A server whose root DSE lists no sync control but a ``highestCommittedUSN``
-  (Active Directory) is followed by polling instead, every
-  ``DirectoryPollInterval`` seconds (:mod:`~ldapdkim.directory.replica.usnpoll`),
-  into the same feed and database; everything below holds for it alike.
-* ``DirectorySync auto``: sync if the server accepts the sync control, else
-  (unavailableCriticalExtension, protocolError: slapd without syncprov)
-  lookups through the LDAP backend, asking for sync again
-  every REFUSED_RETRY seconds.  ``yes``: sync only;
-  lookups raise :class:`DirectoryUnavailable` until the first refresh is
-  done (now or by an earlier run).  ``no``: lookups only.  Until the first
-  refresh (and with no earlier one in the database), ``auto`` answers by
-  direct lookups.
-* While disconnected the replica keeps answering; ``DirectoryMaxStale``
-  seconds after the last contact with a server it raises
-  :class:`DirectoryUnavailable` (0: as soon as it is disconnected).
+* After a session ends the thread reconnects (0.5 s, doubling up to 30 s;
+  back to 0.5 s after a session that got a whole copy) and resumes with the
+  saved cookie.
+* ``DirectorySync auto``: a server that refuses the sync control
+  (unavailableCriticalExtension, protocolError: slapd without syncprov) is
+  asked again every REFUSED_RETRY seconds, lookups going through the LDAP
+  backend meanwhile.  Whether a lookup goes to the replica, to the server,
+  or is refused (``yes`` before the first refresh, a replica staler than
+  ``DirectoryMaxStale``) is decided by the rules of
+  :mod:`~ldapdkim.directory.replica.state`.
 
 The entries live in ``StateDirectory/replica.mdb``
 (:mod:`ldapdkim.directory.replica.store`), which every process reads.  One
@@ -54,44 +42,33 @@ current.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import ldap
-from ldap.ldapobject import SimpleLDAPObject
-from ldap.syncrepl import SyncreplConsumer
 
-from ldapdkim import schema
 from ldapdkim.config.ldap import LdapSettings
 from ldapdkim.config.settings import Settings
 from ldapdkim.directory.entries import Entry
-from ldapdkim.directory.ldapbackend import LdapBackend, peer_uri, reason
-from ldapdkim.directory.replica import usnpoll
+from ldapdkim.directory.ldapbackend import LdapBackend
+from ldapdkim.directory.replica.consumer import POLL_TIMEOUT, Consumer, Ended, ping
 from ldapdkim.directory.replica.feed import ReplicaFeed, WriterRole
-from ldapdkim.directory.replica.statedir import StateDirectory, iso
+from ldapdkim.directory.replica.state import Link, LookupMode, ReplicaState, Verdict
+from ldapdkim.directory.replica.state import status as replica_status
+from ldapdkim.directory.replica.statedir import StateDirectory
 from ldapdkim.directory.replica.store import Meta, ReplicaStore
-from ldapdkim.directory.replica.syncstate import RESPONSE_CONTROLS
 from ldapdkim.errors import DirectoryStale, DirectoryUnavailable
-from ldapdkim.model import DirectoryView
+from ldapdkim.model import DirectorySync, DirectoryView
 
 log = logging.getLogger(__name__)
 
-SYNC_FILTER = f"(|(objectClass={schema.POLICY_CLASS})(objectClass={schema.KEY_CLASS}))"
-SYNC_ATTRIBUTES = sorted(
-    {*schema.POLICY_ATTRIBUTES, *schema.KEY_ATTRIBUTES, "objectClass"} - {schema.PUBLIC_KEY}
-)
-"""What the milter signs with.  The public key and createTimestamp serve audits
-and DNS export, which read the directory itself; left out, an RSA-2048 key
-entry stays under LMDB's 2 kB in-page limit instead of taking a 4 kB page."""
 RETRY_FIRST = 0.5
 RETRY_MAX = 30.0
-POLL_TIMEOUT = 0.5
 REFUSED_RETRY = 300.0
 """``auto`` asks a server that refused content sync again after this long."""
 BEAT = 1.0
@@ -101,82 +78,8 @@ WRITER_SILENT = 3 * BEAT + POLL_TIMEOUT
 META_FRESH = 0.02
 """Seconds a reader keeps what the database said about itself (read per message)."""
 STATUS_INTERVAL = 2.0
-KEEPALIVE_INTERVAL = 5.0
-"""A root DSE read this often on the sync connection notices a frozen server."""
 LOOKUP_PROBE_INTERVAL = 30.0
 """In lookup mode, a root DSE read this often keeps the connection (and status) current."""
-_REFUSED_SYNC = (ldap.UNAVAILABLE_CRITICAL_EXTENSION, ldap.PROTOCOL_ERROR)
-_REFRESH_REQUIRED = 4096  # e-syncRefreshRequired, RFC 4533 §2.3
-SYNC_CONTROL = "1.3.6.1.4.1.4203.1.9.1.1"
-"""RFC 4533's sync request control, as the root DSE lists it (slapd's syncprov overlay,
-389-DS's Content Synchronization plugin)."""
-
-
-TRACKING_ATTRIBUTES = ["supportedControl", "highestCommittedUSN"]
-"""What the root DSE says about how a server's changes can be followed."""
-
-
-def tracking(root: Mapping[str, Sequence[bytes]]) -> str | None:
-    """How to follow the changes of the server whose root DSE is ``root`` (attributes as read,
-    TRACKING_ATTRIBUTES at least): ``sync`` (RFC 4533), ``usn`` (Active Directory's update
-    sequence numbers) or None (neither: lookups only)."""
-    names = {name.lower(): values for name, values in root.items()}
-    if SYNC_CONTROL.encode() in names.get("supportedcontrol", ()):
-        return "sync"
-    return "usn" if usnpoll.tracks_usn(root) else None
-
-
-def _ping(conn: Any, timeout: float) -> None:
-    """One round trip every server answers: the root DSE, no attributes.
-
-    (Who am I?, RFC 4532, would do, but Active Directory does not offer it.)
-    """
-    conn.search_st("", ldap.SCOPE_BASE, "(objectClass=*)", ["1.1"], 0, timeout)
-
-
-def _result_code(err: ldap.LDAPError) -> int | None:
-    details = err.args[0] if err.args and isinstance(err.args[0], dict) else {}
-    code = details.get("result")
-    return code if isinstance(code, int) else None
-
-
-def _cannot_resume(err: ldap.LDAPError) -> bool:
-    """Whether the server refused the sync search because of the cookie we sent.
-
-    RFC 4533 §2.3 says e-syncRefreshRequired; slapd 2.5 answers a cookie
-    newer than its own state with unwillingToPerform ("consumer state is
-    newer than provider!").
-    """
-    return _result_code(err) == _REFRESH_REQUIRED or isinstance(err, ldap.UNWILLING_TO_PERFORM)
-
-
-class _Consumer(SyncreplConsumer, SimpleLDAPObject):  # type: ignore[misc]
-    """A python-ldap connection whose sync callbacks go to a :class:`ReplicaFeed`."""
-
-    feed: ReplicaFeed
-
-    def result4(self, *args: Any, **kwargs: Any) -> Any:
-        """python-ldap's, reading each entry's sync state without pyasn1 (:mod:`.syncstate`)."""
-        kwargs.setdefault("resp_ctrl_classes", RESPONSE_CONTROLS)
-        return super().result4(*args, **kwargs)
-
-    def syncrepl_get_cookie(self) -> str | None:
-        return self.feed.cookie
-
-    def syncrepl_set_cookie(self, cookie: str | bytes) -> None:
-        self.feed.set_cookie(cookie)
-
-    def syncrepl_entry(self, dn: str, attributes: dict[str, list[bytes]], uuid: Any) -> None:
-        self.feed.entry(str(uuid), dn, attributes)
-
-    def syncrepl_delete(self, uuids: Sequence[Any]) -> None:
-        self.feed.delete([str(u) for u in uuids])
-
-    def syncrepl_present(self, uuids: Sequence[Any] | None, refreshDeletes: bool = False) -> None:
-        self.feed.present(None if uuids is None else [str(u) for u in uuids], refreshDeletes)
-
-    def syncrepl_refreshdone(self) -> None:
-        self.feed.refresh_done()
 
 
 @dataclass(frozen=True)
@@ -184,8 +87,7 @@ class ReplicaSettings:
     """What a replica is made from: a reload that leaves this value equal keeps the replica."""
 
     ldap: LdapSettings
-    sync: str
-    """The ``DirectorySync`` value: auto, yes or no."""
+    sync: DirectorySync
     max_stale: float
     state_directory: Path
     poll_interval: float
@@ -230,14 +132,9 @@ class SyncReplica:
         """Set while this process holds the writer role."""
         self._role: WriterRole | None = None
         self._meta: tuple[float, Meta] | None = None
-        self._refused = False
-        """The server refused the sync control (auto then answers by lookups)."""
-        self._refused_at = 0.0
-        self._connected_uri: str | None = None
-        self._last_contact: float | None = None
-        """Wall-clock time the replica was last known current."""
-        self._last_sync_by_uri: dict[str, float] = {}
-        self._last_uri: str | None = None
+        self._lock = threading.Lock()
+        self.link = Link()
+        """The writer's connection: replaced whole, under ``_lock`` (:meth:`_relink`)."""
         self._started = time.time()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -245,9 +142,9 @@ class SyncReplica:
         self._last_word: tuple[str | None, bool] | None = None
         self._last_status = 0.0
         self._last_probe = 0.0
-        self._status_mode = ""
-        self._poller: usnpoll.UsnPoller | None = None
-        if self.wanted != "no":
+        self._status_mode: LookupMode | None = None
+        self.consumer = Consumer(self.lookup, self, self._stop, settings.poll_interval)
+        if self.wanted is not DirectorySync.NO:
             self.store = self.files.open_store()
             self._role = WriterRole(self.store.path.parent)
         else:
@@ -280,7 +177,7 @@ class SyncReplica:
 
     @property
     def serves_from_memory(self) -> bool:
-        return self.mode == "sync"
+        return self.mode is LookupMode.SYNC
 
     def describe(self) -> str:
         return self.lookup.describe()
@@ -314,7 +211,7 @@ class SyncReplica:
             self._thread.join(timeout=10)
             self._thread = None
         elif self.feed is not None:
-            self._housekeeping(final=True)
+            self.housekeeping(final=True)
         if self._role is not None:
             self._role.release()
         self.feed = None
@@ -330,7 +227,8 @@ class SyncReplica:
         if self.store is None or self._role is None or not self._role.take():
             return False
         self.feed = ReplicaFeed(self.store)
-        self._last_contact = self.store.meta().contact
+        contact = self.store.meta().contact
+        self._relink(lambda link: replace(link, contact=contact))
         log.info("directory: this process keeps the replica %s up to date", self.store.path)
         return True
 
@@ -344,52 +242,53 @@ class SyncReplica:
             self._meta = cached
         return cached[1]
 
-    def _state(self) -> tuple[bool, str | None, float | None, bool]:
-        """Loaded, connected server, last contact, refused: the writer's own or its word."""
-        if self.feed is not None or self.store is None:
-            loaded = self.feed is not None and self.feed.loaded
-            return loaded, self._connected_uri, self._last_contact, self._refused
-        meta = self._current()
-        alive = meta.beat is not None and time.time() - meta.beat < WRITER_SILENT
-        return meta.loaded, meta.uri if alive else None, meta.contact, meta.refused
+    def _relink(self, change: Callable[[Link], Link]) -> None:
+        """Replace :attr:`link` by ``change(link)``; the lock keeps two changes from racing."""
+        with self._lock:
+            self.link = change(self.link)
+
+    def state(self) -> ReplicaState:
+        """The replica now: the writer's own (its link and feed), or the writer's word.
+
+        The writer's ``loaded`` is its feed's, which turns True only once the
+        commit of a refresh's end succeeded (lookups then go to the database).
+        """
+        feed = self.feed
+        if feed is not None or self.store is None:
+            loaded = feed is not None and feed.loaded
+            return ReplicaState.of_writer(self.wanted, loaded, self.link)
+        return ReplicaState.of_meta(self.wanted, self._current(), time.time(), WRITER_SILENT)
 
     @property
     def loaded(self) -> bool:
         """Whether the replica holds a whole copy (a refresh completed once)."""
-        return self._state()[0]
+        return self.state().loaded
 
     # -- state --------------------------------------------------------------
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> LookupMode:
         """How lookups are answered now: ``sync`` (from memory) or ``lookup``."""
-        if self.wanted == "no":
-            return "lookup"
-        loaded, _uri, _contact, refused = self._state()
-        if self.wanted == "auto" and (refused or not loaded):
-            return "lookup"
-        return "sync"
+        return self.state().mode()
 
     def staleness(self) -> float | None:
         """Seconds since the replica was last known current; 0 while connected."""
-        loaded, uri, contact, _refused = self._state()
-        if uri is not None and loaded:
-            return 0.0
-        if contact is None:
-            return None
-        return max(0.0, time.time() - contact)
+        return self.state().staleness(time.time())
 
     def _from_replica(self) -> bool:
-        if self.mode == "lookup":
+        now = time.time()
+        state = self.state()
+        verdict = state.verdict(now, self.max_stale)
+        if verdict is Verdict.LOOKUP:
             return False
-        if not self.loaded:
+        if verdict is Verdict.NOT_LOADED:
             raise DirectoryUnavailable(
                 f"DirectorySync yes: no copy of {self.describe()} yet (first content "
                 "sync not done, none in the replica database); check the server, or set "
                 "DirectorySync auto"
             )
-        stale = self.staleness()
-        if stale is not None and stale > 0 and stale > self.max_stale:
+        if verdict is Verdict.STALE:
+            stale = state.staleness(now) or 0.0
             raise DirectoryStale(
                 f"replica of {self.describe()} is {stale:.0f} s old, more than "
                 f"DirectoryMaxStale {self.max_stale:g} s; check that a server answers"
@@ -397,65 +296,51 @@ class SyncReplica:
         return True
 
     def status(self) -> dict[str, Any]:
-        """Mode and per-server state, as written to ``status.json``.
+        """Mode and per-server state, as written to ``status.json`` (:func:`.state.status`).
 
-        In lookup mode ``connected`` is the lookup connection's server (kept
-        up by a probe every LOOKUP_PROBE_INTERVAL while no mail needs it); a
-        server never synced from has ``staleness_s`` of the replica as a whole
-        (or the time since start).
+        In lookup mode the lookup connection is kept up by a probe every
+        LOOKUP_PROBE_INTERVAL while no mail needs it.
         """
-        now = time.time()
-        lookup_mode = self.mode == "lookup"
-        lookup_uri = self.lookup.connected_uri() if lookup_mode else None
-        overall = self.staleness()
-        servers = []
-        for uri in self.lookup.uris:
-            last = self._last_sync_by_uri.get(uri)
-            connected = uri == (lookup_uri if lookup_mode else self._connected_uri)
-            current = connected and (lookup_mode or self.loaded)
-            if current:
-                stale = 0.0
-            elif last is not None:
-                stale = now - last
-            else:
-                stale = overall if overall is not None else now - self._started
-            servers.append(
-                {
-                    "uri": uri,
-                    "connected": connected,
-                    "last_sync": iso(now if current and not lookup_mode else last),
-                    "entries": self._entries() if uri == self._last_uri else 0,
-                    "staleness_s": round(stale, 3),
-                }
-            )
-        return {"mode": self.mode, "servers": servers, "updated": iso(now)}
+        state = self.state()
+        link = self.link
+        lookup_mode = state.mode() is LookupMode.LOOKUP
+        return replica_status(
+            state,
+            link,
+            self.lookup.uris,
+            lookup_uri=self.lookup.connected_uri() if lookup_mode else None,
+            entries=self._entries() if link.last_uri in self.lookup.uris else 0,
+            started=self._started,
+            now=time.time(),
+        ).document()
 
     def _entries(self) -> int:
         return 0 if self.store is None else self._current().entries
 
     def view(self) -> DirectoryView:
         """The replica's figures for metrics and health."""
-        if self.mode == "lookup":
+        now = time.time()
+        state = self.state()
+        mode = state.mode()
+        staleness = state.staleness(now)
+        if mode is LookupMode.LOOKUP:
             connected = self.lookup.connected_uri() is not None
             last = self.lookup.last_answer
-            age = 0.0 if connected else None if last is None else max(0.0, time.time() - last)
+            age = 0.0 if connected else None if last is None else max(0.0, now - last)
         else:
-            connected = self._state()[1] is not None
-            age = self.staleness() if self.loaded else None
+            connected = state.connected is not None
+            age = staleness if state.loaded else None
         return DirectoryView(
-            mode=self.mode,
-            connected=connected,
-            age=age,
-            entries=self._entries(),
-            sync_age=self.staleness(),
+            mode=mode, connected=connected, age=age, entries=self._entries(), sync_age=staleness
         )
 
     def describe_state(self) -> str:
         """One line for the SIGUSR1 stats."""
-        stale = self.staleness()
+        state = self.state()
+        stale = state.staleness(time.time())
         return (
-            f"directory_mode={self.mode} replica_entries={self._entries()} "
-            f"replica_connected={'yes' if self._state()[1] else 'no'} "
+            f"directory_mode={state.mode()} replica_entries={self._entries()} "
+            f"replica_connected={'yes' if state.connected else 'no'} "
             f"replica_staleness_s={'-' if stale is None else f'{stale:.1f}'}"
         )
 
@@ -464,148 +349,34 @@ class SyncReplica:
     def _run(self) -> None:
         delay = RETRY_FIRST
         while not self._stop.is_set():
-            if self.wanted == "no" or not self.take_writer_role() or self._still_refused():
-                self._housekeeping()
+            if (
+                self.wanted is DirectorySync.NO
+                or not self.take_writer_role()
+                or self._still_refused()
+            ):
+                self.housekeeping()
                 self._stop.wait(POLL_TIMEOUT)
                 continue
-            if self._sync_once():
+            assert self.feed is not None  # the writer role is held
+            end = self.consumer.run(self.feed)
+            if end.why is Ended.REFUSED:
+                self._on_refused(end.detail)
+            if end.refreshed:
                 delay = RETRY_FIRST
             deadline = time.monotonic() + delay
             while not self._stop.is_set() and time.monotonic() < deadline:
-                self._housekeeping()
+                self.housekeeping()
                 self._stop.wait(min(POLL_TIMEOUT, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, RETRY_MAX)
-        self._housekeeping(final=True)
+        self.housekeeping(final=True)
 
-    def _sync_once(self) -> bool:
-        """One sync session until it breaks; True if it got as far as a refresh."""
-        conn: Any = None
-        feed: ReplicaFeed | None = None
-        refreshed = False
-        try:
-            conn = self.lookup.open_connection(_Consumer)
-            feed = self.feed
-            assert feed is not None  # the writer role is held
-            conn.feed = feed
-            if self._follows_usn(conn):
-                return self._poll_usn(conn, feed)
-            resuming = feed.cookie is not None
-            feed.begin_refresh()
-            msgid = conn.syncrepl_search(
-                self.lookup.base_dn,
-                ldap.SCOPE_SUBTREE,
-                mode="refreshAndPersist",
-                filterstr=SYNC_FILTER,
-                attrlist=SYNC_ATTRIBUTES,
-            )
-            uri = self._peer_uri(conn)
-            keepalive = time.monotonic() + KEEPALIVE_INTERVAL
-            first = True
-            while not self._stop.is_set():
-                try:
-                    if not conn.syncrepl_poll(msgid=msgid, timeout=POLL_TIMEOUT, all=0):
-                        log.info("%s ended the content sync search; reconnecting", uri)
-                        return refreshed
-                except ldap.TIMEOUT:
-                    pass
-                if first:
-                    first = False
-                    self._connected_uri = uri
-                    log.info(
-                        "directory: content sync (RFC 4533) with %s, %s",
-                        uri,
-                        "resuming from the committed cookie" if resuming else "full refresh",
-                    )
-                if feed.due():
-                    self.commit()
-                if feed.loaded:
-                    refreshed = True
-                    self._current_with(uri)
-                if time.monotonic() >= keepalive:
-                    _ping(conn, self.lookup.ldap_settings.timeout)
-                    keepalive = time.monotonic() + KEEPALIVE_INTERVAL
-                self._housekeeping()
-        except DirectoryUnavailable as err:
-            log.warning("directory content sync: %s; retrying", err)
-        except _REFUSED_SYNC as err:
-            self._on_refused(err)
-        except ldap.LDAPError as err:
-            if feed is not None and feed.cookie is not None and _cannot_resume(err):
-                # The server cannot start from our cookie: it is too old for its
-                # session log, or newer than the server's own state (a server
-                # restored from a backup, or a replica that lags behind the one
-                # we synced from).  A full refresh puts us level with it.
-                log.warning(
-                    "%s cannot resume content sync from the saved cookie (%s); "
-                    "doing a full refresh",
-                    self.describe(),
-                    reason(err),
-                )
-                feed.set_cookie(None)
-                return True
-            if self._connected_uri is not None:
-                log.warning(
-                    "directory content sync with %s lost (%s); serving the replica and "
-                    "reconnecting",
-                    self._connected_uri,
-                    reason(err),
-                )
-            else:
-                log.warning("directory content sync failed (%s); retrying", reason(err))
-        finally:
-            self._connected_uri = None
-            if conn is not None:
-                with contextlib.suppress(ldap.LDAPError):
-                    conn.unbind_ext_s()
-        return refreshed
+    def on_connected(self, uri: str | None) -> None:
+        self._relink(lambda link: link.connected(uri))
 
-    def _current_with(self, uri: str) -> None:
+    def on_level_with(self, uri: str) -> None:
         """The replica is level with the server at ``uri`` now (content sync or a USN poll)."""
-        self._refused = False
-        self._last_contact = time.time()
-        self._last_sync_by_uri[uri] = self._last_contact
-        self._last_uri = uri
-
-    def _follows_usn(self, conn: Any) -> bool:
-        """Whether the server offers no content sync but numbers its changes (Active Directory).
-
-        Read from the root DSE at each connection, so a failover to a server of
-        the other kind changes the method.
-        """
-        [(_, root)] = conn.search_st(
-            "", ldap.SCOPE_BASE, "(objectClass=*)", TRACKING_ATTRIBUTES,
-            0, self.lookup.ldap_settings.timeout,
-        )  # fmt: skip
-        return tracking(root) == "usn"
-
-    def _poll_usn(self, conn: Any, feed: ReplicaFeed) -> bool:
-        """Follow the server's changes by USN every ``poll_interval`` until the connection breaks.
-
-        True once a poll has succeeded; errors pass to :meth:`_sync_once`.
-        """
-        uri = self._peer_uri(conn)
-        if self._poller is None:
-            self._poller = usnpoll.UsnPoller(
-                self.lookup.base_dn, SYNC_FILTER, SYNC_ATTRIBUTES, self.lookup.ldap_settings.timeout
-            )
-        self._connected_uri = uri
-        log.info(
-            "directory: %s offers no content sync (RFC 4533); following its changes by "
-            "uSNChanged every %g s (DirectoryPollInterval)",
-            uri,
-            self.settings.poll_interval,
-        )
-        polled = False
-        due = 0.0
-        while not self._stop.is_set():
-            if time.monotonic() >= due:
-                self._poller.poll(conn, feed)
-                due = time.monotonic() + self.settings.poll_interval
-                polled = True
-                self._current_with(uri)
-            self._housekeeping()
-            self._stop.wait(min(POLL_TIMEOUT, max(0.0, due - time.monotonic())))
-        return polled
+        now = time.time()
+        self._relink(lambda link: link.level_with(uri, now))
 
     def _still_refused(self) -> bool:
         """Whether to go on with lookups after a refusal; False every REFUSED_RETRY s.
@@ -613,37 +384,35 @@ class SyncReplica:
         A server may gain ``syncprov`` later, or failover may reach one that
         has it: ``auto`` asks again now and then (lookups go on meanwhile).
         """
-        if not self._refused:
+        link = self.link
+        now = time.monotonic()
+        if not link.refused:
             return False
-        if time.monotonic() - self._refused_at < REFUSED_RETRY:
+        if now - link.refused_at < REFUSED_RETRY:
             return True
         log.debug("directory: asking %s for content sync again", self.describe())
-        self._refused_at = time.monotonic()
+        self._relink(lambda link: link.refusal(now))
         return False
 
-    def _on_refused(self, err: ldap.LDAPError) -> None:
-        if self.wanted == "auto":
-            if not self._refused:
+    def _on_refused(self, why: str) -> None:
+        if self.wanted is DirectorySync.AUTO:
+            if not self.link.refused:
                 log.info(
                     "directory: %s refuses content sync (%s); using cached lookups "
                     "(LDAPCacheTTL) instead, and asking again every %.0f s",
                     self.describe(),
-                    reason(err),
+                    why,
                     REFUSED_RETRY,
                 )
-            self._refused = True
-            self._refused_at = time.monotonic()
+            now = time.monotonic()
+            self._relink(lambda link: link.refusal(now))
         else:
             log.error(
                 "DirectorySync yes, but %s refuses content sync (%s); enable syncprov "
                 "there, or set DirectorySync auto",
                 self.describe(),
-                reason(err),
+                why,
             )
-
-    def _peer_uri(self, conn: Any) -> str:
-        """Which of the Directory URIs libldap connected to (for status)."""
-        return peer_uri(conn, self.lookup.uris)
 
     # -- files --------------------------------------------------------------
 
@@ -653,36 +422,42 @@ class SyncReplica:
             self.feed.flush(**word)
             self._meta = None
 
-    def _housekeeping(self, *, final: bool = False) -> None:
+    def housekeeping(self, *, final: bool = False) -> None:
+        """The writer's word and commits, the lookup probe, status.json: each when due."""
         now = time.monotonic()
         writer = self.feed is not None
         if writer:
-            word = (None if final else self._connected_uri, self._refused)
+            link = self.link
+            word = (None if final else link.uri, link.refused)
             if final or word != self._last_word or now - self._last_beat >= BEAT:
                 self._last_word = word
                 self._last_beat = now
-                contact = self._last_contact
                 self.commit(
                     beat=None if final else repr(time.time()),
-                    contact=None if contact is None else repr(contact),
+                    contact=None if link.contact is None else repr(link.contact),
                     uri=word[0],
-                    refused="1" if self._refused else None,
+                    refused="1" if link.refused else None,
                 )
             elif self.feed is not None and self.feed.due():
                 self.commit()
-        if self.mode == "lookup" and not final and now - self._last_probe >= LOOKUP_PROBE_INTERVAL:
+        if (
+            self.mode is LookupMode.LOOKUP
+            and not final
+            and now - self._last_probe >= LOOKUP_PROBE_INTERVAL
+        ):
             self._last_probe = now
             self._probe()
-        if not writer and self.wanted != "no":
+        if not writer and self.wanted is not DirectorySync.NO:
             return  # the writer writes status.json
-        if final or now - self._last_status >= STATUS_INTERVAL or self.mode != self._status_mode:
+        mode = self.mode
+        if final or now - self._last_status >= STATUS_INTERVAL or mode is not self._status_mode:
             self._last_status = now
-            self._status_mode = self.mode
+            self._status_mode = mode
             self.files.write_status(self.status())
 
     def _probe(self) -> None:
         """Keep the lookup connection up while no mail needs it, so status can tell."""
         try:
-            self.lookup.execute(lambda conn: _ping(conn, self.lookup.ldap_settings.timeout))
+            self.lookup.execute(lambda conn: ping(conn, self.lookup.ldap_settings.timeout))
         except (DirectoryUnavailable, ldap.LDAPError) as err:
             log.debug("directory probe: %s", err)

@@ -534,6 +534,9 @@ def _check(
             )
     except (InvalidSignature, ValueError):
         return DkimResult.FAIL, Failure.BAD_SIGNATURE, "signature did not verify (header changed?)"
+    unsigned_from = _unsigned_from(signature, headers)
+    if unsigned_from:
+        return DkimResult.POLICY, Failure.UNSIGNED_FROM, unsigned_from
     if covered < len(body):
         # RFC 6376 §8.2 and the 2024 l= disclosures: unsigned content can be appended.
         return (
@@ -542,6 +545,28 @@ def _check(
             f"l={covered} leaves {len(body) - covered} octets of the body unsigned",
         )
     return DkimResult.PASS, Failure.NONE, ""
+
+
+def _unsigned_from(signature: Signature, headers: Sequence[Header]) -> str:
+    """Why a signature that verifies still does not vouch for the author; "" when it does.
+
+    RFC 5322 §3.6 allows one From field.  A signature covers as many From
+    fields as ``h=`` names, from the bottom up (RFC 6376 §5.4.2), so a From
+    field added above the signed one leaves the signature intact, and many
+    readers show the added one (§8.15).  Such a message, and one with no From
+    field at all, is reported as ``policy``: a DMARC evaluator downstream
+    must not read it as an author signature that passed.
+    """
+    present = sum(1 for name, _ in headers if name.strip(b" \t").lower() == b"from")
+    if present == 0:
+        return "the message has no From field (RFC 5322 §3.6): the signature vouches for no author"
+    signed = signature.headers.count(b"from")
+    if present > signed:
+        return (
+            f"the message has {present} From fields and h= covers {signed}; "
+            "an unsigned one can be read as the author (RFC 6376 §8.15, RFC 5322 §3.6)"
+        )
+    return ""
 
 
 class _Bodies:

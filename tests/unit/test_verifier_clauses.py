@@ -24,7 +24,7 @@ from harness.forge import (
 )
 
 from ldapdkim.errors import DnsTemporaryError
-from ldapdkim.model import DkimResult, Failure, VerifyResult
+from ldapdkim.model import DkimResult, Failure, Header, VerifyResult
 from ldapdkim.signing.verifier import verify
 
 NAME = "s1._domainkey.example.com"
@@ -253,6 +253,49 @@ def test_5_4_2_oversigning_refuses_an_added_field() -> None:
     assert check(forged, rsa_dns()).result is DkimResult.PASS
     added = Forged([*forged.headers, (b"Subject", b" second subject\r\n")], forged.body)
     assert check(added, rsa_dns()).failure is Failure.BAD_SIGNATURE
+
+
+MALLORY = (b"From", b" Mallory <mallory@evil.test>\r\n")
+
+
+def _with_from_above(forged: Forged, *added: Header) -> Forged:
+    """``forged`` with From fields added between its signature and the signed header."""
+    return Forged([forged.headers[0], *added, *forged.headers[1:]], forged.body)
+
+
+def test_5_4_2_and_8_15_a_from_field_the_signature_does_not_cover_is_no_pass() -> None:
+    """RFC 5322 §3.6 allows one From; h=from covers the bottom one (§5.4.2), and a From
+    added above it leaves the signature intact while many readers show the added one."""
+    forged = forge(BASE, rsa_key())
+    result = check(_with_from_above(forged, MALLORY), rsa_dns())
+    assert (result.result, result.failure) == (DkimResult.POLICY, Failure.UNSIGNED_FROM)
+    assert "2 From fields and h= covers 1" in result.reason
+
+
+def test_5_4_2_a_third_from_field_is_no_pass_even_when_two_are_signed() -> None:
+    two = [MALLORY, *HEADERS]
+    forged = forge(BASE.replace("h=from:", "h=from:from:"), rsa_key(), headers=two)
+    assert check(forged, rsa_dns()).result is DkimResult.PASS  # the signer vouched for both
+    third = (b"From", b" Eve <eve@evil.test>\r\n")
+    result = check(_with_from_above(forged, third), rsa_dns())
+    assert (result.result, result.failure) == (DkimResult.POLICY, Failure.UNSIGNED_FROM)
+    assert "3 From fields and h= covers 2" in result.reason
+
+
+def test_5_4_2_a_message_without_a_from_field_is_no_pass() -> None:
+    """h=from with no From field hashes nothing for it (§5.4.2): no author is signed."""
+    forged = forge(BASE, rsa_key(), headers=HEADERS[1:])
+    result = check(forged, rsa_dns())
+    assert (result.result, result.failure) == (DkimResult.POLICY, Failure.UNSIGNED_FROM)
+    assert "no From field" in result.reason
+
+
+def test_5_4_2_a_from_field_added_below_breaks_the_signature_and_stays_a_failure() -> None:
+    forged = forge(BASE, rsa_key())
+    below = Forged([*forged.headers, MALLORY], forged.body)
+    assert check(below, rsa_dns()).failure is Failure.BAD_SIGNATURE
+    changed = _with_from_above(Forged(forged.headers, forged.body + b"more\r\n"), MALLORY)
+    assert check(changed, rsa_dns()).failure is Failure.BODY_HASH
 
 
 def test_3_5_i_is_d_or_below_it() -> None:

@@ -120,6 +120,18 @@ def test_mail_from_an_internal_host_is_signed_with_every_active_key(make: Any) -
     assert ctx.headers_named("Authentication-Results") == []
 
 
+def test_a_from_with_comments_and_a_quoted_display_name_is_signed(make: Any) -> None:
+    """RFC 5322 §3.2.2 CFWS: the addr-spec alone chooses the key (issue 24)."""
+    message = MESSAGE.replace(
+        b"From: Alice <alice@example.com>",
+        b'From: (victim@bank.test) "Alice (Sales)" <alice@example.com>',
+    )
+    rc, ctx = make()(message, ip="127.0.0.1")
+    assert rc == Milter.ACCEPT
+    assert len(ctx.headers_named("DKIM-Signature")) == 2
+    assert all("d=example.com" in s for s in ctx.headers_named("DKIM-Signature"))
+
+
 def test_mail_from_outside_is_verified_never_signed(make: Any) -> None:
     rc, ctx = make()(MESSAGE, ip="192.0.2.7")
     assert rc == Milter.ACCEPT

@@ -63,6 +63,9 @@ MAX_RSA_BITS = 8192
 """Larger RSA keys are refused: their operations cost a verifier too much."""
 MAX_KEY_RECORD = 8192
 """Octets of one key record."""
+KEY_RECORD_TAGS = frozenset({"v", "h", "k", "p", "s", "t"})
+"""The key record tags of RFC 6376 §3.6.1 that a verifier reads; any other (``n=``,
+notes for people, among them) is ignored, however written."""
 
 _HEADER_CANON = ("simple", "relaxed")
 _ALGORITHMS = {"rsa-sha256": "rsa", "ed25519-sha256": "ed25519"}
@@ -70,7 +73,9 @@ _OBSOLETE = {"rsa-sha1": "rsa-sha1 is not accepted any more (RFC 8301)"}
 _REQUIRED = ("v", "a", "b", "bh", "d", "h", "s")
 _TAG_NAME = re.compile(rb"[A-Za-z][A-Za-z0-9_]*\Z")
 _FWS = re.compile(rb"(?:[ \t]*\r\n)?[ \t]+")
-_VALUE = re.compile(rb"[\x21-\x3a\x3c-\x7e]+(?:(?:(?:[ \t]*\r\n)?[ \t]+)[\x21-\x3a\x3c-\x7e]+)*\Z")
+# tag-value = [ tval *( 1*(WSP / FWS) tval ) ]: between values any run of blanks
+# and folds, each fold a CRLF followed by a blank (RFC 6376 §3.2).
+_VALUE = re.compile(rb"[\x21-\x3a\x3c-\x7e]+(?:(?:[ \t]|\r\n[ \t])+[\x21-\x3a\x3c-\x7e]+)*\Z")
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}\Z")
 _LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+\Z")
@@ -98,8 +103,14 @@ def _permerror(failure: Failure, reason: str) -> _Verdict:
 # -- tag lists (RFC 6376 §3.2) -------------------------------------------------------
 
 
-def parse_tag_list(value: bytes) -> dict[str, bytes]:
+def parse_tag_list(value: bytes, known: frozenset[str] | None = None) -> dict[str, bytes]:
     """The tags of a tag list, each value with its FWS as written.
+
+    ``known``: the tags the caller reads.  Any other tag is ignored (RFC 6376
+    §3.2, §3.6.1: unrecognized tags MUST be ignored) once it has a name and an
+    ``=``, whatever its name and value hold: a key record's ``x-note=café`` does
+    not revoke its key, as it does not at the other verifiers.  Without
+    ``known`` every tag follows the grammar.
 
     Raises:
         ValueError: not a tag list: a bad tag name, a character a tag value
@@ -112,13 +123,16 @@ def parse_tag_list(value: bytes) -> dict[str, bytes]:
     for spec in specs:
         name, equals, text = spec.partition(b"=")
         name = _strip_fws(name)
+        if equals and known is not None and name and name.decode("latin-1") not in known:
+            if not _TAG_NAME.match(name):
+                continue  # not even a tag name: nothing anyone could read as a known tag
         if not equals or not _TAG_NAME.match(name):
             shown = name[:20].decode("ascii", "replace")
             raise ValueError(f"{shown!r} is not a tag (name=value)")
         text = _strip_fws(text)
-        if text and not _VALUE.match(text):
-            raise ValueError(f"tag {name.decode()}= holds a character a tag value may not hold")
         key = name.decode("ascii")
+        if text and not _VALUE.match(text) and (known is None or key in known):
+            raise ValueError(f"tag {key}= holds a character a tag value may not hold")
         if key in tags:
             raise ValueError(f"tag {key}= is given twice")
         tags[key] = text
@@ -350,8 +364,10 @@ def parse_key_record(record: bytes, signature: Signature, minimum_bits: int) -> 
     name = signature.key_name
     if len(record) > MAX_KEY_RECORD:
         raise _permerror(Failure.KEY_UNUSABLE, f"key record at {name} is too long")
+    # A TXT record is no header field: a line break in it is a blank like any other.
+    text = record.replace(b"\r\n", b" ").replace(b"\n", b" ").replace(b"\r", b" ")
     try:
-        tags = parse_tag_list(record)
+        tags = parse_tag_list(text, KEY_RECORD_TAGS)
     except ValueError as err:
         raise _permerror(
             Failure.KEY_UNUSABLE, f"key record at {name} is malformed: {err}"

@@ -81,6 +81,14 @@ def test_3_2_whitespace_and_folding_around_tags_and_values_are_accepted() -> Non
     assert outcome(folded).result is DkimResult.PASS
 
 
+def test_3_2_runs_of_blanks_and_folds_between_the_words_of_a_value_are_accepted() -> None:
+    """tag-value = [ tval *( 1*(WSP / FWS) tval ) ]: several folds in a row are one gap."""
+    tags = BASE.replace("s=s1;", "s=s1; zz=one \r\n \r\n\ttwo;").replace(
+        "h=from:to", "h=from \r\n\t \r\n :to"
+    )
+    assert outcome(tags).result is DkimResult.PASS
+
+
 def test_3_2_tag_names_are_case_sensitive() -> None:
     result = outcome(BASE.replace("v=1", "V=1"))
     assert result.result is DkimResult.PERMERROR and "lacks v=" in result.reason
@@ -394,6 +402,41 @@ def test_3_6_1_t_y_marks_a_testing_domain() -> None:
 
 def test_3_6_1_unknown_key_record_tags_are_ignored() -> None:
     assert outcome(BASE, "v=DKIM1; k={k}; n=notes here; zz=1; p={p}").result is DkimResult.PASS
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        # The issue's record: FWS around '=' and ';', blanks inside p=.
+        "v = DKIM1 ; k = {k} ; p = {p_spaced}",
+        "v = DKIM1 ; x-note = for people ; k = {k} ; zz_1 = 2 ; p = {p_spaced} ;",
+        "v=DKIM1;\tk=\t{k} ;\t9z=1; x.y = a b ; n=caf\u00e9 \x01; p={p_spaced}",
+        "v=DKIM1;\nk={k};\np={p_spaced}",  # a zone file's line breaks kept in the TXT data
+    ],
+)
+def test_3_6_1_a_key_record_with_blanks_and_unknown_tags_of_any_spelling_verifies(
+    record: str,
+) -> None:
+    """§3.2 tag-spec allows FWS around '=' and inside base64; §3.6.1 ignores unknown tags,
+    whatever their name and value hold: the tags a verifier reads decide alone."""
+    key = rsa_key()
+    p = key_record(key, "{p}").decode()
+    spaced = f"{p[:40]} {p[40:200]}\t{p[200:]}"
+    text = record.replace("{p_spaced}", spaced).replace("{k}", "rsa").encode()
+    assert check(forge(BASE, key), dns(text)).result is DkimResult.PASS
+
+
+def test_3_6_1_a_known_key_tag_still_follows_the_grammar() -> None:
+    """Leniency stops at the tags a verifier reads: a k= holding a control is malformed."""
+    key = rsa_key()
+    p = key_record(key, "{p}").decode()
+    for record in (
+        f"v=DKIM1; k=rs\x01a; p={p}",
+        f"v=DKIM1; k=rsa; p={p}; ;; =",
+        f"k=rsa; p={p}; b",
+    ):
+        result = check(forge(BASE, key), dns(record.encode()))
+        assert (result.result, result.failure) == (DkimResult.PERMERROR, Failure.KEY_UNUSABLE)
 
 
 def test_3_6_1_a_malformed_key_record_is_permerror() -> None:

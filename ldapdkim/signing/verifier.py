@@ -571,16 +571,17 @@ def _unsigned_from(signature: Signature, headers: Sequence[Header]) -> str:
     field added above the signed one leaves the signature intact, and many
     readers show the added one (§8.15).  Such a message, and one with no From
     field at all, is reported as ``policy``: a DMARC evaluator downstream
-    must not read it as an author signature that passed.
+    must not read it as an author signature that passed.  The reason goes into
+    Authentication-Results, so it is ASCII.
     """
     present = sum(1 for name, _ in headers if name.strip(b" \t").lower() == b"from")
     if present == 0:
-        return "the message has no From field (RFC 5322 §3.6): the signature vouches for no author"
+        return "the message has no From field (RFC 5322 3.6): the signature vouches for no author"
     signed = signature.headers.count(b"from")
     if present > signed:
         return (
             f"the message has {present} From fields and h= covers {signed}; "
-            "an unsigned one can be read as the author (RFC 6376 §8.15, RFC 5322 §3.6)"
+            "an unsigned one can be read as the author (RFC 6376 8.15, RFC 5322 3.6)"
         )
     return ""
 

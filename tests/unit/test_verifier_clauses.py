@@ -25,6 +25,7 @@ from harness.forge import (
 
 from ldapdkim.errors import DnsTemporaryError
 from ldapdkim.model import DkimResult, Failure, Header, VerifyResult
+from ldapdkim.signing import authresults
 from ldapdkim.signing.verifier import verify
 
 NAME = "s1._domainkey.example.com"
@@ -278,6 +279,9 @@ def test_5_4_2_and_8_15_a_from_field_the_signature_does_not_cover_is_no_pass() -
     result = check(_with_from_above(forged, MALLORY), rsa_dns())
     assert (result.result, result.failure) == (DkimResult.POLICY, Failure.UNSIGNED_FROM)
     assert "2 From fields and h= covers 1" in result.reason
+    assert result.reason.isascii()  # it becomes an Authentication-Results comment
+    header = authresults.build("mx.example.net", [result])
+    assert "dkim=policy (the message has 2 From fields and h= covers 1;" in header
 
 
 def test_5_4_2_a_third_from_field_is_no_pass_even_when_two_are_signed() -> None:

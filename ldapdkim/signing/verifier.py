@@ -63,6 +63,8 @@ MAX_RSA_BITS = 8192
 """Larger RSA keys are refused: their operations cost a verifier too much."""
 MAX_KEY_RECORD = 8192
 """Octets of one key record."""
+SIGNATURE_TAGS = frozenset({"v", "a", "b", "bh", "c", "d", "h", "i", "l", "q", "s", "t", "x", "z"})
+"""The signature tags of RFC 6376 §3.5; others are ignored, however their names are spelt."""
 KEY_RECORD_TAGS = frozenset({"v", "h", "k", "p", "s", "t"})
 """The key record tags of RFC 6376 §3.6.1 that a verifier reads; any other (``n=``,
 notes for people, among them) is ignored, however written."""
@@ -103,13 +105,16 @@ def _permerror(failure: Failure, reason: str) -> _Verdict:
 # -- tag lists (RFC 6376 §3.2) -------------------------------------------------------
 
 
-def parse_tag_list(value: bytes, known: frozenset[str] | None = None) -> dict[str, bytes]:
+def parse_tag_list(
+    value: bytes, known: frozenset[str] | None = None, *, strict_values: bool = True
+) -> dict[str, bytes]:
     """The tags of a tag list, each value with its FWS as written.
 
     ``known``: the tags the caller reads.  Any other tag is ignored (RFC 6376
     §3.2, §3.6.1: unrecognized tags MUST be ignored) once it has a name and an
-    ``=``, whatever its name and value hold: a key record's ``x-note=café`` does
-    not revoke its key, as it does not at the other verifiers.  Without
+    ``=``, however its name is spelt (``x-note=``, ``9z=``), as at the other
+    verifiers; with ``strict_values`` False its value may hold anything but
+    ``;`` too (a key record's ``n=café`` does not revoke its key).  Without
     ``known`` every tag follows the grammar.
 
     Raises:
@@ -123,16 +128,17 @@ def parse_tag_list(value: bytes, known: frozenset[str] | None = None) -> dict[st
     for spec in specs:
         name, equals, text = spec.partition(b"=")
         name = _strip_fws(name)
-        if equals and known is not None and name and name.decode("latin-1") not in known:
+        text = _strip_fws(text)
+        key = name.decode("latin-1")
+        checked = strict_values or key in (known or ())
+        if text and checked and not _VALUE.match(text):
+            raise ValueError(f"tag {key[:20]}= holds a character a tag value may not hold")
+        if equals and name and known is not None and key not in known:
             if not _TAG_NAME.match(name):
                 continue  # not even a tag name: nothing anyone could read as a known tag
         if not equals or not _TAG_NAME.match(name):
             shown = name[:20].decode("ascii", "replace")
             raise ValueError(f"{shown!r} is not a tag (name=value)")
-        text = _strip_fws(text)
-        key = name.decode("ascii")
-        if text and not _VALUE.match(text) and (known is None or key in known):
-            raise ValueError(f"tag {key}= holds a character a tag value may not hold")
         if key in tags:
             raise ValueError(f"tag {key}= is given twice")
         tags[key] = text
@@ -233,7 +239,7 @@ def parse_signature(index: int, value: bytes, now: int) -> Signature:
     if len(value) > MAX_SIGNATURE_FIELD:
         raise _permerror(Failure.SYNTAX, f"signature field of {len(value)} octets is too long")
     try:
-        tags = parse_tag_list(value)
+        tags = parse_tag_list(value, SIGNATURE_TAGS)
     except ValueError as err:
         raise _permerror(Failure.SYNTAX, f"malformed signature: {err}") from None
     missing = [t for t in _REQUIRED if t not in tags]
@@ -367,7 +373,7 @@ def parse_key_record(record: bytes, signature: Signature, minimum_bits: int) -> 
     # A TXT record is no header field: a line break in it is a blank like any other.
     text = record.replace(b"\r\n", b" ").replace(b"\n", b" ").replace(b"\r", b" ")
     try:
-        tags = parse_tag_list(text, KEY_RECORD_TAGS)
+        tags = parse_tag_list(text, KEY_RECORD_TAGS, strict_values=False)
     except ValueError as err:
         raise _permerror(
             Failure.KEY_UNUSABLE, f"key record at {name} is malformed: {err}"
@@ -756,7 +762,7 @@ def _known_algorithm(value: bytes) -> None:
 def _result(value: bytes, result: DkimResult, failure: Failure, reason: str) -> VerifyResult:
     """The result of a signature that did not parse: what can be read of d=, s=, a=."""
     try:
-        tags = parse_tag_list(value[:MAX_SIGNATURE_FIELD])
+        tags = parse_tag_list(value[:MAX_SIGNATURE_FIELD], SIGNATURE_TAGS)
     except ValueError:
         tags = {}
 

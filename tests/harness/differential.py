@@ -88,6 +88,8 @@ def _case(number: int, rng: random.Random) -> Case:
         tags = tags.replace(f"s={selector};", f"s={selector}; s={selector};")
     elif kind == "unknown-tag":
         tags = tags.replace("h=from", "zz=any thing; h=from")
+    elif kind == "unknown-tag-name":
+        tags = tags.replace("h=from", "x-note=any thing; 9z=1; h=from")
     elif kind == "tag-name-case":
         tags = tags.replace("v=1", "V=1")
     elif kind == "tag-value-case":
@@ -320,7 +322,7 @@ MUTATIONS = [
     "key-k-mismatch", "key-s-other", "key-s-email", "key-t-y", "key-revoked",
     "key-unknown-tag", "key-no-v", "key-v-not-first", "key-malformed", "key-multi-same",
     "key-multi-different", "key-pkcs1", "third-from", "no-from", "sig-fws", "sig-fws-b",
-    "key-fws", "from-cfws",
+    "key-fws", "from-cfws", "unknown-tag-name",
 ]  # fmt: skip
 
 REQUIRED: dict[str, frozenset[str]] = {
@@ -330,7 +332,7 @@ REQUIRED: dict[str, frozenset[str]] = {
         ["none", "reorder", "unknown-tag", "tag-value-case", "whitespace", "folding",
          "sig-fws", "sig-fws-b", "key-fws", "key-unknown-tag", "key-no-v", "key-v-not-first",
          "key-h-both", "key-s-email", "key-t-y", "key-multi-same", "i-subdomain", "q-list",
-         "l-exact", "dup-header", "from-cfws"],
+         "l-exact", "dup-header", "from-cfws", "unknown-tag-name"],
         frozenset({"pass"}),
     ),
     # RFC 5322 §3.6 one From; RFC 6376 §5.4.2, §8.15: a From the signature does not

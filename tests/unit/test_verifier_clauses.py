@@ -82,6 +82,14 @@ def test_3_2_whitespace_and_folding_around_tags_and_values_are_accepted() -> Non
     assert outcome(folded).result is DkimResult.PASS
 
 
+def test_3_2_unknown_tags_are_ignored_however_their_names_are_spelt() -> None:
+    """An unknown tag is ignored once it has a name and '=' (as at Mail::DKIM and OpenDKIM);
+    its value still holds only what a header field's tag value may (C06)."""
+    tags = BASE.replace("s=s1;", "s=s1; x-note=from a list; 9z=1; x.y = z;")
+    assert outcome(tags).result is DkimResult.PASS
+    assert outcome(BASE.replace("s=s1;", "s=s1; x-note=a\x01b;")).result is DkimResult.PERMERROR
+
+
 def test_3_2_runs_of_blanks_and_folds_between_the_words_of_a_value_are_accepted() -> None:
     """tag-value = [ tval *( 1*(WSP / FWS) tval ) ]: several folds in a row are one gap."""
     tags = BASE.replace("s=s1;", "s=s1; zz=one \r\n \r\n\ttwo;").replace(

@@ -132,7 +132,8 @@ def parse_tag_list(
         key = name.decode("latin-1")
         checked = strict_values or key in (known or ())
         if text and checked and not _VALUE.match(text):
-            raise ValueError(f"tag {key[:20]}= holds a character a tag value may not hold")
+            shown = name[:20].decode("ascii", "backslashreplace")  # it may reach a header
+            raise ValueError(f"tag {shown}= holds a character a tag value may not hold")
         if equals and name and known is not None and key not in known:
             if not _TAG_NAME.match(name):
                 continue  # not even a tag name: nothing anyone could read as a known tag

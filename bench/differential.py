@@ -7,7 +7,8 @@ Generates signed messages and key records mutated as ``tests/harness/differentia
 describes, has the three verifiers judge each one (keys on a loopback DNS
 server), and prints every class of disagreement with its count and, when the
 class is known, the RFC clause that explains it and which verifier is wrong.
-Exits 1 when a class is not explained: fix it, or explain it there.
+Exits 1 when a class is not explained (fix it, or explain it there), or when
+ldapdkim's own verdict is not one ``REQUIRED`` allows for its mutation.
 """
 
 from __future__ import annotations
@@ -35,9 +36,14 @@ def main() -> int:
     for key, count in sorted(report.classes.items(), key=lambda item: -item[1]):
         why = differential.explanation(key) or "NOT EXPLAINED"
         print(f"{key}  {count}  {why}")
+    print("ldapdkim's verdicts by mutation (mutation  verdict=cases ...)")
+    for kind in differential.MUTATIONS:
+        counts = {v: n for (k, v), n in sorted(report.verdicts.items()) if k == kind}
+        print(f"  {kind:20} " + " ".join(f"{v}={n}" for v, n in counts.items()))
     unexplained = report.unexplained()
     print(f"unexplained classes: {len(unexplained)}")
-    return 1 if unexplained else 0
+    print(f"verdicts the RFCs do not allow ldapdkim (mutation, verdict): {dict(report.wrong)}")
+    return 1 if unexplained or report.wrong else 0
 
 
 if __name__ == "__main__":

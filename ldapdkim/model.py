@@ -335,6 +335,8 @@ class Failure(enum.Enum):
     """The signature's ``x=`` lies in the past."""
     PARTIAL_BODY = "partial-body"
     """The signature verifies, but its ``l=`` leaves part of the body unsigned."""
+    UNSIGNED_FROM = "unsigned-from"
+    """The signature verifies, but the message has From fields it does not cover (or none)."""
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,29 @@
 """The author of a message, read one way: the single mailbox of its From field (RFC 5322 §3.6.2).
 
 What is signed as the author is what DMARC aligns (RFC 7489 §6.6.1) and what
-a reader sees.  Parsers differ on unusual From fields: comments next to the
-address, several addresses, groups, route syntax, quoted local parts holding
-an ``@``, encoded words that decode to an address ("Composition Kills",
-Chen, Paxson and Jiang, USENIX Security 2020).  So only a From field that no
-two parsers could read as different domains is accepted:
+a reader sees.  Parsers differ on unusual From fields: several addresses,
+groups, route syntax, quoted local parts holding an ``@``, encoded words that
+decode to an address, obsolete syntax inside an address ("Composition
+Kills", Chen, Paxson and Jiang, USENIX Security 2020).  So the field is read
+by RFC 5322 §3.2-3.4 and accepted only when no two parsers could read it as
+different domains:
 
 * ``local@domain``, ``<local@domain>``, or ``display name <local@domain>``;
+* comments and whitespace (CFWS) wherever RFC 5322 puts them outside the
+  obsolete syntax: around the display name's words, around the angle
+  brackets, inside them around the address, around the local part and the
+  domain; comments nest and hold quoted pairs (§3.2.2).  They are never read
+  for the address: the addr-spec alone chooses the key;
 * the display name is words, quoted strings or encoded words (RFC 2047) whose
-  decoded text holds no ``@``, ``<``, ``>``, ``,`` or control character;
+  decoded text holds no ``@``, ``<``, ``>``, ``,`` or control character; an
+  encoded word in a comment is held to the same rule;
 * the local part is a dot-atom or a quoted string without ``@``; the domain
-  passes :func:`ldapdkim.domainname.normalize_domain`.
+  is a dot-atom that passes :func:`ldapdkim.domainname.normalize_domain`.
 
-Anything else (a comment, a second ``<``, a ``,`` ``:`` or ``;`` outside quotes,
-control characters, text after the ``>``) raises
+Anything else (a ``,`` ``:`` or ``;`` outside quotes and comments, a second
+``<``, text after the ``>``, whitespace or a comment between the dots of an
+address (``obs-local-part``, ``obs-domain``), a domain literal, control
+characters, an unterminated quoted string or comment) raises
 :class:`~ldapdkim.errors.MessageError` naming what was found.
 """
 
@@ -24,17 +33,27 @@ import base64
 import binascii
 import quopri
 import re
+from dataclasses import dataclass
 
 from ldapdkim.domainname import normalize_domain
 from ldapdkim.errors import MessageError
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+"
+_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff"
+_ATOM = rf"[{_ATEXT}]+"
 _DOT_ATOM = re.compile(rf"{_ATOM}(?:\.{_ATOM})*\Z")
-_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"\Z', re.DOTALL)
-_PHRASE_WORD = re.compile(rf'(?:{_ATOM}|"(?:[^"\\]|\\.)*")', re.DOTALL)
+_ATOM_RUN = re.compile(rf"[{_ATEXT}.]+")
 _SPECIALS_IN_NAME = set("@<>,")
+
+
+@dataclass(frozen=True)
+class _Token:
+    """One lexical token of a From field (RFC 5322 §3.2)."""
+
+    kind: str
+    """``atom`` (atext and dots), ``quoted``, ``comment``, or the special character itself."""
+    text: str
 
 
 def author_address(value: bytes) -> str:
@@ -51,64 +70,103 @@ def author_address(value: bytes) -> str:
         raise MessageError("From holds bytes that are not UTF-8")
     if _CONTROL.search(text):
         raise MessageError("From holds a control character")
-    display, address = _split(text.strip(" \t"))
+    tokens = _tokens(text)
+    for token in tokens:
+        if token.kind == "comment":
+            _check_encoded_words(token.text, "a comment")
+    display, address = _split([t for t in tokens if t.kind != "comment"])
     if display:
-        _check_display_name(display)
+        _check_display_name(display, text)
     local, domain = _addr_spec(address)
     return f"{local}@{normalize_domain(domain)}"
 
 
-def _split(text: str) -> tuple[str, str]:
-    """(display name, addr-spec): the text outside quotes has at most one ``<...>``."""
-    outside = _outside_quotes(text)
-    for special, what in (("(", "a comment"), (")", "a comment"), (",", "several addresses")):
-        if special in outside:
-            raise MessageError(f"From holds {what} ({special!r} outside quotes)")
-    for special in ":;":
-        if special in outside:
-            raise MessageError(f"From holds a group or route ({special!r} outside quotes)")
-    opens, closes = outside.count("<"), outside.count(">")
-    if opens == closes == 0:
-        return "", text
-    if opens != 1 or closes != 1 or outside.index("<") > outside.index(">"):
-        raise MessageError("From holds unbalanced or repeated angle brackets")
-    start, end = outside.index("<"), outside.index(">")
-    if text[end + 1 :].strip(" \t"):
-        raise MessageError("From has text after the '>'")
-    return text[:start].strip(" \t"), text[start + 1 : end].strip(" \t")
-
-
-def _outside_quotes(text: str) -> str:
-    """``text`` with every quoted string's content blanked (escapes honoured)."""
-    out: list[str] = []
-    quoted = escaped = False
-    for char in text:
-        if escaped:
-            escaped = False
-            out.append(" ")
-        elif quoted:
-            if char == "\\":
-                escaped = True
-            elif char == '"':
-                quoted = False
-            out.append(" " if char != '"' else '"')
+def _tokens(text: str) -> list[_Token]:
+    """The tokens of ``text``; whitespace (FWS) separates them and is dropped."""
+    tokens: list[_Token] = []
+    position = 0
+    while position < len(text):
+        char = text[position]
+        if char in " \t":
+            position += 1
+        elif char == '"':
+            end = _closing(text, position, '"', "quoted string")
+            tokens.append(_Token("quoted", text[position : end + 1]))
+            position = end + 1
+        elif char == "(":
+            end = _closing(text, position, ")", "comment")
+            tokens.append(_Token("comment", text[position : end + 1]))
+            position = end + 1
+        elif char == ")":
+            raise MessageError("From has a ')' that closes no comment")
         else:
-            if char == '"':
-                quoted = True
-            out.append(char)
-    if quoted:
-        raise MessageError("From has an unterminated quoted string")
-    return "".join(out)
+            run = _ATOM_RUN.match(text, position)
+            if run:
+                tokens.append(_Token("atom", run.group()))
+                position = run.end()
+            else:
+                tokens.append(_Token(char, char))
+                position += 1
+    return tokens
 
 
-def _check_display_name(display: str) -> None:
-    rest = _ENCODED_WORD.sub(" ", display)
-    if _PHRASE_WORD.sub(" ", rest).strip(" \t."):
-        raise MessageError(f"From has a display name that is not words: {display[:40]!r}")
-    for match in _ENCODED_WORD.finditer(display):
+def _closing(text: str, start: int, close: str, what: str) -> int:
+    """The index of what ends the quoted string or comment at ``start`` (§3.2.2, §3.2.4).
+
+    Comments nest; both honour quoted pairs (``\\`` and the next character).
+    """
+    depth = 0
+    position = start + 1
+    while position < len(text):
+        char = text[position]
+        if char == "\\":
+            position += 2
+            continue
+        if char == close:
+            if depth == 0:
+                return position
+            depth -= 1
+        elif close == ")" and char == "(":
+            depth += 1
+        position += 1
+    raise MessageError(f"From has an unterminated {what}")
+
+
+def _split(tokens: list[_Token]) -> tuple[list[_Token], list[_Token]]:
+    """(display name, addr-spec) tokens: at most one ``<...>``, nothing after it."""
+    kinds = [t.kind for t in tokens]
+    if "," in kinds:
+        raise MessageError("From holds several addresses (',' outside quotes)")
+    for special in ":;":
+        if special in kinds:
+            raise MessageError(f"From holds a group or route ({special!r} outside quotes)")
+    opens, closes = kinds.count("<"), kinds.count(">")
+    if opens == closes == 0:
+        return [], tokens
+    if opens != 1 or closes != 1 or kinds.index("<") > kinds.index(">"):
+        raise MessageError("From holds unbalanced or repeated angle brackets")
+    start, end = kinds.index("<"), kinds.index(">")
+    if tokens[end + 1 :]:
+        raise MessageError("From has text after the '>'")
+    return tokens[:start], tokens[start + 1 : end]
+
+
+def _check_display_name(display: list[_Token], text: str) -> None:
+    """Words (atoms, with the dots of ``obs-phrase``) and quoted strings only."""
+    if any(t.kind not in ("atom", "quoted") for t in display):
+        shown = text.split("<", 1)[0].strip(" \t")
+        raise MessageError(f"From has a display name that is not words: {shown[:40]!r}")
+    for token in display:
+        _check_encoded_words(token.text, "an encoded word")
+
+
+def _check_encoded_words(text: str, where: str) -> None:
+    for match in _ENCODED_WORD.finditer(text):
         decoded = _decode_word(match)
         if _CONTROL.search(decoded) or _SPECIALS_IN_NAME & set(decoded):
-            raise MessageError("From has an encoded word that decodes to an address or control")
+            raise MessageError(
+                f"From has {where} whose encoded word decodes to an address or control"
+            )
 
 
 def _decode_word(match: re.Match[str]) -> str:
@@ -123,19 +181,33 @@ def _decode_word(match: re.Match[str]) -> str:
         raise MessageError("From has an encoded word that cannot be decoded") from None
 
 
-def _addr_spec(address: str) -> tuple[str, str]:
-    if "=?" in address:
+def _addr_spec(address: list[_Token]) -> tuple[str, str]:
+    """local-part ``@`` domain, each one token: CFWS may surround them, not their dots."""
+    kinds = [t.kind for t in address]
+    shown = "".join(t.text for t in address)[:60]
+    if kinds.count("@") > 1:
+        raise MessageError(f"From address {shown!r} is not local@domain")
+    at = kinds.index("@") if "@" in kinds else 0
+    local, domain = address[:at], address[at + 1 :]
+    if not local or not domain:
+        raise MessageError(f"From address {shown!r} has no local part or no domain")
+    if any("=?" in t.text for t in address):
         raise MessageError("From has an encoded word in the address itself")
-    local, at, domain = address.rpartition("@")
-    if not at or not local or not domain:
-        raise MessageError(f"From address {address[:60]!r} has no local part or no domain")
-    if local.startswith('"'):
-        if not _QUOTED.match(local):
-            raise MessageError("From has a malformed quoted local part")
-        if "@" in local:
+    if "[" in kinds:
+        raise MessageError(f"From address {shown!r} has a domain literal, which names no key")
+    if len(local) > 1 or len(domain) > 1:
+        # obs-local-part and obs-domain (RFC 5322 §4.4): parsers that do not know
+        # them read another local part or domain.
+        raise MessageError(
+            f"From address {shown!r} has whitespace or a comment inside its local part "
+            "or domain (obsolete syntax)"
+        )
+    local_text, domain_text = local[0].text, domain[0].text
+    if local[0].kind == "quoted":
+        if "@" in local_text:
             raise MessageError("From has a quoted local part holding '@'")
-    elif not _DOT_ATOM.match(local):
-        raise MessageError(f"From address {address[:60]!r} has a malformed local part")
-    if "@" in local.strip('"') or not _DOT_ATOM.match(domain):
-        raise MessageError(f"From address {address[:60]!r} is not local@domain")
-    return local, domain
+    elif local[0].kind != "atom" or not _DOT_ATOM.match(local_text):
+        raise MessageError(f"From address {shown!r} has a malformed local part")
+    if domain[0].kind != "atom" or not _DOT_ATOM.match(domain_text):
+        raise MessageError(f"From address {shown!r} is not local@domain")
+    return local_text, domain_text

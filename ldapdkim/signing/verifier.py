@@ -63,6 +63,11 @@ MAX_RSA_BITS = 8192
 """Larger RSA keys are refused: their operations cost a verifier too much."""
 MAX_KEY_RECORD = 8192
 """Octets of one key record."""
+SIGNATURE_TAGS = frozenset({"v", "a", "b", "bh", "c", "d", "h", "i", "l", "q", "s", "t", "x", "z"})
+"""The signature tags of RFC 6376 §3.5; others are ignored, however their names are spelt."""
+KEY_RECORD_TAGS = frozenset({"v", "h", "k", "p", "s", "t"})
+"""The key record tags of RFC 6376 §3.6.1 that a verifier reads; any other (``n=``,
+notes for people, among them) is ignored, however written."""
 
 _HEADER_CANON = ("simple", "relaxed")
 _ALGORITHMS = {"rsa-sha256": "rsa", "ed25519-sha256": "ed25519"}
@@ -70,7 +75,9 @@ _OBSOLETE = {"rsa-sha1": "rsa-sha1 is not accepted any more (RFC 8301)"}
 _REQUIRED = ("v", "a", "b", "bh", "d", "h", "s")
 _TAG_NAME = re.compile(rb"[A-Za-z][A-Za-z0-9_]*\Z")
 _FWS = re.compile(rb"(?:[ \t]*\r\n)?[ \t]+")
-_VALUE = re.compile(rb"[\x21-\x3a\x3c-\x7e]+(?:(?:(?:[ \t]*\r\n)?[ \t]+)[\x21-\x3a\x3c-\x7e]+)*\Z")
+# tag-value = [ tval *( 1*(WSP / FWS) tval ) ]: between values any run of blanks
+# and folds, each fold a CRLF followed by a blank (RFC 6376 §3.2).
+_VALUE = re.compile(rb"[\x21-\x3a\x3c-\x7e]+(?:(?:[ \t]|\r\n[ \t])+[\x21-\x3a\x3c-\x7e]+)*\Z")
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}\Z")
 _LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 _FIELD_NAME = re.compile(rb"[\x21-\x39\x3b-\x7e]+\Z")
@@ -98,8 +105,17 @@ def _permerror(failure: Failure, reason: str) -> _Verdict:
 # -- tag lists (RFC 6376 §3.2) -------------------------------------------------------
 
 
-def parse_tag_list(value: bytes) -> dict[str, bytes]:
+def parse_tag_list(
+    value: bytes, known: frozenset[str] | None = None, *, strict_values: bool = True
+) -> dict[str, bytes]:
     """The tags of a tag list, each value with its FWS as written.
+
+    ``known``: the tags the caller reads.  Any other tag is ignored (RFC 6376
+    §3.2, §3.6.1: unrecognized tags MUST be ignored) once it has a name and an
+    ``=``, however its name is spelt (``x-note=``, ``9z=``), as at the other
+    verifiers; with ``strict_values`` False its value may hold anything but
+    ``;`` too (a key record's ``n=café`` does not revoke its key).  Without
+    ``known`` every tag follows the grammar.
 
     Raises:
         ValueError: not a tag list: a bad tag name, a character a tag value
@@ -112,13 +128,18 @@ def parse_tag_list(value: bytes) -> dict[str, bytes]:
     for spec in specs:
         name, equals, text = spec.partition(b"=")
         name = _strip_fws(name)
+        text = _strip_fws(text)
+        key = name.decode("latin-1")
+        checked = strict_values or key in (known or ())
+        if text and checked and not _VALUE.match(text):
+            shown = name[:20].decode("ascii", "backslashreplace")  # it may reach a header
+            raise ValueError(f"tag {shown}= holds a character a tag value may not hold")
+        if equals and name and known is not None and key not in known:
+            if not _TAG_NAME.match(name):
+                continue  # not even a tag name: nothing anyone could read as a known tag
         if not equals or not _TAG_NAME.match(name):
             shown = name[:20].decode("ascii", "replace")
             raise ValueError(f"{shown!r} is not a tag (name=value)")
-        text = _strip_fws(text)
-        if text and not _VALUE.match(text):
-            raise ValueError(f"tag {name.decode()}= holds a character a tag value may not hold")
-        key = name.decode("ascii")
         if key in tags:
             raise ValueError(f"tag {key}= is given twice")
         tags[key] = text
@@ -219,7 +240,7 @@ def parse_signature(index: int, value: bytes, now: int) -> Signature:
     if len(value) > MAX_SIGNATURE_FIELD:
         raise _permerror(Failure.SYNTAX, f"signature field of {len(value)} octets is too long")
     try:
-        tags = parse_tag_list(value)
+        tags = parse_tag_list(value, SIGNATURE_TAGS)
     except ValueError as err:
         raise _permerror(Failure.SYNTAX, f"malformed signature: {err}") from None
     missing = [t for t in _REQUIRED if t not in tags]
@@ -350,8 +371,10 @@ def parse_key_record(record: bytes, signature: Signature, minimum_bits: int) -> 
     name = signature.key_name
     if len(record) > MAX_KEY_RECORD:
         raise _permerror(Failure.KEY_UNUSABLE, f"key record at {name} is too long")
+    # A TXT record is no header field: a line break in it is a blank like any other.
+    text = record.replace(b"\r\n", b" ").replace(b"\n", b" ").replace(b"\r", b" ")
     try:
-        tags = parse_tag_list(record)
+        tags = parse_tag_list(text, KEY_RECORD_TAGS, strict_values=False)
     except ValueError as err:
         raise _permerror(
             Failure.KEY_UNUSABLE, f"key record at {name} is malformed: {err}"
@@ -534,6 +557,9 @@ def _check(
             )
     except (InvalidSignature, ValueError):
         return DkimResult.FAIL, Failure.BAD_SIGNATURE, "signature did not verify (header changed?)"
+    unsigned_from = _unsigned_from(signature, headers)
+    if unsigned_from:
+        return DkimResult.POLICY, Failure.UNSIGNED_FROM, unsigned_from
     if covered < len(body):
         # RFC 6376 §8.2 and the 2024 l= disclosures: unsigned content can be appended.
         return (
@@ -542,6 +568,29 @@ def _check(
             f"l={covered} leaves {len(body) - covered} octets of the body unsigned",
         )
     return DkimResult.PASS, Failure.NONE, ""
+
+
+def _unsigned_from(signature: Signature, headers: Sequence[Header]) -> str:
+    """Why a signature that verifies still does not vouch for the author; "" when it does.
+
+    RFC 5322 §3.6 allows one From field.  A signature covers as many From
+    fields as ``h=`` names, from the bottom up (RFC 6376 §5.4.2), so a From
+    field added above the signed one leaves the signature intact, and many
+    readers show the added one (§8.15).  Such a message, and one with no From
+    field at all, is reported as ``policy``: a DMARC evaluator downstream
+    must not read it as an author signature that passed.  The reason goes into
+    Authentication-Results, so it is ASCII.
+    """
+    present = sum(1 for name, _ in headers if name.strip(b" \t").lower() == b"from")
+    if present == 0:
+        return "the message has no From field (RFC 5322 3.6): the signature vouches for no author"
+    signed = signature.headers.count(b"from")
+    if present > signed:
+        return (
+            f"the message has {present} From fields and h= covers {signed}; "
+            "an unsigned one can be read as the author (RFC 6376 8.15, RFC 5322 3.6)"
+        )
+    return ""
 
 
 class _Bodies:
@@ -714,7 +763,7 @@ def _known_algorithm(value: bytes) -> None:
 def _result(value: bytes, result: DkimResult, failure: Failure, reason: str) -> VerifyResult:
     """The result of a signature that did not parse: what can be read of d=, s=, a=."""
     try:
-        tags = parse_tag_list(value[:MAX_SIGNATURE_FIELD])
+        tags = parse_tag_list(value[:MAX_SIGNATURE_FIELD], SIGNATURE_TAGS)
     except ValueError:
         tags = {}
 

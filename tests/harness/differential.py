@@ -27,9 +27,14 @@ from cryptography.hazmat.primitives import serialization
 
 from harness import verifiers
 from harness.dnsserver import DnsServer
-from harness.forge import HEADERS, ed25519_key, forge, key_record, rsa_key
+from harness.forge import HEADERS, body_hash, ed25519_key, forge, key_record, rsa_key
+from ldapdkim import keys
+from ldapdkim.errors import InvalidDomain, MessageError
+from ldapdkim.model import Algorithm, Canonicalization, KeyState, SigningKey, SigningParams
+from ldapdkim.signing import policy
 from ldapdkim.signing.bodyhash import canonical_body
 from ldapdkim.signing.dnslookup import TxtLookup
+from ldapdkim.signing.signer import sign_parsed
 from ldapdkim.signing.verifier import verify_message
 
 DOMAIN = "diff.example"
@@ -83,6 +88,8 @@ def _case(number: int, rng: random.Random) -> Case:
         tags = tags.replace(f"s={selector};", f"s={selector}; s={selector};")
     elif kind == "unknown-tag":
         tags = tags.replace("h=from", "zz=any thing; h=from")
+    elif kind == "unknown-tag-name":
+        tags = tags.replace("h=from", "x-note=any thing; 9z=1; h=from")
     elif kind == "tag-name-case":
         tags = tags.replace("v=1", "V=1")
     elif kind == "tag-value-case":
@@ -99,6 +106,20 @@ def _case(number: int, rng: random.Random) -> Case:
         headers = [*headers, (b"Subject", b" another subject\r\n")]
     elif kind == "dup-from":
         headers = [(b"From", b" Mallory <m@evil.example>\r\n"), *headers]
+    elif kind == "third-from":
+        # The signer signed (and oversigned) two From fields; a third is added above.
+        headers = [(b"From", b" Bob <bob@diff.example>\r\n"), *headers]
+        sign = ["from", "from", "to", "subject"]
+        tags = tags.replace("h=from:to:subject", "h=from:from:to:subject")
+        after = _added_above(b"From: Mallory <m@evil.example>\r\n")
+    elif kind == "no-from":
+        headers = headers[1:]
+    elif kind == "sig-fws":
+        tags, sign = _spaced_tags(tags, rng, body, canon), ["from", "to", "subject"]
+    elif kind == "sig-fws-b":
+        after = _folded_b(rng)
+    elif kind == "from-cfws":
+        headers[0] = (b"From", rng.choice(FROM_CFWS) + b"\r\n")
     elif kind == "body-change":
         after = lambda m: m + b"appended\r\n"  # noqa: E731
     elif kind == "header-change":
@@ -126,10 +147,96 @@ def _case(number: int, rng: random.Random) -> Case:
         tags = tags.replace(f"a={algorithm}", "a=rsa-sha1")
         key, records = rsa_key(), {name: [_record("rsa-sha256")]}
     elif kind.startswith("key-"):
-        records = {name: _key_variant(kind, algorithm)}
-    message = forge(tags, key, headers=headers, body=body, sign=sign, canon=canon).message
+        records = {name: _key_variant(kind, algorithm, rng)}
+    if kind == "from-cfws":
+        message = _signed_by_ldapdkim(headers, body, key, algorithm, selector, canon)
+    else:
+        message = forge(tags, key, headers=headers, body=body, sign=sign, canon=canon).message
     note = f"{algorithm} c={canon} body={BODIES.index(body) if body in BODIES else 'bare-cr'}"
     return Case(kind, after(message), note, records)
+
+
+FROM_CFWS = [
+    b' (victim@bank.example) "Alice (Sales)" <alice@diff.example>',
+    b" alice@diff.example (Alice Liddell)",
+    b" Alice <(inside) alice@diff.example (inside)>",
+    b" (a (nested) comment) Alice <alice@diff.example> (after)",
+    b" alice (before the at) @ (after it) diff.example",
+    b" Alice (a \\) quoted pair) <alice@diff.example>",
+    b' "Liddell, Alice" (note: a, b; c) <alice@diff.example>',
+    b" Alice\r\n (folded\r\n comment) <alice@diff.example>",
+]
+"""From fields RFC 5322 §3.2.2 allows, with comments and quoted display names."""
+
+
+def _signed_by_ldapdkim(
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    key: object,
+    algorithm: str,
+    selector: str,
+    canon: str,
+) -> bytes:
+    """The message as ldapdkim's signer leaves it: signed for the author domain it reads,
+    or unsigned when it refuses the From field."""
+    unsigned = b"".join(n + b":" + v for n, v in headers) + b"\r\n" + body
+    try:
+        domain = policy.author_domain(headers)
+    except (MessageError, InvalidDomain):
+        return unsigned
+    signing_key = SigningKey(
+        "dn",
+        selector,
+        Algorithm(algorithm),
+        KeyState.ACTIVE,
+        keys.private_pem(key),  # type: ignore[arg-type]
+    )
+    params = SigningParams(canonicalization=Canonicalization(*canon.split("/")))
+    [value] = sign_parsed(headers, body, domain, [signing_key], params, timestamp=1_700_000_000)
+    return b"DKIM-Signature:" + value + b"\r\n" + unsigned
+
+
+def _spaced_tags(tags: str, rng: random.Random, body: bytes, canon: str) -> str:
+    """RFC 6376 §3.2 tag-spec: FWS before and after each '=', around ':' in h=, and
+    inside the base64 of bh=."""
+    digest = body_hash(body, canon.partition("/")[2])
+    cut = rng.randrange(1, len(digest) - 1)
+    digest = digest[:cut] + rng.choice([" ", "\t", "\r\n ", " \r\n\t "]) + digest[cut:]
+    gaps = [" ", "\t", " \r\n\t", "\r\n  "]
+    spaced = []
+    for spec in tags.split("; "):
+        name, _, value = spec.partition("=")
+        if name == "b":
+            spaced.append("b=")  # b= as signed: forge hashes its value empty
+            continue
+        if name == "bh":
+            value = digest
+        elif name == "h":
+            value = f"{rng.choice(gaps)}:{rng.choice(gaps)}".join(value.split(":"))
+        spaced.append(f"{name}{rng.choice(gaps)}={rng.choice(gaps)}{value}{rng.choice(gaps)}")
+    return ";".join(spaced)
+
+
+def _folded_b(rng: random.Random) -> Callable[[bytes], bytes]:
+    """FWS inside the b= value: RFC 6376 §3.5 base64string allows it, §3.7 removes it."""
+
+    def fold(message: bytes) -> bytes:
+        start = message.index(b"; b=") + len(b"; b=")
+        cut = rng.randrange(start + 1, message.index(b"\r\n", start) - 1)
+        gap = rng.choice([b" ", b"\t", b"\r\n ", b"\r\n\t", b" \r\n \r\n\t"])
+        return message[:cut] + gap + message[cut:]
+
+    return fold
+
+
+def _added_above(field: bytes) -> Callable[[bytes], bytes]:
+    """Add ``field`` just below the signature, above the fields it signed."""
+
+    def add(message: bytes) -> bytes:
+        at = message.index(b"\r\nFrom:") + 2
+        return message[:at] + field + message[at:]
+
+    return add
 
 
 def _truncate(rng: random.Random) -> Callable[[bytes], bytes]:
@@ -145,8 +252,33 @@ def _canonical_length(body: bytes, canon: str) -> int:
     return len(canonical_body(body, relaxed=canon.endswith("/relaxed")))
 
 
-def _key_variant(kind: str, algorithm: str) -> list[str]:
+KEY_FWS = [
+    "v = DKIM1 ; k = {k} ; p = {p}",
+    "v=DKIM1; k={k}; n = a note ; zz = 1 ; p = {p} ;",
+    "v =DKIM1;k =\t{k};\tp =\t{p}",
+    " v=DKIM1 ; k={k} ; h = sha256 ; s = email : * ; p={p} ",
+    "v\t=\tDKIM1\t;\tzz_9 = any thing ; k={k} ; p = {p}",
+    "v = DKIM1 ; x-note = for people ; k = {k} ; p = {p}",
+    "v=DKIM1;\nk={k};\np={p}",
+]
+"""Key records with FWS around '=' and ';' and unknown tags (RFC 6376 §3.2, §3.6.1)."""
+
+
+def _spaced_key_record(algorithm: str, rng: random.Random) -> str:
+    """A :data:`KEY_FWS` record whose p= also has blanks inside its base64 (§3.6.1
+    key-p-tag is a base64string, which allows FWS anywhere)."""
+    p = _record(algorithm, "{p}")
+    for _ in range(rng.randint(1, 3)):
+        cut = rng.randrange(1, len(p))
+        p = p[:cut] + rng.choice([" ", "  ", "\t"]) + p[cut:]
     k = "ed25519" if algorithm == "ed25519-sha256" else "rsa"
+    return rng.choice(KEY_FWS).format(k=k, p=p)
+
+
+def _key_variant(kind: str, algorithm: str, rng: random.Random) -> list[str]:
+    k = "ed25519" if algorithm == "ed25519-sha256" else "rsa"
+    if kind == "key-fws":
+        return [_spaced_key_record(algorithm, rng)]
     variants = {
         "key-h-sha1": ["v=DKIM1; h=sha1; k={k}; p={p}"],
         "key-h-both": ["v=DKIM1; h=sha1:sha256; k={k}; p={p}"],
@@ -189,8 +321,39 @@ MUTATIONS = [
     "l-exact", "l-partial", "q-list", "q-unknown", "sha1", "key-h-sha1", "key-h-both",
     "key-k-mismatch", "key-s-other", "key-s-email", "key-t-y", "key-revoked",
     "key-unknown-tag", "key-no-v", "key-v-not-first", "key-malformed", "key-multi-same",
-    "key-multi-different", "key-pkcs1",
+    "key-multi-different", "key-pkcs1", "third-from", "no-from", "sig-fws", "sig-fws-b",
+    "key-fws", "from-cfws", "unknown-tag-name",
 ]  # fmt: skip
+
+REQUIRED: dict[str, frozenset[str]] = {
+    # Valid by RFC 6376 §3.2 (tag-spec: FWS around '=', in values, in base64),
+    # §3.6.1 (unknown key tags ignored) and RFC 5322 §3.2.2 (CFWS in From).
+    **dict.fromkeys(
+        ["none", "reorder", "unknown-tag", "tag-value-case", "whitespace", "folding",
+         "sig-fws", "sig-fws-b", "key-fws", "key-unknown-tag", "key-no-v", "key-v-not-first",
+         "key-h-both", "key-s-email", "key-t-y", "key-multi-same", "i-subdomain", "q-list",
+         "l-exact", "dup-header", "from-cfws", "unknown-tag-name"],
+        frozenset({"pass"}),
+    ),
+    # RFC 5322 §3.6 one From; RFC 6376 §5.4.2, §8.15: a From the signature does not
+    # cover, or none at all, is no plain pass.
+    **dict.fromkeys(["dup-from", "third-from", "no-from"], frozenset({"policy"})),
+    # l= covers part of the body; appended to an empty body, the signed prefix changes.
+    "l-partial": frozenset({"policy", "fail"}),
+    # PERMFAIL by RFC 6376 §3.2, §3.5, §3.6.1, §6.1.1 and RFC 8301.
+    **dict.fromkeys(
+        ["duplicate-tag", "tag-name-case", "no-from-in-h", "i-outside-d", "x-before-t",
+         "expired", "q-unknown", "sha1", "key-h-sha1", "key-k-mismatch", "key-s-other",
+         "key-revoked", "key-malformed", "key-multi-different"],
+        frozenset({"error"}),
+    ),
+    # RFC 6376 §6.1.3: a changed body or header fails its hash.
+    **dict.fromkeys(["body-change", "header-change"], frozenset({"fail"})),
+}  # fmt: skip
+"""Mutation -> the verdicts the RFCs allow ldapdkim, whatever the other verifiers say.
+
+A disagreement shows where the three differ; this catches what all three get
+wrong alike (a From field added above a signed one passed everywhere)."""
 
 
 def cases(count: int, seed: int = 1) -> Iterator[Case]:
@@ -217,12 +380,18 @@ def verdict(results: list[str]) -> str:
 
 
 def ldapdkim_verdicts(batch: list[Case], lookup: TxtLookup) -> list[str]:
-    return [
-        verdict(
-            [r.result.value for r in verify_message(c.message, lookup.records, max_signatures=8)]
-        )
-        for c in batch
-    ]
+    """ldapdkim's verdict on each case.  The generator makes no DNS failures, so a
+    temperror is a key query that timed out on a loaded machine: asked once more."""
+
+    def judge(case: Case) -> str:
+        results = verify_message(case.message, lookup.records, max_signatures=8)
+        return verdict([r.result.value for r in results])
+
+    verdicts = []
+    for case in batch:
+        found = judge(case)
+        verdicts.append(judge(case) if found == "temperror" else found)
+    return verdicts
 
 
 def mail_dkim_verdicts(batch: list[Case], port: int) -> list[str]:
@@ -265,17 +434,26 @@ def opendkim_verdicts(batch: list[Case], port: int, workdir: Path) -> list[str]:
             ["opendkim", "-x", str(conf), "-vv", "-t", ",".join(str(f) for f in files[start:])],
             capture_output=True, check=False,
         )  # fmt: skip
-        pending: list[str] = []
+        groups: list[list[str]] = []  # the dkim= results of each Authentication-Results
         last = start - 1
         for line in done.stdout.decode("utf-8", "replace").splitlines():
-            pending += re.findall(r"\bdkim=(\w+)", line)
+            if "hname='Authentication-Results'" in line:
+                groups.append([])  # its value goes on over the next lines
+            if groups:
+                groups[-1] += re.findall(r"\bdkim=(\w+)", line)
             summary = re.match(r"opendkim: .*/m(\d+)\.eml: ", line)
             if summary:
                 last = int(summary.group(1))
-                results[last] = pending or [
-                    "temperror" if "DNS" in line or "query" in line else "noverdict"
-                ]
-                pending = []
+                results[last] = (
+                    groups.pop()
+                    if groups
+                    else ["temperror" if "DNS" in line or "query" in line else "noverdict"]
+                )
+                # A file with no summary line (one without From) left its result
+                # before this one: it belongs to the file(s) just above.
+                for offset, orphan in enumerate(reversed(groups), start=1):
+                    results[last - offset] = orphan
+                groups = []
         if done.returncode == 0:
             break
         results.setdefault(last + 1, ["noverdict"])  # the file it gave up on
@@ -334,6 +512,24 @@ EXPLAINED: dict[tuple[str, str, str, str], str] = {
     ("l-partial", "policy", "fail", "pass"): (
         "as above; Mail::DKIM fails an l= that covers an empty body (l= before its CRLF)"
     ),
+    # Issue 24: classes all three once judged alike, now that REQUIRED checks ldapdkim.
+    ("dup-from", "policy", "pass", "pass"): (
+        "RFC 5322 §3.6 allows one From; RFC 6376 §5.4.2, §8.15: h=from covers the bottom "
+        "From, so one added above leaves the signature intact and many readers show it. "
+        "ldapdkim reports dkim=policy; Mail::DKIM and OpenDKIM pass the message"
+    ),
+    ("third-from", "policy", "pass", "pass"): (
+        "as dup-from: two From fields signed, a third added above; the others pass it"
+    ),
+    ("no-from", "policy", "pass", "error"): (
+        "RFC 5322 §3.6: From is required; h=from then signs nothing (§5.4.2) and no author "
+        "is vouched for. ldapdkim reports policy, OpenDKIM permerror (bad message format), "
+        "Mail::DKIM passes"
+    ),
+    ("key-fws", "pass", "error", "pass"): (
+        "RFC 6376 §3.6.1 key-s-tag allows FWS around ':' (s = email : *); Mail::DKIM "
+        "refuses a blank after the colon"
+    ),
     # OpenDKIM's relaxed body canonicalization with a bare CR.
     ("bare-cr-body", "pass", "pass", "fail"): (
         "RFC 6376 §3.4.4 changes only whitespace and line ends in relaxed bodies; a bare CR "
@@ -350,6 +546,11 @@ class Report:
     classes: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
     examples: dict[tuple[str, str, str, str], list[str]] = field(default_factory=dict)
     """A few notes (algorithm, canonicalization, body) of the cases in each class."""
+
+    verdicts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(mutation, ldapdkim's verdict) for every case."""
+    wrong: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(mutation, ldapdkim's verdict) for verdicts :data:`REQUIRED` does not allow."""
 
     def unexplained(self) -> dict[tuple[str, str, str, str], int]:
         return {k: n for k, n in self.classes.items() if explanation(k) is None}
@@ -381,6 +582,10 @@ def run(count: int, seed: int = 1, batch_size: int = 500) -> Report:
             odk = opendkim_verdicts(batch, dns.port, Path(tmp))
             for case, a, b, c in zip(batch, ours, perl, odk, strict=True):
                 report.cases += 1
+                report.verdicts[(case.kind, a)] += 1
+                if case.kind in REQUIRED and a not in REQUIRED[case.kind]:
+                    report.wrong[(case.kind, a)] += 1
+                    report.examples.setdefault((case.kind, a, "-", "-"), []).append(case.note)
                 if a == b == c:
                     report.agree += 1
                 else:

@@ -25,6 +25,7 @@ from harness.processes import catches_signal, stop_process
 from harness.slapd import free_port
 
 START_TIMEOUT = 15.0
+RELOAD_TIMEOUT = 10.0
 
 
 class MilterProcess:
@@ -134,12 +135,22 @@ class MilterProcess:
         return None if line is None else dict(re.findall(r"(\w+)=(\S+)", line))
 
     def reload(self, lines: list[str]) -> None:
-        """Write a new configuration and send SIGHUP; wait until the log says what happened."""
+        """Write a new configuration and send SIGHUP; wait until the log says what happened.
+
+        Raises:
+            AssertionError: the milter logged nothing about a configuration within
+                :data:`RELOAD_TIMEOUT` seconds (it did not take the signal).
+        """
         before = self.log().count("configuration")
         self.write_config(lines)
         self.signal(signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while self.log().count("configuration") == before and time.monotonic() < deadline:
+        deadline = time.monotonic() + RELOAD_TIMEOUT
+        while self.log().count("configuration") == before:
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"ldapdkim run logged no configuration line within {RELOAD_TIMEOUT:g} s "
+                    f"of SIGHUP:\n{self.log()[-2000:]}"
+                )
             time.sleep(0.02)
 
     def stop(self) -> None:

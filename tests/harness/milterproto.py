@@ -170,8 +170,11 @@ def packet(command: bytes, data: bytes = b"") -> bytes:
 
 
 def nul_strings(*values: str | bytes) -> bytes:
-    """NUL-terminated strings, concatenated (UTF-8 for str)."""
-    return b"".join((v.encode() if isinstance(v, str) else v) + b"\0" for v in values)
+    """NUL-terminated strings, concatenated (UTF-8 for str; bytes that were decoded with
+    ``surrogateescape`` go back as the same bytes)."""
+    return b"".join(
+        (v.encode("utf-8", "surrogateescape") if isinstance(v, str) else v) + b"\0" for v in values
+    )
 
 
 def optneg(version: int, actions: int, protocol: int) -> bytes:

@@ -25,6 +25,16 @@ def test_every_disagreement_is_explained_by_an_rfc_clause(report: differential.R
     assert report.unexplained() == {}, report.examples
 
 
+def test_ldapdkim_gives_the_verdict_the_rfcs_require_whatever_the_others_say(
+    report: differential.Report,
+) -> None:
+    """Catches what all three verifiers get wrong alike (a From added above a signed one)."""
+    assert report.wrong == {}, {k: report.examples.get((*k, "-", "-")) for k in report.wrong}
+    judged = {kind for kind, _ in report.verdicts}
+    assert {"dup-from", "third-from", "no-from", "sig-fws", "sig-fws-b", "key-fws",
+            "from-cfws"} <= judged  # fmt: skip
+
+
 def test_ldapdkim_passes_nothing_both_others_refuse_unless_explained(
     report: differential.Report,
 ) -> None:

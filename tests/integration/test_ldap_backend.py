@@ -13,6 +13,7 @@ from harness.provisioning import genkey
 from harness.slapd import Slapd, free_port
 
 from ldapdkim import config
+from ldapdkim.directory.ldapbackend import LdapBackend
 from ldapdkim.directory.resolution import open_directory
 from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.errors import DirectoryUnavailable
@@ -132,7 +133,16 @@ def test_failover_to_the_second_uri_when_the_first_is_down(slapd: Slapd, ldap_ba
         f"Mode sv\nDirectory {dead} {slapd.ldap_uri}/{ldap_base}\n"
         f"LDAPBindUser {slapd.milter_dn}\nLDAPBindPassword {slapd.milter_pw}\n"
     )
-    assert open_directory(config.parse(text, "t.conf")).resolve("example.com").keys
+    directory = open_directory(config.parse(text, "t.conf"))
+    assert directory.resolve("example.com").keys
+    backend = directory.backend
+    assert isinstance(backend, LdapBackend)
+    # The answer came over a connection to the second server, not from anywhere else.
+    assert backend.uris[0].startswith(dead.rsplit("/", 1)[0])
+    connected = backend.connected_uri()
+    assert connected is not None and connected.startswith(slapd.ldap_uri)
+    assert connected == backend.uris[1]
+    assert backend.searches >= 1
 
 
 @pytest.fixture

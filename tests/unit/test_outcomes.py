@@ -27,6 +27,7 @@ def _result(result: DkimResult, failure: Failure, reason: str = "") -> VerifyRes
         (Failure.ALGORITHM, Outcome.BAD_SIGNATURE),
         (Failure.EXPIRED, Outcome.BAD_SIGNATURE),
         (Failure.PARTIAL_BODY, Outcome.BAD_SIGNATURE),
+        (Failure.UNSIGNED_FROM, Outcome.BAD_SIGNATURE),
     ],
 )
 def test_each_failure_kind_has_its_on_outcome(failure: Failure, outcome: Outcome) -> None:

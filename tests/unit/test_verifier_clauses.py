@@ -24,7 +24,8 @@ from harness.forge import (
 )
 
 from ldapdkim.errors import DnsTemporaryError
-from ldapdkim.model import DkimResult, Failure, VerifyResult
+from ldapdkim.model import DkimResult, Failure, Header, VerifyResult
+from ldapdkim.signing import authresults
 from ldapdkim.signing.verifier import verify
 
 NAME = "s1._domainkey.example.com"
@@ -79,6 +80,22 @@ def test_3_2_whitespace_and_folding_around_tags_and_values_are_accepted() -> Non
         " h=from :\r\n\tto:subject; bh=@; b="
     )
     assert outcome(folded).result is DkimResult.PASS
+
+
+def test_3_2_unknown_tags_are_ignored_however_their_names_are_spelt() -> None:
+    """An unknown tag is ignored once it has a name and '=' (as at Mail::DKIM and OpenDKIM);
+    its value still holds only what a header field's tag value may (C06)."""
+    tags = BASE.replace("s=s1;", "s=s1; x-note=from a list; 9z=1; x.y = z;")
+    assert outcome(tags).result is DkimResult.PASS
+    assert outcome(BASE.replace("s=s1;", "s=s1; x-note=a\x01b;")).result is DkimResult.PERMERROR
+
+
+def test_3_2_runs_of_blanks_and_folds_between_the_words_of_a_value_are_accepted() -> None:
+    """tag-value = [ tval *( 1*(WSP / FWS) tval ) ]: several folds in a row are one gap."""
+    tags = BASE.replace("s=s1;", "s=s1; zz=one \r\n \r\n\ttwo;").replace(
+        "h=from:to", "h=from \r\n\t \r\n :to"
+    )
+    assert outcome(tags).result is DkimResult.PASS
 
 
 def test_3_2_tag_names_are_case_sensitive() -> None:
@@ -255,6 +272,52 @@ def test_5_4_2_oversigning_refuses_an_added_field() -> None:
     assert check(added, rsa_dns()).failure is Failure.BAD_SIGNATURE
 
 
+MALLORY = (b"From", b" Mallory <mallory@evil.test>\r\n")
+
+
+def _with_from_above(forged: Forged, *added: Header) -> Forged:
+    """``forged`` with From fields added between its signature and the signed header."""
+    return Forged([forged.headers[0], *added, *forged.headers[1:]], forged.body)
+
+
+def test_5_4_2_and_8_15_a_from_field_the_signature_does_not_cover_is_no_pass() -> None:
+    """RFC 5322 §3.6 allows one From; h=from covers the bottom one (§5.4.2), and a From
+    added above it leaves the signature intact while many readers show the added one."""
+    forged = forge(BASE, rsa_key())
+    result = check(_with_from_above(forged, MALLORY), rsa_dns())
+    assert (result.result, result.failure) == (DkimResult.POLICY, Failure.UNSIGNED_FROM)
+    assert "2 From fields and h= covers 1" in result.reason
+    assert result.reason.isascii()  # it becomes an Authentication-Results comment
+    header = authresults.build("mx.example.net", [result])
+    assert "dkim=policy (the message has 2 From fields and h= covers 1;" in header
+
+
+def test_5_4_2_a_third_from_field_is_no_pass_even_when_two_are_signed() -> None:
+    two = [MALLORY, *HEADERS]
+    forged = forge(BASE.replace("h=from:", "h=from:from:"), rsa_key(), headers=two)
+    assert check(forged, rsa_dns()).result is DkimResult.PASS  # the signer vouched for both
+    third = (b"From", b" Eve <eve@evil.test>\r\n")
+    result = check(_with_from_above(forged, third), rsa_dns())
+    assert (result.result, result.failure) == (DkimResult.POLICY, Failure.UNSIGNED_FROM)
+    assert "3 From fields and h= covers 2" in result.reason
+
+
+def test_5_4_2_a_message_without_a_from_field_is_no_pass() -> None:
+    """h=from with no From field hashes nothing for it (§5.4.2): no author is signed."""
+    forged = forge(BASE, rsa_key(), headers=HEADERS[1:])
+    result = check(forged, rsa_dns())
+    assert (result.result, result.failure) == (DkimResult.POLICY, Failure.UNSIGNED_FROM)
+    assert "no From field" in result.reason
+
+
+def test_5_4_2_a_from_field_added_below_breaks_the_signature_and_stays_a_failure() -> None:
+    forged = forge(BASE, rsa_key())
+    below = Forged([*forged.headers, MALLORY], forged.body)
+    assert check(below, rsa_dns()).failure is Failure.BAD_SIGNATURE
+    changed = _with_from_above(Forged(forged.headers, forged.body + b"more\r\n"), MALLORY)
+    assert check(changed, rsa_dns()).failure is Failure.BODY_HASH
+
+
 def test_3_5_i_is_d_or_below_it() -> None:
     assert (
         outcome(BASE.replace("s=s1;", "s=s1; i=alice@mail.example.com;")).result is DkimResult.PASS
@@ -351,6 +414,41 @@ def test_3_6_1_t_y_marks_a_testing_domain() -> None:
 
 def test_3_6_1_unknown_key_record_tags_are_ignored() -> None:
     assert outcome(BASE, "v=DKIM1; k={k}; n=notes here; zz=1; p={p}").result is DkimResult.PASS
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        # The issue's record: FWS around '=' and ';', blanks inside p=.
+        "v = DKIM1 ; k = {k} ; p = {p_spaced}",
+        "v = DKIM1 ; x-note = for people ; k = {k} ; zz_1 = 2 ; p = {p_spaced} ;",
+        "v=DKIM1;\tk=\t{k} ;\t9z=1; x.y = a b ; n=caf\u00e9 \x01; p={p_spaced}",
+        "v=DKIM1;\nk={k};\np={p_spaced}",  # a zone file's line breaks kept in the TXT data
+    ],
+)
+def test_3_6_1_a_key_record_with_blanks_and_unknown_tags_of_any_spelling_verifies(
+    record: str,
+) -> None:
+    """§3.2 tag-spec allows FWS around '=' and inside base64; §3.6.1 ignores unknown tags,
+    whatever their name and value hold: the tags a verifier reads decide alone."""
+    key = rsa_key()
+    p = key_record(key, "{p}").decode()
+    spaced = f"{p[:40]} {p[40:200]}\t{p[200:]}"
+    text = record.replace("{p_spaced}", spaced).replace("{k}", "rsa").encode()
+    assert check(forge(BASE, key), dns(text)).result is DkimResult.PASS
+
+
+def test_3_6_1_a_known_key_tag_still_follows_the_grammar() -> None:
+    """Leniency stops at the tags a verifier reads: a k= holding a control is malformed."""
+    key = rsa_key()
+    p = key_record(key, "{p}").decode()
+    for record in (
+        f"v=DKIM1; k=rs\x01a; p={p}",
+        f"v=DKIM1; k=rsa; p={p}; ;; =",
+        f"k=rsa; p={p}; b",
+    ):
+        result = check(forge(BASE, key), dns(record.encode()))
+        assert (result.result, result.failure) == (DkimResult.PERMERROR, Failure.KEY_UNUSABLE)
 
 
 def test_3_6_1_a_malformed_key_record_is_permerror() -> None:

@@ -108,6 +108,31 @@ class DirectoryWriter:
         controls = _assertion(assertion)
         self._write("change", dn, lambda conn: conn.modify_ext_s(dn, modlist, serverctrls=controls))
 
+    def swap(
+        self,
+        dn: str,
+        attribute: str,
+        old: bytes,
+        new: bytes,
+        also: Mapping[str, Sequence[bytes]] | None = None,
+    ) -> None:
+        """Replace the value ``old`` of ``attribute`` by ``new``, only if the entry still
+        holds ``old``, and set the attributes of ``also``: one modify that deletes the old
+        value and adds the new one, which the server applies whole or not at all (RFC 4511
+        §4.6).  It needs no control, so every server takes it (389-DS and Active Directory
+        do not all offer the RFC 4528 assertion).
+
+        Raises:
+            EntryChanged: the entry is gone or no longer holds ``old``.
+            DirectoryError: the bind may not change it, or the server refused.
+        """
+        modlist: list[tuple[int, str, list[bytes] | None]] = [
+            (ldap.MOD_DELETE, attribute, [old]),
+            (ldap.MOD_ADD, attribute, [new]),
+        ]
+        modlist += [(ldap.MOD_REPLACE, name, list(v) or None) for name, v in (also or {}).items()]
+        self._write("change", dn, lambda conn: conn.modify_s(dn, modlist))
+
     def delete(self, dn: str, *, assertion: str | None = None) -> None:
         """Delete the entry ``dn`` (it must have no children).
 
@@ -126,7 +151,7 @@ class DirectoryWriter:
             self._backend.execute(operation)
         except _REFUSED as err:
             raise DirectoryError(self._refused(verb, dn, err)) from None
-        except ldap.ASSERTION_FAILED:
+        except (ldap.ASSERTION_FAILED, ldap.NO_SUCH_ATTRIBUTE):
             raise EntryChanged(
                 f"cannot {verb} {dn!r}: it was changed meanwhile (another rotate run?); "
                 "run the command again"

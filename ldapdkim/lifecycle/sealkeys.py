@@ -14,15 +14,16 @@ names in sorted order (:func:`ldapdkim.sealing.domain_of`) and the milter
 opens a value under any of them.  A value copied onto the entry of another
 domain does not open there.
 
-**No lost update.**  Each write carries an RFC 4528 assertion, as ``rotate``'s
-do: it applies only if the entry is still what was read.  ``rewrap`` asserts
-the old sealed value itself (``dkimSignPrivateKey`` has ``octetStringMatch``
-equality; a sealed value is no secret).  ``seal`` asserts the entry's
-``entryCSN`` where the server keeps one (OpenLDAP: it changes with every
-write), so the plaintext key does not go back to the server inside a filter,
-where a server's filter logging could write it down; elsewhere it asserts
-the plaintext value, which the same connection has just read.  An entry
-changed meanwhile is counted as failed and left to the next run.
+**No lost update.**  Each write applies only if the entry is still what was
+read.  ``rewrap`` swaps the old sealed value for the new one in one modify
+(delete the old value, add the new: the server applies both or neither, and
+refuses the delete of a value the entry no longer holds), which every server
+takes, with no control.  ``seal`` asserts the entry's ``entryCSN`` (RFC 4528)
+where the server keeps one (OpenLDAP: it changes with every write), so the
+plaintext key does not go back to the server; elsewhere (389-DS, Active
+Directory) it swaps the plaintext value as ``rewrap`` swaps a sealed one,
+over the connection that has just read it.  An entry changed meanwhile is
+counted as failed and left to the next run.
 
 **Where the plaintext is.**  ``seal`` reads the plaintext the directory
 holds; ``rewrap`` opens a sealed value in memory, seals it with the new KEK
@@ -204,12 +205,12 @@ def seal_one(
         # Sealed, the private key no longer tells dns-records and rotate the public key.
         changes[schema.PUBLIC_KEY] = [keys.public_key_b64(private).encode()]
     if not dry_run:
-        if entry.stamp is not None:
-            assertion = f"(entryCSN={_octets(entry.stamp)})"
-        else:
-            assertion = f"({schema.PRIVATE_KEY}={_octets(value)})"
         try:
-            writer.replace(entry.dn, changes, assertion=assertion)
+            if entry.stamp is not None:
+                writer.replace(entry.dn, changes, assertion=f"(entryCSN={_octets(entry.stamp)})")
+            else:
+                sealed = changes.pop(schema.PRIVATE_KEY)[0]
+                writer.swap(entry.dn, schema.PRIVATE_KEY, value, sealed, changes)
         except EntryChanged as err:
             return Step(entry.dn, Outcome.FAILED, str(err))
     return Step(entry.dn, Outcome.SEALED)
@@ -257,11 +258,7 @@ def rewrap_one(
     del der
     if not dry_run:
         try:
-            writer.replace(
-                entry.dn,
-                {schema.PRIVATE_KEY: [sealed]},
-                assertion=f"({schema.PRIVATE_KEY}={_octets(value)})",
-            )
+            writer.swap(entry.dn, schema.PRIVATE_KEY, value, sealed)
         except EntryChanged as err:
             return Step(entry.dn, Outcome.FAILED, str(err))
     return Step(entry.dn, Outcome.REWRAPPED)

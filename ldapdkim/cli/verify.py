@@ -9,8 +9,9 @@ from ldapdkim.cli import options
 from ldapdkim.cli.options import Parents, Subparsers
 from ldapdkim.model import DkimResult
 from ldapdkim.signing import policy
+from ldapdkim.signing.canonicalization import split_message
 from ldapdkim.signing.dnslookup import TxtLookup
-from ldapdkim.signing.verifier import split_message, verify
+from ldapdkim.signing.verifier import verify
 
 
 def add_parser(sub: Subparsers, parents: Parents) -> None:

@@ -45,10 +45,11 @@ from ldapdkim.model import (
 )
 from ldapdkim.signing import authresults, policy
 from ldapdkim.signing.bodyhash import BodyHasher
+from ldapdkim.signing.keyfetch import KeyLookup
 from ldapdkim.signing.keyring import Keyring, KeySigner
 from ldapdkim.signing.senders import Sender, authorize
 from ldapdkim.signing.signer import body_hasher, sign_parsed
-from ldapdkim.signing.verifier import KeyLookup, verify
+from ldapdkim.signing.verifier import verify
 
 log = logging.getLogger(__name__)
 

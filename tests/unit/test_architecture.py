@@ -66,6 +66,11 @@ LAYERS: list[tuple[str, list[str]]] = [
         [
             "senders",
             "bodyhash",
+            "taglist",
+            "canonicalization",
+            "sigfield",
+            "keyrecord",
+            "keyfetch",
             "token",
             "keyring",
             "signer",

@@ -21,7 +21,8 @@ from ldapdkim.model import (
 )
 from ldapdkim.signing.keyring import Keyring, KeySigner
 from ldapdkim.signing.signer import select_header_names, sign_message
-from ldapdkim.signing.verifier import parse_tag_list, verify_message
+from ldapdkim.signing.taglist import parse_tag_list
+from ldapdkim.signing.verifier import verify_message
 
 MESSAGE = (
     b"From: Alice <alice@example.com>\r\n"

@@ -9,7 +9,7 @@ import re
 
 from ldapdkim.model import Header
 from ldapdkim.signing.bodyhash import crlf_line_ends
-from ldapdkim.signing.taglist import _strip_fws
+from ldapdkim.signing.taglist import strip_fws
 
 _WSP_RUN = re.compile(rb"[ \t]+")
 
@@ -22,12 +22,12 @@ def canonical_header(name: bytes, value: bytes, relaxed: bool) -> bytes:
     return name.strip(b" \t").lower() + b":" + _WSP_RUN.sub(b" ", unfolded).strip(b" \t") + b"\r\n"
 
 
-def _without_b_value(value: bytes) -> bytes:
+def without_b_value(value: bytes) -> bytes:
     """The field value with the ``b=`` tag's value (and its surrounding FWS) deleted (§3.7)."""
     specs = value.split(b";")
     for i, spec in enumerate(specs):
         name, equals, _ = spec.partition(b"=")
-        if equals and _strip_fws(name) == b"b":
+        if equals and strip_fws(name) == b"b":
             specs[i] = spec[: spec.index(b"=") + 1]
     return b";".join(specs)
 

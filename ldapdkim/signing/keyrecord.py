@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from ldapdkim.model import DkimResult, Failure
-from ldapdkim.signing.sigfield import Signature, _base64, _permerror, _Verdict
-from ldapdkim.signing.taglist import _colon_list, _plain, parse_tag_list
+from ldapdkim.signing.sigfield import Signature, _Verdict, base64_value, permerror
+from ldapdkim.signing.taglist import colon_list, parse_tag_list, plain
 
 RFC_8301_BITS = 1024
 """RFC 8301 §3.2: verifiers MUST NOT consider signatures with smaller RSA keys valid."""
@@ -43,41 +43,39 @@ def parse_key_record(record: bytes, signature: Signature, minimum_bits: int) -> 
     """
     name = signature.key_name
     if len(record) > MAX_KEY_RECORD:
-        raise _permerror(Failure.KEY_UNUSABLE, f"key record at {name} is too long")
+        raise permerror(Failure.KEY_UNUSABLE, f"key record at {name} is too long")
     # A TXT record is no header field: a line break in it is a blank like any other.
     text = record.replace(b"\r\n", b" ").replace(b"\n", b" ").replace(b"\r", b" ")
     try:
         tags = parse_tag_list(text, KEY_RECORD_TAGS, strict_values=False)
     except ValueError as err:
-        raise _permerror(
-            Failure.KEY_UNUSABLE, f"key record at {name} is malformed: {err}"
-        ) from None
-    if "v" in tags and _plain(tags["v"]).upper() != "DKIM1":
+        raise permerror(Failure.KEY_UNUSABLE, f"key record at {name} is malformed: {err}") from None
+    if "v" in tags and plain(tags["v"]).upper() != "DKIM1":
         # §3.6.1: records with another version are discarded.  (That v= comes
         # first binds whoever publishes the record; a verifier gains nothing by
         # refusing a DKIM1 record that lists it later, and none of the others do.)
-        raise _permerror(Failure.KEY_UNUSABLE, f"key record at {name} is not v=DKIM1")
-    if "h" in tags and "sha256" not in _colon_list(tags["h"]):
-        raise _permerror(Failure.KEY_UNUSABLE, f"key record at {name} does not allow sha256 (h=)")
-    key_type = _plain(tags.get("k", b"rsa")).lower()
+        raise permerror(Failure.KEY_UNUSABLE, f"key record at {name} is not v=DKIM1")
+    if "h" in tags and "sha256" not in colon_list(tags["h"]):
+        raise permerror(Failure.KEY_UNUSABLE, f"key record at {name} does not allow sha256 (h=)")
+    key_type = plain(tags.get("k", b"rsa")).lower()
     if key_type != signature.key_type:
-        raise _permerror(
+        raise permerror(
             Failure.KEY_UNUSABLE,
             f"key record at {name} is k={key_type}, the signature a={signature.algorithm}",
         )
-    services = _colon_list(tags.get("s", b"*"))
+    services = colon_list(tags.get("s", b"*"))
     if "*" not in services and "email" not in services:
-        raise _permerror(Failure.KEY_UNUSABLE, f"key record at {name} is not for email (s=)")
-    flags = _colon_list(tags.get("t", b""))
+        raise permerror(Failure.KEY_UNUSABLE, f"key record at {name} is not for email (s=)")
+    flags = colon_list(tags.get("t", b""))
     if "s" in flags and signature.identity and signature.identity_domain != signature.domain:
-        raise _permerror(
+        raise permerror(
             Failure.KEY_UNUSABLE, f"key record at {name} has t=s: i= must be in d= itself"
         )
     if "p" not in tags:
-        raise _permerror(Failure.KEY_UNUSABLE, f"key record at {name} has no p=")
-    data = _base64(tags["p"], f"p= of the key record at {name}")
+        raise permerror(Failure.KEY_UNUSABLE, f"key record at {name} has no p=")
+    data = base64_value(tags["p"], f"p= of the key record at {name}")
     if not data:
-        raise _permerror(Failure.KEY_UNUSABLE, f"key at {name} is revoked (empty p=)")
+        raise permerror(Failure.KEY_UNUSABLE, f"key at {name} is revoked (empty p=)")
     key = _load_key(data, key_type, name, minimum_bits)
     return PublicKey(key, "y" in flags)
 
@@ -88,7 +86,7 @@ def _load_key(
     key = _public_key(data, key_type)
     if key is None:
         what = "a 32-octet Ed25519 key" if key_type == "ed25519" else "an RSA key"
-        raise _permerror(Failure.KEY_UNUSABLE, f"key at {name} is not {what}")
+        raise permerror(Failure.KEY_UNUSABLE, f"key at {name} is not {what}")
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < minimum_bits:
             # RFC 8301 invalidates keys under 1024 bits; a larger one refused only by a
@@ -100,7 +98,7 @@ def _load_key(
                 f"key at {name} has {key.key_size} bits, fewer than MinimumKeyBits {minimum_bits}",
             )
         if key.key_size > MAX_RSA_BITS:
-            raise _permerror(
+            raise permerror(
                 Failure.KEY_UNUSABLE,
                 f"key at {name} has {key.key_size} bits, more than {MAX_RSA_BITS}",
             )
@@ -129,7 +127,7 @@ def _pkcs1_key(data: bytes) -> object:
         return None
 
 
-def _choose_record(records: Sequence[bytes], signature: Signature, minimum_bits: int) -> PublicKey:
+def choose_record(records: Sequence[bytes], signature: Signature, minimum_bits: int) -> PublicKey:
     """RFC 6376 §3.6.2.2: several records at one name make the result undefined.
 
     One usable record among them is used; several different usable keys, or
@@ -137,7 +135,7 @@ def _choose_record(records: Sequence[bytes], signature: Signature, minimum_bits:
     """
     name = signature.key_name
     if not records:
-        raise _permerror(Failure.NO_KEY, f"no key record at {name}")
+        raise permerror(Failure.NO_KEY, f"no key record at {name}")
     found: list[PublicKey] = []
     problem: _Verdict | None = None
     for record in records:
@@ -147,7 +145,7 @@ def _choose_record(records: Sequence[bytes], signature: Signature, minimum_bits:
             problem = problem or verdict
     distinct = {_key_bytes(k.key) for k in found}
     if len(distinct) > 1:
-        raise _permerror(Failure.KEY_UNUSABLE, f"{len(records)} different key records at {name}")
+        raise permerror(Failure.KEY_UNUSABLE, f"{len(records)} different key records at {name}")
     if not found:
         assert problem is not None
         raise problem

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 _TAG_NAME = re.compile(rb"[A-Za-z][A-Za-z0-9_]*\Z")
-_FWS = re.compile(rb"(?:[ \t]*\r\n)?[ \t]+")
+FWS = re.compile(rb"(?:[ \t]*\r\n)?[ \t]+")
 # tag-value = [ tval *( 1*(WSP / FWS) tval ) ]: between values any run of blanks
 # and folds, each fold a CRLF followed by a blank (RFC 6376 §3.2).
 _VALUE = re.compile(rb"[\x21-\x3a\x3c-\x7e]+(?:(?:[ \t]|\r\n[ \t])+[\x21-\x3a\x3c-\x7e]+)*\Z")
@@ -37,8 +37,8 @@ def parse_tag_list(
         specs.pop()  # tag-list = tag-spec *(";" tag-spec) [";"]
     for spec in specs:
         name, equals, text = spec.partition(b"=")
-        name = _strip_fws(name)
-        text = _strip_fws(text)
+        name = strip_fws(name)
+        text = strip_fws(text)
         key = name.decode("latin-1")
         checked = strict_values or key in (known or ())
         if text and checked and not _VALUE.match(text):
@@ -56,7 +56,7 @@ def parse_tag_list(
     return tags
 
 
-def _strip_fws(text: bytes) -> bytes:
+def strip_fws(text: bytes) -> bytes:
     text = text.strip(b" \t")
     while text.startswith(b"\r\n") and text[2:3] in (b" ", b"\t"):
         text = text[2:].lstrip(b" \t")
@@ -65,18 +65,18 @@ def _strip_fws(text: bytes) -> bytes:
     return text
 
 
-def _unfolded(value: bytes) -> bytes:
+def unfolded(value: bytes) -> bytes:
     """``value`` without FWS; most values have none, and a long b= need not be scanned."""
     if b" " not in value and b"\t" not in value:
         return value
-    return _FWS.sub(b"", value)
+    return FWS.sub(b"", value)
 
 
-def _plain(value: bytes) -> str:
+def plain(value: bytes) -> str:
     """A tag value with its FWS removed (base64 and colon lists may be folded)."""
-    return _unfolded(value).decode("ascii")
+    return unfolded(value).decode("ascii")
 
 
-def _colon_list(value: bytes) -> list[str]:
+def colon_list(value: bytes) -> list[str]:
     """A colon-separated list of ABNF literals, lowercased (they match case-insensitively)."""
-    return [item for item in _plain(value).lower().split(":") if item]
+    return [item for item in plain(value).lower().split(":") if item]

@@ -20,8 +20,9 @@ Cost is bounded whatever the message holds:
   the others are not reported): signatures whose key is missing or does not
   answer take no part of that budget, so they cannot hide a good signature
   behind them;
-* RSA keys above :data:`MAX_RSA_BITS` bits, oversized signature fields and
-  tag values are refused before any work is done with them.
+* RSA keys above :data:`~ldapdkim.signing.keyrecord.MAX_RSA_BITS` bits,
+  oversized signature fields and tag values are refused before any work is
+  done with them.
 """
 
 from __future__ import annotations
@@ -37,24 +38,24 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, utils
 from ldapdkim.errors import DnsTemporaryError
 from ldapdkim.model import DkimResult, Failure, Header, VerifyResult
 from ldapdkim.signing.bodyhash import canonical_body
-from ldapdkim.signing.canonicalization import _without_b_value, canonical_header, split_message
+from ldapdkim.signing.canonicalization import canonical_header, split_message, without_b_value
 from ldapdkim.signing.keyfetch import KeyLookup, fetch_keys
-from ldapdkim.signing.keyrecord import PublicKey, _choose_record
+from ldapdkim.signing.keyrecord import PublicKey, choose_record
 from ldapdkim.signing.sigfield import (
-    _ALGORITHMS,
-    _OBSOLETE,
+    ALGORITHMS,
     MAX_SIGNATURE_FIELD,
     MAX_SIGNATURES,
+    OBSOLETE,
     SIGNATURE_TAGS,
     Signature,
-    _base64,
-    _domain,
-    _permerror,
-    _selector,
     _Verdict,
+    base64_value,
+    checked_domain,
+    checked_selector,
     parse_signature,
+    permerror,
 )
-from ldapdkim.signing.taglist import _FWS, _plain, parse_tag_list
+from ldapdkim.signing.taglist import FWS, parse_tag_list, plain
 
 # -- canonicalization and hashing (RFC 6376 §3.4, §3.7) -----------------------------
 
@@ -75,7 +76,7 @@ def header_hash(headers: Sequence[Header], signature: Signature, field_name: byt
         if instances:
             digest.update(canonical_header(*instances.pop(), relaxed))
     own = canonical_header(
-        field_name, _without_b_value(signature_value(headers, signature)), relaxed
+        field_name, without_b_value(signature_value(headers, signature)), relaxed
     )
     digest.update(own[:-2] if own.endswith(b"\r\n") else own)
     return digest.digest()
@@ -91,7 +92,7 @@ def _check(
     """Body hash, then the signature over the header hash (RFC 6376 §6.1.3)."""
     body = bodies.canonical(signature.body_canon == "relaxed")
     if signature.length is not None and signature.length > len(body):
-        raise _permerror(
+        raise permerror(
             Failure.SYNTAX, f"l={signature.length} is longer than the body ({len(body)} octets)"
         )
     covered = len(body) if signature.length is None else signature.length
@@ -221,8 +222,8 @@ def verify(
                 raise _Verdict(DkimResult.TEMPERROR, Failure.DNS_ERROR, f"key lookup: {answer}")
             if signature.obsolete:
                 # After the key fetch, so that a DNS failure still reads temperror.
-                raise _permerror(Failure.ALGORITHM, signature.obsolete)
-            key = _choose_record(answer, signature, minimum_key_bits)
+                raise permerror(Failure.ALGORITHM, signature.obsolete)
+            key = choose_record(answer, signature, minimum_key_bits)
             if checked >= max_signatures:
                 continue  # MaximumSignaturesToVerify: not reported, as OpenDKIM does
             checked += 1
@@ -250,7 +251,7 @@ def _verdict_of(
         signature.selector,
         signature.algorithm,
         reason,
-        _FWS.sub(b"", signature.tags["b"]).decode("ascii")[:8],
+        FWS.sub(b"", signature.tags["b"]).decode("ascii")[:8],
         signature.identity,
         failure=failure,
         testing=testing,
@@ -258,8 +259,8 @@ def _verdict_of(
 
 
 def _known_algorithm(value: bytes) -> None:
-    if _plain(value).lower() not in _ALGORITHMS and _plain(value).lower() not in _OBSOLETE:
-        raise _permerror(Failure.ALGORITHM, "unknown algorithm")
+    if plain(value).lower() not in ALGORITHMS and plain(value).lower() not in OBSOLETE:
+        raise permerror(Failure.ALGORITHM, "unknown algorithm")
 
 
 def _result(value: bytes, result: DkimResult, failure: Failure, reason: str) -> VerifyResult:
@@ -278,12 +279,12 @@ def _result(value: bytes, result: DkimResult, failure: Failure, reason: str) -> 
             check(value)
         except _Verdict:
             return ""
-        return _plain(value).lower() if name in ("d", "s") else _plain(value)
+        return plain(value).lower() if name in ("d", "s") else plain(value)
 
-    domain = tag("d", lambda v: _domain(_plain(v), "d="))
-    selector = tag("s", _selector)
+    domain = tag("d", lambda v: checked_domain(plain(v), "d="))
+    selector = tag("s", checked_selector)
     algorithm = tag("a", _known_algorithm)
-    prefix = tag("b", lambda v: _base64(v, "b="))[:8]
+    prefix = tag("b", lambda v: base64_value(v, "b="))[:8]
     return VerifyResult(result, domain, selector, algorithm, reason, prefix, failure=failure)
 
 

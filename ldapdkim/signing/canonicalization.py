@@ -1,11 +1,15 @@
 """Canonicalization of header fields and splitting of messages (RFC 6376 §3.4, §3.7).
 
-The body's canonicalization is :mod:`ldapdkim.signing.bodyhash`'s.
+The signer and the verifier both split, canonicalize and hash through this
+module, so the two directions cannot drift apart.  The body's
+canonicalization is :mod:`ldapdkim.signing.bodyhash`'s.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Sequence
 
 from ldapdkim.model import Header
 from ldapdkim.signing.bodyhash import crlf_line_ends
@@ -20,6 +24,29 @@ def canonical_header(name: bytes, value: bytes, relaxed: bool) -> bytes:
         return name + b":" + value
     unfolded = value.replace(b"\r\n", b"")
     return name.strip(b" \t").lower() + b":" + _WSP_RUN.sub(b" ", unfolded).strip(b" \t") + b"\r\n"
+
+
+def hash_header_fields(
+    headers: Sequence[Header], names: Sequence[bytes], signature_field: Header, *, relaxed: bool
+) -> bytes:
+    """The SHA-256 of the header fields ``names`` selects and of the signature field (§3.7).
+
+    ``names`` are lowercase, as in ``h=``.  Each takes the bottom-most
+    instance of its field not taken yet; a name with no instance left
+    contributes nothing (§5.4.2).  ``signature_field`` has an empty ``b=``
+    value and is hashed without its final CRLF.
+    """
+    by_name: dict[bytes, list[Header]] = {}
+    for name, value in headers:
+        by_name.setdefault(name.strip(b" \t").lower(), []).append((name, value))
+    digest = hashlib.sha256()
+    for wanted in names:
+        instances = by_name.get(wanted)
+        if instances:
+            digest.update(canonical_header(*instances.pop(), relaxed))
+    own = canonical_header(*signature_field, relaxed)
+    digest.update(own[:-2] if own.endswith(b"\r\n") else own)
+    return digest.digest()
 
 
 def without_b_value(value: bytes) -> bytes:

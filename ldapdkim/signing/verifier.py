@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, utils
 from ldapdkim.errors import DnsTemporaryError
 from ldapdkim.model import DkimResult, Failure, Header, VerifyResult
 from ldapdkim.signing.bodyhash import canonical_body
-from ldapdkim.signing.canonicalization import canonical_header, split_message, without_b_value
+from ldapdkim.signing.canonicalization import hash_header_fields, split_message, without_b_value
 from ldapdkim.signing.keyfetch import KeyLookup, fetch_keys
 from ldapdkim.signing.keyrecord import PublicKey, choose_record
 from ldapdkim.signing.sigfield import (
@@ -66,20 +66,9 @@ def header_hash(headers: Sequence[Header], signature: Signature, field_name: byt
     Fields named in ``h=`` are taken from the bottom up, one per mention; a
     name with no instance left contributes nothing (§5.4.2).
     """
+    own = (field_name, without_b_value(signature_value(headers, signature)))
     relaxed = signature.header_canon == "relaxed"
-    by_name: dict[bytes, list[Header]] = {}
-    for name, value in headers:
-        by_name.setdefault(name.strip(b" \t").lower(), []).append((name, value))
-    digest = hashlib.sha256()
-    for wanted in signature.headers:
-        instances = by_name.get(wanted)
-        if instances:
-            digest.update(canonical_header(*instances.pop(), relaxed))
-    own = canonical_header(
-        field_name, without_b_value(signature_value(headers, signature)), relaxed
-    )
-    digest.update(own[:-2] if own.endswith(b"\r\n") else own)
-    return digest.digest()
+    return hash_header_fields(headers, signature.headers, own, relaxed=relaxed)
 
 
 def signature_value(headers: Sequence[Header], signature: Signature) -> bytes:

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     results = verify(
         headers,
         body,
-        lookup.records,
+        lookup,
         author_domain=policy.readable_author_domain(headers),
         max_signatures=settings.maximum_signatures_to_verify,
         minimum_key_bits=settings.minimum_key_bits,

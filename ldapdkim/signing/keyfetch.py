@@ -1,19 +1,34 @@
-"""Key records fetched concurrently, under one deadline for a whole message."""
+"""Key records fetched concurrently, under one deadline for a whole message.
+
+:class:`DnsLookup` is the one shape of a TXT lookup: the verifier, the
+milter, ``ldapdkim verify``, ``testkey``, ``rotate`` and ``check-config`` ask
+DNS through it (:class:`~ldapdkim.signing.dnslookup.TxtLookup` is the
+dnspython one), and tests put a table behind it.
+"""
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import Protocol
 
 from ldapdkim.errors import DnsTemporaryError
 from ldapdkim.signing.sigfield import MAX_SIGNATURES
 
-KeyLookup = Callable[[str], bytes | Sequence[bytes] | None]
-"""``lookup(name)``: the TXT records at ``name`` (each record's strings joined),
-or one record, or None when there is none; raises
-:class:`~ldapdkim.errors.DnsTemporaryError` when the answer may come later."""
+
+class DnsLookup(Protocol):
+    """``lookup(name)``: every TXT record at ``name``, each one's strings joined.
+
+    Empty when there is none (NXDOMAIN or no TXT record).  Raises
+    :class:`~ldapdkim.errors.DnsTemporaryError` when the answer may come later
+    (a timeout, a server failure), so that a verifier says temperror, not fail
+    (RFC 6376 §6.1.2).
+    """
+
+    def __call__(self, name: str, /) -> Sequence[bytes]: ...
+
 
 _pool: tuple[int, ThreadPoolExecutor] | None = None
 _pool_lock = threading.Lock()
@@ -29,20 +44,12 @@ def _executor() -> ThreadPoolExecutor:
         return _pool[1]
 
 
-def _records(answer: bytes | Sequence[bytes] | None) -> list[bytes]:
-    if answer is None:
-        return []
-    if isinstance(answer, bytes):
-        return [answer]
-    return list(answer)
-
-
 def fetch_keys(
-    names: Iterable[str], lookup: KeyLookup, timeout: float
+    names: Iterable[str], lookup: DnsLookup, timeout: float
 ) -> dict[str, list[bytes] | DnsTemporaryError]:
     """The records at each name, asked concurrently; what has not answered by ``timeout``
     seconds after the first question is a temporary error."""
-    futures: dict[str, Future[bytes | Sequence[bytes] | None]] = {
+    futures: dict[str, Future[Sequence[bytes]]] = {
         name: _executor().submit(lookup, name) for name in dict.fromkeys(names)
     }
     wait(futures.values(), timeout=timeout)
@@ -54,7 +61,7 @@ def fetch_keys(
             continue
         error = future.exception()
         if error is None:
-            answers[name] = _records(future.result())
+            answers[name] = list(future.result())
         elif isinstance(error, DnsTemporaryError):
             answers[name] = error
         else:

@@ -39,7 +39,7 @@ from ldapdkim.errors import DnsTemporaryError
 from ldapdkim.model import DkimResult, Failure, Header, VerifyResult
 from ldapdkim.signing.bodyhash import canonical_body
 from ldapdkim.signing.canonicalization import hash_header_fields, split_message, without_b_value
-from ldapdkim.signing.keyfetch import KeyLookup, fetch_keys
+from ldapdkim.signing.keyfetch import DnsLookup, fetch_keys
 from ldapdkim.signing.keyrecord import PublicKey, choose_record
 from ldapdkim.signing.sigfield import (
     ALGORITHMS,
@@ -173,7 +173,7 @@ def _priority(author: str | None) -> Callable[[Signature], tuple[int, int]]:
 def verify(
     headers: Sequence[Header],
     body: bytes,
-    lookup: KeyLookup,
+    lookup: DnsLookup,
     *,
     author_domain: str | None = None,
     max_signatures: int = 3,
@@ -279,7 +279,7 @@ def _result(value: bytes, result: DkimResult, failure: Failure, reason: str) -> 
 
 def verify_message(
     message: bytes,
-    lookup: KeyLookup,
+    lookup: DnsLookup,
     *,
     author_domain: str | None = None,
     max_signatures: int = 3,

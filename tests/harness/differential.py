@@ -384,7 +384,7 @@ def ldapdkim_verdicts(batch: list[Case], lookup: TxtLookup) -> list[str]:
     temperror is a key query that timed out on a loaded machine: asked once more."""
 
     def judge(case: Case) -> str:
-        results = verify_message(case.message, lookup.records, max_signatures=8)
+        results = verify_message(case.message, lookup, max_signatures=8)
         return verdict([r.result.value for r in results])
 
     verdicts = []

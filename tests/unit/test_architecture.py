@@ -71,6 +71,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "sigfield",
             "keyrecord",
             "keyfetch",
+            "pkcs11lib",
             "token",
             "keyring",
             "signer",

@@ -360,7 +360,8 @@ class VerifyResult:
 
 
 Header = tuple[bytes, bytes]
-"""A header field as dkimpy holds it: name, and the raw value after the colon (with CRLF)."""
+"""A header field as the signer and verifier hold it: name, and the raw value after the colon
+(with CRLF)."""
 
 
 @dataclass(frozen=True)

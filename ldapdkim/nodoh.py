@@ -1,6 +1,6 @@
 """dnspython without its DNS-over-HTTPS clients, which cost every start 0.2 s.
 
-When ``dns.query`` is first imported (by dkimpy, by the verifier's resolver,
+When ``dns.query`` is first imported (by the verifier's resolver,
 by ``dns-records --apply``), dnspython 2.3 imports ``requests`` and ``httpx``
 if they are installed, and opens an HTTP/2 client to see whether it works.
 Debian's python3-dnspython recommends both, so on a Debian host that is about

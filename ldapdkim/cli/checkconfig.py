@@ -69,7 +69,7 @@ def connection_problems(settings: config.Settings) -> list[str]:
             problems.append(f"KeyFile {settings.key_file} cannot be read ({err.strerror})")
     lookup = TxtLookup(settings.nameservers, timeout=settings.dns_timeout)
     try:
-        lookup.records("ldapdkim-check._domainkey.invalid")
+        lookup("ldapdkim-check._domainkey.invalid")
     except DnsTemporaryError as err:
         problems.append(f"the nameservers do not answer ({err}); check Nameservers")
     return problems

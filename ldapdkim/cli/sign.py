@@ -19,8 +19,9 @@ from ldapdkim.errors import (
     LdapDkimError,
 )
 from ldapdkim.signing import policy
+from ldapdkim.signing.canonicalization import split_message
 from ldapdkim.signing.keyring import Keyring
-from ldapdkim.signing.signer import parse_message, sign_parsed
+from ldapdkim.signing.signer import sign_parsed
 
 _REFUSALS: tuple[type[LdapDkimError], ...] = (*SIGNING_REFUSALS, KeyUnavailable)
 """Why a message leaves unsigned: finding its signer, or a key that cannot sign here."""
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 def _sign(settings: config.Settings, message: bytes, sender: str | None) -> list[bytes]:
     if not settings.signs:
         raise DomainNotSigned(f"Mode {settings.mode} does not sign")
-    headers, body = parse_message(message)
+    headers, body = split_message(message)
     author = policy.author_domain(headers)
     domain = domain_of_address(sender) if sender else author
     with open_directory(settings) as directory:

@@ -9,8 +9,9 @@ from ldapdkim.cli import options
 from ldapdkim.cli.options import Parents, Subparsers
 from ldapdkim.model import DkimResult
 from ldapdkim.signing import policy
+from ldapdkim.signing.canonicalization import split_message
 from ldapdkim.signing.dnslookup import TxtLookup
-from ldapdkim.signing.verifier import split_message, verify
+from ldapdkim.signing.verifier import verify
 
 
 def add_parser(sub: Subparsers, parents: Parents) -> None:
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     results = verify(
         headers,
         body,
-        lookup.records,
+        lookup,
         author_domain=policy.readable_author_domain(headers),
         max_signatures=settings.maximum_signatures_to_verify,
         minimum_key_bits=settings.minimum_key_bits,

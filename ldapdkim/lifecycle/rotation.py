@@ -50,13 +50,13 @@ from ldapdkim.lifecycle.provision import selectors_for
 from ldapdkim.model import Algorithm, DomainPolicy, KeyState, SigningKey
 from ldapdkim.publish.dnscheck import (
     DnsStatus,
-    Lookup,
     Published,
     check,
     expected_public_key,
     record_name,
 )
 from ldapdkim.publish.dnsexport import KeyRecord, zone_line
+from ldapdkim.signing.keyfetch import DnsLookup
 
 
 def format_time(moment: datetime) -> str:
@@ -373,7 +373,7 @@ def _pending(
 
 
 def check_pending(
-    policy: DomainPolicy, domain_keys: Sequence[SigningKey], lookup: Lookup
+    policy: DomainPolicy, domain_keys: Sequence[SigningKey], lookup: DnsLookup
 ) -> dict[str, list[Published]]:
     """What DNS shows for each pending key of a domain, under each of its names."""
     published: dict[str, list[Published]] = {}
@@ -390,7 +390,7 @@ def check_pending(
 def advance(
     directory: Directory,
     writer: DirectoryWriter,
-    lookup: Lookup,
+    lookup: DnsLookup,
     *,
     now: datetime,
     overlap: float,

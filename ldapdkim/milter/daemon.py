@@ -93,7 +93,7 @@ def build_runtime(settings: config.Settings, previous: Runtime | None = None) ->
     return Runtime(
         settings=settings,
         resolver=resolver,
-        lookup=TxtLookup(settings.nameservers, timeout=settings.dns_timeout).records,
+        lookup=TxtLookup(settings.nameservers, timeout=settings.dns_timeout),
         authserv_id=Runtime.default_authserv_id(settings),
         counters=previous.counters if previous is not None else Counters(),
         senders=_sender_directory(settings),

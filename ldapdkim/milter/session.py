@@ -45,10 +45,11 @@ from ldapdkim.model import (
 )
 from ldapdkim.signing import authresults, policy
 from ldapdkim.signing.bodyhash import BodyHasher
+from ldapdkim.signing.keyfetch import DnsLookup
 from ldapdkim.signing.keyring import Keyring, KeySigner
 from ldapdkim.signing.senders import Sender, authorize
 from ldapdkim.signing.signer import body_hasher, sign_parsed
-from ldapdkim.signing.verifier import KeyLookup, verify
+from ldapdkim.signing.verifier import verify
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,8 @@ class Runtime:
 
     settings: Settings
     resolver: CachedResolver
-    lookup: KeyLookup
-    """Every TXT record at a name, for key lookups (``TxtLookup.records``)."""
+    lookup: DnsLookup
+    """Every TXT record at a name, for key lookups (:class:`TxtLookup`)."""
     authserv_id: str
     counters: Counters = field(default_factory=Counters)
     senders: SenderDirectory | None = None

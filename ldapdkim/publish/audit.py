@@ -32,13 +32,13 @@ from ldapdkim.directory.resolution import Directory
 from ldapdkim.model import Algorithm, DomainPolicy, KeyState, SigningKey
 from ldapdkim.publish.dnscheck import (
     DnsStatus,
-    Lookup,
     Published,
     check,
     expected_public_key,
     key_bits,
     record_name,
 )
+from ldapdkim.signing.keyfetch import DnsLookup
 
 WEAK_RSA_BITS = 2048
 BAD_RSA_BITS = 1024
@@ -236,7 +236,7 @@ def _domains(
 
 def audit(
     directory: Directory,
-    lookup: Lookup,
+    lookup: DnsLookup,
     *,
     now: datetime,
     domain: str | None = None,

@@ -2,7 +2,8 @@
 
 A DKIM key record (RFC 6376 §3.6.1) is a tag list: ``v=DKIM1; k=rsa; p=...``.
 :func:`check` fetches the record at ``selector._domainkey.domain`` through a
-lookup (:class:`~ldapdkim.signing.dnslookup.TxtLookup`, which honours
+:class:`~ldapdkim.signing.keyfetch.DnsLookup` (in production
+:class:`~ldapdkim.signing.dnslookup.TxtLookup`, which honours
 ``Nameservers``) and compares its ``p=`` with the public key the directory
 holds for the key entry: the public half of ``dkimSignPrivateKey`` where it
 can be read, else ``dkimSignPublicKey``.  Keys are compared as keys, not as
@@ -18,7 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
@@ -27,12 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from ldapdkim import keys, schema
 from ldapdkim.errors import DnsTemporaryError
 from ldapdkim.model import Algorithm, SigningKey
-
-Lookup = Callable[[str], bytes | None]
-"""``lookup(name)``: the TXT record at ``name`` (strings joined), ``None`` when there is none.
-
-Raises :class:`DnsTemporaryError` when DNS cannot say.
-"""
+from ldapdkim.signing.keyfetch import DnsLookup
 
 
 @enum.unique
@@ -193,10 +188,14 @@ def compare(
     return DnsStatus.MISMATCH, "p= holds a different public key"
 
 
-def check(lookup: Lookup, name: str, algorithm: Algorithm, expected: str | None) -> Published:
-    """Fetch the key record at ``name`` and compare it with ``expected``; never raises for DNS."""
+def check(lookup: DnsLookup, name: str, algorithm: Algorithm, expected: str | None) -> Published:
+    """Fetch the key record at ``name`` and compare it with ``expected``; never raises for DNS.
+
+    Of several records at ``name``, the first is compared.
+    """
     try:
-        text = lookup(name)
+        records = lookup(name)
+        text = records[0] if records else None
     except DnsTemporaryError as err:
         return Published(name, DnsStatus.ERROR, str(err))
     status, detail = compare(text, algorithm, expected)

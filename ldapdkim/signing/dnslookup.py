@@ -18,7 +18,7 @@ from ldapdkim.errors import DnsTemporaryError
 
 
 class TxtLookup:
-    """Callable ``lookup(name) -> bytes | None``: the TXT record's strings joined."""
+    """A :class:`~ldapdkim.signing.keyfetch.DnsLookup` that asks DNS through dnspython."""
 
     def __init__(self, nameservers: Sequence[tuple[str, int]] = (), timeout: float = 5.0) -> None:
         if nameservers:
@@ -30,12 +30,7 @@ class TxtLookup:
         self._resolver.lifetime = timeout
         self._resolver.cache = dns.resolver.LRUCache(10_000)
 
-    def __call__(self, name: str) -> bytes | None:
-        """The first TXT record at ``name``; None when there is none."""
-        records = self.records(name)
-        return records[0] if records else None
-
-    def records(self, name: str) -> list[bytes]:
+    def __call__(self, name: str, /) -> list[bytes]:
         """Every TXT record at ``name``, each one's strings joined; [] when there is none.
 
         Raises:

@@ -1,7 +1,8 @@
 """DKIM signatures for one message: create them (RFC 6376, RFC 8463).
 
-dkimpy supplies the DKIM semantics (header parsing, canonicalization, header
-selection, tag parsing).  The private-key step is a
+Messages are split, and header fields canonicalized and hashed, by
+:mod:`ldapdkim.signing.canonicalization`, the verifier's own, so that what is
+signed is what the verifier checks.  The private-key step is a
 :class:`~ldapdkim.signing.keyring.KeySigner`'s: a key in memory (OpenSSL
 through ``cryptography``, which releases the GIL while signing), a sealed key
 opened in memory, or a key in a PKCS #11 token.  This module does not know
@@ -15,30 +16,54 @@ signature holds with ``simple`` header canonicalization too.
 from __future__ import annotations
 
 import base64
-import hashlib
 from collections.abc import Sequence
-
-import dkim
-from dkim.canonicalization import CanonicalizationPolicy
 
 from ldapdkim.errors import MessageError
 from ldapdkim.model import Header, SigningParams
 from ldapdkim.signing.bodyhash import BodyHasher
+from ldapdkim.signing.canonicalization import hash_header_fields, split_message
 from ldapdkim.signing.keyring import KeySigner
 
-DEFAULT_SIGN_HEADERS: tuple[str, ...] = tuple(h.decode() for h in dkim.DKIM.SHOULD)
-"""RFC 6376 §5.4.1: the header fields that should be signed when present."""
+DEFAULT_SIGN_HEADERS: tuple[str, ...] = (
+    # RFC 6376 §5.4.1 (From is REQUIRED, §5.4)
+    "from",
+    "sender",
+    "reply-to",
+    "subject",
+    "date",
+    "message-id",
+    "to",
+    "cc",
+    "mime-version",
+    "content-type",
+    "content-transfer-encoding",
+    "content-id",
+    "content-description",
+    "resent-date",
+    "resent-from",
+    "resent-sender",
+    "resent-to",
+    "resent-cc",
+    "resent-message-id",
+    "in-reply-to",
+    "references",
+    "list-id",
+    "list-help",
+    "list-unsubscribe",
+    "list-subscribe",
+    "list-post",
+    "list-owner",
+    "list-archive",
+)
+"""The header fields signed when present, unless the policy lists its own.
+
+RFC 4871 §5.5's list, in its order: the fields RFC 6376 §5.4.1 says SHOULD
+be signed, with Sender, Message-ID, Resent-Sender, Resent-Message-ID and the
+MIME fields that RFC 4871 also named (dkimpy signs the same list, so ``h=``
+reads as it always did).
+"""
 
 _LINE = 78
-
-
-def parse_message(message: bytes) -> tuple[list[Header], bytes]:
-    """Split a message (CRLF or LF line ends) into dkimpy's header list and body."""
-    try:
-        headers, body = dkim.rfc822_parse(message)
-    except dkim.MessageFormatError as err:
-        raise MessageError(f"cannot parse the header: {err}") from None
-    return [(bytes(n), bytes(v)) for n, v in headers], bytes(body)
 
 
 def select_header_names(headers: Sequence[Header], params: SigningParams) -> list[bytes]:
@@ -117,8 +142,7 @@ def sign_parsed(
     """
     if not any(n.lower() == b"from" for n, _ in headers):
         raise MessageError("the message has no From header field")
-    canon = CanonicalizationPolicy.from_c_value(str(params.canonicalization).encode())
-    canonical_headers = canon.canonicalize_headers([[n, v] for n, v in headers])
+    relaxed = params.canonicalization.header == "relaxed"
     include = select_header_names(headers, params)
     if isinstance(body, bytes):
         hasher = body_hasher(params)
@@ -141,11 +165,9 @@ def sign_parsed(
             tags.append(("x", str(timestamp + params.expire_seconds)))
         tags += [("h", ":".join(n.decode("ascii") for n in include)), ("bh", body_hash)]
         unsigned = _fold(tags)
-        header_hash = hashlib.sha256()
-        dkim.hash_headers(
-            header_hash, canon, canonical_headers, include, (b"DKIM-Signature", unsigned), {}
-        )
-        values.append(unsigned + _fold_signature(signer.sign_digest(header_hash.digest())))
+        own = (b"DKIM-Signature", unsigned)
+        digest = hash_header_fields(headers, include, own, relaxed=relaxed)
+        values.append(unsigned + _fold_signature(signer.sign_digest(digest)))
     return values
 
 
@@ -158,5 +180,5 @@ def sign_message(
     timestamp: int,
 ) -> list[bytes]:
     """:func:`sign_parsed` for a whole message in bytes."""
-    headers, body = parse_message(message)
+    headers, body = split_message(message)
     return sign_parsed(headers, body, domain, signers, params, timestamp=timestamp)

@@ -52,11 +52,31 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ldapdkim import pkcs11uri
 from ldapdkim.config.secret import Secret
 from ldapdkim.errors import KeyFormatError, KeyUnavailable
 from ldapdkim.model import Algorithm
 from ldapdkim.pkcs11uri import Pkcs11Uri
+from ldapdkim.signing.pkcs11lib import (
+    _PIN_ERRORS,
+    CKF_TOKEN_INITIALIZED,
+    CKK_EC_EDWARDS,
+    CKM_EC_EDWARDS_KEY_PAIR_GEN,
+    CKM_EDDSA,
+    ED25519_NAME,
+    ED25519_OID,
+    SHA256_DIGEST_INFO,
+    _binding,
+    _close,
+    _code,
+    _int,
+    _key_part,
+    _matches_library,
+    _matches_slot,
+    _matches_token,
+    _module,
+    _parse,
+    _text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,149 +84,6 @@ RETRY_AFTER = 5.0
 """Seconds after a token failure before a message tries the token again."""
 MAX_SESSIONS = 8
 """Sessions a process keeps open with one token at most (signatures in flight)."""
-
-# PKCS #11 v3.0 values that PyKCS11 1.5 (Debian 12) may lack.
-CKM_EC_EDWARDS_KEY_PAIR_GEN = 0x1055
-CKM_EDDSA = 0x1057
-CKK_EC_EDWARDS = 0x40
-CKF_TOKEN_INITIALIZED = 0x400
-ED25519_OID = bytes.fromhex("06032b6570")
-"""CKA_EC_PARAMS of Ed25519: the DER of the OID 1.3.101.112 (RFC 8410)."""
-ED25519_NAME = b"\x13\x0cedwards25519"
-"""... or the PrintableString ``edwards25519``, which some tokens want instead."""
-SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
-"""The DER DigestInfo prefix of a SHA-256 digest (RFC 8017 §9.2, note 1)."""
-
-_PIN_ERRORS = (
-    "CKR_PIN_INCORRECT", "CKR_PIN_INVALID", "CKR_PIN_LEN_RANGE", "CKR_PIN_EXPIRED",
-    "CKR_PIN_LOCKED",
-)  # fmt: skip
-_LOAD_ERRORS = {-1: "the library does not load", -4: "it has no C_GetFunctionList"}
-"""PyKCS11's own codes of a failed load."""
-_BINDING_MISSING = (
-    "PKCS11Module is set but PyKCS11, the Python PKCS#11 binding, is not installed; "
-    "install python3-pykcs11 (Debian) or PyKCS11"
-)
-
-
-def _binding() -> Any:
-    """PyKCS11, imported at the first use of a token."""
-    try:
-        import PyKCS11  # only hosts with a token need it
-    except ImportError:
-        raise KeyUnavailable(_BINDING_MISSING, in_token=True) from None
-    return PyKCS11
-
-
-def _code(err: Exception) -> str:
-    """The CKR_ name of a PyKCS11 error (``CKR_PIN_INCORRECT``), or its text."""
-    value = getattr(err, "value", None)
-    if isinstance(value, int):
-        if value in _LOAD_ERRORS:
-            return _LOAD_ERRORS[value]
-        name = _binding().CKR.get(value)
-        if isinstance(name, str):
-            return name
-        return f"error {value:#x}"
-    return str(err)
-
-
-def _text(value: object) -> str:
-    """A blank-padded CK_*_INFO field, without its padding."""
-    return str(value).rstrip(" \x00")
-
-
-# -- the module, once per process -----------------------------------------------------
-
-
-class _Module:
-    """One PKCS #11 module in this process: loaded once, initialised again after a fork,
-    after it failed, or after the last token that used it was closed."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.lib: Any = None
-        self.pid = 0
-        self.generation = 0
-        """Counts initialisations; a session of an older one is gone."""
-        self.stale = False
-        self.users = 0
-        self.lock = threading.Lock()
-
-    def library(self) -> tuple[Any, int]:
-        """The module, initialised in this process, and its generation.
-
-        Raises:
-            KeyUnavailable: PyKCS11 is missing, or the module does not load or initialise.
-        """
-        with self.lock:
-            pid = os.getpid()
-            if self.lib is not None and self.pid == pid and not self.stale:
-                return self.lib, self.generation
-            pkcs11 = _binding()
-            try:
-                if self.lib is None or self.pid != pid:
-                    if self.lib is not None:
-                        # The parent's: its destructor would finalize the module here.
-                        _ABANDONED.append(self.lib)
-                    forked = self.lib is not None
-                    lib = pkcs11.PyKCS11Lib()
-                    lib.load(str(self.path))
-                    self.lib = lib
-                    if forked:
-                        self._initialise(pkcs11)
-                else:
-                    self._initialise(pkcs11)
-            except pkcs11.PyKCS11Error as err:
-                self.lib = None
-                raise KeyUnavailable(
-                    f"cannot load PKCS11Module {self.path} ({_code(err)}): it is not a PKCS#11 "
-                    "module, a library it needs is missing, or it cannot reach its token; "
-                    "check the path and install the token's module (softhsm2, libtpm2-pkcs11-1, "
-                    "your HSM's client)",
-                    in_token=True,
-                ) from None
-            self.pid = pid
-            self.stale = False
-            self.generation += 1
-            return self.lib, self.generation
-
-    def _initialise(self, pkcs11: Any) -> None:
-        """C_Finalize (whatever state this process has) and C_Initialize again."""
-        self.lib.lib.C_Finalize()
-        rv = self.lib.lib.C_Initialize()
-        if rv != pkcs11.CKR_OK:
-            raise pkcs11.PyKCS11Error(rv)
-
-    def fail(self, generation: int) -> None:
-        """Sessions of ``generation`` broke: initialise the module again before the next one."""
-        with self.lock:
-            if generation == self.generation:
-                self.stale = True
-
-    def release(self) -> None:
-        """A token that used the module is closed; the last one finalizes it."""
-        with self.lock:
-            self.users -= 1
-            if self.users <= 0 and self.lib is not None and self.pid == os.getpid():
-                self.lib.lib.C_Finalize()
-                self.stale = True
-
-
-_MODULES: dict[Path, _Module] = {}
-_MODULES_LOCK = threading.Lock()
-_ABANDONED: list[Any] = []
-"""A parent's module objects in a forked child, kept so that no destructor finalizes."""
-
-
-def _module(path: Path) -> _Module:
-    """The one :class:`_Module` of ``path`` in this process (two paths to one file share it)."""
-    real = path.resolve()
-    with _MODULES_LOCK:
-        found = _MODULES.get(real)
-        if found is None:
-            found = _MODULES[real] = _Module(path)
-        return found
 
 
 # -- sessions -------------------------------------------------------------------------
@@ -616,59 +493,3 @@ class Pkcs11Token:
         if self._registered:
             self._registered = False
             self._module.release()
-
-
-def _parse(uri: str) -> Pkcs11Uri:
-    try:
-        return pkcs11uri.parse(uri)
-    except KeyFormatError as err:
-        raise KeyFormatError(f"dkimSignPrivateKey: {err}") from None
-
-
-def _key_part(key: Pkcs11Uri) -> str:
-    """The URI of just the key's own attributes, for messages."""
-    return str(Pkcs11Uri(label=key.label, key_id=key.key_id, object_type=key.object_type))
-
-
-def _int(value: Any) -> int:
-    return int.from_bytes(bytes(value), "big")
-
-
-def _close(session: Any) -> None:
-    try:
-        session.closeSession()
-    except Exception as err:  # a session that is gone is closed enough
-        log.debug("closing a PKCS#11 session: %s", err)
-
-
-def _matches_token(token: Any, where: Pkcs11Uri) -> bool:
-    pairs = (
-        (where.token, token.label), (where.manufacturer, token.manufacturerID),
-        (where.serial, token.serialNumber), (where.model, token.model),
-    )  # fmt: skip
-    return all(wanted is None or wanted == _text(have) for wanted, have in pairs)
-
-
-def _matches_slot(slot: int, lib: Any, where: Pkcs11Uri) -> bool:
-    if where.slot_id is not None and where.slot_id != slot:
-        return False
-    if where.slot_description is None and where.slot_manufacturer is None:
-        return True
-    info = lib.getSlotInfo(slot)
-    pairs = (
-        (where.slot_description, info.slotDescription),
-        (where.slot_manufacturer, info.manufacturerID),
-    )
-    return all(wanted is None or wanted == _text(have) for wanted, have in pairs)
-
-
-def _matches_library(info: Any, where: Pkcs11Uri) -> bool:
-    version = "{}.{}".format(*info.libraryVersion)
-    pairs = (
-        (where.library_manufacturer, _text(info.manufacturerID)),
-        (where.library_description, _text(info.libraryDescription)),
-    )
-    wanted_version = where.library_version
-    if wanted_version is not None and wanted_version not in (version, version.removesuffix(".0")):
-        return False
-    return all(wanted is None or wanted == have for wanted, have in pairs)

@@ -34,6 +34,7 @@ from ldapdkim.model import Algorithm, Canonicalization, KeyState, SigningKey, Si
 from ldapdkim.signing import policy
 from ldapdkim.signing.bodyhash import canonical_body
 from ldapdkim.signing.dnslookup import TxtLookup
+from ldapdkim.signing.keyring import Keyring
 from ldapdkim.signing.signer import sign_parsed
 from ldapdkim.signing.verifier import verify_message
 
@@ -192,7 +193,8 @@ def _signed_by_ldapdkim(
         keys.private_pem(key),  # type: ignore[arg-type]
     )
     params = SigningParams(canonicalization=Canonicalization(*canon.split("/")))
-    [value] = sign_parsed(headers, body, domain, [signing_key], params, timestamp=1_700_000_000)
+    signers = Keyring().signers([signing_key], domain)
+    [value] = sign_parsed(headers, body, domain, signers, params, timestamp=1_700_000_000)
     return b"DKIM-Signature:" + value + b"\r\n" + unsigned
 
 
@@ -384,7 +386,7 @@ def ldapdkim_verdicts(batch: list[Case], lookup: TxtLookup) -> list[str]:
     temperror is a key query that timed out on a loaded machine: asked once more."""
 
     def judge(case: Case) -> str:
-        results = verify_message(case.message, lookup.records, max_signatures=8)
+        results = verify_message(case.message, lookup, max_signatures=8)
         return verdict([r.result.value for r in results])
 
     verdicts = []

@@ -66,6 +66,12 @@ LAYERS: list[tuple[str, list[str]]] = [
         [
             "senders",
             "bodyhash",
+            "taglist",
+            "canonicalization",
+            "sigfield",
+            "keyrecord",
+            "keyfetch",
+            "pkcs11lib",
             "token",
             "keyring",
             "signer",

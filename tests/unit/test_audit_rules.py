@@ -79,7 +79,7 @@ def test_records_that_do_not_match(text: bytes | None, status: DnsStatus, detail
 
 
 def test_a_dns_failure_is_reported_not_raised() -> None:
-    def lookup(name: str) -> bytes | None:
+    def lookup(name: str) -> list[bytes]:
         raise DnsTemporaryError(f"DNS query for {name} TXT timed out")
 
     assert check(lookup, NAME, Algorithm.ED25519_SHA256, "x") == Published(

@@ -21,7 +21,8 @@ from ldapdkim.model import (
 )
 from ldapdkim.signing.keyring import Keyring, KeySigner
 from ldapdkim.signing.signer import select_header_names, sign_message
-from ldapdkim.signing.verifier import parse_tag_list, verify_message
+from ldapdkim.signing.taglist import parse_tag_list
+from ldapdkim.signing.verifier import verify_message
 
 MESSAGE = (
     b"From: Alice <alice@example.com>\r\n"
@@ -47,7 +48,7 @@ def _signers(*signing_keys: SigningKey) -> list[KeySigner]:
     return Keyring().signers(signing_keys, "example.com")
 
 
-def _dns(*signing_keys: SigningKey) -> Callable[[str], bytes | None]:
+def _dns(*signing_keys: SigningKey) -> Callable[[str], list[bytes]]:
     table = {
         f"{k.selector}._domainkey.example.com": keys.txt_record(
             k.algorithm,
@@ -55,7 +56,7 @@ def _dns(*signing_keys: SigningKey) -> Callable[[str], bytes | None]:
         ).encode()
         for k in signing_keys
     }
-    return table.get
+    return lambda name: [table[name]] if name in table else []
 
 
 def _signed(message: bytes, params: SigningParams, *signing_keys: SigningKey) -> bytes:
@@ -166,10 +167,10 @@ def test_missing_key_is_permerror_and_dns_trouble_is_temperror_never_fail() -> N
     key = _key(Algorithm.RSA_SHA256)
     signed = _signed(MESSAGE, SigningParams(), key)
 
-    def timeout(name: str) -> bytes | None:
+    def timeout(name: str) -> list[bytes]:
         raise DnsTemporaryError(f"{name}: timed out")
 
-    [missing] = verify_message(signed, lambda name: None)
+    [missing] = verify_message(signed, lambda name: [])
     [trouble] = verify_message(signed, timeout)
     assert missing.result is DkimResult.PERMERROR and "no key record" in missing.reason
     assert trouble.result is DkimResult.TEMPERROR
@@ -189,7 +190,7 @@ def test_a_valid_key_shorter_than_minimum_key_bits_is_refused_by_policy() -> Non
 
 
 def test_no_signature_gives_no_results() -> None:
-    assert verify_message(MESSAGE, lambda name: None) == []
+    assert verify_message(MESSAGE, lambda name: []) == []
 
 
 def test_only_the_configured_number_of_signatures_is_verified() -> None:

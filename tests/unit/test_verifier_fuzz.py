@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from ldapdkim.errors import DnsTemporaryError, InvalidDomain, MessageError
 from ldapdkim.model import DkimResult, Failure, VerifyResult
 from ldapdkim.signing.author import author_address
-from ldapdkim.signing.verifier import split_message, verify, verify_message
+from ldapdkim.signing.canonicalization import split_message
+from ldapdkim.signing.verifier import verify, verify_message
 
 EXAMPLES = int(os.environ.get("LDAPDKIM_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(

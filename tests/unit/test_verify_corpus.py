@@ -49,13 +49,13 @@ def _cases() -> list[tuple[str, str]]:
 
 
 def _lookup(table: dict[str, str]):  # type: ignore[no-untyped-def]
-    def lookup(name: str) -> bytes | None:
+    def lookup(name: str) -> list[bytes]:
         value = table.get(name.lower())
         if value is None or value == "NXDOMAIN":
-            return None
+            return []
         if value in ("~~Query timed out~~", "~~SERVFAIL~~"):
             raise DnsTemporaryError(f"{name}: {value.strip('~')}")
-        return value.encode()
+        return [value.encode()]
 
     return lookup
 

@@ -1,0 +1,158 @@
+"""Key records (RFC 6376 §3.6.1, §3.6.2.2, RFC 8463 §4): the public key of a signature."""
+
+from __future__ import annotations
+
+import base64
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from ldapdkim.model import DkimResult, Failure
+from ldapdkim.signing.sigfield import Signature, _Verdict, base64_value, permerror
+from ldapdkim.signing.taglist import colon_list, parse_tag_list, plain
+
+RFC_8301_BITS = 1024
+"""RFC 8301 §3.2: verifiers MUST NOT consider signatures with smaller RSA keys valid."""
+MAX_RSA_BITS = 8192
+"""Larger RSA keys are refused: their operations cost a verifier too much."""
+MAX_KEY_RECORD = 8192
+"""Octets of one key record."""
+KEY_RECORD_TAGS = frozenset({"v", "h", "k", "p", "s", "t"})
+"""The key record tags of RFC 6376 §3.6.1 that a verifier reads; any other (``n=``,
+notes for people, among them) is ignored, however written."""
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    """A key record checked for one signature."""
+
+    key: rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+    testing: bool
+    """``t=y``: the domain is testing DKIM (RFC 6376 §3.6.1)."""
+
+
+def parse_key_record(record: bytes, signature: Signature, minimum_bits: int) -> PublicKey:
+    """The public key of ``record``, if the record allows it for ``signature``.
+
+    Raises:
+        _Verdict: PERMFAIL: a malformed or revoked record, or one whose tags
+            refuse this signature (hash, key type, service, ``t=s``).
+    """
+    name = signature.key_name
+    if len(record) > MAX_KEY_RECORD:
+        raise permerror(Failure.KEY_UNUSABLE, f"key record at {name} is too long")
+    # A TXT record is no header field: a line break in it is a blank like any other.
+    text = record.replace(b"\r\n", b" ").replace(b"\n", b" ").replace(b"\r", b" ")
+    try:
+        tags = parse_tag_list(text, KEY_RECORD_TAGS, strict_values=False)
+    except ValueError as err:
+        raise permerror(Failure.KEY_UNUSABLE, f"key record at {name} is malformed: {err}") from None
+    if "v" in tags and plain(tags["v"]).upper() != "DKIM1":
+        # §3.6.1: records with another version are discarded.  (That v= comes
+        # first binds whoever publishes the record; a verifier gains nothing by
+        # refusing a DKIM1 record that lists it later, and none of the others do.)
+        raise permerror(Failure.KEY_UNUSABLE, f"key record at {name} is not v=DKIM1")
+    if "h" in tags and "sha256" not in colon_list(tags["h"]):
+        raise permerror(Failure.KEY_UNUSABLE, f"key record at {name} does not allow sha256 (h=)")
+    key_type = plain(tags.get("k", b"rsa")).lower()
+    if key_type != signature.key_type:
+        raise permerror(
+            Failure.KEY_UNUSABLE,
+            f"key record at {name} is k={key_type}, the signature a={signature.algorithm}",
+        )
+    services = colon_list(tags.get("s", b"*"))
+    if "*" not in services and "email" not in services:
+        raise permerror(Failure.KEY_UNUSABLE, f"key record at {name} is not for email (s=)")
+    flags = colon_list(tags.get("t", b""))
+    if "s" in flags and signature.identity and signature.identity_domain != signature.domain:
+        raise permerror(
+            Failure.KEY_UNUSABLE, f"key record at {name} has t=s: i= must be in d= itself"
+        )
+    if "p" not in tags:
+        raise permerror(Failure.KEY_UNUSABLE, f"key record at {name} has no p=")
+    data = base64_value(tags["p"], f"p= of the key record at {name}")
+    if not data:
+        raise permerror(Failure.KEY_UNUSABLE, f"key at {name} is revoked (empty p=)")
+    key = _load_key(data, key_type, name, minimum_bits)
+    return PublicKey(key, "y" in flags)
+
+
+def _load_key(
+    data: bytes, key_type: str, name: str, minimum_bits: int
+) -> rsa.RSAPublicKey | ed25519.Ed25519PublicKey:
+    key = _public_key(data, key_type)
+    if key is None:
+        what = "a 32-octet Ed25519 key" if key_type == "ed25519" else "an RSA key"
+        raise permerror(Failure.KEY_UNUSABLE, f"key at {name} is not {what}")
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < minimum_bits:
+            # RFC 8301 invalidates keys under 1024 bits; a larger one refused only by a
+            # stricter MinimumKeyBits is this site's policy (RFC 8601 "policy", as OpenDKIM).
+            result = DkimResult.POLICY if key.key_size >= RFC_8301_BITS else DkimResult.PERMERROR
+            raise _Verdict(
+                result,
+                Failure.KEY_UNUSABLE,
+                f"key at {name} has {key.key_size} bits, fewer than MinimumKeyBits {minimum_bits}",
+            )
+        if key.key_size > MAX_RSA_BITS:
+            raise permerror(
+                Failure.KEY_UNUSABLE,
+                f"key at {name} has {key.key_size} bits, more than {MAX_RSA_BITS}",
+            )
+    return key
+
+
+@functools.lru_cache(maxsize=1024)
+def _public_key(data: bytes, key_type: str) -> rsa.RSAPublicKey | ed25519.Ed25519PublicKey | None:
+    """The key ``p=`` holds, or None; parsed once for the many signatures that share it."""
+    if key_type == "ed25519":
+        return ed25519.Ed25519PublicKey.from_public_bytes(data) if len(data) == 32 else None
+    key: object
+    try:
+        key = serialization.load_der_public_key(data)
+    except (ValueError, TypeError):
+        key = _pkcs1_key(data)
+    return key if isinstance(key, rsa.RSAPublicKey) else None
+
+
+def _pkcs1_key(data: bytes) -> object:
+    """Some records hold the bare PKCS#1 RSAPublicKey rather than SubjectPublicKeyInfo."""
+    pem = b"-----BEGIN RSA PUBLIC KEY-----\n" + base64.encodebytes(data)
+    try:
+        return serialization.load_pem_public_key(pem + b"-----END RSA PUBLIC KEY-----\n")
+    except (ValueError, TypeError):
+        return None
+
+
+def choose_record(records: Sequence[bytes], signature: Signature, minimum_bits: int) -> PublicKey:
+    """RFC 6376 §3.6.2.2: several records at one name make the result undefined.
+
+    One usable record among them is used; several different usable keys, or
+    none, give PERMFAIL.
+    """
+    name = signature.key_name
+    if not records:
+        raise permerror(Failure.NO_KEY, f"no key record at {name}")
+    found: list[PublicKey] = []
+    problem: _Verdict | None = None
+    for record in records:
+        try:
+            found.append(parse_key_record(record, signature, minimum_bits))
+        except _Verdict as verdict:
+            problem = problem or verdict
+    distinct = {_key_bytes(k.key) for k in found}
+    if len(distinct) > 1:
+        raise permerror(Failure.KEY_UNUSABLE, f"{len(records)} different key records at {name}")
+    if not found:
+        assert problem is not None
+        raise problem
+    return found[0]
+
+
+def _key_bytes(key: rsa.RSAPublicKey | ed25519.Ed25519PublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )

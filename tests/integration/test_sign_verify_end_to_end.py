@@ -144,7 +144,7 @@ def test_ldapdkim_verify_reports_each_signature(site: Site) -> None:
     ("from_domain", "reason"),
     [
         ("*", "not letters, digits"),
-        ("*)(objectClass=*", "From holds a comment"),  # '(' never reaches a filter
+        ("*)(objectClass=*", "')' that closes no comment"),  # '(' never reaches a filter
         ("example.com,ou=x", "From holds several addresses"),
         ("x\x00.example.com", "control character"),
         ("a" * 300 + ".example.com", "characters"),

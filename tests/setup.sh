@@ -36,6 +36,8 @@ packages=(
     python3-ldap python3-milter python3-dkim python3-nacl python3-cryptography
     python3-cachetools python3-dnspython python3-idna python3-authres
     python3-prometheus-client python3-cffi python3-lmdb
+    # the public suffix list, for SenderAlignment organizational (debian/control Depends)
+    publicsuffix
     # building the Debian package (tests/integration/test_debian_package.py);
     # systemd-analyze checks the unit, man -w finds the installed pages
     dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-all
@@ -53,6 +55,8 @@ packages=(
     # the enterprise directories: 389 Directory Server (tests/harness/ds389.py)
     # and a Samba Active Directory domain controller (tests/harness/samba_ad.py)
     389-ds-base python3-lib389 samba samba-ad-dc samba-dsdb-modules winbind ldb-tools
+    # the AD schema files 'samba-tool domain provision' reads (a Recommends of samba-ad-dc)
+    samba-ad-provision
 )
 # Daemons the packages above may start; stopped if this run installed them.
 services=(slapd postfix opendkim unbound unbound-resolvconf knot smbd nmbd samba-ad-dc winbind)

@@ -63,6 +63,8 @@ services=(slapd postfix opendkim unbound unbound-resolvconf knot smbd nmbd samba
 
 log() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=tests/debian-mirror.sh
+. "$repo_root/tests/debian-mirror.sh"
 
 # Run a command as root: directly, or through sudo when we are not root.
 as_root() {
@@ -155,19 +157,6 @@ if [ "${#stopped[@]}" -gt 0 ]; then
 fi
 
 # --- 3. Debian 13's Mail::DKIM, unpacked, not installed ---------------------------
-
-# The mirror this machine already uses, from its deb822 sources if it has them.
-debian_mirror() {
-    local sources=/etc/apt/sources.list.d/debian.sources uri=""
-    if [ -r "$sources" ]; then
-        uri=$(awk '/^URIs:/ && $2 !~ /security/ { print $2; exit }' "$sources")
-    fi
-    if [ -z "$uri" ] && [ -r /etc/apt/sources.list ]; then
-        uri=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' \
-            /etc/apt/sources.list)
-    fi
-    printf '%s\n' "${uri:-http://deb.debian.org/debian}"
-}
 
 # Download packages into WORK/deb with a private apt state: the machine's own
 # sources, lists and cache are untouched.

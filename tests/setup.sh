@@ -41,6 +41,8 @@ packages=(
     # building the Debian package (tests/integration/test_debian_package.py);
     # systemd-analyze checks the unit, man -w finds the installed pages
     dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-all
+    # dpkg-checkbuilddeps wants it (a Recommends of dpkg-dev)
+    build-essential
     # git lists the checkout's files that the package is built from
     git
     systemd man-db

@@ -56,6 +56,8 @@ packages=(
     knot bind9-dnsutils
     # for the unpacked Sendmail (step 4): m4 builds sendmail.cf, the rest it links
     m4 liblockfile1 libwrap0 libnsl2 libdb5.3
+    # keys in a PKCS #11 token: SoftHSM2, pkcs11-tool and PyKCS11 (tests/harness/softhsm.py)
+    softhsm2 opensc python3-pykcs11
     # the enterprise directories: 389 Directory Server (tests/harness/ds389.py)
     # and a Samba Active Directory domain controller (tests/harness/samba_ad.py)
     389-ds-base python3-lib389 samba samba-ad-dc samba-dsdb-modules winbind ldb-tools

@@ -16,7 +16,11 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+from ldapdkim.errors import ConfigError
+
 DEFAULT_LIST = Path("/usr/share/publicsuffix/public_suffix_list.dat")
+PACKAGE = "publicsuffix"
+"""The Debian package that provides :data:`DEFAULT_LIST`."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,28 @@ def load(path: Path = DEFAULT_LIST) -> SuffixList:
     """The list in ``path``, read once.
 
     Raises:
-        OSError: the file cannot be read (install Debian's ``publicsuffix``).
+        OSError: the file cannot be read (see :func:`unreadable`).
     """
     return SuffixList.parse(path.read_text(encoding="utf-8"))
+
+
+def required(path: Path, source: str) -> SuffixList:
+    """The list in ``path``, which ``SenderAlignment organizational`` in ``source`` needs.
+
+    Raises:
+        ConfigError: the file cannot be read; the message names it and its package.
+    """
+    try:
+        return load(path)
+    except OSError as err:
+        raise ConfigError(
+            f"{source}: SenderAlignment organizational needs {unreadable(path, err)}"
+        ) from None
+
+
+def unreadable(path: Path, err: OSError) -> str:
+    """Which list cannot be read, why, and where to get it."""
+    return (
+        f"PublicSuffixList {path}: {err.strerror}; Debian's {PACKAGE} package provides "
+        f"{DEFAULT_LIST} (apt-get install {PACKAGE}), or set PublicSuffixList to a copy"
+    )

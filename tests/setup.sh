@@ -32,13 +32,20 @@ export DEBIAN_FRONTEND=noninteractive
 
 packages=(
     python3 python3-venv python3-dev gcc libldap-dev libsasl2-dev libmilter-dev
-    # ldapdkim's runtime libraries, as Debian ships them (debian/control)
+    # ldapdkim's runtime libraries, as Debian ships them (debian/control), and
+    # dkimpy and PyNaCl, the tests' independent oracles (not the milter's)
     python3-ldap python3-milter python3-dkim python3-nacl python3-cryptography
     python3-cachetools python3-dnspython python3-idna python3-authres
     python3-prometheus-client python3-cffi python3-lmdb
+    # the public suffix list, for SenderAlignment organizational (debian/control Depends)
+    publicsuffix
     # building the Debian package (tests/integration/test_debian_package.py);
     # systemd-analyze checks the unit, man -w finds the installed pages
     dpkg-dev debhelper dh-python pybuild-plugin-pyproject python3-setuptools python3-all
+    # dpkg-checkbuilddeps wants it (a Recommends of dpkg-dev)
+    build-essential
+    # git lists the checkout's files that the package is built from
+    git
     systemd man-db
     slapd ldap-utils openssl
     # the manual pages are checked with groff (tests/unit/test_manpages.py)
@@ -50,15 +57,21 @@ packages=(
     knot bind9-dnsutils
     # for the unpacked Sendmail (step 4): m4 builds sendmail.cf, the rest it links
     m4 liblockfile1 libwrap0 libnsl2 libdb5.3
+    # keys in a PKCS #11 token: SoftHSM2, pkcs11-tool and PyKCS11 (tests/harness/softhsm.py)
+    softhsm2 opensc python3-pykcs11
     # the enterprise directories: 389 Directory Server (tests/harness/ds389.py)
     # and a Samba Active Directory domain controller (tests/harness/samba_ad.py)
     389-ds-base python3-lib389 samba samba-ad-dc samba-dsdb-modules winbind ldb-tools
+    # the AD schema files 'samba-tool domain provision' reads (a Recommends of samba-ad-dc)
+    samba-ad-provision
 )
 # Daemons the packages above may start; stopped if this run installed them.
 services=(slapd postfix opendkim unbound unbound-resolvconf knot smbd nmbd samba-ad-dc winbind)
 
 log() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=tests/debian-mirror.sh
+. "$repo_root/tests/debian-mirror.sh"
 
 # Run a command as root: directly, or through sudo when we are not root.
 as_root() {
@@ -151,19 +164,6 @@ if [ "${#stopped[@]}" -gt 0 ]; then
 fi
 
 # --- 3. Debian 13's Mail::DKIM, unpacked, not installed ---------------------------
-
-# The mirror this machine already uses, from its deb822 sources if it has them.
-debian_mirror() {
-    local sources=/etc/apt/sources.list.d/debian.sources uri=""
-    if [ -r "$sources" ]; then
-        uri=$(awk '/^URIs:/ && $2 !~ /security/ { print $2; exit }' "$sources")
-    fi
-    if [ -z "$uri" ] && [ -r /etc/apt/sources.list ]; then
-        uri=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' \
-            /etc/apt/sources.list)
-    fi
-    printf '%s\n' "${uri:-http://deb.debian.org/debian}"
-}
 
 # Download packages into WORK/deb with a private apt state: the machine's own
 # sources, lists and cache are untouched.
@@ -287,12 +287,13 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 else
     log ".venv already has ldapdkim[test] for this pyproject.toml"
 fi
-# Every runtime library must be Debian's: pip would fetch a newer one from
-# PyPI if Debian's were missing or below a floor in pyproject.toml.
+# Every runtime library, and the tests' oracles dkimpy and PyNaCl, must be
+# Debian's: pip would fetch a newer one from PyPI if Debian's were missing or
+# below a floor in pyproject.toml.
 not_debian=$("$venv/bin/python" - <<'PY'
 import importlib
 for name in ("ldap", "milter", "dkim", "nacl", "cryptography", "cachetools", "dns",
-             "idna", "authres", "prometheus_client", "cffi", "lmdb"):
+             "idna", "authres", "prometheus_client", "cffi", "lmdb", "PyKCS11"):
     path = importlib.import_module(name).__file__ or ""
     if not path.startswith("/usr/lib/python3/dist-packages/"):
         print(f"{name} ({path})")

@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ldapdkim import config
+from ldapdkim import config, orgdomain
 from ldapdkim.cli import options
 from ldapdkim.cli.options import Parents, Subparsers
 from ldapdkim.directory.probe import probe
 from ldapdkim.directory.resolution import open_backend, open_directory
 from ldapdkim.errors import DirectoryError, DirectoryUnavailable, DnsTemporaryError
 from ldapdkim.lifecycle import sealkeys
+from ldapdkim.model import Alignment
 from ldapdkim.signing.dnslookup import TxtLookup
 
 
@@ -37,6 +38,8 @@ def add_parser(sub: Subparsers, parents: Parents) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = options.load(args)
+    if settings.sender_alignment is Alignment.ORGANIZATIONAL:
+        orgdomain.required(settings.public_suffix_list, settings.source)
     with open_directory(settings):
         pass
     if args.connect:

@@ -132,20 +132,10 @@ def _organizational(settings: config.Settings) -> Callable[[str], str]:
         try:
             return orgdomain.load(path).organizational_domain(name)
         except OSError as err:
-            raise DirectoryError(
-                f"PublicSuffixList {path}: {err.strerror}; install Debian's publicsuffix "
-                "package or set PublicSuffixList"
-            ) from None
+            raise DirectoryError(orgdomain.unreadable(path, err)) from None
 
     if settings.sender_alignment is Alignment.ORGANIZATIONAL:
-        try:
-            orgdomain.load(path)
-        except OSError as err:
-            raise ConfigError(
-                f"{settings.source}: SenderAlignment organizational needs PublicSuffixList "
-                f"{path}: {err.strerror}; install Debian's publicsuffix package or set "
-                "PublicSuffixList"
-            ) from None
+        orgdomain.required(path, settings.source)
     return organizational
 
 

@@ -122,6 +122,9 @@ def test_the_package_is_ldapdkim_for_all_architectures_on_debians_python_librari
     } <= depends  # fmt: skip
     # dkimpy and PyNaCl are the tests' independent oracles, not the milter's.
     assert not {"python3-dkim", "python3-nacl"} & depends
+    # A domain entry may ask for organizational alignment (dkimSignSenderAlignment)
+    # whatever the configuration file says, so the list must always be there.
+    assert "publicsuffix" in re.split(r"[,\s]+", fields["Depends"])
     assert _installed_version() == VERSION
 
 

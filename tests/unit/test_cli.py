@@ -45,6 +45,27 @@ def test_check_config_names_file_line_and_fix(
     assert err.count("\n") == 1
 
 
+def test_check_config_names_the_missing_public_suffix_list_and_its_package(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = tmp_path / "org.conf"
+    missing = tmp_path / "public_suffix_list.dat"
+    conf.write_text(
+        "Mode s\nDirectory ldif:conf/example.ldif\nSenderAlignment organizational\n"
+        f"PublicSuffixList {missing}\n"
+    )
+    assert cli.main(["check-config", "-c", str(conf)]) == 2
+    assert capsys.readouterr().err == (
+        f"ldapdkim: {conf}: SenderAlignment organizational needs PublicSuffixList {missing}: "
+        "No such file or directory; Debian's publicsuffix package provides "
+        "/usr/share/publicsuffix/public_suffix_list.dat (apt-get install publicsuffix), "
+        "or set PublicSuffixList to a copy\n"
+    )
+    missing.write_text("com\n")
+    assert cli.main(["check-config", "-c", str(conf)]) == 0
+    assert capsys.readouterr().out == f"{conf}: OK\n"
+
+
 def test_missing_config_file_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["check-config", "-c", "/nonexistent/ldapdkim.conf"]) == 2
     assert "/nonexistent/ldapdkim.conf" in capsys.readouterr().err

@@ -84,7 +84,10 @@ def key_material(pem: bytes) -> dict[str, bytes]:
     der = keys.private_der(private)
     forms = {
         "PEM": pem.strip(),
-        "base64 PEM": base64.b64encode(pem)[:96],  # LDIF's form of a value with line breaks
+        # LDIF's form of a value with line breaks: the middle of it, past the PEM header
+        # and the PKCS #8 prefix that every key of a kind shares (from a multiple of 4, so
+        # the stretch is the same whatever the value's end).
+        "base64 PEM": _middle(base64.b64encode(pem)),
         "DER": der,
         "base64 DER": base64.b64encode(der),
     }
@@ -101,7 +104,13 @@ def key_material(pem: bytes) -> dict[str, bytes]:
             serialization.PrivateFormat.Raw,
             serialization.NoEncryption(),
         )
+    assert all(len(needle) >= 32 for needle in forms.values()), forms.keys()
     return forms
+
+
+def _middle(text: bytes, width: int = 64) -> bytes:
+    start = (len(text) // 2 - width // 2) // 4 * 4
+    return text[start : start + width]
 
 
 def unfolded(ldif_text: bytes) -> bytes:

@@ -2,7 +2,7 @@
 
 Starts ``ldapdkim run`` on the embedded default directory (``conf/example.ldif``)
 on a free loopback port, reads its idle RSS, drives it with
-``bench/milterload.py`` (16 sessions, 20 MB bodies, every reply checked for
+``tests/harness/milterload.py`` (16 sessions, 20 MB bodies, every reply checked for
 a DKIM-Signature), and prints the peak RSS (VmHWM) above idle.
 
 Run from the repository root::
@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from harness import milterload
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,7 +70,8 @@ def main() -> int:
         subprocess.run(
             [
                 sys.executable,
-                str(REPO / "bench" / "milterload.py"),
+                "-m",
+                "harness.milterload",
                 "--socket",
                 f"inet:{port}@127.0.0.1",
                 "-c",
@@ -83,6 +86,7 @@ def main() -> int:
                 str(summary),
             ],
             check=True,
+            cwd=milterload.TESTS_DIR,
             stdout=subprocess.DEVNULL,
         )
         peak = _kib(milter.pid, "VmHWM")

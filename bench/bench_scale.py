@@ -28,7 +28,7 @@ Steps (all on one throw-away slapd from ``tests/harness/slapd.py``):
    ``RssAnon`` (memory of their own) and of PSS (shared pages, the
    database's among them, divided among the processes that map them);
    targets <= 250 MB and <= 600 MB, after the throughput rounds;
-3. throughput: ``bench/milterload.py -c 4`` for ``--seconds`` (10) per round
+3. throughput: ``harness/milterload.py -c 4`` for ``--seconds`` (10) per round
    against this milter with three traffic patterns, and against a second
    milter (same settings) on a second slapd holding one domain with the same
    two key types (B); rounds interleaved A1 A2 A3 B, after ``--warmup``
@@ -71,25 +71,22 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-_ROOT = _HERE.parent
-sys.path.insert(0, str(_HERE.parent / "tests"))
-sys.path.insert(0, str(_HERE))
+import ldif
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from harness import milterload as ml
+from harness import milterproc
+from harness import milterproto as mp
+from harness.slapd import Slapd
 
-import ldif  # noqa: E402
-import milterload as ml  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa  # noqa: E402
-from harness import milterproc  # noqa: E402
-from harness import milterproto as mp  # noqa: E402
-from harness.slapd import Slapd  # noqa: E402
+from ldapdkim import keys as ldapdkim_keys
+from ldapdkim import schema, sealing
+from ldapdkim.directory import ldifout
+from ldapdkim.directory.replica.store import DATABASE
+from ldapdkim.model import Algorithm
+from ldapdkim.sealing import KeyEncryptionKey
 
-from ldapdkim import keys as ldapdkim_keys  # noqa: E402
-from ldapdkim import schema, sealing  # noqa: E402
-from ldapdkim.directory import ldifout  # noqa: E402
-from ldapdkim.directory.replica.store import DATABASE  # noqa: E402
-from ldapdkim.model import Algorithm  # noqa: E402
-from ldapdkim.sealing import KeyEncryptionKey  # noqa: E402
+_ROOT = Path(__file__).resolve().parents[1]
 
 MilterProcess = milterproc.MilterProcess
 
@@ -256,13 +253,13 @@ def signs(socket_spec: str, domain: str) -> bool:
 
 
 def load_command(socket_spec: str, seconds: float, json_path: Path, domains: Path) -> list[str]:
-    argv = [sys.executable, str(_HERE / "milterload.py"), "--socket", socket_spec]
+    argv = [sys.executable, "-m", "harness.milterload", "--socket", socket_spec]
     argv += ["-c", "4", "-d", f"{seconds:g}", "--json", str(json_path)]
     return [*argv, "--domains-file", str(domains)]
 
 
 def run_load(argv: list[str], json_path: Path) -> dict[str, float]:
-    subprocess.run(argv, check=False, stdout=subprocess.DEVNULL)
+    subprocess.run(argv, check=False, stdout=subprocess.DEVNULL, cwd=ml.TESTS_DIR)
     return json.loads(json_path.read_text())
 
 

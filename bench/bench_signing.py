@@ -57,19 +57,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "bench"), str(REPO / "tests")]
+import ldap
+import ldif
+from harness import milterload
+from harness.dnsserver import DnsServer
+from harness.milterproc import MilterProcess
+from harness.processes import stop_process
+from harness.provisioning import provision, run_cli, without_version_line
+from harness.slapd import Slapd, free_port
+from harness.softhsm import SoftHsm
+from harness.verifiers import mail_dkim_verify, opendkim_binary
 
-import ldap  # noqa: E402
-import ldif  # noqa: E402
-import milterload  # noqa: E402
-from harness.dnsserver import DnsServer  # noqa: E402
-from harness.milterproc import MilterProcess  # noqa: E402
-from harness.processes import stop_process  # noqa: E402
-from harness.provisioning import provision, run_cli, without_version_line  # noqa: E402
-from harness.slapd import Slapd, free_port  # noqa: E402
-from harness.softhsm import SoftHsm  # noqa: E402
-from harness.verifiers import mail_dkim_verify, opendkim_binary  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DOMAIN = "bench.example.com"
 SIGN_HEADERS = "From,To,Subject,Date,Message-ID,MIME-Version,Content-Type"

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import lmdb
 import pytest
+from harness import milterload
 from harness.dnsserver import DnsServer
 from harness.mailsite import MailSite, message
 from harness.milterproc import MilterProcess
@@ -37,9 +38,6 @@ from harness.waiting import wait_for
 from ldapdkim import keys
 from ldapdkim.directory import ldifout
 from ldapdkim.model import Algorithm
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-import milterload
 
 
 def children(pid: int) -> set[int]:

@@ -60,11 +60,12 @@ from typing import Any
 import ldap
 import ldif
 from harness import milterload
+from harness.common import free_port, stop_process
 from harness.dnsserver import DnsServer
+from harness.milterpair import start_opendkim
 from harness.milterproc import MilterProcess
-from harness.processes import stop_process
 from harness.provisioning import provision, run_cli, without_version_line
-from harness.slapd import Slapd, free_port
+from harness.slapd import Slapd
 from harness.softhsm import SoftHsm
 from harness.verifiers import mail_dkim_verify, opendkim_binary
 
@@ -160,18 +161,6 @@ def reset_peak_rss(pid: int) -> bool:
     except OSError:
         return False
     return True
-
-
-def wait_for_socket(spec: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Return once the milter ``process`` accepts connections on ``spec``."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"exited with {process.returncode}:\n{log.read_text()[-2000:]}")
-        if milterload.accepts(spec):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"did not listen on {spec} within {START_TIMEOUT:g} s")
 
 
 class Engine:
@@ -276,9 +265,6 @@ class OpendkimEngine(Engine):
     def __init__(
         self, workdir: Path, selector: str, pem: bytes, keytable: bool = False, unix: bool = True
     ) -> None:
-        binary = opendkim_binary()
-        if binary is None:
-            raise RuntimeError("opendkim is not installed; run bash tests/setup.sh")
         self.name = "opendkim-kt" if keytable else "opendkim"
         workdir.mkdir(parents=True, exist_ok=True)
         key = workdir / "bench.private"
@@ -317,18 +303,7 @@ class OpendkimEngine(Engine):
             + "\n"
         )
         self.log_path = workdir / "opendkim.log"
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [binary, "-f", "-x", str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            wait_for_socket(self.socket, self.process, self.log_path)
-        except BaseException:
-            self.stop()
-            raise
+        self.process = start_opendkim(self.config_path, self.log_path, self.socket)
 
     @property
     def pid(self) -> int:

@@ -51,8 +51,7 @@ import dns.rdatatype
 import dns.tsig
 import dns.zone
 
-from harness.processes import stop_process
-from harness.slapd import find_binary, log_tail, skip_or_fail
+from harness.common import find_binary, log_tail, skip_or_fail, stop_process
 
 KEY_NAME = "ldapdkim-update."
 READY_TIMEOUT = 10.0

@@ -18,24 +18,21 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, NoReturn, Self
+from typing import ClassVar, Self
 
 import ldap
 import ldap.ldapobject
-import pytest
 
-from harness.processes import stop_process
+from harness.common import SBIN_DIRS, find_binary, log_tail, stop_process
 
 STOP_TIMEOUT = 10.0
 _container_numbers = itertools.count(1)
-_SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 
 
 class ServerError(RuntimeError):
@@ -55,39 +52,6 @@ class LdapToolError(RuntimeError):
         self.returncode = returncode
         self.stderr = stderr
         super().__init__(f"{argv[0]} exited with status {returncode}: {stderr.strip()}")
-
-
-def skip_or_fail(reason: str) -> NoReturn:
-    """Skip the test with *reason*, or fail it when the CI variable is set.
-
-    A missing server is a broken environment in CI, not a reason to pass.
-    """
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)", pytrace=False)
-    pytest.skip(reason)
-
-
-def find_binary(name: str) -> str | None:
-    """Return the path of program *name* on PATH or in the sbin directories."""
-    return shutil.which(name) or shutil.which(name, path=os.pathsep.join(_SBIN_DIRS))
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def log_tail(path: Path, lines: int = 30) -> str:
-    """Return the last *lines* lines of the log file at *path* (or a note)."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as err:
-        return f"(cannot read {path}: {err.strerror})"
-    tail = text.splitlines()[-lines:]
-    return "\n".join(tail) if tail else f"({path} is empty)"
 
 
 def wait_for_bind(
@@ -454,7 +418,7 @@ class LdapServer:
         path = find_binary(name)
         if path is None:
             raise ServerError(
-                f"{name} not found on PATH or in {', '.join(_SBIN_DIRS)}; "
+                f"{name} not found on PATH or in {', '.join(SBIN_DIRS)}; "
                 "install slapd, ldap-utils and openssl"
             )
         return path

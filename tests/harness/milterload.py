@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from harness import milterproto as mp
+from harness.common import accepts, start_and_wait
 
 TESTS_DIR = Path(__file__).resolve().parents[1]
 """The working directory of the harness's own processes (``python -m harness.NAME``): ``-m``
@@ -780,18 +781,6 @@ def run_load(options: LoadOptions) -> LoadResult:
 # -- the null milter, for the driver's ceiling ---------------------------------------
 
 
-def accepts(spec: str) -> bool:
-    """Whether a milter listens on ``spec`` now (one connection, closed at once)."""
-    address = mp.MilterAddress.parse(spec)
-    try:
-        with socket.socket(address.family, socket.SOCK_STREAM) as probe:
-            probe.settimeout(0.5)
-            probe.connect(address.sockaddr)
-    except OSError:
-        return False
-    return True
-
-
 def start_null_milter(
     *args: str, unix_dir: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
@@ -803,16 +792,15 @@ def start_null_milter(
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             spec = f"inet:{probe.getsockname()[1]}@127.0.0.1"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "harness.nullmilter", "--socket", spec, *args], cwd=TESTS_DIR
+    process = start_and_wait(
+        [sys.executable, "-m", "harness.nullmilter", "--socket", spec, *args],
+        name="nullmilter.py",
+        until=f"listening on {spec}",
+        ready=lambda: accepts(spec),
+        timeout=10,
+        cwd=TESTS_DIR,
     )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if accepts(spec):
-            return process, spec
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("nullmilter.py did not listen within 10 s")
+    return process, spec
 
 
 # -- command line --------------------------------------------------------------------

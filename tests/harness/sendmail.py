@@ -77,8 +77,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from harness.processes import stop_process
-from harness.slapd import REPO_ROOT, free_port, log_tail, skip_or_fail
+from harness.common import free_port, log_tail, skip_or_fail, stop_process
+from harness.slapd import REPO_ROOT
 from harness.smtp import SinkMessage, SmtpReply, SmtpSink, send_message
 
 SENDMAIL_CACHE = REPO_ROOT / "tests" / ".cache" / "sendmail"

@@ -57,27 +57,15 @@ import ldap
 import ldap.ldapobject
 
 from harness import ldapserver
-from harness.ldapserver import (
-    LdapServer,
-    LdapToolError,
-    Resources,
-    ServerError,
-    find_binary,
-    free_port,
-    log_tail,
-    skip_or_fail,
-)
+from harness.common import find_binary, free_port, log_tail, skip_or_fail
+from harness.ldapserver import LdapServer, LdapToolError, Resources, ServerError
 
 __all__ = [
     "SLAPD_BINARIES",
     "LdapToolError",
     "Slapd",
     "SlapdError",
-    "find_binary",
-    "free_port",
-    "log_tail",
     "require_binaries",
-    "skip_or_fail",
     "stock_schema_dir",
 ]
 

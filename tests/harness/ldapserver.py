@@ -29,7 +29,7 @@ from typing import ClassVar, Self
 import ldap
 import ldap.ldapobject
 
-from harness.common import SBIN_DIRS, find_binary, log_tail, stop_process
+from harness.common import SBIN_DIRS, find_binary, log_tail, stop_process, wait_until_ready
 
 STOP_TIMEOUT = 10.0
 _container_numbers = itertools.count(1)
@@ -69,34 +69,29 @@ def wait_for_bind(
         ServerError (or *error*): *process* exited first, or *timeout* seconds passed; the
             message ends with the tail of *log_path* (the server's log).
     """
-    deadline = time.monotonic() + timeout
-    delay = 0.002
-    while True:
-        status = process.poll()
-        if status is not None:
-            raise error(
-                f"{name} exited with status {status} before answering on {uri}; "
-                f"last lines of {log_path}:\n{log_tail(log_path)}"
-            )
+
+    def binds() -> bool:
         conn = ldap.initialize(uri)
         try:
             conn.set_option(ldap.OPT_NETWORK_TIMEOUT, 1.0)
             conn.set_option(ldap.OPT_TIMEOUT, 1.0)
             conn.simple_bind_s("", "")
         except (ldap.SERVER_DOWN, ldap.TIMEOUT, ldap.CONNECT_ERROR):
-            pass
-        else:
-            return
+            return False
         finally:
             with contextlib.suppress(ldap.LDAPError):
                 conn.unbind_s()
-        if time.monotonic() >= deadline:
-            raise error(
-                f"{name} did not answer an anonymous bind on {uri} within {timeout:g} s "
-                f"(pid {process.pid}); last lines of {log_path}:\n{log_tail(log_path)}"
-            )
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+        return True
+
+    wait_until_ready(
+        name,
+        f"answering an anonymous bind on {uri}",
+        binds,
+        timeout=timeout,
+        process=process,
+        log=log_path,
+        error=error,
+    )
 
 
 @dataclass

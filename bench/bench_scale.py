@@ -72,6 +72,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import ldif
+from benchlib import cpu_seconds, process_tree, pss_kb, status_kb
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from harness import milterload as ml
@@ -99,25 +100,11 @@ TARGET_PSS_MB = 600.0
 TARGET_THROUGHPUT = 0.10
 
 
-def processes(pid: int) -> list[int]:
-    """``pid`` and its children (the supervisor and its workers)."""
-    found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [pid, *(int(p) for p in found)]
-
-
 def memory_mb(pid: int) -> dict[str, float]:
     """RssAnon, VmRSS, VmHWM and PSS added up over ``pid`` and its children, in MB."""
-    total = {"RssAnon": 0.0, "VmRSS": 0.0, "VmHWM": 0.0, "Pss": 0.0}
-    for each in processes(pid):
-        for line in Path(f"/proc/{each}/status").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name in total:
-                total[name] += int(value.split()[0]) / 1024
-        for line in Path(f"/proc/{each}/smaps_rollup").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name == "Pss":
-                total["Pss"] += int(value.split()[0]) / 1024
-    return total
+    tree = process_tree(pid)
+    total = status_kb(tree, ("RssAnon", "VmRSS", "VmHWM"))
+    return {**{k: v / 1024 for k, v in total.items()}, "Pss": pss_kb(tree) / 1024}
 
 
 def _rsa_key(_: int) -> bytes:
@@ -154,7 +141,9 @@ def domain_name(i: int) -> str:
     return f"d{i:06d}.scale.test"
 
 
-def sealed(attrs: dict[str, list[bytes]], domain: str, kek: KeyEncryptionKey | None) -> dict:
+def sealed(
+    attrs: dict[str, list[bytes]], domain: str, kek: KeyEncryptionKey | None
+) -> dict[str, list[bytes]]:
     """A key entry's attributes with its private key sealed for ``domain`` (``kek`` None:
     as they are)."""
     if kek is None:
@@ -260,16 +249,8 @@ def load_command(socket_spec: str, seconds: float, json_path: Path, domains: Pat
 
 def run_load(argv: list[str], json_path: Path) -> dict[str, float]:
     subprocess.run(argv, check=False, stdout=subprocess.DEVNULL, cwd=ml.TESTS_DIR)
-    return json.loads(json_path.read_text())
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of ``pid`` and its children so far, in seconds."""
-    total = 0
-    for each in processes(pid):
-        fields = Path(f"/proc/{each}/stat").read_text().rpartition(")")[2].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    summary: dict[str, float] = json.loads(json_path.read_text())
+    return summary
 
 
 def throughput(

@@ -159,8 +159,8 @@ class Slapd(LdapServer):
         if provider is not None:
             extra_schemas = provider.extra_schemas
             with_project_schema = provider.with_project_schema
-        self.extra_schemas = tuple(Path(p) for p in extra_schemas)
-        self.with_project_schema = with_project_schema
+        self.extra_schemas: tuple[Path, ...] = tuple(Path(p) for p in extra_schemas)
+        self.with_project_schema: bool = with_project_schema
 
         self._set_up_accounts(SUFFIX, f"cn=root,{SUFFIX}")
         self.milter_uid = MILTER_UID

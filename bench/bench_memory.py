@@ -2,7 +2,7 @@
 
 Starts ``ldapdkim run`` on the embedded default directory (``conf/example.ldif``)
 on a free loopback port, reads its idle RSS, drives it with
-``bench/milterload.py`` (16 sessions, 20 MB bodies, every reply checked for
+``tests/harness/milterload.py`` (16 sessions, 20 MB bodies, every reply checked for
 a DKIM-Signature), and prints the peak RSS (VmHWM) above idle.
 
 Run from the repository root::
@@ -14,27 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+from benchlib import status_kb
+from harness import milterload
+from harness.common import accepts, free_port, start_and_wait
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} for pid {pid}")
 
 
 def main() -> int:
@@ -43,32 +32,28 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=20_000_000)
     parser.add_argument("--messages", type=int, default=32)
     args = parser.parse_args()
-    port = _free_port()
+    port = free_port()
     work = Path(tempfile.mkdtemp(prefix="ldapdkim-mem-"))
     config = work / "ldapdkim.conf"
     config.write_text(
         f"Mode s\nSocket inet:{port}@127.0.0.1\nDirectory ldif:{REPO}/conf/example.ldif\n"
         "Canonicalization relaxed/simple\nSyslog no\n"
     )
-    milter = subprocess.Popen(
+    milter = start_and_wait(
         [sys.executable, "-m", "ldapdkim", "run", "-c", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        name="ldapdkim run",
+        until=f"listening on 127.0.0.1:{port}",
+        ready=lambda: accepts(f"inet:{port}@127.0.0.1"),
+        timeout=15,
     )
     try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        idle = _kib(milter.pid, "VmRSS")
+        idle = status_kb([milter.pid], ("VmRSS",))["VmRSS"]
         summary = work / "load.json"
         subprocess.run(
             [
                 sys.executable,
-                str(REPO / "bench" / "milterload.py"),
+                "-m",
+                "harness.milterload",
                 "--socket",
                 f"inet:{port}@127.0.0.1",
                 "-c",
@@ -83,9 +68,10 @@ def main() -> int:
                 str(summary),
             ],
             check=True,
+            cwd=milterload.TESTS_DIR,
             stdout=subprocess.DEVNULL,
         )
-        peak = _kib(milter.pid, "VmHWM")
+        peak = status_kb([milter.pid], ("VmHWM",))["VmHWM"]
         load = json.loads(summary.read_text())
     finally:
         milter.terminate()

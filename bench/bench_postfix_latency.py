@@ -20,8 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
 from harness.dnsserver import DnsServer
 from harness.mailsite import MailSite, message
 from harness.milterproc import MilterProcess

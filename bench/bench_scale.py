@@ -28,7 +28,7 @@ Steps (all on one throw-away slapd from ``tests/harness/slapd.py``):
    ``RssAnon`` (memory of their own) and of PSS (shared pages, the
    database's among them, divided among the processes that map them);
    targets <= 250 MB and <= 600 MB, after the throughput rounds;
-3. throughput: ``bench/milterload.py -c 4`` for ``--seconds`` (10) per round
+3. throughput: ``harness/milterload.py -c 4`` for ``--seconds`` (10) per round
    against this milter with three traffic patterns, and against a second
    milter (same settings) on a second slapd holding one domain with the same
    two key types (B); rounds interleaved A1 A2 A3 B, after ``--warmup``
@@ -71,25 +71,23 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-_HERE = Path(__file__).resolve().parent
-_ROOT = _HERE.parent
-sys.path.insert(0, str(_HERE.parent / "tests"))
-sys.path.insert(0, str(_HERE))
+import ldif
+from benchlib import cpu_seconds, process_tree, pss_kb, status_kb
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from harness import milterload as ml
+from harness import milterproc
+from harness import milterproto as mp
+from harness.slapd import Slapd
 
-import ldif  # noqa: E402
-import milterload as ml  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa  # noqa: E402
-from harness import milterproc  # noqa: E402
-from harness import milterproto as mp  # noqa: E402
-from harness.slapd import Slapd  # noqa: E402
+from ldapdkim import keys as ldapdkim_keys
+from ldapdkim import schema, sealing
+from ldapdkim.directory import ldifout
+from ldapdkim.directory.replica.store import DATABASE
+from ldapdkim.model import Algorithm
+from ldapdkim.sealing import KeyEncryptionKey
 
-from ldapdkim import keys as ldapdkim_keys  # noqa: E402
-from ldapdkim import schema, sealing  # noqa: E402
-from ldapdkim.directory import ldifout  # noqa: E402
-from ldapdkim.directory.replica.store import DATABASE  # noqa: E402
-from ldapdkim.model import Algorithm  # noqa: E402
-from ldapdkim.sealing import KeyEncryptionKey  # noqa: E402
+_ROOT = Path(__file__).resolve().parents[1]
 
 MilterProcess = milterproc.MilterProcess
 
@@ -102,25 +100,11 @@ TARGET_PSS_MB = 600.0
 TARGET_THROUGHPUT = 0.10
 
 
-def processes(pid: int) -> list[int]:
-    """``pid`` and its children (the supervisor and its workers)."""
-    found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [pid, *(int(p) for p in found)]
-
-
 def memory_mb(pid: int) -> dict[str, float]:
     """RssAnon, VmRSS, VmHWM and PSS added up over ``pid`` and its children, in MB."""
-    total = {"RssAnon": 0.0, "VmRSS": 0.0, "VmHWM": 0.0, "Pss": 0.0}
-    for each in processes(pid):
-        for line in Path(f"/proc/{each}/status").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name in total:
-                total[name] += int(value.split()[0]) / 1024
-        for line in Path(f"/proc/{each}/smaps_rollup").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name == "Pss":
-                total["Pss"] += int(value.split()[0]) / 1024
-    return total
+    tree = process_tree(pid)
+    total = status_kb(tree, ("RssAnon", "VmRSS", "VmHWM"))
+    return {**{k: v / 1024 for k, v in total.items()}, "Pss": pss_kb(tree) / 1024}
 
 
 def _rsa_key(_: int) -> bytes:
@@ -157,7 +141,9 @@ def domain_name(i: int) -> str:
     return f"d{i:06d}.scale.test"
 
 
-def sealed(attrs: dict[str, list[bytes]], domain: str, kek: KeyEncryptionKey | None) -> dict:
+def sealed(
+    attrs: dict[str, list[bytes]], domain: str, kek: KeyEncryptionKey | None
+) -> dict[str, list[bytes]]:
     """A key entry's attributes with its private key sealed for ``domain`` (``kek`` None:
     as they are)."""
     if kek is None:
@@ -256,23 +242,15 @@ def signs(socket_spec: str, domain: str) -> bool:
 
 
 def load_command(socket_spec: str, seconds: float, json_path: Path, domains: Path) -> list[str]:
-    argv = [sys.executable, str(_HERE / "milterload.py"), "--socket", socket_spec]
+    argv = [sys.executable, "-m", "harness.milterload", "--socket", socket_spec]
     argv += ["-c", "4", "-d", f"{seconds:g}", "--json", str(json_path)]
     return [*argv, "--domains-file", str(domains)]
 
 
 def run_load(argv: list[str], json_path: Path) -> dict[str, float]:
-    subprocess.run(argv, check=False, stdout=subprocess.DEVNULL)
-    return json.loads(json_path.read_text())
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of ``pid`` and its children so far, in seconds."""
-    total = 0
-    for each in processes(pid):
-        fields = Path(f"/proc/{each}/stat").read_text().rpartition(")")[2].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    subprocess.run(argv, check=False, stdout=subprocess.DEVNULL, cwd=ml.TESTS_DIR)
+    summary: dict[str, float] = json.loads(json_path.read_text())
+    return summary
 
 
 def throughput(

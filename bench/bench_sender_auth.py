@@ -18,28 +18,19 @@ Run from the repository root after ``bash tests/setup.sh``::
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
+from benchlib import cpu_seconds
 from harness.dnsserver import DnsServer
 from harness.mailsite import MailSite, message
 from harness.milterclient import Transaction, play
 from harness.milterproc import MilterProcess
 from harness.provisioning import genkey
 from harness.slapd import Slapd, stock_schema_dir
-
-CLOCK_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
 
 
 def directory_ldif(base: str) -> str:

@@ -57,24 +57,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "bench"), str(REPO / "tests")]
+import ldap
+import ldif
+from benchlib import cpu_seconds, render, reset_peak_rss, status_kb
+from harness import milterload
+from harness.common import free_port, stop_process
+from harness.dnsserver import DnsServer
+from harness.milterpair import start_opendkim
+from harness.milterproc import MilterProcess
+from harness.provisioning import provision, run_cli, without_version_line
+from harness.slapd import Slapd
+from harness.softhsm import SoftHsm
+from harness.verifiers import mail_dkim_verify, opendkim_binary
 
-import ldap  # noqa: E402
-import ldif  # noqa: E402
-import milterload  # noqa: E402
-from harness.dnsserver import DnsServer  # noqa: E402
-from harness.milterproc import MilterProcess  # noqa: E402
-from harness.processes import stop_process  # noqa: E402
-from harness.provisioning import provision, run_cli, without_version_line  # noqa: E402
-from harness.slapd import Slapd, free_port  # noqa: E402
-from harness.softhsm import SoftHsm  # noqa: E402
-from harness.verifiers import mail_dkim_verify, opendkim_binary  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 DOMAIN = "bench.example.com"
 SIGN_HEADERS = "From,To,Subject,Date,Message-ID,MIME-Version,Content-Type"
 OVERSIGN_HEADERS = "From"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT = 15.0
 ENGINES = ("ldapdkim", "ldapdkim-w2", "opendkim", "opendkim-kt")
 """The default engines.  ``ldapdkim-wN`` is ldapdkim with ``Workers N`` (a supervisor and
@@ -110,69 +110,6 @@ OPENDKIM_MODES = {"opendkim-kt": "kt", "opendkim": "single"}
 
 
 # -- the milter processes ------------------------------------------------------------
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and all its descendants that exist now."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    tree, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        tree.append(current)
-        todo += children.get(current, [])
-    return tree
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime+stime (all threads) plus reaped children's, over the process tree of ``pid``."""
-    total = 0
-    for member in process_tree(pid):
-        try:
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # After the ")": state is field 3, so utime (14) .. cstime (17) are [11:15].
-        total += sum(int(value) for value in fields[11:15])
-    return total / CLOCK_TICKS
-
-
-def memory_kb(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of ``pid`` in kB."""
-    found: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            found[name] = int(value.split()[0])
-    return found
-
-
-def reset_peak_rss(pid: int) -> bool:
-    """Set VmHWM back to the current RSS (Linux 4.0+, needs ptrace rights over ``pid``)."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def wait_for_socket(spec: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Return once the milter ``process`` accepts connections on ``spec``."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"exited with {process.returncode}:\n{log.read_text()[-2000:]}")
-        if milterload.accepts(spec):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"did not listen on {spec} within {START_TIMEOUT:g} s")
 
 
 class Engine:
@@ -277,9 +214,6 @@ class OpendkimEngine(Engine):
     def __init__(
         self, workdir: Path, selector: str, pem: bytes, keytable: bool = False, unix: bool = True
     ) -> None:
-        binary = opendkim_binary()
-        if binary is None:
-            raise RuntimeError("opendkim is not installed; run bash tests/setup.sh")
         self.name = "opendkim-kt" if keytable else "opendkim"
         workdir.mkdir(parents=True, exist_ok=True)
         key = workdir / "bench.private"
@@ -318,18 +252,7 @@ class OpendkimEngine(Engine):
             + "\n"
         )
         self.log_path = workdir / "opendkim.log"
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [binary, "-f", "-x", str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            wait_for_socket(self.socket, self.process, self.log_path)
-        except BaseException:
-            self.stop()
-            raise
+        self.process = start_opendkim(self.config_path, self.log_path, self.socket)
 
     @property
     def pid(self) -> int:
@@ -517,7 +440,7 @@ def measure(
         if counter is not None and ldap_before is not None
         else {}
     )
-    memory = memory_kb(engine.pid)
+    memory = status_kb([engine.pid], ("VmRSS", "VmHWM"))
     return RoundStat(
         messages=result.messages,
         ok=result.ok,
@@ -703,18 +626,6 @@ COLUMNS = (
 )
 
 
-def render(columns: Sequence[tuple[str, str]], rows: list[dict[str, Any]]) -> str:
-    """A header, a rule and one line per row; the first column left-aligned."""
-    widths = [len(fmt.format_map(_Blank())) for _, fmt in columns]
-    header = "  ".join(
-        title.rjust(w) if i else title.ljust(w)
-        for i, ((title, _), w) in enumerate(zip(columns, widths, strict=True))
-    )
-    lines = [header, "-" * len(header)]
-    lines += ["  ".join(fmt.format_map(values) for _, fmt in columns) for values in rows]
-    return "\n".join(lines)
-
-
 def format_table(summaries: list[dict[str, Any]]) -> str:
     rows = [
         {
@@ -800,13 +711,6 @@ def format_ratios(entries: list[dict[str, Any]]) -> str:
     return render(columns, rows)
 
 
-class _Blank(dict[str, Any]):
-    """format_map() values that render as wide as a column's format with no data."""
-
-    def __missing__(self, key: str) -> Any:
-        return 0
-
-
 # -- main ------------------------------------------------------------------------------
 
 
@@ -884,7 +788,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with bench_site(workdir, args.engine_list, unix) as site:
             engines: dict[str, Engine] = site["engines"]
             counter: LdapCounter = site["counter"]
-            idle = {name: memory_kb(e.pid)["VmRSS"] for name, e in engines.items()}
+            idle = {name: status_kb([e.pid], ("VmRSS",))["VmRSS"] for name, e in engines.items()}
             ldap_start = counter.read()
             ldapdkim_engine = engines.get("ldapdkim")
             own_start = (

@@ -7,7 +7,7 @@ with two Ed25519 keys, one active and one pending, and then, per sample:
 1. sends the modify that makes the pending key active (python-ldap, as the
    admin, asynchronously) and notes the time just before sending it;
 2. meanwhile sends messages to the milter over one milter session in a tight
-   loop (bench/milterload.py's protocol client) until a DKIM-Signature
+   loop (tests/harness/milterload.py's protocol client) until a DKIM-Signature
    carries the new key's ``s=``; the sample is the time from step 1 to the
    end-of-message reply of that message;
 3. retires the old key (not timed) and waits until it no longer signs, so
@@ -32,22 +32,16 @@ import argparse
 import re
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import ldap
-
-_HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(_HERE.parent / "tests"))
-sys.path.insert(0, str(_HERE))
-
-import milterload as ml  # noqa: E402
-from harness import milterproto as mp  # noqa: E402
-from harness.milterproc import MilterProcess  # noqa: E402
-from harness.provisioning import genkey, without_version_line  # noqa: E402
-from harness.slapd import Slapd  # noqa: E402
+from harness import milterload as ml
+from harness import milterproto as mp
+from harness.milterproc import MilterProcess
+from harness.provisioning import genkey, without_version_line
+from harness.slapd import Slapd
 
 _SELECTOR = re.compile(rb"\bs=([A-Za-z0-9._-]+)")
 

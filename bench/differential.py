@@ -14,11 +14,7 @@ ldapdkim's own verdict is not one ``REQUIRED`` allows for its mutation.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from harness import differential
 

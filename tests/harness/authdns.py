@@ -45,14 +45,15 @@ from typing import Self
 import dns.exception
 import dns.flags
 import dns.message
+import dns.name
 import dns.query
 import dns.rcode
 import dns.rdatatype
+import dns.rdtypes.txtbase
 import dns.tsig
 import dns.zone
 
-from harness.processes import stop_process
-from harness.slapd import find_binary, log_tail, skip_or_fail
+from harness.common import find_binary, log_tail, skip_or_fail, stop_process
 
 KEY_NAME = "ldapdkim-update."
 READY_TIMEOUT = 10.0
@@ -123,8 +124,12 @@ class Knot:
         """``127.0.0.1:PORT``, as ``--server`` takes it."""
         return f"127.0.0.1:{self.port}"
 
+    def _keyring(self) -> dict[dns.name.Name, dns.tsig.Key]:
+        key = self.key()
+        return {key.name: key}
+
     def key(self) -> dns.tsig.Key:
-        return dns.tsig.Key(KEY_NAME, self.secret, dns.tsig.HMAC_SHA256)
+        return dns.tsig.Key(KEY_NAME, self.secret, dns.tsig.HMAC_SHA256)  # type: ignore[no-untyped-call]
 
     # ---- lifecycle --------------------------------------------------------
 
@@ -188,11 +193,16 @@ class Knot:
         """
         zone_name = zone.rstrip(".") + "."
         transferred = dns.zone.from_xfr(
-            dns.query.xfr("127.0.0.1", zone_name, port=self.port, keyring=self.key(), lifetime=5)
+            dns.query.xfr(
+                "127.0.0.1", zone_name, port=self.port, keyring=self._keyring(), lifetime=5
+            )
         )
         found: dict[str, list[tuple[int, str]]] = {}
+        origin = transferred.origin
+        assert origin is not None  # a transferred zone has one
         for name, ttl, rdata in transferred.iterate_rdatas(dns.rdatatype.TXT):
-            owner = name.derelativize(transferred.origin).to_text().lower()
+            owner = name.derelativize(origin).to_text().lower()
+            assert isinstance(rdata, dns.rdtypes.txtbase.TXTBase)
             text = b"".join(rdata.strings).decode()
             found.setdefault(owner, []).append((ttl, text))
         return {owner: sorted(pairs) for owner, pairs in found.items()}

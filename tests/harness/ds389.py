@@ -45,16 +45,8 @@ import urllib.parse
 import weakref
 from pathlib import Path
 
-from harness.ldapserver import (
-    LdapServer,
-    Resources,
-    ServerError,
-    find_binary,
-    free_port,
-    log_tail,
-    skip_or_fail,
-    wait_for_bind,
-)
+from harness.common import find_binary, free_port, log_tail, skip_or_fail
+from harness.ldapserver import LdapServer, Resources, ServerError, wait_for_bind
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT_SCHEMA = REPO_ROOT / "schema" / "389ds" / "99ldapdkim.ldif"

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.common import skip_or_fail
 from harness.dnsserver import DnsServer
 from harness.forge import forge, key_record
 from harness.milterclient import Transaction
-from harness.slapd import skip_or_fail
 from harness.verifiers import require_opendkim
 from ldapdkim import keys
 from ldapdkim.model import Algorithm, PrivateKey

@@ -18,24 +18,21 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import ClassVar, NoReturn, Self
+from typing import ClassVar, Self
 
 import ldap
 import ldap.ldapobject
-import pytest
 
-from harness.processes import stop_process
+from harness.common import SBIN_DIRS, find_binary, log_tail, stop_process, wait_until_ready
 
 STOP_TIMEOUT = 10.0
 _container_numbers = itertools.count(1)
-_SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 
 
 class ServerError(RuntimeError):
@@ -57,39 +54,6 @@ class LdapToolError(RuntimeError):
         super().__init__(f"{argv[0]} exited with status {returncode}: {stderr.strip()}")
 
 
-def skip_or_fail(reason: str) -> NoReturn:
-    """Skip the test with *reason*, or fail it when the CI variable is set.
-
-    A missing server is a broken environment in CI, not a reason to pass.
-    """
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason} (CI is set, so this is a failure, not a skip)", pytrace=False)
-    pytest.skip(reason)
-
-
-def find_binary(name: str) -> str | None:
-    """Return the path of program *name* on PATH or in the sbin directories."""
-    return shutil.which(name) or shutil.which(name, path=os.pathsep.join(_SBIN_DIRS))
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def log_tail(path: Path, lines: int = 30) -> str:
-    """Return the last *lines* lines of the log file at *path* (or a note)."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as err:
-        return f"(cannot read {path}: {err.strerror})"
-    tail = text.splitlines()[-lines:]
-    return "\n".join(tail) if tail else f"({path} is empty)"
-
-
 def wait_for_bind(
     uri: str,
     process: subprocess.Popen[bytes],
@@ -105,34 +69,29 @@ def wait_for_bind(
         ServerError (or *error*): *process* exited first, or *timeout* seconds passed; the
             message ends with the tail of *log_path* (the server's log).
     """
-    deadline = time.monotonic() + timeout
-    delay = 0.002
-    while True:
-        status = process.poll()
-        if status is not None:
-            raise error(
-                f"{name} exited with status {status} before answering on {uri}; "
-                f"last lines of {log_path}:\n{log_tail(log_path)}"
-            )
+
+    def binds() -> bool:
         conn = ldap.initialize(uri)
         try:
             conn.set_option(ldap.OPT_NETWORK_TIMEOUT, 1.0)
             conn.set_option(ldap.OPT_TIMEOUT, 1.0)
             conn.simple_bind_s("", "")
         except (ldap.SERVER_DOWN, ldap.TIMEOUT, ldap.CONNECT_ERROR):
-            pass
-        else:
-            return
+            return False
         finally:
             with contextlib.suppress(ldap.LDAPError):
                 conn.unbind_s()
-        if time.monotonic() >= deadline:
-            raise error(
-                f"{name} did not answer an anonymous bind on {uri} within {timeout:g} s "
-                f"(pid {process.pid}); last lines of {log_path}:\n{log_tail(log_path)}"
-            )
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+        return True
+
+    wait_until_ready(
+        name,
+        f"answering an anonymous bind on {uri}",
+        binds,
+        timeout=timeout,
+        process=process,
+        log=log_path,
+        error=error,
+    )
 
 
 @dataclass
@@ -454,7 +413,7 @@ class LdapServer:
         path = find_binary(name)
         if path is None:
             raise ServerError(
-                f"{name} not found on PATH or in {', '.join(_SBIN_DIRS)}; "
+                f"{name} not found on PATH or in {', '.join(SBIN_DIRS)}; "
                 "install slapd, ldap-utils and openssl"
             )
         return path

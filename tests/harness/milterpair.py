@@ -13,16 +13,14 @@ results of Authentication-Results.
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from harness.common import accepts, free_port, start_and_wait
 from harness.milterclient import Answer, Transaction, play
 from harness.milterproc import MilterProcess
-from harness.slapd import free_port
 from harness.verifiers import opendkim_binary, write_unbound_conf
 
 START_TIMEOUT = 15.0
@@ -116,6 +114,26 @@ def decision(answer: Answer) -> Decision:
     )
 
 
+def start_opendkim(
+    config_path: Path, log_path: Path, socket_spec: str, *args: str
+) -> subprocess.Popen[bytes]:
+    """``opendkim -f ARGS -x CONFIG``, returned once it listens on ``socket_spec``.
+
+    Its output is appended to ``log_path``.
+    """
+    binary = opendkim_binary()
+    if binary is None:
+        raise RuntimeError("opendkim is not installed; run bash tests/setup.sh")
+    return start_and_wait(
+        [binary, "-f", *args, "-x", str(config_path)],
+        name="opendkim",
+        until=f"listening on {socket_spec}",
+        ready=lambda: accepts(socket_spec),
+        timeout=START_TIMEOUT,
+        log_path=log_path,
+    )
+
+
 class OpenDkimMilter:
     """``opendkim -f -x FILE`` on a free loopback port."""
 
@@ -130,25 +148,7 @@ class OpenDkimMilter:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        binary = opendkim_binary()
-        assert binary is not None, "opendkim is not installed; run tests/setup.sh"
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [binary, "-f", "-l", "-x", str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"opendkim exited with {self.process.returncode}: {self.log()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        raise RuntimeError(f"opendkim did not listen within {START_TIMEOUT} s: {self.log()}")
+        self.process = start_opendkim(self.config_path, self.log_path, self.address, "-l")
 
     def stop(self) -> None:
         """Killed: a polite stop waits 5 s for libmilter's listener, and it keeps no state."""

@@ -14,15 +14,13 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from types import TracebackType
 
-from harness.processes import catches_signal, stop_process
-from harness.slapd import free_port
+from harness.common import accepts, catches_signal, free_port, start_and_wait, stop_process
 
 START_TIMEOUT = 15.0
 RELOAD_TIMEOUT = 10.0
@@ -73,38 +71,16 @@ class MilterProcess:
 
     def start(self, *, wait: bool = True) -> None:
         """Start ``ldapdkim run``; unless ``wait`` is False, return once its socket answers."""
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [*self.program, "run", "-c", str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
-            )
-        if not wait:
-            return
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"ldapdkim run exited with {self.process.returncode}:\n{self.log()}"
-                )
-            if self._answers():
-                return
-            time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"ldapdkim run did not listen within {START_TIMEOUT} s:\n{self.log()}")
-
-    def _answers(self) -> bool:
-        try:
-            if self.socket_path is not None:
-                with socket.socket(socket.AF_UNIX) as probe:
-                    probe.connect(str(self.socket_path))
-            else:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-        except OSError:
-            return False
-        return True
+        self.process = start_and_wait(
+            [*self.program, "run", "-c", str(self.config_path)],
+            name="ldapdkim run",
+            until=f"listening on {self.socket}",
+            ready=(lambda: accepts(self.socket)) if wait else (lambda: True),
+            timeout=START_TIMEOUT,
+            log_path=self.log_path,
+            log=self.log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+        )
 
     def signal(self, signum: int) -> None:
         assert self.process is not None

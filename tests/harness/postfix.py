@@ -90,7 +90,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from harness.slapd import find_binary, free_port, log_tail, skip_or_fail
+from harness.common import find_binary, free_port, log_tail, skip_or_fail
 from harness.smtp import (
     CLIENT_HELO,
     SinkMessage,

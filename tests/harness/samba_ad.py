@@ -45,14 +45,8 @@ from pathlib import Path
 import ldap
 import ldap.ldapobject
 
-from harness.ldapserver import (
-    LdapServer,
-    Resources,
-    ServerError,
-    find_binary,
-    skip_or_fail,
-    wait_for_bind,
-)
+from harness.common import find_binary, skip_or_fail
+from harness.ldapserver import LdapServer, Resources, ServerError, wait_for_bind
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT_LDF = REPO_ROOT / "schema" / "ad" / "ldapdkim.ldf"

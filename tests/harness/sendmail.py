@@ -77,8 +77,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from harness.processes import stop_process
-from harness.slapd import REPO_ROOT, free_port, log_tail, skip_or_fail
+from harness.common import free_port, log_tail, skip_or_fail, stop_process, wait_until_ready
+from harness.slapd import REPO_ROOT
 from harness.smtp import SinkMessage, SmtpReply, SmtpSink, send_message
 
 SENDMAIL_CACHE = REPO_ROOT / "tests" / ".cache" / "sendmail"
@@ -197,22 +197,15 @@ def wait_for_listener(
         SendmailError: *process* exited first, or *timeout* seconds passed;
             the message ends with the tail of *log_path*.
     """
-    deadline = time.monotonic() + timeout
-    delay = 0.002
-    while not tcp_listening(port):
-        status = process.poll()
-        if status is not None:
-            raise SendmailError(
-                f"{what} exited with status {status} before listening on port {port}; "
-                f"last lines of {log_path}:\n{log_tail(log_path)}"
-            )
-        if time.monotonic() >= deadline:
-            raise SendmailError(
-                f"{what} (pid {process.pid}) did not listen on port {port} within "
-                f"{timeout:g} s; last lines of {log_path}:\n{log_tail(log_path)}"
-            )
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
+    wait_until_ready(
+        what,
+        f"listening on port {port}",
+        lambda: tcp_listening(port),
+        timeout=timeout,
+        process=process,
+        log=log_path,
+        error=SendmailError,
+    )
 
 
 # ---- Sendmail ---------------------------------------------------------------------
@@ -510,20 +503,11 @@ class Sendmail:
         ]  # fmt: skip
 
     def _wait_until_ready(self, process: subprocess.Popen[bytes]) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        delay = 0.002
-        while True:
-            status = process.poll()
-            if status is not None:
-                raise SendmailError(
-                    f"sendmail exited with status {status} while starting; "
-                    f"last lines of {self.log_path}:\n{log_tail(self.log_path)}"
-                )
+        def ready() -> bool:
             if self._pid_file_is(process.pid) and all(
                 tcp_listening(port) for port in (self.smtp_port, self.submission_port)
             ):
-                self._resources.note_namespace()
-                return
+                return True
             # Sendmail retries a failed bind for 50 s before it gives up.
             if "cannot bind" in self.log_text():
                 raise SendmailError(
@@ -531,14 +515,18 @@ class Sendmail:
                     f"(taken by another process?); last lines of {self.log_path}:\n"
                     f"{log_tail(self.log_path)}"
                 )
-            if time.monotonic() >= deadline:
-                raise SendmailError(
-                    f"sendmail (pid {process.pid}) was not listening on ports {self.smtp_port} "
-                    f"and {self.submission_port} within {READY_TIMEOUT:g} s; "
-                    f"last lines of {self.log_path}:\n{log_tail(self.log_path)}"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+            return False
+
+        wait_until_ready(
+            "sendmail",
+            f"listening on ports {self.smtp_port} and {self.submission_port}",
+            ready,
+            timeout=READY_TIMEOUT,
+            process=process,
+            log=self.log_path,
+            error=SendmailError,
+        )
+        self._resources.note_namespace()
 
     def _pid_file_is(self, pid: int) -> bool:
         # Sendmail writes the pid file after binding its sockets (getrequests()).

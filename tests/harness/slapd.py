@@ -57,27 +57,15 @@ import ldap
 import ldap.ldapobject
 
 from harness import ldapserver
-from harness.ldapserver import (
-    LdapServer,
-    LdapToolError,
-    Resources,
-    ServerError,
-    find_binary,
-    free_port,
-    log_tail,
-    skip_or_fail,
-)
+from harness.common import find_binary, free_port, log_tail, skip_or_fail
+from harness.ldapserver import LdapServer, LdapToolError, Resources, ServerError
 
 __all__ = [
     "SLAPD_BINARIES",
     "LdapToolError",
     "Slapd",
     "SlapdError",
-    "find_binary",
-    "free_port",
-    "log_tail",
     "require_binaries",
-    "skip_or_fail",
     "stock_schema_dir",
 ]
 
@@ -171,8 +159,8 @@ class Slapd(LdapServer):
         if provider is not None:
             extra_schemas = provider.extra_schemas
             with_project_schema = provider.with_project_schema
-        self.extra_schemas = tuple(Path(p) for p in extra_schemas)
-        self.with_project_schema = with_project_schema
+        self.extra_schemas: tuple[Path, ...] = tuple(Path(p) for p in extra_schemas)
+        self.with_project_schema: bool = with_project_schema
 
         self._set_up_accounts(SUFFIX, f"cn=root,{SUFFIX}")
         self.milter_uid = MILTER_UID

@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness.verifiers import skip_or_fail
+from harness.common import skip_or_fail
 
 TOKEN = "ldapdkim"
 PIN = "1234"

@@ -39,9 +39,8 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
 
-import pytest
+from harness.common import skip_or_fail
 
 __all__ = [
     "MAIL_DKIM_CACHE",
@@ -49,7 +48,6 @@ __all__ = [
     "REPO_ROOT",
     "SignatureVerdict",
     "VerifierError",
-    "in_ci",
     "mail_dkim_perl5lib",
     "mail_dkim_supports_ed25519",
     "mail_dkim_verify",
@@ -59,7 +57,6 @@ __all__ = [
     "require_mail_dkim",
     "require_mail_dkim_ed25519",
     "require_opendkim",
-    "skip_or_fail",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -95,18 +92,6 @@ class VerifierError(RuntimeError):
 
 
 # -- environment --------------------------------------------------------------
-
-
-def in_ci() -> bool:
-    """True when the ``CI`` environment variable is non-empty (``.ci/run`` sets it)."""
-    return bool(os.environ.get("CI"))
-
-
-def skip_or_fail(reason: str) -> NoReturn:
-    """Skip the current test, or fail it under CI where every tool must be present."""
-    if in_ci():
-        pytest.fail(f"{reason} (CI is set, so this is an error, not a skip)")
-    pytest.skip(reason)
 
 
 def mail_dkim_perl5lib() -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 import ldap
 import ldap.filter
 import pytest
+from harness.common import wait_for
 from harness.dnsserver import DnsServer
 from harness.mailsite import MailSite, message
 from harness.milterclient import Transaction, play
@@ -25,7 +26,6 @@ from harness.milterproc import MilterProcess
 from harness.provisioning import genkey
 from harness.samba_ad import SambaDC
 from harness.verifiers import mail_dkim_verify, require_mail_dkim
-from harness.waiting import wait_for
 
 from ldapdkim import config
 from ldapdkim.directory.probe import probe

@@ -23,11 +23,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.common import skip_or_fail
 from harness.dnsserver import DnsServer
 from harness.mailsite import MailSite, message
 from harness.milterproc import MilterProcess
 from harness.postfix import Postfix, require_postfix
-from harness.slapd import Slapd, skip_or_fail
+from harness.slapd import Slapd
 from harness.verifiers import mail_dkim_verify, require_mail_dkim
 
 import ldapdkim

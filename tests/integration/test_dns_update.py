@@ -21,8 +21,9 @@ from pathlib import Path
 import ldap
 import pytest
 from harness.authdns import KEY_NAME, Knot, require_knot, write_key_file
+from harness.common import find_binary, skip_or_fail
 from harness.provisioning import run_cli, without_version_line
-from harness.slapd import Slapd, find_binary, skip_or_fail
+from harness.slapd import Slapd
 
 DOMAINS = ["example.test", "mail.example.test", "other.test"]
 ZONES = ["example.test", "other.test"]

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from harness.common import free_port
 from harness.provisioning import genkey
-from harness.slapd import Slapd, free_port
+from harness.slapd import Slapd
 
 from ldapdkim import config
 from ldapdkim.directory.ldapbackend import LdapBackend

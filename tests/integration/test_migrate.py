@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from harness.common import skip_or_fail
 from harness.dnsserver import DnsServer
 from harness.mailsite import MailSite
 from harness.provisioning import run_cli, without_version_line
-from harness.slapd import Slapd, skip_or_fail
+from harness.slapd import Slapd
 from harness.verifiers import (
     SignatureVerdict,
     mail_dkim_verify,

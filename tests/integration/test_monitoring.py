@@ -18,12 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from harness.common import free_port, wait_for
 from harness.dnsserver import DnsServer
 from harness.mailsite import MailSite, message
 from harness.milterproc import MilterProcess
 from harness.postfix import Postfix, require_postfix
-from harness.slapd import SLAPD_BINARIES, Slapd, free_port, require_binaries
-from harness.waiting import wait_for
+from harness.slapd import SLAPD_BINARIES, Slapd, require_binaries
 
 import ldapdkim
 

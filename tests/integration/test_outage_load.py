@@ -1,6 +1,6 @@
 """A directory outage under load: 16 concurrent MTA sessions while slapd dies or freezes.
 
-The load comes from ``bench/milterload.py`` (real milter-protocol sessions
+The load comes from ``harness/milterload.py`` (real milter-protocol sessions
 against ``ldapdkim run``; every reply must carry a DKIM-Signature).  The
 milter runs in lookup mode (``DirectorySync no``) and its fresh cache lives
 0.2 s, so during the run lookups really go to the server after it has gone:
@@ -22,7 +22,6 @@ in its SIGUSR1 stats line).
 from __future__ import annotations
 
 import re
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,13 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from harness import milterload
 from harness.dnsserver import DnsServer
 from harness.mailsite import MailSite
 from harness.milterproc import MilterProcess
 from harness.slapd import SLAPD_BINARIES, Slapd, require_binaries
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-import milterload
 
 LDAP_TIMEOUT = 1.0
 CONCURRENCY = 16

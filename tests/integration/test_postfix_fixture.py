@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.common import free_port, log_tail
 from harness.postfix import HOSTNAME, Postfix, PostfixError, crlf, header_values, require_postfix
-from harness.slapd import free_port, log_tail
 
 MILTER_SCRIPT = '''\
 """A trivial milter: adds X-Milter-Seen and records the macros it saw, one JSON per line."""

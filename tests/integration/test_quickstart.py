@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from harness.common import accepts, wait_until_ready
 from harness.dnsserver import DnsServer
 from harness.postfix import Postfix, require_postfix
 from harness.verifiers import mail_dkim_verify, require_mail_dkim, require_mail_dkim_ed25519
@@ -75,15 +74,20 @@ def test_quickstart_milter_signs_what_postfix_sends(tmp_path: Path) -> None:
     ]
 
 
+def _stderr_once_ended(process: subprocess.Popen[bytes]) -> str:
+    """What an ended process wrote to its standard error (reading a running one's would block)."""
+    if process.poll() is None or process.stderr is None:
+        return "(still running)"
+    return process.stderr.read().decode(errors="replace")
+
+
 def wait_for_port(port: int, process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            stderr = process.stderr.read().decode() if process.stderr else ""
-            raise AssertionError(f"ldapdkim run exited: {stderr}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+    wait_until_ready(
+        "ldapdkim run",
+        f"listening on 127.0.0.1:{port}",
+        lambda: accepts(f"inet:{port}@127.0.0.1"),
+        timeout=timeout,
+        process=process,
+        log=lambda: _stderr_once_ended(process),
+        error=AssertionError,
+    )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import ldap
 import pytest
-from harness import waiting
+from harness import common
 from harness.dnsserver import DnsServer
 from harness.ldapserver import LdapServer
 from harness.mailsite import MailSite, message
@@ -92,7 +92,7 @@ def live_factory(tmp_path: Path) -> Iterator[Callable[[config.Settings], Live]]:
 
 
 wait_for = functools.partial(
-    waiting.wait_for, interval=0.005, ignoring=(DomainNotSigned, DirectoryUnavailable)
+    common.wait_for, interval=0.005, ignoring=(DomainNotSigned, DirectoryUnavailable)
 )
 """Seconds until a check held; a resolver still refusing counts as not yet."""
 

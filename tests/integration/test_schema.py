@@ -24,6 +24,7 @@ import ldap.ldapobject
 import ldap.schema.models
 import ldif
 import pytest
+from harness.common import find_binary, skip_or_fail
 from harness.slapd import (
     PROJECT_SCHEMA,
     REPO_ROOT,
@@ -31,9 +32,7 @@ from harness.slapd import (
     LdapToolError,
     Slapd,
     SlapdError,
-    find_binary,
     require_binaries,
-    skip_or_fail,
     stock_schema_dir,
     wait_for_bind,
 )

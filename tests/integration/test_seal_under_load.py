@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 from harness import milterclient
+from harness.common import wait_for
 from harness.dnsserver import DnsServer
 from harness.mailsite import MailSite, message
 from harness.milterproc import MilterProcess
 from harness.provisioning import run_cli
 from harness.slapd import Slapd
 from harness.verifiers import mail_dkim_verify, require_mail_dkim, require_mail_dkim_ed25519
-from harness.waiting import wait_for
 
 from ldapdkim import schema, sealing
 from ldapdkim.model import DkimResult

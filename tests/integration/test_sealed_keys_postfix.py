@@ -24,6 +24,7 @@ import ldif
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from harness.common import wait_for
 from harness.dnsserver import DnsServer
 from harness.mailsite import MailSite, message
 from harness.milterproc import MilterProcess
@@ -37,7 +38,6 @@ from harness.verifiers import (
     require_mail_dkim_ed25519,
     require_opendkim,
 )
-from harness.waiting import wait_for
 
 from ldapdkim import keys, schema, sealing
 from ldapdkim.model import Algorithm

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness.common import free_port
 from harness.sendmail import Sendmail, SendmailError, require_sendmail, wait_for_listener
-from harness.slapd import free_port
 
 SEEN_MILTER = Path(__file__).resolve().parents[1] / "harness" / "seen_milter.py"
 

@@ -7,28 +7,25 @@ what the daemon really writes, as the directory comes and goes.
 In lookup mode (``DirectorySync no``) a server counts as connected while the
 milter holds a lookup connection to it, and that connection is made and
 found broken only by lookups; so the test sends a message (with
-``bench/milterload.py``) before each look, in both modes alike.
+``harness/milterload.py``) before each look, in both modes alike.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from harness import milterload
 from harness.dnsserver import DnsServer
 from harness.mailsite import MailSite
 from harness.milterproc import MilterProcess
 from harness.provisioning import run_cli
 from harness.slapd import SLAPD_BINARIES, Slapd, require_binaries
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-import milterload
 
 
 @dataclass

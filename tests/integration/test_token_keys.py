@@ -22,12 +22,13 @@ from pathlib import Path
 from threading import Lock
 
 import pytest
+from harness.common import free_port, wait_for
 from harness.dnsserver import DnsServer
 from harness.mailsite import MailSite, message
 from harness.milterproc import MilterProcess
 from harness.postfix import Postfix, header_values, require_postfix
 from harness.provisioning import run_cli, without_version_line
-from harness.slapd import Slapd, free_port
+from harness.slapd import Slapd
 from harness.softhsm import PIN, TOKEN, SoftHsm
 from harness.verifiers import (
     mail_dkim_verify,
@@ -36,7 +37,6 @@ from harness.verifiers import (
     require_mail_dkim_ed25519,
     require_opendkim,
 )
-from harness.waiting import wait_for
 
 from ldapdkim import schema
 from ldapdkim.config.secret import Secret

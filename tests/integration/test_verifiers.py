@@ -29,6 +29,7 @@ import dns.rcode
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from harness.common import skip_or_fail
 from harness.dnsserver import DnsServer, parse_zone_lines
 from harness.verifiers import (
     REPO_ROOT,
@@ -38,7 +39,6 @@ from harness.verifiers import (
     require_mail_dkim,
     require_mail_dkim_ed25519,
     require_opendkim,
-    skip_or_fail,
 )
 
 DOMAIN = "example.com"

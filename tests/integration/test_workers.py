@@ -26,20 +26,18 @@ from pathlib import Path
 
 import lmdb
 import pytest
+from harness import milterload
+from harness.common import free_port, wait_for
 from harness.dnsserver import DnsServer
 from harness.mailsite import MailSite, message
 from harness.milterproc import MilterProcess
 from harness.postfix import Postfix, header_values, require_postfix
 from harness.provisioning import without_version_line
-from harness.slapd import Slapd, free_port
-from harness.waiting import wait_for
+from harness.slapd import Slapd
 
 from ldapdkim import keys
 from ldapdkim.directory import ldifout
 from ldapdkim.model import Algorithm
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-import milterload
 
 
 def children(pid: int) -> set[int]:

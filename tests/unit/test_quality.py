@@ -1,4 +1,6 @@
-"""The tree stays clean: ruff's lint and format rules, and mypy --strict on the package."""
+"""The tree stays clean: ruff's lint and format rules over the package, the tests and the
+benchmarks, and mypy --strict over the package, the test harness and the benchmarks
+(``[tool.mypy] files``)."""
 
 from __future__ import annotations
 
@@ -23,9 +25,9 @@ def _tool(name: str) -> str:
 @pytest.mark.parametrize(
     "argv",
     [
-        ["ruff", "check", "ldapdkim", "tests"],
-        ["ruff", "format", "--check", "ldapdkim", "tests"],
-        ["mypy", "ldapdkim"],
+        ["ruff", "check", "ldapdkim", "tests", "bench"],
+        ["ruff", "format", "--check", "ldapdkim", "tests", "bench"],
+        ["mypy"],
     ],
     ids=["ruff-check", "ruff-format", "mypy-strict"],
 )

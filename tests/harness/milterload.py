@@ -25,7 +25,8 @@ delayed ACK (about 40 ms on Linux).
 Workers are threads; with ``processes`` > 1 they are spread over that many
 processes so the GIL of one Python process is not the limit.
 
-Command line: ``python bench/milterload.py --socket inet:8891@127.0.0.1 -c 4 -d 10``
+Command line, from ``tests/``:
+``python -m harness.milterload --socket inet:8891@127.0.0.1 -c 4 -d 10``
 (``--null`` starts :mod:`nullmilter` and measures the driver's own ceiling).
 """
 
@@ -50,8 +51,12 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from harness import milterproto as mp
+from harness.common import accepts, start_and_wait
+
+TESTS_DIR = Path(__file__).resolve().parents[1]
+"""The working directory of the harness's own processes (``python -m harness.NAME``): ``-m``
+puts it first on their ``sys.path``, so they import ``harness`` as the tests do."""
 
 SIGNATURE_HEADER = "DKIM-Signature"
 
@@ -575,7 +580,7 @@ def _worker(
     sequence = 0
     prefix = f"{os.getpid():X}{number:02X}"
     clock = time.perf_counter
-    pick = random.Random(prefix).choice  # noqa: S311 - not for secrets
+    pick = random.Random(prefix).choice
     while shared.claim():
         started = clock()
         try:
@@ -699,7 +704,7 @@ def _cpu_seconds() -> float:
 
 
 def _worker_process_main() -> int:
-    """``milterload.py --worker``: options as JSON on stdin, ``ready``, wait for ``go``, result.
+    """``python -m harness.milterload --worker``: options as JSON on stdin, ready, go, result.
 
     The result goes to standard output as a pickle after the ``ready`` line.
     """
@@ -721,8 +726,8 @@ def _worker_process_main() -> int:
 def run_load(options: LoadOptions) -> LoadResult:
     """Run the load described by ``options`` and return the merged measurements.
 
-    With ``processes`` > 1 each process is a fresh ``python milterload.py
-    --worker``; all of them start sending at the same moment.
+    With ``processes`` > 1 each process is a fresh ``python -m
+    harness.milterload --worker``; all of them start sending at the same moment.
     """
     if (options.count is None) == (options.duration is None):
         raise ValueError("give exactly one of count and duration")
@@ -740,7 +745,8 @@ def run_load(options: LoadOptions) -> LoadResult:
                 count = options.count // processes + (1 if index < options.count % processes else 0)
             share = {**asdict(options), "sample": options.sample if index == 0 else 0}
             child = subprocess.Popen(
-                [sys.executable, str(Path(__file__).resolve()), "--worker"],
+                [sys.executable, "-m", "harness.milterload", "--worker"],
+                cwd=TESTS_DIR,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
             )
@@ -775,22 +781,10 @@ def run_load(options: LoadOptions) -> LoadResult:
 # -- the null milter, for the driver's ceiling ---------------------------------------
 
 
-def accepts(spec: str) -> bool:
-    """Whether a milter listens on ``spec`` now (one connection, closed at once)."""
-    address = mp.MilterAddress.parse(spec)
-    try:
-        with socket.socket(address.family, socket.SOCK_STREAM) as probe:
-            probe.settimeout(0.5)
-            probe.connect(address.sockaddr)
-    except OSError:
-        return False
-    return True
-
-
 def start_null_milter(
     *args: str, unix_dir: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """Start bench/nullmilter.py on a free loopback port (or a Unix socket in ``unix_dir``);
+    """Start harness/nullmilter.py on a free loopback port (or a Unix socket in ``unix_dir``);
     return it and its socket spec."""
     if unix_dir is not None:
         spec = f"unix:{unix_dir / 'nullmilter.sock'}"
@@ -798,15 +792,15 @@ def start_null_milter(
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             spec = f"inet:{probe.getsockname()[1]}@127.0.0.1"
-    script = Path(__file__).with_name("nullmilter.py")
-    process = subprocess.Popen([sys.executable, str(script), "--socket", spec, *args])
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if accepts(spec):
-            return process, spec
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError("nullmilter.py did not listen within 10 s")
+    process = start_and_wait(
+        [sys.executable, "-m", "harness.nullmilter", "--socket", spec, *args],
+        name="nullmilter.py",
+        until=f"listening on {spec}",
+        ready=lambda: accepts(spec),
+        timeout=10,
+        cwd=TESTS_DIR,
+    )
+    return process, spec
 
 
 # -- command line --------------------------------------------------------------------
@@ -817,7 +811,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--socket", help="milter socket: inet:PORT@HOST or unix:PATH")
     target.add_argument(
-        "--null", action="store_true", help="start bench/nullmilter.py and measure the driver"
+        "--null", action="store_true", help="start harness/nullmilter.py and measure the driver"
     )
     parser.add_argument(
         "--null-split-eom",

@@ -13,7 +13,7 @@ the driver does the same work per message as against the real milters.
 ``--split-eom`` writes the inserted header and the final reply separately
 with Nagle on, as libmilter does, to show the delayed-ACK stall on demand.
 
-``python bench/nullmilter.py --socket inet:PORT@127.0.0.1``
+From ``tests/``: ``python -m harness.nullmilter --socket inet:PORT@127.0.0.1``
 """
 
 from __future__ import annotations
@@ -26,9 +26,7 @@ import socket
 import struct
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from harness import milterproto as mp
 
 DEFAULT_PROTOCOL = mp.SMFIP_NOHELO | mp.SMFIP_NORCPT | mp.SMFIP_NOUNKNOWN

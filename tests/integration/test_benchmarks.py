@@ -1,0 +1,42 @@
+"""The benchmarks still run: seconds of each, judged only on finishing with signatures verified.
+
+The numbers are not looked at (two shared CPUs make them meaningless here);
+what is checked is that ``bench/`` has not rotted: the scripts import, set up
+their servers, drive the milters and exit 0, which ``bench_signing.py`` does only
+when every message was signed and every sampled signature verified.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from harness.slapd import SLAPD_BINARIES, require_binaries
+from harness.verifiers import require_mail_dkim, require_opendkim
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+def test_signing_benchmark_runs_and_its_signatures_verify(tmp_path: Path) -> None:
+    require_binaries(*SLAPD_BINARIES)
+    require_opendkim()
+    require_mail_dkim()
+    report = tmp_path / "bench.json"
+    argv = [sys.executable, "bench/bench_signing.py", "--quick", "--engines", "ldapdkim,opendkim"]
+    argv += ["--sizes", "2K", "--concurrency", "1", "--no-ceiling", "--json", str(report)]
+    run = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "verified with Perl Mail::DKIM: ldapdkim 4/4 pass" in run.stdout
+    assert "verified with Perl Mail::DKIM: opendkim 4/4 pass" in run.stdout
+    assert report.is_file()
+
+
+def test_load_driver_runs_alone_against_the_null_milter() -> None:
+    argv = [sys.executable, "-m", "harness.milterload", "--null", "-c", "2", "-n", "40"]
+    run = subprocess.run(argv, cwd=REPO / "tests", capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert '"ok": 40' in run.stdout

@@ -19,7 +19,8 @@ import time
 
 from harness.forge import HEADERS, forge, key_record, rsa_key
 
-from ldapdkim.signing.verifier import MAX_SIGNATURES, verify
+from ldapdkim.signing.sigfield import MAX_SIGNATURES
+from ldapdkim.signing.verifier import verify
 
 TAGS = "v=1; a=rsa-sha256; c={c}; d=example.com; s={s}; h={h}; bh=@; b="
 

@@ -402,7 +402,8 @@ def mail_dkim_verdicts(batch: list[Case], port: int) -> list[str]:
         ["perl", str(verifiers.MAIL_DKIM_SCRIPT), str(port), "2", "--batch"],
         input=framed, env=verifiers._perl_env(), capture_output=True, check=True,
     )  # fmt: skip
-    out, current = [], []
+    out: list[list[str]] = []
+    current: list[str] = []
     for line in done.stdout.decode("utf-8", "replace").splitlines():
         if line == "end":
             out.append(current)

@@ -102,6 +102,17 @@ def test_every_relative_link_and_anchor_leads_somewhere(page: Path) -> None:
     assert broken == []
 
 
+def test_every_page_under_docs_is_linked_from_readme_or_another_page() -> None:
+    linked = {
+        (page.parent / target.partition("#")[0]).resolve()
+        for page in PAGES
+        for target in links(page)
+        if not re.match(r"^[a-z][a-z0-9+.-]*:", target) and target.partition("#")[0]
+    }
+    orphans = [str(p.relative_to(ROOT)) for p in PAGES[1:] if p.resolve() not in linked]
+    assert orphans == []
+
+
 def test_readme_is_a_front_door() -> None:
     lines = README.read_text().splitlines()
     assert len(lines) <= 200, "README.md is the front door: move the detail into docs/"

@@ -7,7 +7,7 @@ single-key mode (Domain, Selector, KeyFile) and ``opendkim-kt`` with a
 KeyTable and a refile SigningTable, as a multi-domain site configures it; all
 three with the same canonicalization (relaxed/simple), SignHeaders and
 OversignHeaders, each on a Unix socket (``--socket local``, the default, as
-README recommends when the MTA is on the same host) or on a loopback TCP
+docs/mta.md recommends when the MTA is on the same host) or on a loopback TCP
 socket (``--socket inet``).  Then :mod:`milterload` drives them
 with the same messages, round by round and interleaved (A B C, C B A, ...)
 so that drift hits all alike, for each body size and concurrency.  Per row it

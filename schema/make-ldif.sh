@@ -89,7 +89,7 @@ EOF
 #
 # Protect dkimSignPrivateKey with ACIs so that only the milter's service DN
 # can read, search or compare it: conf/389ds-aci.ldif has them (adapt the
-# DNs), and the README's 389 Directory Server section the rest of the set-up.
+# DNs), and docs/howto/389ds.md the rest of the set-up.
 #
 # The names start with "dkimSign" because OpenDKIM's contrib schema already
 # has DKIMDomain, DKIMSelector, DKIMKey, DKIMIdentity and the class DKIM, and

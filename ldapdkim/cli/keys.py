@@ -1,4 +1,5 @@
-"""``ldapdkim keys``: protect the private keys a directory holds (README, "Protecting keys").
+"""``ldapdkim keys``: protect the private keys a directory holds
+(docs/security.md, "Protecting keys").
 
 ``keys new-kek PATH`` makes a key-encryption key: 32 random bytes in a file
 only its owner can read, for a ``KeyEncryptionKey ID PATH`` line.

@@ -11,7 +11,7 @@ among address entries the most specific network that holds the client
 decides, and a ``!`` entry wins a tie (``192.0.2.1`` beats ``!192.0.2.0/24``);
 among name entries the host name itself is looked up first, then each
 ``.parent`` domain, and at each level a ``!`` entry first.  One declared
-difference (README, "Differences from OpenDKIM"): OpenDKIM lets an address
+difference (docs/reference/opendkim-differences.md): OpenDKIM lets an address
 match include a client that a name entry excludes; here an exclusion by
 either kind wins.  IPv4-mapped IPv6 addresses
 (``::ffff:192.0.2.1``), in entries and in client addresses, are treated as IPv4.
@@ -201,7 +201,9 @@ class HostList:
         by_address = self._by_address(_client_address(address))
         by_name = self._by_name(_client_host(hostname))
         if by_address is False or by_name is False:
-            return False  # an exclusion of either kind wins (README: differences)
+            return (
+                False  # an exclusion of either kind wins (docs/reference/opendkim-differences.md)
+            )
         return bool(by_address or by_name)
 
     def _by_address(self, ip: IPAddress | None) -> bool | None:

@@ -16,8 +16,9 @@ Every keyword is declared once, in ``_KEYWORDS``, with its converter (from
 :mod:`ldapdkim.config.values`, and :mod:`ldapdkim.config.directorysource` for
 ``Directory``), its default (as configuration text, converted like a value
 from the file) and a one-line doc; :func:`keyword_reference` hands that table
-to the README.  OpenDKIM keywords that ldapdkim deliberately lacks are listed
-in ``_UNSUPPORTED`` with what to do instead.
+to the generated references (``docs/reference/configuration.md`` and
+``ldapdkim.conf(5)``).  OpenDKIM keywords that ldapdkim deliberately lacks are
+listed in ``_UNSUPPORTED`` with what to do instead.
 
 Every problem is a :class:`~ldapdkim.errors.ConfigError` reading
 ``FILE:LINE: what; how to fix``.  No message and no ``repr`` shows the bind
@@ -168,7 +169,7 @@ _KEYWORDS: tuple[_Keyword, ...] = (
              "clients whose mail is passed without any DKIM processing", empty=HostList()),
     _Keyword("MacroList", "macro_list", values.macros, "{auth_authen}, {daemon_name}=ORIGINATING",
              "MTA macros that mark mail to sign: NAME or NAME=VALUE1|VALUE2"),
-    # Who may sign as whom (README, "Who may sign as whom")
+    # Who may sign as whom (docs/howto/sender-authorization.md, "Who may sign as whom")
     _Keyword("SenderLoginBase", "sender_login_base", values.text, None,
              "where the entries that own addresses live (people, accounts); with "
              "SenderLoginFilter and SenderLoginAttribute, an authenticated login signs only "
@@ -233,7 +234,7 @@ _KEYWORDS: tuple[_Keyword, ...] = (
     _Keyword("RequireSafeKeys", "require_safe_keys", values.boolean, "yes",
              "refuse a KeyFile or password file that group or others can read, or that "
              "another non-root user owns"),
-    # Protecting keys (README, "Protecting keys")
+    # Protecting keys (docs/security.md, "Protecting keys")
     _Keyword("KeyEncryptionKey", "key_encryption_keys", values.key_encryption_key, None,
              "ID PATH: a key-encryption key (32 random bytes, or credential:NAME for a "
              "systemd credential) that opens and seals private keys sealed under ID; "
@@ -276,14 +277,14 @@ OPENDKIM_KEYWORDS = frozenset(
     }
 )  # fmt: skip
 """The keywords of opendkim.conf(5) that ldapdkim takes, with OpenDKIM's meaning
-(README, "Differences from OpenDKIM", lists where they differ on purpose);
+(docs/reference/opendkim-differences.md lists where they differ on purpose);
 KeyTable and SigningTable become directory entries (``ldapdkim migrate``)."""
 
 _DAEMON_HINT = (
     "ldapdkim runs in the foreground; let the service manager start and restart it "
     "(systemd: Restart=on-failure) and remove the line"
 )
-_TABLE_HINT = "keys live in the directory; see 'ldapdkim migrate' / README"
+_TABLE_HINT = "keys live in the directory; see 'ldapdkim migrate' and docs/howto/migration.md"
 
 # OpenDKIM keywords that ldapdkim deliberately does not have, with what to do instead.
 _UNSUPPORTED = {
@@ -595,7 +596,7 @@ def _reject_keyword(source: str, number: int, name: str) -> NoReturn:
         )
     raise ConfigError(
         f"{source}:{number}: unknown keyword {name!r}; remove the line, or check the spelling "
-        "against the keyword list in the README"
+        "against the keyword list in ldapdkim.conf(5)"
     )
 
 
@@ -643,7 +644,7 @@ def _check_sender_logins(
     if missing:
         raise ConfigError(
             f"{at(given[0])}: {' and '.join(given)} given without {' and '.join(missing)}; "
-            "sender authorization by login needs all three (README, 'Who may sign as whom')"
+            "sender authorization by login needs all three (docs/howto/sender-authorization.md)"
         )
     if settings.directory is None or settings.directory.kind != "ldap":
         raise ConfigError(

@@ -40,7 +40,7 @@ def domain_dn(domain: str, base: str) -> str:
 
 @dataclass(frozen=True)
 class Delegation:
-    """Who may sign for a domain (README, "Who may sign as whom"); empty: no rule."""
+    """Who may sign for a domain (docs/howto/sender-authorization.md); empty: no rule."""
 
     senders: tuple[str, ...] = ()
     """Logins or group DNs (``dkimSignAllowedSender``)."""

@@ -1,6 +1,6 @@
 """Who may sign as whom: the sender authorization decision for one message.
 
-Three rules, each off until configured (README, "Who may sign as whom"):
+Three rules, each off until configured (docs/howto/sender-authorization.md, "Who may sign as whom"):
 
 * **Alignment** (``SenderAlignment``, or the domain entry's
   ``dkimSignSenderAlignment``): the MAIL FROM domain must be the From domain

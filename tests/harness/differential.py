@@ -510,7 +510,7 @@ EXPLAINED: dict[tuple[str, str, str, str], str] = {
     # A deliberate difference (the item 2; RFC 6376 §8.2).
     ("l-partial", "policy", "pass", "pass"): (
         "RFC 6376 §8.2: content after l= is not signed; ldapdkim reports dkim=policy, not "
-        "pass (README: the 2024 l= disclosures); the others pass the message"
+        "pass (docs/design.md: the 2024 l= disclosures); the others pass the message"
     ),
     ("l-partial", "policy", "fail", "pass"): (
         "as above; Mail::DKIM fails an l= that covers an empty body (l= before its CRLF)"

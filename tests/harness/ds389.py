@@ -1,7 +1,7 @@
 """Run a throw-away 389 Directory Server instance for the integration tests.
 
 This module's one job is :class:`Ds389`: a private ``ns-slapd`` in a
-temporary directory, set up the way the README tells a 389-DS administrator
+temporary directory, set up the way docs/howto/389ds.md tells a 389-DS administrator
 to set it up for ldapdkim, with the same accounts and layout as
 :class:`harness.slapd.Slapd`, so that a test written against one runs
 against the other.
@@ -29,7 +29,7 @@ What the server has, once :meth:`Ds389.start` returns:
 * the access control of ``conf/389ds-aci.ldif``, its placeholders replaced
   by these DNs: only the milter reads or filters on dkimSignPrivateKey;
 * with *content_sync* (the default), the Retro Changelog and Content
-  Synchronization plugins on, configured as the README says, so the
+  Synchronization plugins on, configured as docs/howto/389ds.md says, so the
   server offers RFC 4533 content sync;
 * a listener on ``ldap://127.0.0.1:<port>`` and an ldapi socket.
 """
@@ -237,7 +237,8 @@ class Ds389(LdapServer):
         return "\n".join(lines) + "\n"
 
     def _configure(self) -> None:
-        """Accounts, indexes, access control and (optionally) content sync, as the README says."""
+        """Accounts, indexes, access control and (optionally) content sync, as
+        docs/howto/389ds.md says."""
         backend = "cn=userRoot,cn=ldbm database,cn=plugins,cn=config"
         index = "".join(
             f"dn: cn={attribute},cn=index,{backend}\n"
@@ -300,4 +301,4 @@ replace: nsslapd-pluginEnabled
 nsslapd-pluginEnabled: on
 -
 """
-"""What the README's 389-DS section has an administrator change for content sync."""
+"""What docs/howto/389ds.md has an administrator change for content sync."""

@@ -139,6 +139,9 @@ def test_it_installs_program_configuration_schema_unit_manuals_and_a_user(deb: P
         "/lib/systemd/system/ldapdkim.service",
         "/usr/lib/sysusers.d/ldapdkim.conf",
         "/usr/share/doc/ldapdkim/changelog.gz",
+        "/usr/share/doc/ldapdkim/README.md",  # uncompressed: its links lead into docs/
+        "/usr/share/doc/ldapdkim/docs/README.md",
+        "/usr/share/doc/ldapdkim/docs/reference/configuration.md",
     ):
         assert Path(path).exists(), path
     conffiles = _run("dpkg-query", "-W", "-f=${Conffiles}", "ldapdkim").stdout

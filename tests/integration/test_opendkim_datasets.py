@@ -5,7 +5,7 @@ negated, in any order; or host names and parent domains, some negated) and
 a handful of clients; both milters get the same file, and every client's
 message must be signed by both or by neither (the whole decision is
 compared).  A list that mixes names and addresses with an exclusion is left
-out: that is a declared difference (README, "Differences from OpenDKIM").
+out: that is a declared difference (docs/reference/opendkim-differences.md).
 
 ``LDAPDKIM_FUZZ_EXAMPLES`` sets how many lists (default 10 in the suite;
 ``bench/differential_datasets.sh`` runs more).

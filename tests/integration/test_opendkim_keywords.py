@@ -8,7 +8,7 @@ address, client name and MTA macros.  The two decisions must be equal: how
 the MTA goes on (and the SMTP code), each DKIM-Signature's d=, s=, c=, h=,
 x= - t= and i=, and the DKIM results in Authentication-Results
 (:mod:`harness.milterpair`).  Where ldapdkim differs on purpose, the case
-says so and pins the difference (README, "Differences from OpenDKIM").
+says so and pins the difference (docs/reference/opendkim-differences.md).
 
 OpenDKIM refuses a key file below a directory others can write to (``/tmp``),
 so the keys and configurations live in a directory under ``/run``.
@@ -362,7 +362,7 @@ def test_key_and_signing_tables_against_the_directory_migrate_builds(site: Site)
         assert ldapdkim == opendkim, (number, err)
 
 
-# -- declared differences (README, "Differences from OpenDKIM"), each pinned ----------
+# -- declared differences (docs/reference/opendkim-differences.md), each pinned ----------
 
 
 def _one(

@@ -249,7 +249,7 @@ def test_suggestion_ignores_case_and_gives_the_documented_spelling() -> None:
 def test_unknown_keyword_without_a_close_match() -> None:
     assert verifier_error("Frobnicate yes\n") == (
         "t.conf:2: unknown keyword 'Frobnicate'; remove the line, or check the spelling "
-        "against the keyword list in the README"
+        "against the keyword list in ldapdkim.conf(5)"
     )
 
 
@@ -262,11 +262,11 @@ def test_keyword_glued_to_its_value() -> None:
 def test_unsupported_opendkim_table_keywords_point_to_the_directory() -> None:
     assert verifier_error("KeyTable file:/etc/opendkim/KeyTable\n") == (
         "t.conf:2: OpenDKIM keyword 'KeyTable' is not supported by ldapdkim; "
-        "keys live in the directory; see 'ldapdkim migrate' / README"
+        "keys live in the directory; see 'ldapdkim migrate' and docs/howto/migration.md"
     )
     assert verifier_error("signingtable refile:/etc/opendkim/SigningTable\n") == (
         "t.conf:2: OpenDKIM keyword 'SigningTable' is not supported by ldapdkim; "
-        "keys live in the directory; see 'ldapdkim migrate' / README"
+        "keys live in the directory; see 'ldapdkim migrate' and docs/howto/migration.md"
     )
 
 

@@ -220,7 +220,7 @@ def test_the_three_sender_login_keywords_come_together() -> None:
         parse(LDAP + "SenderLoginBase ou=people,dc=x\n", "t.conf")
     assert str(refused.value) == (
         "t.conf:3: SenderLoginBase given without SenderLoginFilter and SenderLoginAttribute; "
-        "sender authorization by login needs all three (README, 'Who may sign as whom')"
+        "sender authorization by login needs all three (docs/howto/sender-authorization.md)"
     )
 
 

@@ -1,7 +1,8 @@
 """Where an opendkim.conf setting would behave differently in ldapdkim, said line by line.
 
-Each check here is one of README's "Differences from OpenDKIM" that a
-configuration can run into; the differential tests against OpenDKIM itself
+Each check here is one of the "Differences from OpenDKIM"
+(docs/reference/opendkim-differences.md) that a configuration can run into;
+the differential tests against OpenDKIM itself
 (``tests/integration/test_opendkim_keywords.py``) pin each of them.  A
 keyword with such a warning is not reported as meaning the same.
 """

@@ -47,7 +47,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "memorybackend",
             "ldapbackend",
             "replica.usnpoll",
-            "senders",
+            "owners",
             "replica.status",
             "replica.statedir",
             "replica.state",
@@ -64,7 +64,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     (
         "signing",
         [
-            "senders",
+            "authorization",
             "bodyhash",
             "taglist",
             "canonicalization",

@@ -6,7 +6,7 @@ entries beneath the policy that applies.  DNs are only ever taken from search
 results, never built from the domain.  Two policy entries claiming one name
 are an error, never "first hit wins".
 
-Backends implement :class:`Backend`; caching lives in :mod:`ldapdkim.directory.resolver`.
+Backends implement :class:`Backend`; caching lives in :mod:`ldapdkim.directory.cache`.
 """
 
 from __future__ import annotations

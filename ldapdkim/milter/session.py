@@ -27,8 +27,8 @@ import Milter
 
 from ldapdkim import __version__, metrics
 from ldapdkim.config.settings import Settings
+from ldapdkim.directory.cache import CachedResolver
 from ldapdkim.directory.owners import SenderDirectory
-from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.errors import SIGNING_REFUSALS, DomainNotSigned, KeyUnavailable, MessageError
 from ldapdkim.milter import refusals
 from ldapdkim.milter.refusals import Refusal

@@ -58,7 +58,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "writer",
             "probe",
             "resolution",
-            "resolver",
+            "cache",
         ],
     ),
     (

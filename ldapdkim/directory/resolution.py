@@ -39,7 +39,7 @@ class Backend(Protocol):
     def serves_from_memory(self) -> bool:
         """Whether answers come from entries held in memory (no server is asked).
 
-        Such a backend is its own last known state: the resolver keeps no
+        Such a backend is its own last known state: the cache keeps no
         second copy of its answers for outages.
         """
         ...

@@ -35,7 +35,19 @@ LAYERS: list[tuple[str, list[str]]] = [
             "sealing",
         ],
     ),
-    ("config", ["datasets", "hostlist", "secret", "ldap", "values", "directorysource", "settings"]),
+    (
+        "config",
+        [
+            "datasets",
+            "hostlist",
+            "secret",
+            "ldap",
+            "values",
+            "directorysource",
+            "keywords",
+            "settings",
+        ],
+    ),
     (
         "directory",
         [

@@ -55,6 +55,9 @@ class Keyword:
     """The outcome an On-* keyword gives its action to; None for other keywords."""
     repeatable: bool = False
     """Each line adds a value (the field is a tuple of them) instead of replacing it."""
+    opendkim: bool = False
+    """opendkim.conf(5) has this keyword, with the same meaning
+    (docs/reference/opendkim-differences.md lists where they differ on purpose)."""
 
     @property
     def default_text(self) -> str:
@@ -63,15 +66,19 @@ class Keyword:
         return self.shown or "(none)"
 
 
-def _on(outcome: Outcome, default: str, doc: str) -> Keyword:
-    return Keyword(outcome.keyword, "on_actions", _action, default, doc, outcome=outcome)
+def _on(outcome: Outcome, default: str, doc: str, *, opendkim: bool = False) -> Keyword:
+    return Keyword(
+        outcome.keyword, "on_actions", _action, default, doc, outcome=outcome, opendkim=opendkim
+    )
 
 
 KEYWORDS: tuple[Keyword, ...] = (
     # Operation
-    Keyword("Mode", "mode", values.mode, "sv", "s to sign, v to verify, sv for both"),
+    Keyword("Mode", "mode", values.mode, "sv", "s to sign, v to verify, sv for both",
+            opendkim=True),
     Keyword("Socket", "socket", values.socket, "inet:8891@127.0.0.1",
-            "where the MTA connects: inet:PORT@HOST, inet6:PORT@HOST or local:/PATH"),
+            "where the MTA connects: inet:PORT@HOST, inet6:PORT@HOST or local:/PATH",
+            opendkim=True),
     # The directory
     Keyword("Directory", "directory", directory, None,
             "LDAP URLs with the base DN as path (failover order), or ldif:PATH",
@@ -118,31 +125,35 @@ KEYWORDS: tuple[Keyword, ...] = (
             "(Active Directory: uSNChanged)"),
     # Signing
     Keyword("Canonicalization", "canonicalization", values.canonicalization, "simple/simple",
-            "header/body canonicalization when signing, each simple or relaxed"),
+            "header/body canonicalization when signing, each simple or relaxed", opendkim=True),
     Keyword("SignHeaders", "sign_headers", values.sign_headers, None,
-            "header fields to sign (From is always added)", shown="(RFC 6376 §5.4 set)"),
+            "header fields to sign (From is always added)", shown="(RFC 6376 §5.4 set)",
+            opendkim=True),
     Keyword("OversignHeaders", "oversign_headers", values.header_names, "from",
-            "header fields signed once more than present, so none can be added"),
+            "header fields signed once more than present, so none can be added", opendkim=True),
     Keyword("SignatureTTL", "signature_ttl", values.whole_seconds, "0",
-            "signature lifetime for x= in seconds (0: no x= tag)"),
+            "signature lifetime for x= in seconds (0: no x= tag)", opendkim=True),
     Keyword("MinimumKeyBits", "minimum_key_bits", values.key_bits, "1024",
-            "smallest RSA key accepted when verifying (512 at least)"),
+            "smallest RSA key accepted when verifying (512 at least)", opendkim=True),
     Keyword("SubDomains", "subdomains", values.boolean, "no",
-            "also sign for subdomains of the signing domains"),
+            "also sign for subdomains of the signing domains", opendkim=True),
     Keyword("Domain", "domain", values.domains, None,
-            "single-key mode: domains to sign (list, csl: or file:)", empty=()),
-    Keyword("Selector", "selector", values.selector, None, "single-key mode: selector of KeyFile"),
-    Keyword("KeyFile", "key_file", values.key_file, None, "single-key mode: PEM private key file"),
+            "single-key mode: domains to sign (list, csl: or file:)", empty=(), opendkim=True),
+    Keyword("Selector", "selector", values.selector, None, "single-key mode: selector of KeyFile",
+            opendkim=True),
+    Keyword("KeyFile", "key_file", values.key_file, None, "single-key mode: PEM private key file",
+            opendkim=True),
     # Who is who
     Keyword("InternalHosts", "internal_hosts", values.host_list, "127.0.0.1, ::1",
-            "clients whose mail is signed, not verified (replaces the default)"),
+            "clients whose mail is signed, not verified (replaces the default)", opendkim=True),
     Keyword("ExternalIgnoreList", "external_ignore_list", values.host_list, None,
             "outside clients allowed to send as signing domains without a log line",
-            empty=HostList()),
+            empty=HostList(), opendkim=True),
     Keyword("PeerList", "peer_list", values.host_list, None,
-            "clients whose mail is passed without any DKIM processing", empty=HostList()),
+            "clients whose mail is passed without any DKIM processing", empty=HostList(),
+            opendkim=True),
     Keyword("MacroList", "macro_list", values.macros, "{auth_authen}, {daemon_name}=ORIGINATING",
-            "MTA macros that mark mail to sign: NAME or NAME=VALUE1|VALUE2"),
+            "MTA macros that mark mail to sign: NAME or NAME=VALUE1|VALUE2", opendkim=True),
     # Who may sign as whom (docs/howto/sender-authorization.md, "Who may sign as whom")
     Keyword("SenderLoginBase", "sender_login_base", values.text, None,
             "where the entries that own addresses live (people, accounts); with "
@@ -162,18 +173,19 @@ KEYWORDS: tuple[Keyword, ...] = (
             "alignment"),
     # Verifying
     Keyword("AuthservID", "authserv_id", values.authserv_id, None,
-            "authserv-id in Authentication-Results", shown="(host name)"),
+            "authserv-id in Authentication-Results", shown="(host name)", opendkim=True),
     Keyword("Nameservers", "nameservers", values.nameservers, None,
             "DNS servers for key lookups: IP, IP:PORT or [IPv6]:PORT",
-            shown="(system resolver)", empty=()),
+            shown="(system resolver)", empty=(), opendkim=True),
     Keyword("DNSTimeout", "dns_timeout", values.positive_seconds, "5",
-            "seconds before a key lookup counts as a temporary DNS error (temperror)"),
+            "seconds before a key lookup counts as a temporary DNS error (temperror)",
+            opendkim=True),
     Keyword("AlwaysAddARHeader", "always_add_ar_header", values.boolean, "yes",
             "add Authentication-Results (dkim=none) to verified mail that has no signature; "
-            "OpenDKIM's default is no"),
+            "OpenDKIM's default is no", opendkim=True),
     Keyword("MaximumSignaturesToVerify", "maximum_signatures_to_verify", values.signature_count,
             "3", "how many signatures of one message are checked, author signatures first; "
-            "those whose key is missing do not count"),
+            "those whose key is missing do not count", opendkim=True),
     # Key rotation (ldapdkim rotate)
     Keyword("RotationOverlap", "rotation_overlap", values.duration, "2d",
             "how long a new key's DNS record must have been seen before rotate --advance "
@@ -183,7 +195,7 @@ KEYWORDS: tuple[Keyword, ...] = (
             "deletes it"),
     # Process and logging
     Keyword("UserID", "user_id", values.user_id, None, "USER[:GROUP] to switch to after start",
-            shown="(unchanged)"),
+            shown="(unchanged)", opendkim=True),
     Keyword("Workers", "workers", values.workers, "auto",
             "processes serving mail on the one Socket (each uses up to a core); auto: one per "
             "CPU the milter may run on; 1: a single process; above 1, a supervisor starts "
@@ -192,22 +204,25 @@ KEYWORDS: tuple[Keyword, ...] = (
             "serve Prometheus metrics at /metrics and a health check at /healthz here: "
             "inet:PORT@HOST, e.g. inet:9469@127.0.0.1 (keep it off public addresses)",
             shown="(off)"),
-    Keyword("PidFile", "pid_file", values.absolute_path, None, "file to write the process ID to"),
+    Keyword("PidFile", "pid_file", values.absolute_path, None, "file to write the process ID to",
+            opendkim=True),
     Keyword("StateDirectory", "state_directory", values.absolute_path, "/var/lib/ldapdkim",
             "where the milter keeps its directory replica and status.json; the replica "
             "holds the private keys (files mode 0600; keep the directory 0700, owned by "
             "UserID)"),
     Keyword("UMask", "umask", values.umask, None, "octal file creation mask (socket, PidFile)",
-            shown="(inherited)"),
-    Keyword("Syslog", "syslog", values.boolean, "yes", "log to syslog (else to standard error)"),
-    Keyword("SyslogFacility", "syslog_facility", values.facility, "mail", "syslog facility"),
+            shown="(inherited)", opendkim=True),
+    Keyword("Syslog", "syslog", values.boolean, "yes", "log to syslog (else to standard error)",
+            opendkim=True),
+    Keyword("SyslogFacility", "syslog_facility", values.facility, "mail", "syslog facility",
+            opendkim=True),
     Keyword("SyslogSuccess", "syslog_success", values.boolean, "no",
-            "also log each successful signature and verification"),
+            "also log each successful signature and verification", opendkim=True),
     Keyword("LogWhy", "log_why", values.boolean, "no",
-            "log why each message was signed, verified or skipped"),
+            "log why each message was signed, verified or skipped", opendkim=True),
     Keyword("RequireSafeKeys", "require_safe_keys", values.boolean, "yes",
             "refuse a KeyFile or password file that group or others can read, or that "
-            "another non-root user owns"),
+            "another non-root user owns", opendkim=True),
     # Protecting keys (docs/security.md, "Protecting keys")
     Keyword("KeyEncryptionKey", "key_encryption_keys", values.key_encryption_key, None,
             "ID PATH: a key-encryption key (32 random bytes, or credential:NAME for a "
@@ -221,16 +236,18 @@ KEYWORDS: tuple[Keyword, ...] = (
     Keyword("PKCS11PinFile", "pkcs11_pin", values.pin_file, None,
             "file (or credential:NAME) whose first line is the token's user PIN"),
     Keyword("SoftwareHeader", "software_header", values.boolean, "no",
-            "add a DKIM-Filter header field naming ldapdkim"),
+            "add a DKIM-Filter header field naming ldapdkim", opendkim=True),
     # Actions
     _on(Outcome.DEFAULT, "accept",
-        "action for any outcome; when given, the default of every On-* not given"),
-    _on(Outcome.BAD_SIGNATURE, "accept", "action when a signature fails to verify"),
-    _on(Outcome.DNS_ERROR, "tempfail", "action when a key lookup fails temporarily"),
-    _on(Outcome.INTERNAL_ERROR, "tempfail", "action when ldapdkim hits an internal error"),
-    _on(Outcome.KEY_NOT_FOUND, "accept", "action when a signature's key is not in the DNS"),
-    _on(Outcome.NO_SIGNATURE, "accept", "action for an unsigned message"),
-    _on(Outcome.SIGNATURE_ERROR, "reject", "action when a message cannot be signed"),
+        "action for any outcome; when given, the default of every On-* not given", opendkim=True),
+    _on(Outcome.BAD_SIGNATURE, "accept", "action when a signature fails to verify", opendkim=True),
+    _on(Outcome.DNS_ERROR, "tempfail", "action when a key lookup fails temporarily", opendkim=True),
+    _on(Outcome.INTERNAL_ERROR, "tempfail", "action when ldapdkim hits an internal error",
+        opendkim=True),
+    _on(Outcome.KEY_NOT_FOUND, "accept", "action when a signature's key is not in the DNS",
+        opendkim=True),
+    _on(Outcome.NO_SIGNATURE, "accept", "action for an unsigned message", opendkim=True),
+    _on(Outcome.SIGNATURE_ERROR, "reject", "action when a message cannot be signed", opendkim=True),
     _on(Outcome.DIRECTORY_ERROR, "tempfail",
         "action when the directory cannot be read and no cached answer is fresh enough"),
     _on(Outcome.SENDER_MISMATCH, "accept",
@@ -239,20 +256,10 @@ KEYWORDS: tuple[Keyword, ...] = (
 
 BY_NAME = {kw.name.lower(): kw for kw in KEYWORDS}
 
-OPENDKIM_KEYWORDS = frozenset(
-    {
-        "Mode", "Socket", "Domain", "Selector", "KeyFile", "Canonicalization",
-        "SignHeaders", "OversignHeaders", "SignatureTTL", "MinimumKeyBits", "SubDomains",
-        "InternalHosts", "ExternalIgnoreList", "PeerList", "MacroList", "AuthservID",
-        "Nameservers", "DNSTimeout", "MaximumSignaturesToVerify", "AlwaysAddARHeader",
-        "UserID", "PidFile", "UMask", "Syslog", "SyslogFacility", "SyslogSuccess", "LogWhy",
-        "RequireSafeKeys", "SoftwareHeader", "On-Default", "On-BadSignature", "On-DNSError",
-        "On-InternalError", "On-KeyNotFound", "On-NoSignature", "On-SignatureError",
-    }
-)  # fmt: skip
+OPENDKIM_KEYWORDS = frozenset(kw.name for kw in KEYWORDS if kw.opendkim)
 """The keywords of opendkim.conf(5) that ldapdkim takes, with OpenDKIM's meaning
-(docs/reference/opendkim-differences.md lists where they differ on purpose);
-KeyTable and SigningTable become directory entries (``ldapdkim migrate``)."""
+(the table's ``opendkim`` column); KeyTable and SigningTable become directory
+entries (``ldapdkim migrate``), and ``UNSUPPORTED`` lists the ones it refuses."""
 
 _DAEMON_HINT = (
     "ldapdkim runs in the foreground; let the service manager start and restart it "

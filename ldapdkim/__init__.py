@@ -1,12 +1,12 @@
 """ldapdkim: a DKIM signing and verifying milter whose keys live in LDAP.
 
 The public surface is small on purpose: the typed model and the error tree.
-Everything else is reached through the ``ldapdkim`` command.
+Everything else is reached through the ``ldapdkim`` command.  Importing the
+package changes nothing outside it.
 """
 
 from __future__ import annotations
 
-from ldapdkim import nodoh
 from ldapdkim.errors import (
     ConfigError,
     DirectoryError,
@@ -19,8 +19,6 @@ from ldapdkim.errors import (
 from ldapdkim.model import Algorithm, DomainPolicy, KeyState, Resolution, SigningKey
 
 __version__ = "0.1.0"
-
-nodoh.install()
 
 __all__ = [
     "Algorithm",

@@ -11,7 +11,10 @@ DNS over HTTPS, which ldapdkim never uses: it resolves over UDP and TCP.
 ``dns.query`` alone: while that module runs its imports, ``requests`` and
 ``httpx`` are absent (``sys.modules[name] = None`` makes ``import name`` raise
 ImportError, which dnspython takes as "not installed").  Afterwards they can
-be imported as usual; nothing else is touched.
+be imported as usual; nothing else is touched.  The command's entry point
+(:func:`ldapdkim.cli.main.main`) installs it before anything else, so every
+sub-command and the milter's workers (forked from ``ldapdkim run``) have it;
+a bare ``import ldapdkim`` does not.
 """
 
 from __future__ import annotations

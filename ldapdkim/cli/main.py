@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ldapdkim import __version__
+from ldapdkim import __version__, nodoh
 from ldapdkim.cli import options
 from ldapdkim.errors import ConfigError, KeyFormatError, LdapDkimError, UsageError
 from ldapdkim.log import setup_cli_logging
@@ -38,6 +38,7 @@ then starts without loading what ``migrate`` or ``rotate`` need)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    nodoh.install()  # before a sub-command's modules import dnspython
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_command_named(argv))
     args = parser.parse_args(argv)

@@ -25,7 +25,7 @@ from pathlib import Path
 import ldapdkim
 from ldapdkim import __version__, metrics
 from ldapdkim.cli.main import build_parser
-from ldapdkim.config.settings import keyword_reference, unsupported_keywords
+from ldapdkim.config.keywords import keyword_reference, unsupported_keywords
 from ldapdkim.milter import monitor
 from ldapdkim.model import DirectoryView
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 from ldapdkim import config
 from ldapdkim.cli import options
 from ldapdkim.cli.options import Parents, Subparsers
+from ldapdkim.directory.cache import CachedResolver
 from ldapdkim.directory.resolution import open_directory
-from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.domainname import domain_of_address
 from ldapdkim.errors import (
     SIGNING_REFUSALS,

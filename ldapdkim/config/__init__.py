@@ -2,6 +2,7 @@
 host lists and the LDAP connection value.
 """
 
-from ldapdkim.config.settings import Settings, keyword_reference, load, parse
+from ldapdkim.config.keywords import keyword_reference
+from ldapdkim.config.settings import Settings, load, parse
 
 __all__ = ["Settings", "keyword_reference", "load", "parse"]

@@ -12,13 +12,9 @@ The syntax is OpenDKIM's (opendkim.conf(5)):
 - relative paths are taken from the current working directory, as OpenDKIM does,
   and stored as absolute paths, so a later change of directory does not move them.
 
-Every keyword is declared once, in ``_KEYWORDS``, with its converter (from
-:mod:`ldapdkim.config.values`, and :mod:`ldapdkim.config.directorysource` for
-``Directory``), its default (as configuration text, converted like a value
-from the file) and a one-line doc; :func:`keyword_reference` hands that table
-to the generated references (``docs/reference/configuration.md`` and
-``ldapdkim.conf(5)``).  OpenDKIM keywords that ldapdkim deliberately lacks are
-listed in ``_UNSUPPORTED`` with what to do instead.
+Every keyword is declared once, in the keyword table
+(:mod:`ldapdkim.config.keywords`), with its converter, its default and a
+one-line doc; the defaults of :class:`Settings` are converted from it.
 
 Every problem is a :class:`~ldapdkim.errors.ConfigError` reading
 ``FILE:LINE: what; how to fix``.  No message and no ``repr`` shows the bind
@@ -38,277 +34,17 @@ from typing import Any, NoReturn
 
 from ldapdkim.config import values
 from ldapdkim.config.datasets import keyword_lines
-from ldapdkim.config.directorysource import DirectorySource, directory
+from ldapdkim.config.directorysource import DirectorySource
 from ldapdkim.config.hostlist import HostList
+from ldapdkim.config.keywords import BY_NAME, KEYWORDS, UNSUPPORTED, Keyword
 from ldapdkim.config.ldap import ADMIN_BIND_KEYWORDS, LdapSettings
 from ldapdkim.config.secret import Secret, unsafe
 from ldapdkim.errors import ConfigError
 from ldapdkim.model import Action, Alignment, Canonicalization, DirectorySync, Outcome
 from ldapdkim.sealing import KeyEncryptionKey
 
-# --------------------------------------------------------------------------
-# The On-* actions
 
-
-def _action(ctx: values.Context, value: str) -> Action:
-    try:
-        return Action.parse(value)
-    except ValueError:
-        ctx.fail(
-            f"{ctx.keyword} {value!r} is not an action",
-            "use accept (a), discard (d), quarantine (q), reject (r) or tempfail (t)",
-        )
-
-
-# --------------------------------------------------------------------------
-# The keyword table: the single source of truth for names, types, defaults, docs.
-
-
-@dataclass(frozen=True)
-class _Keyword:
-    name: str
-    field: str
-    convert: Callable[[values.Context, str], Any]
-    default: str | None
-    """Default as configuration text, converted like a value from the file."""
-    doc: str
-    shown: str | None = None
-    """How the default reads in the reference, when ``default`` is None."""
-    empty: Any = None
-    """The field value when ``default`` is None."""
-
-    outcome: Outcome | None = None
-    """The outcome an On-* keyword gives its action to; None for other keywords."""
-    repeatable: bool = False
-    """Each line adds a value (the field is a tuple of them) instead of replacing it."""
-
-    @property
-    def default_text(self) -> str:
-        if self.default is not None:
-            return self.default
-        return self.shown or "(none)"
-
-
-def _on(outcome: Outcome, default: str, doc: str) -> _Keyword:
-    return _Keyword(outcome.keyword, "on_actions", _action, default, doc, outcome=outcome)
-
-
-_KEYWORDS: tuple[_Keyword, ...] = (
-    # Operation
-    _Keyword("Mode", "mode", values.mode, "sv", "s to sign, v to verify, sv for both"),
-    _Keyword("Socket", "socket", values.socket, "inet:8891@127.0.0.1",
-             "where the MTA connects: inet:PORT@HOST, inet6:PORT@HOST or local:/PATH"),
-    # The directory
-    _Keyword("Directory", "directory", directory, None,
-             "LDAP URLs with the base DN as path (failover order), or ldif:PATH",
-             shown="(none)"),
-    _Keyword("LDAPBindUser", "ldap_bind_user", values.text, None,
-             "DN to bind as with a simple bind", shown="(anonymous)"),
-    _Keyword("LDAPBindPassword", "ldap_bind_password", values.password, None,
-             "bind password; prefer LDAPBindPasswordFile, which keeps it out of this file"),
-    _Keyword("LDAPBindPasswordFile", "ldap_bind_password", values.password_file, None,
-             "file whose first line is the bind password, read before dropping root"),
-    _Keyword("LDAPAdminBindUser", "ldap_admin_bind_user", values.text, None,
-             "DN that 'ldapdkim rotate' binds as to write keys (simple bind); the milter "
-             "never uses it", shown="(LDAPBindUser)"),
-    _Keyword("LDAPAdminBindPasswordFile", "ldap_admin_bind_password", values.password_file, None,
-             "file whose first line is the password of LDAPAdminBindUser"),
-    _Keyword("LDAPAuthMechanism", "ldap_auth_mechanism", values.sasl_mechanism, None,
-             "SIMPLE, EXTERNAL (TLS client certificate or ldapi://) or another SASL mechanism",
-             shown="SIMPLE"),
-    _Keyword("LDAPAuthName", "ldap_auth_user", values.text, None,
-             "SASL user to authenticate as (authcid), e.g. for DIGEST-MD5"),
-    _Keyword("LDAPAuthUser", "ldap_authz_id", values.text, None,
-             "SASL identity to act as (authzid), when not the authenticated user"),
-    _Keyword("LDAPAuthRealm", "ldap_auth_realm", values.text, None, "SASL realm"),
-    _Keyword("LDAPUseTLS", "ldap_use_tls", values.boolean, "no",
-             "issue StartTLS on ldap:// connections"),
-    _Keyword("LDAPTLSCACertFile", "ldap_tls_ca_cert_file", values.ca_file, None,
-             "PEM file of the CAs trusted for the LDAP server certificate",
-             shown="(libldap's ldap.conf)"),
-    _Keyword("LDAPTimeout", "ldap_timeout", values.positive_seconds, "5",
-             "seconds before an LDAP connect or search is abandoned"),
-    _Keyword("LDAPCacheTTL", "ldap_cache_ttl", values.duration, "300",
-             "how long a directory answer is reused (0 disables the cache)"),
-    _Keyword("LDAPNegativeCacheTTL", "ldap_negative_cache_ttl", values.duration, "60",
-             "how long a 'no such domain' answer is reused"),
-    _Keyword("DirectoryMaxStale", "directory_max_stale", values.duration, "86400",
-             "how long the last good answer is served while the directory is unreachable "
-             "(0 disables)"),
-    _Keyword("DirectorySync", "directory_sync", values.directory_sync, "auto",
-             "keep a replica of the directory current: auto (by RFC 4533 content sync, or "
-             "by USN polling on Active Directory; else cached lookups), yes (replica only) "
-             "or no (lookups only)"),
-    _Keyword("DirectoryPollInterval", "directory_poll_interval", values.positive_seconds, "10",
-             "seconds between two polls for changes of a server without content sync "
-             "(Active Directory: uSNChanged)"),
-    # Signing
-    _Keyword("Canonicalization", "canonicalization", values.canonicalization, "simple/simple",
-             "header/body canonicalization when signing, each simple or relaxed"),
-    _Keyword("SignHeaders", "sign_headers", values.sign_headers, None,
-             "header fields to sign (From is always added)", shown="(RFC 6376 §5.4 set)"),
-    _Keyword("OversignHeaders", "oversign_headers", values.header_names, "from",
-             "header fields signed once more than present, so none can be added"),
-    _Keyword("SignatureTTL", "signature_ttl", values.whole_seconds, "0",
-             "signature lifetime for x= in seconds (0: no x= tag)"),
-    _Keyword("MinimumKeyBits", "minimum_key_bits", values.key_bits, "1024",
-             "smallest RSA key accepted when verifying (512 at least)"),
-    _Keyword("SubDomains", "subdomains", values.boolean, "no",
-             "also sign for subdomains of the signing domains"),
-    _Keyword("Domain", "domain", values.domains, None,
-             "single-key mode: domains to sign (list, csl: or file:)", empty=()),
-    _Keyword("Selector", "selector", values.selector, None, "single-key mode: selector of KeyFile"),
-    _Keyword("KeyFile", "key_file", values.key_file, None, "single-key mode: PEM private key file"),
-    # Who is who
-    _Keyword("InternalHosts", "internal_hosts", values.host_list, "127.0.0.1, ::1",
-             "clients whose mail is signed, not verified (replaces the default)"),
-    _Keyword("ExternalIgnoreList", "external_ignore_list", values.host_list, None,
-             "outside clients allowed to send as signing domains without a log line",
-             empty=HostList()),
-    _Keyword("PeerList", "peer_list", values.host_list, None,
-             "clients whose mail is passed without any DKIM processing", empty=HostList()),
-    _Keyword("MacroList", "macro_list", values.macros, "{auth_authen}, {daemon_name}=ORIGINATING",
-             "MTA macros that mark mail to sign: NAME or NAME=VALUE1|VALUE2"),
-    # Who may sign as whom (docs/howto/sender-authorization.md, "Who may sign as whom")
-    _Keyword("SenderLoginBase", "sender_login_base", values.text, None,
-             "where the entries that own addresses live (people, accounts); with "
-             "SenderLoginFilter and SenderLoginAttribute, an authenticated login signs only "
-             "for addresses it owns", shown="(off)"),
-    _Keyword("SenderLoginFilter", "sender_login_filter", values.login_filter, None,
-             "filter for the entries owning the From address: %s the address, %u its local "
-             "part, %d its domain, e.g. (|(mail=%s)(mailAlternateAddress=%s))"),
-    _Keyword("SenderLoginAttribute", "sender_login_attributes", values.attribute_names, None,
-             "attributes of those entries that hold the owning logins, e.g. uid", empty=()),
-    _Keyword("SenderAlignment", "sender_alignment", values.alignment, "none",
-             "MAIL FROM domain must match the From domain before signing: none, exact, or "
-             "organizational (public suffix list); a domain entry may say otherwise"),
-    _Keyword("PublicSuffixList", "public_suffix_list", values.absolute_path,
-             "/usr/share/publicsuffix/public_suffix_list.dat",
-             "the public suffix list (Debian package publicsuffix), for organizational "
-             "alignment"),
-    # Verifying
-    _Keyword("AuthservID", "authserv_id", values.authserv_id, None,
-             "authserv-id in Authentication-Results", shown="(host name)"),
-    _Keyword("Nameservers", "nameservers", values.nameservers, None,
-             "DNS servers for key lookups: IP, IP:PORT or [IPv6]:PORT",
-             shown="(system resolver)", empty=()),
-    _Keyword("DNSTimeout", "dns_timeout", values.positive_seconds, "5",
-             "seconds before a key lookup counts as a temporary DNS error (temperror)"),
-    _Keyword("AlwaysAddARHeader", "always_add_ar_header", values.boolean, "yes",
-             "add Authentication-Results (dkim=none) to verified mail that has no signature; "
-             "OpenDKIM's default is no"),
-    _Keyword("MaximumSignaturesToVerify", "maximum_signatures_to_verify", values.signature_count,
-             "3", "how many signatures of one message are checked, author signatures first; "
-             "those whose key is missing do not count"),
-    # Key rotation (ldapdkim rotate)
-    _Keyword("RotationOverlap", "rotation_overlap", values.duration, "2d",
-             "how long a new key's DNS record must have been seen before rotate --advance "
-             "activates the key"),
-    _Keyword("RotationRetireAfter", "rotation_retire_after", values.duration, "7d",
-             "how long a retired key stays published before rotate --advance --prune "
-             "deletes it"),
-    # Process and logging
-    _Keyword("UserID", "user_id", values.user_id, None, "USER[:GROUP] to switch to after start",
-             shown="(unchanged)"),
-    _Keyword("Workers", "workers", values.workers, "auto",
-             "processes serving mail on the one Socket (each uses up to a core); auto: one per "
-             "CPU the milter may run on; 1: a single process; above 1, a supervisor starts "
-             "them, passes signals on and replaces one that dies"),
-    _Keyword("MetricsSocket", "metrics_socket", values.tcp_socket, None,
-             "serve Prometheus metrics at /metrics and a health check at /healthz here: "
-             "inet:PORT@HOST, e.g. inet:9469@127.0.0.1 (keep it off public addresses)",
-             shown="(off)"),
-    _Keyword("PidFile", "pid_file", values.absolute_path, None, "file to write the process ID to"),
-    _Keyword("StateDirectory", "state_directory", values.absolute_path, "/var/lib/ldapdkim",
-             "where the milter keeps its directory replica and status.json; the replica "
-             "holds the private keys (files mode 0600; keep the directory 0700, owned by "
-             "UserID)"),
-    _Keyword("UMask", "umask", values.umask, None, "octal file creation mask (socket, PidFile)",
-             shown="(inherited)"),
-    _Keyword("Syslog", "syslog", values.boolean, "yes", "log to syslog (else to standard error)"),
-    _Keyword("SyslogFacility", "syslog_facility", values.facility, "mail", "syslog facility"),
-    _Keyword("SyslogSuccess", "syslog_success", values.boolean, "no",
-             "also log each successful signature and verification"),
-    _Keyword("LogWhy", "log_why", values.boolean, "no",
-             "log why each message was signed, verified or skipped"),
-    _Keyword("RequireSafeKeys", "require_safe_keys", values.boolean, "yes",
-             "refuse a KeyFile or password file that group or others can read, or that "
-             "another non-root user owns"),
-    # Protecting keys (docs/security.md, "Protecting keys")
-    _Keyword("KeyEncryptionKey", "key_encryption_keys", values.key_encryption_key, None,
-             "ID PATH: a key-encryption key (32 random bytes, or credential:NAME for a "
-             "systemd credential) that opens and seals private keys sealed under ID; "
-             "repeat the line for each KEK", empty=(), repeatable=True),
-    _Keyword("RequireSealedKeys", "require_sealed_keys", values.boolean, "no",
-             "refuse to sign with a private key the directory holds in plaintext"),
-    _Keyword("PKCS11Module", "pkcs11_module", values.pkcs11_module, None,
-             "the PKCS#11 module of the token that holds keys named by pkcs11: URIs",
-             shown="(none)"),
-    _Keyword("PKCS11PinFile", "pkcs11_pin", values.pin_file, None,
-             "file (or credential:NAME) whose first line is the token's user PIN"),
-    _Keyword("SoftwareHeader", "software_header", values.boolean, "no",
-             "add a DKIM-Filter header field naming ldapdkim"),
-    # Actions
-    _on(Outcome.DEFAULT, "accept",
-        "action for any outcome; when given, the default of every On-* not given"),
-    _on(Outcome.BAD_SIGNATURE, "accept", "action when a signature fails to verify"),
-    _on(Outcome.DNS_ERROR, "tempfail", "action when a key lookup fails temporarily"),
-    _on(Outcome.INTERNAL_ERROR, "tempfail", "action when ldapdkim hits an internal error"),
-    _on(Outcome.KEY_NOT_FOUND, "accept", "action when a signature's key is not in the DNS"),
-    _on(Outcome.NO_SIGNATURE, "accept", "action for an unsigned message"),
-    _on(Outcome.SIGNATURE_ERROR, "reject", "action when a message cannot be signed"),
-    _on(Outcome.DIRECTORY_ERROR, "tempfail",
-        "action when the directory cannot be read and no cached answer is fresh enough"),
-    _on(Outcome.SENDER_MISMATCH, "accept",
-        "action when the sender may not sign as the From address (accept: pass it unsigned)"),
-)  # fmt: skip
-
-_BY_NAME = {kw.name.lower(): kw for kw in _KEYWORDS}
-
-OPENDKIM_KEYWORDS = frozenset(
-    {
-        "Mode", "Socket", "Domain", "Selector", "KeyFile", "Canonicalization",
-        "SignHeaders", "OversignHeaders", "SignatureTTL", "MinimumKeyBits", "SubDomains",
-        "InternalHosts", "ExternalIgnoreList", "PeerList", "MacroList", "AuthservID",
-        "Nameservers", "DNSTimeout", "MaximumSignaturesToVerify", "AlwaysAddARHeader",
-        "UserID", "PidFile", "UMask", "Syslog", "SyslogFacility", "SyslogSuccess", "LogWhy",
-        "RequireSafeKeys", "SoftwareHeader", "On-Default", "On-BadSignature", "On-DNSError",
-        "On-InternalError", "On-KeyNotFound", "On-NoSignature", "On-SignatureError",
-    }
-)  # fmt: skip
-"""The keywords of opendkim.conf(5) that ldapdkim takes, with OpenDKIM's meaning
-(docs/reference/opendkim-differences.md lists where they differ on purpose);
-KeyTable and SigningTable become directory entries (``ldapdkim migrate``)."""
-
-_DAEMON_HINT = (
-    "ldapdkim runs in the foreground; let the service manager start and restart it "
-    "(systemd: Restart=on-failure) and remove the line"
-)
-_TABLE_HINT = "keys live in the directory; see 'ldapdkim migrate' and docs/howto/migration.md"
-
-# OpenDKIM keywords that ldapdkim deliberately does not have, with what to do instead.
-_UNSUPPORTED = {
-    kw.lower(): (kw, hint)
-    for kw, hint in (
-        ("KeyTable", _TABLE_HINT),
-        ("SigningTable", _TABLE_HINT),
-        ("Include", "ldapdkim reads one file; copy the settings into it"),
-        ("Background", _DAEMON_HINT),
-        ("AutoRestart", _DAEMON_HINT),
-        ("AutoRestartCount", _DAEMON_HINT),
-        ("AutoRestartRate", _DAEMON_HINT),
-        ("BaseDirectory", "write absolute paths, or start ldapdkim in that directory "
-                          "(systemd: WorkingDirectory=)"),
-        ("TemporaryDirectory", "ldapdkim keeps messages in memory; remove the line"),
-        ("ResolverConfiguration", "ldapdkim uses the system resolver or Nameservers; "
-                                  "remove the line"),
-        ("TrustAnchorFile", "validate DNSSEC in a local resolver and point Nameservers at it; "
-                            "remove the line"),
-    )
-}  # fmt: skip
-
-
-def _default(keyword: _Keyword) -> Any:
+def _default(keyword: Keyword) -> Any:
     """The default value of a keyword's field, converted from the table's text."""
     if keyword.default is None:
         return keyword.empty
@@ -317,7 +53,7 @@ def _default(keyword: _Keyword) -> Any:
 
 # Settings field -> default; where two keywords share a field, the first one's default.
 _DEFAULTS: dict[str, Any] = {}
-for _keyword in _KEYWORDS:
+for _keyword in KEYWORDS:
     if _keyword.outcome is None:
         _DEFAULTS.setdefault(_keyword.field, _default(_keyword))
 
@@ -325,21 +61,11 @@ for _keyword in _KEYWORDS:
 def _default_actions() -> Mapping[Outcome, Action]:
     return types.MappingProxyType(
         {
-            kw.outcome: _action(values.Context("<default>", 0, kw.name), str(kw.default))
-            for kw in _KEYWORDS
+            kw.outcome: kw.convert(values.Context("<default>", 0, kw.name), str(kw.default))
+            for kw in KEYWORDS
             if kw.outcome is not None
         }
     )
-
-
-def keyword_reference() -> list[tuple[str, str, str]]:
-    """Every keyword as (name, default as text, one-line doc), in documentation order."""
-    return [(kw.name, kw.default_text, kw.doc) for kw in _KEYWORDS]
-
-
-def unsupported_keywords() -> list[tuple[str, str]]:
-    """The OpenDKIM keywords ldapdkim refuses, each with what to do instead."""
-    return list(_UNSUPPORTED.values())
 
 
 @dataclass(frozen=True)
@@ -503,10 +229,10 @@ def parse(text: str, source: str = "<string>") -> Settings:
     Raises:
         ConfigError: ``source:LINE: what; fix`` for the first problem found.
     """
-    given: dict[str, tuple[_Keyword, str, int]] = {}
+    given: dict[str, tuple[Keyword, str, int]] = {}
     repeated: dict[str, list[tuple[str, int]]] = {}
     for number, name, value in keyword_lines(text):
-        keyword = _BY_NAME.get(name.lower())
+        keyword = BY_NAME.get(name.lower())
         if keyword is None:
             _reject_keyword(source, number, name)
         if not value:
@@ -554,7 +280,7 @@ def parse(text: str, source: str = "<string>") -> Settings:
 
 
 def _convert_repeated(
-    source: str, keyword: _Keyword, lines: list[tuple[str, int]], require_safe: bool
+    source: str, keyword: Keyword, lines: list[tuple[str, int]], require_safe: bool
 ) -> tuple[Any, ...]:
     """The values of a repeatable keyword, in file order; one id may not come twice."""
     converted = []
@@ -575,20 +301,20 @@ def _convert_repeated(
 
 def _reject_keyword(source: str, number: int, name: str) -> NoReturn:
     lower = name.lower()
-    if lower in _UNSUPPORTED:
-        spelled, hint = _UNSUPPORTED[lower]
+    if lower in UNSUPPORTED:
+        spelled, hint = UNSUPPORTED[lower]
         raise ConfigError(
             f"{source}:{number}: OpenDKIM keyword {spelled!r} is not supported by ldapdkim; {hint}"
         )
     stem = re.split(r"[=:]", name, maxsplit=1)[0]
-    if stem != name and stem.lower() in _BY_NAME:
-        spelled = _BY_NAME[stem.lower()].name
+    if stem != name and stem.lower() in BY_NAME:
+        spelled = BY_NAME[stem.lower()].name
         raise ConfigError(
             f"{source}:{number}: unknown keyword {name!r}; write '{spelled} VALUE' "
             "(keyword, blank, value)"
         )
-    spellings = {kw.name.lower(): kw.name for kw in _KEYWORDS}
-    spellings.update({key: spelled for key, (spelled, _) in _UNSUPPORTED.items()})
+    spellings = {kw.name.lower(): kw.name for kw in KEYWORDS}
+    spellings.update({key: spelled for key, (spelled, _) in UNSUPPORTED.items()})
     close = difflib.get_close_matches(lower, list(spellings), n=1)
     if close:
         raise ConfigError(
@@ -600,7 +326,7 @@ def _reject_keyword(source: str, number: int, name: str) -> NoReturn:
     )
 
 
-def _check_one_password(source: str, given: Mapping[str, tuple[_Keyword, str, int]]) -> None:
+def _check_one_password(source: str, given: Mapping[str, tuple[Keyword, str, int]]) -> None:
     """LDAPBindPassword and LDAPBindPasswordFile set one field: refuse both."""
     if "LDAPBindPassword" in given and "LDAPBindPasswordFile" in given:
         (first, first_line), (second, second_line) = sorted(
@@ -616,7 +342,7 @@ def _check_one_password(source: str, given: Mapping[str, tuple[_Keyword, str, in
 _SECRET_FILES = ("KeyFile", "LDAPBindPasswordFile", "LDAPAdminBindPasswordFile")
 
 
-def _check_secret_files(source: str, given: Mapping[str, tuple[_Keyword, str, int]]) -> None:
+def _check_secret_files(source: str, given: Mapping[str, tuple[Keyword, str, int]]) -> None:
     """RequireSafeKeys: every file holding a key or a password is the owner's alone."""
     for name in _SECRET_FILES:
         if name not in given:

@@ -1,3 +1,3 @@
 """The directory: domain → entry resolution, entries and their index, the LDIF and LDAP backends,
-the writer, the cached resolver, and the content-sync replica.
+the writer, the cache of resolutions, and the content-sync replica.
 """

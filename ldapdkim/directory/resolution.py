@@ -6,7 +6,7 @@ entries beneath the policy that applies.  DNs are only ever taken from search
 results, never built from the domain.  Two policy entries claiming one name
 are an error, never "first hit wins".
 
-Backends implement :class:`Backend`; caching lives in :mod:`ldapdkim.directory.resolver`.
+Backends implement :class:`Backend`; caching lives in :mod:`ldapdkim.directory.cache`.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Backend(Protocol):
     def serves_from_memory(self) -> bool:
         """Whether answers come from entries held in memory (no server is asked).
 
-        Such a backend is its own last known state: the resolver keeps no
+        Such a backend is its own last known state: the cache keeps no
         second copy of its answers for outages.
         """
         ...

@@ -43,10 +43,10 @@ import Milter
 import milter as libmilter
 
 from ldapdkim import __version__, config, metrics, orgdomain
+from ldapdkim.directory.cache import CachedResolver
 from ldapdkim.directory.ldapbackend import LdapBackend
+from ldapdkim.directory.owners import LoginQuery, SenderDirectory
 from ldapdkim.directory.resolution import open_directory
-from ldapdkim.directory.resolver import CachedResolver
-from ldapdkim.directory.senders import LoginQuery, SenderDirectory
 from ldapdkim.errors import ConfigError, DirectoryError, LdapDkimError
 from ldapdkim.log import RedactingFilter
 from ldapdkim.milter.monitor import Figures, Monitor, judge

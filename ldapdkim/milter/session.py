@@ -27,8 +27,8 @@ import Milter
 
 from ldapdkim import __version__, metrics
 from ldapdkim.config.settings import Settings
-from ldapdkim.directory.resolver import CachedResolver
-from ldapdkim.directory.senders import SenderDirectory
+from ldapdkim.directory.cache import CachedResolver
+from ldapdkim.directory.owners import SenderDirectory
 from ldapdkim.errors import SIGNING_REFUSALS, DomainNotSigned, KeyUnavailable, MessageError
 from ldapdkim.milter import refusals
 from ldapdkim.milter.refusals import Refusal
@@ -44,10 +44,10 @@ from ldapdkim.model import (
     VerifyResult,
 )
 from ldapdkim.signing import authresults, policy
+from ldapdkim.signing.authorization import Sender, authorize
 from ldapdkim.signing.bodyhash import BodyHasher
 from ldapdkim.signing.keyfetch import DnsLookup
 from ldapdkim.signing.keyring import Keyring, KeySigner
-from ldapdkim.signing.senders import Sender, authorize
 from ldapdkim.signing.signer import body_hasher, sign_parsed
 from ldapdkim.signing.verifier import verify
 

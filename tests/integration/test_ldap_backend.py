@@ -14,9 +14,9 @@ from harness.provisioning import genkey
 from harness.slapd import Slapd
 
 from ldapdkim import config
+from ldapdkim.directory.cache import CachedResolver
 from ldapdkim.directory.ldapbackend import LdapBackend
 from ldapdkim.directory.resolution import open_directory
-from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.errors import DirectoryUnavailable
 
 

@@ -26,7 +26,7 @@ from harness.milterclient import Transaction
 from harness.milterpair import Decision, MilterPair
 from harness.provisioning import run_cli
 
-from ldapdkim.config.settings import OPENDKIM_KEYWORDS
+from ldapdkim.config.keywords import OPENDKIM_KEYWORDS
 
 
 @pytest.fixture(scope="module")

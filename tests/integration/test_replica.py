@@ -22,13 +22,13 @@ from harness.provisioning import genkey, without_version_line
 from harness.slapd import Slapd
 
 from ldapdkim import config
+from ldapdkim.directory.cache import CachedResolver
 from ldapdkim.directory.replica import sync as replica_module
 from ldapdkim.directory.replica.feed import ReplicaFeed
 from ldapdkim.directory.replica.status import STATUS_FILE
 from ldapdkim.directory.replica.store import DATABASE, ReplicaStore
 from ldapdkim.directory.replica.sync import ReplicaSettings, SyncReplica
 from ldapdkim.directory.resolution import Directory
-from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.errors import DirectoryUnavailable, DomainNotSigned
 from ldapdkim.milter.daemon import build_runtime
 from ldapdkim.signing.policy import signing_keys

@@ -18,8 +18,8 @@ from harness.ldapserver import LdapServer
 from harness.provisioning import genkey, without_version_line
 
 from ldapdkim import config
+from ldapdkim.directory.cache import CachedResolver
 from ldapdkim.directory.resolution import Directory, open_backend, open_directory
-from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.errors import AmbiguousDomain, DomainNotFound, DomainNotSigned, InvalidDomain
 from ldapdkim.model import Algorithm, Canonicalization, KeyState
 from ldapdkim.signing.policy import signing_keys, signing_params

@@ -35,7 +35,19 @@ LAYERS: list[tuple[str, list[str]]] = [
             "sealing",
         ],
     ),
-    ("config", ["datasets", "hostlist", "secret", "ldap", "values", "directorysource", "settings"]),
+    (
+        "config",
+        [
+            "datasets",
+            "hostlist",
+            "secret",
+            "ldap",
+            "values",
+            "directorysource",
+            "keywords",
+            "settings",
+        ],
+    ),
     (
         "directory",
         [
@@ -47,7 +59,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "memorybackend",
             "ldapbackend",
             "replica.usnpoll",
-            "senders",
+            "owners",
             "replica.status",
             "replica.statedir",
             "replica.state",
@@ -58,13 +70,13 @@ LAYERS: list[tuple[str, list[str]]] = [
             "writer",
             "probe",
             "resolution",
-            "resolver",
+            "cache",
         ],
     ),
     (
         "signing",
         [
-            "senders",
+            "authorization",
             "bodyhash",
             "taglist",
             "canonicalization",

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from ldapdkim.config.directorysource import DirectorySource
-from ldapdkim.config.settings import Settings, keyword_reference, load, parse
+from ldapdkim.config.keywords import keyword_reference
+from ldapdkim.config.settings import Settings, load, parse
 from ldapdkim.model import Canonicalization
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,8 +13,9 @@ import pytest
 
 from ldapdkim.config.directorysource import DirectorySource
 from ldapdkim.config.hostlist import HostList
+from ldapdkim.config.keywords import keyword_reference
 from ldapdkim.config.secret import Secret
-from ldapdkim.config.settings import Settings, keyword_reference, load, parse
+from ldapdkim.config.settings import Settings, load, parse
 from ldapdkim.errors import ConfigError
 from ldapdkim.model import Action, Alignment, Canonicalization, DirectorySync, Outcome
 

@@ -13,7 +13,7 @@ import pytest
 
 from ldapdkim.cli import manpages
 from ldapdkim.cli.main import COMMANDS, build_parser
-from ldapdkim.config.settings import keyword_reference, unsupported_keywords
+from ldapdkim.config.keywords import keyword_reference, unsupported_keywords
 
 MAN = Path(__file__).resolve().parents[2] / "man"
 

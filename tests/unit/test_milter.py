@@ -26,7 +26,7 @@ from prometheus_client import Counter
 
 from ldapdkim import config, keys, metrics
 from ldapdkim.directory import ldifout
-from ldapdkim.directory.resolver import CachedResolver
+from ldapdkim.directory.cache import CachedResolver
 from ldapdkim.errors import (
     AmbiguousDomain,
     DirectoryUnavailable,

@@ -19,13 +19,13 @@ import pytest
 from ldapdkim import config
 from ldapdkim.config.ldap import LdapSettings
 from ldapdkim.config.secret import Secret
+from ldapdkim.directory.cache import CachedResolver
 from ldapdkim.directory.replica import store as store_module
 from ldapdkim.directory.replica.feed import ReplicaFeed, WriterRole
 from ldapdkim.directory.replica.statedir import OLD_STATE_FILE
 from ldapdkim.directory.replica.store import DATABASE, ReplicaStore, encode
 from ldapdkim.directory.replica.sync import ReplicaSettings, SyncReplica
 from ldapdkim.directory.resolution import Directory
-from ldapdkim.directory.resolver import CachedResolver
 from ldapdkim.errors import DamagedReplica, DirectoryUnavailable
 
 POLICY = {"objectClass": [b"dkimSignDomainPolicy"], "dkimSignDomainName": [b"example.com"]}

@@ -14,10 +14,10 @@ import pytest
 from ldapdkim import orgdomain
 from ldapdkim.config.settings import Settings, parse
 from ldapdkim.directory.entries import is_dn
-from ldapdkim.directory.senders import LoginQuery, SenderDirectory
+from ldapdkim.directory.owners import LoginQuery, SenderDirectory
 from ldapdkim.errors import ConfigError, DirectoryUnavailable, SenderMismatch
 from ldapdkim.model import Alignment, DomainPolicy
-from ldapdkim.signing.senders import Sender, authorize
+from ldapdkim.signing.authorization import Sender, authorize
 
 TENANT_A = DomainPolicy(dn="ou=a.example,ou=domains,dc=x", names=("a.example",))
 GROUP = "cn=press,ou=groups,dc=x"

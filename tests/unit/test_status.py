@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from ldapdkim import cli
+from ldapdkim.cli import status as command
 from ldapdkim.directory.replica import status
 from ldapdkim.errors import StatusUnreadable
 
@@ -59,7 +60,7 @@ def _write(state: Path, document: dict[str, Any]) -> str:
 def test_table_shows_each_server_and_the_age_of_the_file(state: Path) -> None:
     _write(state, _document(updated=NOW - timedelta(seconds=5)))
     _, report = status.read_status(state / "status.json")
-    text = status.render(report, NOW, state / "status.json")
+    text = command.render(report, NOW, state / "status.json")
     assert text.splitlines() == [
         f"{state}/status.json: mode sync, updated 2026-11-28T05:59:55Z (5 s ago)",
         "",
@@ -69,7 +70,7 @@ def test_table_shows_each_server_and_the_age_of_the_file(state: Path) -> None:
         "",
         "OK: 1 of 2 directory servers connected",
     ]
-    assert status.exit_status(report, NOW) == 0
+    assert command.exit_status(report, NOW) == 0
 
 
 def test_unknown_staleness_shows_as_a_dash(state: Path) -> None:
@@ -78,15 +79,15 @@ def test_unknown_staleness_shows_as_a_dash(state: Path) -> None:
     _write(state, document)
     _, report = status.read_status(state / "status.json")
     assert report.servers[1].staleness_s is None
-    row = status.render(report, NOW, state / "status.json").splitlines()[4]
+    row = command.render(report, NOW, state / "status.json").splitlines()[4]
     assert row.split()[-1] == "-"
 
 
 def test_no_connected_server_is_a_problem(state: Path) -> None:
     _write(state, _document(updated=NOW, connected=(False, False)))
     _, report = status.read_status(state / "status.json")
-    assert status.exit_status(report, NOW) == 1
-    last = status.render(report, NOW, state / "status.json").splitlines()[-1]
+    assert command.exit_status(report, NOW) == 1
+    last = command.render(report, NOW, state / "status.json").splitlines()[-1]
     assert last == "PROBLEM: none of 2 directory servers is connected"
 
 
@@ -94,9 +95,9 @@ def test_no_connected_server_is_a_problem(state: Path) -> None:
 def test_a_file_older_than_30_s_is_stale(state: Path, age: int, expected: int) -> None:
     _write(state, _document(updated=NOW - timedelta(seconds=age)))
     _, report = status.read_status(state / "status.json")
-    assert status.exit_status(report, NOW) == expected
+    assert command.exit_status(report, NOW) == expected
     if expected:
-        last = status.render(report, NOW, state / "status.json").splitlines()[-1]
+        last = command.render(report, NOW, state / "status.json").splitlines()[-1]
         assert last.startswith(f"PROBLEM: the status is {age} s old")
         assert last.endswith("is the milter running?")
 
@@ -108,7 +109,7 @@ def test_naive_times_are_utc_and_future_times_count_as_fresh(state: Path) -> Non
     _, report = status.read_status(state / "status.json")
     assert report.updated == NOW + timedelta(seconds=10)
     assert report.age(NOW) == 0.0
-    assert status.exit_status(report, NOW) == 0
+    assert command.exit_status(report, NOW) == 0
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""``ldapdkim status``: what the running milter says about its directory servers.
+"""The status file: what the running milter says about its directory servers.
 
 The milter writes ``StateDirectory/status.json`` while it runs::
 
@@ -7,21 +7,17 @@ The milter writes ``StateDirectory/status.json`` while it runs::
                   "entries": int, "staleness_s": float | null}, ...],
      "updated": ISO 8601}
 
-This module reads that file, renders it as a table (one row per server, and
-the age of the file) and decides the exit status:
-
-* 0 when at least one server is connected and the file is fresh (updated
-  within :data:`FRESH_SECONDS`);
-* 1 otherwise (no server connected, a stale file: the milter may be hung or
-  gone, or a file that cannot be understood);
-* 2 when there is no file at all (is the milter running?).
+This module is that file's data model: :class:`Status` writes it
+(:meth:`Status.document`) and reads it back (:func:`read_status`), and says
+whether it is fresh (updated within :data:`FRESH_SECONDS`).  The command
+renders it and decides its exit status (:mod:`ldapdkim.cli.status`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,10 +28,6 @@ from ldapdkim.errors import StatusUnreadable
 STATUS_FILE = "status.json"
 FRESH_SECONDS = 30.0
 """A status file older than this counts as stale: the milter no longer updates it."""
-
-OK = 0
-PROBLEM = 1
-MISSING = 2
 
 
 @dataclass(frozen=True)
@@ -160,78 +152,3 @@ def read_status(path: Path) -> tuple[str, Status]:
     except json.JSONDecodeError as err:
         raise StatusUnreadable(f"not valid JSON ({err.msg} at line {err.lineno})") from None
     return text, parse_status(document)
-
-
-def exit_status(status: Status, now: datetime) -> int:
-    """0 when a server is connected and the file is fresh, else 1."""
-    return OK if status.connected() > 0 and status.fresh(now) else PROBLEM
-
-
-def _ago(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min ago"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h ago"
-    return f"{seconds / 86400:.1f} d ago"
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _table(rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ]
-
-
-def render(status: Status, now: datetime, path: Path) -> str:
-    """The human-readable report: header, one row per server, verdict."""
-    age = status.age(now)
-    lines = [f"{path}: mode {status.mode}, updated {_stamp(status.updated)} ({_ago(age)})", ""]
-    rows: list[list[str]] = [["SERVER", "STATE", "LAST SYNC", "ENTRIES", "STALENESS"]]
-    for server in status.servers:
-        last = "never"
-        if server.last_sync is not None:
-            since = max(0.0, (now - server.last_sync).total_seconds())
-            last = f"{_stamp(server.last_sync)} ({_ago(since)})"
-        rows.append(
-            [
-                server.uri,
-                "connected" if server.connected else "disconnected",
-                last,
-                str(server.entries),
-                "-" if server.staleness_s is None else f"{server.staleness_s:.1f} s",
-            ]
-        )
-    if status.servers:
-        lines += _table(rows)
-    else:
-        lines.append("(no servers listed)")
-    lines.append("")
-    connected, total = status.connected(), len(status.servers)
-    if not status.fresh(now):
-        lines.append(
-            f"PROBLEM: the status is {age:.0f} s old (the milter rewrites it at least every "
-            f"{FRESH_SECONDS:.0f} s); is the milter running?"
-        )
-    elif connected == 0:
-        lines.append(f"PROBLEM: none of {total} directory servers is connected")
-    else:
-        lines.append(f"OK: {connected} of {total} directory servers connected")
-    return "\n".join(lines) + "\n"
-
-
-def missing_hint(path: Path) -> str:
-    return (
-        f"{path} does not exist; is the milter running? "
-        f"StateDirectory is {path.parent} (set in the configuration file)"
-    )
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)

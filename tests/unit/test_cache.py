@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ldapdkim.directory.resolver import CachedResolver
+from ldapdkim.directory.cache import CachedResolver
 from ldapdkim.errors import (
     AmbiguousDomain,
     DirectoryUnavailable,

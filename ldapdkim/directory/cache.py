@@ -1,4 +1,6 @@
-"""The in-process view of the directory: cached resolution with last-known-good.
+"""The cache of resolutions in front of the directory: TTLs, negative answers, last known good.
+
+:class:`CachedResolver` is the in-process view of the directory that signing asks.
 
 * A positive answer is kept for ``LDAPCacheTTL`` seconds, an absence (or a
   policy that says "do not sign") for ``LDAPNegativeCacheTTL``.

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ldapdkim.config.settings import Settings
-from ldapdkim.directory.senders import SenderDirectory
+from ldapdkim.directory.owners import SenderDirectory
 from ldapdkim.domainname import normalize_domain
 from ldapdkim.errors import InvalidDomain, SenderMismatch
 from ldapdkim.model import Alignment, DomainPolicy

@@ -19,7 +19,7 @@ from harness.dnsserver import DnsServer
 from harness.forge import forge
 from harness.forge import key_record as forge_key_record
 from harness.forge import rsa_key as forge_rsa_key
-from harness.mailsite import AUTHSERV_ID, MailSite, message
+from harness.mailsite import AUTHSERV_ID, MailSite, example_site, message
 from harness.milterproc import MilterProcess
 from harness.postfix import Postfix, header_values, require_postfix
 from harness.slapd import Slapd
@@ -70,9 +70,7 @@ def _start(
 
 @pytest.fixture
 def site(slapd: Slapd, ldap_base: str, tmp_path: Path) -> Iterator[MailSite]:
-    with DnsServer() as dns:
-        site = MailSite(slapd, ldap_base, dns, tmp_path)
-        site.add_domains(["example.com"], "rsa-sha256", "ed25519-sha256")
+    with example_site(slapd, ldap_base, tmp_path) as site:
         yield site
 
 

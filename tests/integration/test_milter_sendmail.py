@@ -6,8 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness.dnsserver import DnsServer
-from harness.mailsite import AUTHSERV_ID, MailSite, message
+from harness.mailsite import AUTHSERV_ID, MailSite, example_site, message
 from harness.milterproc import MilterProcess
 from harness.sendmail import Sendmail, require_sendmail
 from harness.slapd import Slapd
@@ -16,9 +15,7 @@ from harness.verifiers import mail_dkim_verify, require_mail_dkim, require_mail_
 
 @pytest.fixture
 def site(slapd: Slapd, ldap_base: str, tmp_path: Path) -> Iterator[MailSite]:
-    with DnsServer() as dns:
-        site = MailSite(slapd, ldap_base, dns, tmp_path)
-        site.add_domains(["example.com"], "rsa-sha256", "ed25519-sha256")
+    with example_site(slapd, ldap_base, tmp_path) as site:
         yield site
 
 

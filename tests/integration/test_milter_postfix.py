@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -20,8 +20,8 @@ from harness.forge import forge
 from harness.forge import key_record as forge_key_record
 from harness.forge import rsa_key as forge_rsa_key
 from harness.mailsite import AUTHSERV_ID, MailSite, example_site, message
-from harness.milterproc import MilterProcess
-from harness.postfix import Postfix, header_values, require_postfix
+from harness.mta import MtaSetup, PostfixMta, milter_behind
+from harness.postfix import Postfix, header_values
 from harness.slapd import Slapd
 from harness.verifiers import (
     mail_dkim_verify,
@@ -34,38 +34,30 @@ from harness.verifiers import (
 OUTSIDE = "127.0.0.2"
 
 
-@dataclass
-class Setup:
-    site: MailSite
-    milter: MilterProcess
-    postfix: Postfix
+class Setup(MtaSetup[PostfixMta]):
+    """The milter behind Postfix, whose own methods the tests below use as well."""
 
-    def send(self, msg: bytes, *, source: str = "127.0.0.1", port: int | None = None) -> bytes:
-        subject = header_values(msg, "Subject")[0]
-        reply = self.postfix.send(
-            msg,
-            mail_from="alice@example.com",
-            rcpt_to=["bob@example.net"],
-            source_address=source,
-            port=port,
-        )
-        assert reply.accepted, (reply, self.milter.log())
-        return self.postfix.wait_for_message(subject)
+    @property
+    def postfix(self) -> Postfix:
+        return self.mta.postfix
 
 
 def _start(
-    site: MailSite, tmp_path: Path, *config: str, unix: bool = False, **postfix_options: object
+    site: MailSite,
+    tmp_path: Path,
+    *config: str,
+    unix: bool = False,
+    extra_main_cf: Mapping[str, str] | None = None,
+    sasl_users: Mapping[str, str] | None = None,
 ) -> Iterator[Setup]:
-    require_postfix()
-    with Postfix(tmp_path / "postfix", **postfix_options) as postfix:  # type: ignore[arg-type]
-        socket_path = postfix.socket_dir / "ldapdkim.sock" if unix else None
-        # UMask 000: user postfix must be able to write to the root-owned socket.
-        lines = site.milter_config(*config, *(["UMask 000"] if unix else []))
-        with MilterProcess(tmp_path / "milter", lines, unix_socket=socket_path) as milter:
-            postfix.set_milter(milter.postfix_address)
-            postfix.reload()
-            yield Setup(site, milter, postfix)
-            assert "Traceback" not in milter.log(), milter.log()
+    postfix = PostfixMta(
+        tmp_path / "postfix", extra_main_cf=extra_main_cf or {}, sasl_users=sasl_users
+    )
+    with (
+        closing(postfix),
+        milter_behind(postfix, site, tmp_path / "milter", *config, unix=unix) as milter,
+    ):
+        yield Setup(site, milter, postfix)
 
 
 @pytest.fixture

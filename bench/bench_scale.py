@@ -78,6 +78,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from harness import milterload as ml
 from harness import milterproc
 from harness import milterproto as mp
+from harness.common import wait_until_ready
 from harness.slapd import Slapd
 
 from ldapdkim import keys as ldapdkim_keys
@@ -239,6 +240,34 @@ def signs(socket_spec: str, domain: str) -> bool:
     finally:
         session.close(polite=True)
     return True
+
+
+def wait_until_signing(milter: MilterProcess, domain: str, *, timeout: float, pause: float) -> int:
+    """Send ``milter`` one message from ``domain`` at a time, ``pause`` s apart, until it
+    signs one; return how many that took.
+
+    Raises:
+        RuntimeError: the milter exited first or signed none within ``timeout`` s (the
+            message quotes its log).
+    """
+    tries = 0
+
+    def signed() -> bool:
+        nonlocal tries
+        tries += 1
+        return signs(milter.socket, domain)
+
+    wait_until_ready(
+        "ldapdkim run",
+        f"signing mail from {domain}",
+        signed,
+        timeout=timeout,
+        process=milter.process,
+        log=milter.log,
+        interval=pause,
+        max_interval=pause,
+    )
+    return tries
 
 
 def load_command(socket_spec: str, seconds: float, json_path: Path, domains: Path) -> list[str]:
@@ -441,11 +470,7 @@ def main() -> int:
             tmp / "milter-one", milter_lines(small, tmp / "state-one", args.workers, kek_line)
         )
         one_milter.start()
-        deadline = time.monotonic() + 30
-        while not signs(one_milter.socket, "one.scale.test"):
-            if time.monotonic() > deadline:
-                raise SystemExit(f"1-domain milter does not sign:\n{one_milter.log()}")
-            time.sleep(0.1)
+        wait_until_signing(one_milter, "one.scale.test", timeout=30, pause=0.1)
         working = tmp / "working-set.txt"
         chosen = random.sample(range(n), min(args.working_set, n))
         working.write_text("".join(domain_name(i) + "\n" for i in chosen))
@@ -485,14 +510,7 @@ def main() -> int:
             t0 = time.perf_counter()
             milter.start(wait=False)
             domain = domain_name(random.randrange(n))  # noqa: S311 - not for secrets
-            tries = 0
-            while True:
-                tries += 1
-                if signs(milter.socket, domain):
-                    break
-                if time.perf_counter() - t0 > 30:
-                    raise SystemExit(f"no signature within 30 s of the restart:\n{milter.log()}")
-                time.sleep(0.005)
+            tries = wait_until_signing(milter, domain, timeout=30, pause=0.005)
             restarts.append(time.perf_counter() - t0)
             milter.stop()
             print(

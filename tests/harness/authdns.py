@@ -36,8 +36,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -53,7 +52,7 @@ import dns.rdtypes.txtbase
 import dns.tsig
 import dns.zone
 
-from harness.common import find_binary, log_tail, skip_or_fail, stop_process
+from harness.common import find_binary, skip_or_fail, start_and_wait, stop_process
 
 KEY_NAME = "ldapdkim-update."
 READY_TIMEOUT = 10.0
@@ -143,15 +142,16 @@ class Knot:
         self._rundir = Path(tempfile.mkdtemp(prefix="knot-"))
         self.port = _free_udp_and_tcp_port()
         config = self._write_config()
-        with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                [knotd, "-c", str(config)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
         try:
-            self._wait_ready()
+            self._process = start_and_wait(
+                [knotd, "-c", str(config)],
+                name="knotd",
+                until=f"serving {', '.join(self.zones)} on 127.0.0.1:{self.port}",
+                ready=self._serves_every_zone(),
+                timeout=READY_TIMEOUT,
+                log_path=self.log_path,
+                error=KnotError,
+            )
         except BaseException:
             self.stop()
             raise
@@ -261,32 +261,19 @@ zone:
         query = dns.message.make_query(name, rdtype)
         return dns.query.tcp(query, "127.0.0.1", port=self.port, timeout=2)
 
-    def _wait_ready(self) -> None:
-        """Poll each zone's SOA over TCP until all answer authoritatively."""
-        assert self._process is not None
-        deadline = time.monotonic() + READY_TIMEOUT
-        delay = 0.005
+    def _serves_every_zone(self) -> Callable[[], bool]:
+        """A readiness check: each zone's SOA, over TCP, answered authoritatively."""
         pending = list(self.zones)
-        while pending:
-            status = self._process.poll()
-            if status is not None:
-                raise KnotError(
-                    f"knotd exited with status {status} before serving {pending[0]} on port "
-                    f"{self.port}; last lines of {self.log_path}:\n{log_tail(self.log_path)}"
-                )
-            try:
-                response = self._query(pending[0], dns.rdatatype.SOA)
-            except (OSError, dns.exception.DNSException):
-                pass
-            else:
-                if response.rcode() == dns.rcode.NOERROR and response.flags & dns.flags.AA:
-                    pending.pop(0)
-                    continue
-            if time.monotonic() >= deadline:
-                raise KnotError(
-                    f"knotd did not serve {pending[0]} on 127.0.0.1:{self.port} within "
-                    f"{READY_TIMEOUT:g} s; last lines of {self.log_path}:\n"
-                    f"{log_tail(self.log_path)}"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+
+        def ready() -> bool:
+            while pending:
+                try:
+                    response = self._query(pending[0], dns.rdatatype.SOA)
+                except (OSError, dns.exception.DNSException):
+                    return False
+                if response.rcode() != dns.rcode.NOERROR or not response.flags & dns.flags.AA:
+                    return False
+                pending.pop(0)
+            return True
+
+        return ready

@@ -7,6 +7,8 @@ path an administrator takes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,6 +77,15 @@ class MailSite:
         status, zone, err = run_cli("dns-records", "-c", str(config))
         assert status == 0, err
         self.dns.load_zone_lines(zone.decode())
+
+
+@contextmanager
+def example_site(slapd: LdapServer, base: str, workdir: Path) -> Iterator[MailSite]:
+    """example.com with an RSA and an Ed25519 key under *base*, on a DNS server of its own."""
+    with DnsServer() as dns:
+        site = MailSite(slapd, base, dns, workdir)
+        site.add_domains(["example.com"], "rsa-sha256", "ed25519-sha256")
+        yield site
 
 
 def message(

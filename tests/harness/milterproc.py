@@ -11,16 +11,23 @@ replica database lives in the work directory unless the lines say
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import TracebackType
 
-from harness.common import accepts, catches_signal, free_port, start_and_wait, stop_process
+from harness.common import (
+    accepts,
+    catches_signal,
+    free_port,
+    start_and_wait,
+    stop_process,
+    wait_until_ready,
+)
 
 START_TIMEOUT = 15.0
 RELOAD_TIMEOUT = 10.0
@@ -90,20 +97,29 @@ class MilterProcess:
         """The milter's next ``stats:`` line (its counters), asked for with SIGUSR1.
 
         None if it does not catch SIGUSR1 yet (the signal would end it) or
-        logs no such line within ``timeout`` seconds.
+        exits or logs no such line within ``timeout`` seconds.
         """
         assert self.process is not None
         if not catches_signal(self.process.pid, signal.SIGUSR1):
             return None
         before = self.log().count("stats: ")
         self.signal(signal.SIGUSR1)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            parts = self.log().split("stats: ")
-            if len(parts) > before + 1:
-                return parts[before + 1].splitlines()[0]
-            time.sleep(0.02)
-        return None
+        after: list[str] = []
+
+        def logged() -> bool:
+            after[:] = self.log().split("stats: ")[before + 1 :]
+            return bool(after)
+
+        with contextlib.suppress(TimeoutError):
+            wait_until_ready(
+                "ldapdkim run",
+                "logging its stats after SIGUSR1",
+                logged,
+                timeout=timeout,
+                process=self.process,
+                error=TimeoutError,
+            )
+        return after[0].splitlines()[0] if after else None
 
     def stats(self, timeout: float = 10.0) -> dict[str, str] | None:
         """:meth:`stats_line` as ``{name: value}``."""
@@ -114,20 +130,21 @@ class MilterProcess:
         """Write a new configuration and send SIGHUP; wait until the log says what happened.
 
         Raises:
-            AssertionError: the milter logged nothing about a configuration within
-                :data:`RELOAD_TIMEOUT` seconds (it did not take the signal).
+            AssertionError: the milter exited, or logged nothing about a configuration
+                within :data:`RELOAD_TIMEOUT` seconds (it did not take the signal).
         """
         before = self.log().count("configuration")
         self.write_config(lines)
         self.signal(signal.SIGHUP)
-        deadline = time.monotonic() + RELOAD_TIMEOUT
-        while self.log().count("configuration") == before:
-            if time.monotonic() >= deadline:
-                raise AssertionError(
-                    f"ldapdkim run logged no configuration line within {RELOAD_TIMEOUT:g} s "
-                    f"of SIGHUP:\n{self.log()[-2000:]}"
-                )
-            time.sleep(0.02)
+        wait_until_ready(
+            "ldapdkim run",
+            "logging a configuration line after SIGHUP",
+            lambda: self.log().count("configuration") > before,
+            timeout=RELOAD_TIMEOUT,
+            process=self.process,
+            log=lambda: self.log()[-2000:],
+            error=AssertionError,
+        )
 
     def stop(self) -> None:
         if self.process is None:

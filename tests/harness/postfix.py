@@ -90,7 +90,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from harness.common import find_binary, free_port, log_tail, skip_or_fail
+from harness.common import find_binary, free_port, log_tail, skip_or_fail, wait_until_ready
 from harness.smtp import (
     CLIENT_HELO,
     SinkMessage,
@@ -627,11 +627,14 @@ class Postfix:
         self._write_config()
         log_offset = self._log_size()
         self._postfix("reload")
-        deadline = time.monotonic() + READY_TIMEOUT
-        while "reload -- version" not in self._log_since(log_offset):
-            if time.monotonic() >= deadline:
-                raise PostfixError(f"Postfix did not log its reload\n{self._log_report()}")
-            time.sleep(0.01)
+        wait_until_ready(
+            f"Postfix in {self.workdir}",
+            "reloaded (no 'reload -- version' line in its log)",
+            lambda: "reload -- version" in self._log_since(log_offset),
+            timeout=READY_TIMEOUT,
+            log=self.log_path,
+            error=PostfixError,
+        )
 
     def close(self) -> None:
         """Stop Postfix, close the sink and remove ``spool_root``."""
@@ -840,10 +843,9 @@ class Postfix:
             return f"(postqueue failed: {err})"
 
     def _wait_ready(self, log_offset: int) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
         pending = [self.smtp_port, self.submission_port]
-        delay = 0.005
-        while pending:
+
+        def ready() -> bool:
             fatal = [
                 line
                 for line in self._log_since(log_offset).splitlines()
@@ -857,16 +859,20 @@ class Postfix:
                 )
             if not self.running:
                 raise PostfixError(f"the Postfix master daemon exited\n{self._log_report()}")
-            if _answers_ehlo(pending[0], timeout=max(0.1, min(2.0, deadline - time.monotonic()))):
+            while pending and _answers_ehlo(pending[0], timeout=2.0):
                 pending.pop(0)
-                continue
-            if time.monotonic() >= deadline:
-                raise PostfixError(
-                    f"Postfix in {self.workdir} did not answer EHLO on 127.0.0.1:{pending[0]} "
-                    f"within {READY_TIMEOUT:g} s\n{self._log_report()}"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+            return not pending
+
+        wait_until_ready(
+            f"Postfix in {self.workdir}",
+            f"answering EHLO on 127.0.0.1:{self.smtp_port} and 127.0.0.1:{self.submission_port}",
+            ready,
+            timeout=READY_TIMEOUT,
+            log=self.log_path,
+            error=PostfixError,
+            interval=0.005,
+            max_interval=0.1,
+        )
 
 
 def _answers_ehlo(port: int, timeout: float) -> bool:

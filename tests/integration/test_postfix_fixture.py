@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import smtplib
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -21,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness.common import free_port, log_tail
+from harness.common import accepts, free_port, start_and_wait
 from harness.postfix import HOSTNAME, Postfix, PostfixError, crlf, header_values, require_postfix
 
 MILTER_SCRIPT = '''\
@@ -90,47 +88,14 @@ class TrivialMilter:
         self.record = workdir / "seen.jsonl"
         self.log = workdir / "milter.log"
         self.spec = spec
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, str(script), spec, str(self.record)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-
-    def _connect(self) -> socket.socket:
-        kind, _, where = self.spec.partition(":")
-        if kind == "inet":
-            port, _, host = where.partition("@")
-            return socket.create_connection((host, int(port)), timeout=1)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(1)
-        try:
-            sock.connect(where)
-        except OSError:
-            sock.close()
-            raise
-        return sock
-
-    def _wait_ready(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the milter exited: {log_tail(self.log)}")
-            try:
-                self._connect().close()
-                return
-            except OSError:
-                if time.monotonic() >= deadline:
-                    raise RuntimeError(
-                        f"the milter did not listen on {self.spec}: {log_tail(self.log)}"
-                    ) from None
-                time.sleep(0.01)
+        self.process = start_and_wait(
+            [sys.executable, str(script), spec, str(self.record)],
+            name="the seen milter",
+            until=f"listening on {spec}",
+            ready=lambda: accepts(spec),
+            timeout=10.0,
+            log_path=self.log,
+        )
 
     def seen(self) -> list[dict[str, Any]]:
         """What the milter recorded at each end of message."""

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from harness import milterload
+from harness.common import wait_until_ready
 from harness.dnsserver import DnsServer
 from harness.mailsite import MailSite
 from harness.milterproc import MilterProcess
@@ -47,18 +47,29 @@ class Running:
 
     def wait_for(self, code: int, timeout: float = 15.0) -> str:
         """Poll ``ldapdkim status`` until it exits with *code*; return its output."""
-        deadline = time.monotonic() + timeout
-        while True:
+        last = (0, "", "")
+
+        def exits_with_code() -> bool:
+            nonlocal last
             self.send_one()
-            got, out, err = self.status()
-            if got == code:
-                return out
-            if time.monotonic() >= deadline:
-                raise AssertionError(
-                    f"ldapdkim status still exits {got}, not {code}:\n{out}{err}\n"
-                    f"{self.milter.log()}"
-                )
-            time.sleep(0.1)
+            last = self.status()
+            return last[0] == code
+
+        def said() -> str:
+            got, out, err = last
+            return f"the last time it exited {got}:\n{out}{err}\n{self.milter.log()}"
+
+        wait_until_ready(
+            "ldapdkim status",
+            f"exiting {code}",
+            exits_with_code,
+            timeout=timeout,
+            log=said,
+            error=AssertionError,
+            interval=0.1,
+            max_interval=0.1,
+        )
+        return last[1]
 
 
 @pytest.fixture(params=["yes", "no"], ids=["sync", "lookup"])

@@ -6,6 +6,7 @@ in ``tests/integration``.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import stat
@@ -249,7 +250,8 @@ def test_a_base_that_is_not_a_dn_is_a_usage_error_without_a_traceback(
 def test_every_command_a_message_names_exists() -> None:
     """Hints such as "run 'ldapdkim genkey'" must name a sub-command that is there."""
     parser = build_parser()
-    commands = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    [subcommands] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    commands = set(subcommands.choices)
     package = Path(cli.__file__).resolve().parents[1]
     named = {
         word

@@ -31,7 +31,9 @@ def _daemon(tmp_path: Path) -> Daemon:
 def test_the_signal_handler_returns_while_the_main_loops_event_is_locked(tmp_path: Path) -> None:
     daemon = _daemon(tmp_path)
     for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
-        with daemon._stop._cond:  # the main thread, inside Event.wait
+        # The Event's private lock, held as by the main thread inside Event.wait.
+        locked: threading.Condition = vars(daemon._stop)["_cond"]
+        with locked:
             handler = threading.Thread(target=daemon._on_signal, args=(signum, None))
             handler.start()
             handler.join(timeout=2)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ldapdkim.config.hostlist import HostList, read_dataset
+from ldapdkim.config.datasets import read_dataset
+from ldapdkim.config.hostlist import HostList
 
 
 def hosts(value: str, base: Path | None = None) -> HostList:

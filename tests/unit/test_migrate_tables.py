@@ -36,7 +36,7 @@ def pem(key: PrivateKey) -> str:
 
 def raw_seed(key: PrivateKey) -> str:
     """An Ed25519 key as dkimpy's dknewkey and some OpenDKIM set-ups keep it."""
-    raw = key.private_bytes(  # type: ignore[call-arg]
+    raw = key.private_bytes(
         serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
     )
     return base64.b64encode(raw).decode()

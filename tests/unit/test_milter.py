@@ -596,7 +596,10 @@ def test_no_generated_message_reaches_the_error_barrier(
     other byte goes over the milter protocol as an MTA would send it (a NUL ends a
     field's value there: the protocol's strings are NUL-terminated).
     """
-    clean = lambda text: text.replace(b"\r", b" ").replace(b"\n", b" ")  # noqa: E731
+
+    def clean(text: bytes) -> bytes:
+        return text.replace(b"\r", b" ").replace(b"\n", b" ")
+
     lines = [b"From: " + clean(from_value + noise), b"To: bob@example.net"]
     lines += [name + b": " + clean(value) for name, value in extra]
     errors = milter_process.log().count("internal error")

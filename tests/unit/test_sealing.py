@@ -10,7 +10,7 @@ import pytest
 
 from ldapdkim import keys, sealing
 from ldapdkim.errors import KeyFormatError, KeyUnavailable
-from ldapdkim.model import Algorithm, KeyState, SigningKey, SigningParams
+from ldapdkim.model import Algorithm, KeyState, PrivateKey, SigningKey, SigningParams
 from ldapdkim.signing.keyring import Keyring
 from ldapdkim.signing.signer import sign_message
 
@@ -30,7 +30,7 @@ NOW = 1_795_000_000
 
 
 @cache
-def _private(algorithm: Algorithm) -> keys.PrivateKey:
+def _private(algorithm: Algorithm) -> PrivateKey:
     return keys.generate(algorithm)
 
 

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from harness.forge import HEADERS, ed25519_key, forge, key_record
 
 from ldapdkim.model import DkimResult, Failure
-from ldapdkim.signing.verifier import MAX_SIGNATURES, verify
+from ldapdkim.signing.sigfield import MAX_SIGNATURES
+from ldapdkim.signing.verifier import verify
 
 GOOD = "v=1; a=ed25519-sha256; c=relaxed/relaxed; d=example.com; s=good; h=from:to; bh=@; b="
 

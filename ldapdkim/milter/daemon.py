@@ -51,7 +51,7 @@ from ldapdkim.errors import ConfigError, DirectoryError, LdapDkimError
 from ldapdkim.log import RedactingFilter
 from ldapdkim.milter.monitor import Figures, Monitor, judge
 from ldapdkim.milter.session import Counters, DkimMilter, Runtime
-from ldapdkim.milter.workers import Supervisor, WorkerHooks
+from ldapdkim.milter.workers import Supervisor, WorkerHooks, signals_handled
 from ldapdkim.model import Alignment
 from ldapdkim.signing.dnslookup import TxtLookup
 from ldapdkim.signing.keyring import Keyring
@@ -361,6 +361,7 @@ class Daemon:
         signal.signal(signal.SIGUSR1, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        signals_handled()  # a worker: what the supervisor passed on meanwhile arrives now
         server = threading.Thread(target=self._serve, name="libmilter", daemon=True)
         server.start()
         self._server = server

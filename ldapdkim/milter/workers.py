@@ -12,6 +12,9 @@ exactly as a single milter process does.  The supervisor:
 * passes SIGHUP (reload) and SIGUSR1 (counters) on to every worker, and
   logs the counters of all workers added up (each worker logs its own as
   well); on SIGTERM or SIGINT it stops them all and waits for them;
+* a worker holds SIGHUP and SIGUSR1 blocked from the fork until it has its
+  handlers (:func:`signals_handled`): one that arrives while it builds its
+  runtime is acted on then, instead of ending it (their default action);
 * tells systemd READY=1 once every worker has its directory view (a pipe
   carries each worker's word; workers do not speak to systemd themselves).
 
@@ -51,6 +54,14 @@ STOP_WAIT = 40.0
 """Seconds the workers get to finish their sessions after SIGTERM (their own grace: 30 s)."""
 CONFIG_ERROR = 2
 """A worker that exits with this status could not start: restarting would not help."""
+HELD = frozenset({signal.SIGHUP, signal.SIGUSR1})
+"""The signals passed on to the workers that must not end one: held until it handles them."""
+
+
+def signals_handled() -> None:
+    """In a worker, once its handlers for :data:`HELD` are in place: let those signals in,
+    with any that arrived since the fork (a no-op in a process that did not block them)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD)
 
 
 @dataclass(frozen=True)
@@ -125,7 +136,14 @@ class Supervisor:
                     settings.pid_file.unlink(missing_ok=True)
 
     def _spawn(self, number: int) -> None:
-        pid = os.fork()
+        # The worker starts with HELD blocked, from its first instruction on.
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
+        pid = -1
+        try:
+            pid = os.fork()
+        finally:
+            if pid != 0:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
         if pid == 0:  # the worker
             status = 1
             try:
@@ -134,6 +152,8 @@ class Supervisor:
                 if self.monitor is not None:
                     self.monitor.close()  # the supervisor's listening socket
                 os.environ.pop("NOTIFY_SOCKET", None)  # the supervisor speaks to systemd
+                # Not the supervisor's handlers; SIGTERM and SIGINT end a worker
+                # that is still starting, HELD wait for its own (signals_handled).
                 for signum in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT):
                     signal.signal(signum, signal.SIG_DFL)
                 hooks = WorkerHooks(self._tell_ready, self._tell_stats, self._tell_figures)

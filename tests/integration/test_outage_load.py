@@ -78,17 +78,28 @@ class Outage:
     ) -> tuple[milterload.LoadResult, float]:
         """Run COUNT messages; call *outage* once OUTAGE_AFTER have been answered.
 
+        Each session that has an answer after that waits, before sending its
+        next message, until *outage* has returned: however slowly this thread
+        is scheduled on a busy machine or the outage takes effect, at most the
+        messages in flight (CONCURRENCY - 1) are answered between the
+        OUTAGE_AFTER-th answer and the outage, so the rest meet it.  The
+        latencies measured exclude that wait (they end with the answer).
+
         Returns the result and the monotonic time of the outage.
         """
         judge = milterload.judge
         lock = threading.Lock()
         reached = threading.Event()
+        happened = threading.Event()
 
         def counting_judge(outcome: milterload.Outcome, require_signature: bool) -> None:
             with lock:
                 self.answered_at.append(time.monotonic())
-                if len(self.answered_at) == OUTAGE_AFTER:
+                answered = len(self.answered_at)
+                if answered == OUTAGE_AFTER:
                     reached.set()
+            if answered >= OUTAGE_AFTER:
+                happened.wait(60)
             judge(outcome, require_signature)
 
         monkeypatch.setattr(milterload, "judge", counting_judge)
@@ -103,6 +114,7 @@ class Outage:
             outage()
             outage_at = time.monotonic()
         finally:
+            happened.set()
             runner.join(120)
         assert results, "the load run did not finish"
         return results[0], outage_at

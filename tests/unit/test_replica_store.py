@@ -21,6 +21,7 @@ from ldapdkim.config.ldap import LdapSettings
 from ldapdkim.config.secret import Secret
 from ldapdkim.directory.cache import CachedResolver
 from ldapdkim.directory.replica import store as store_module
+from ldapdkim.directory.replica import sync as sync_module
 from ldapdkim.directory.replica.feed import ReplicaFeed, WriterRole
 from ldapdkim.directory.replica.statedir import OLD_STATE_FILE
 from ldapdkim.directory.replica.store import DATABASE, ReplicaStore, encode
@@ -345,6 +346,30 @@ def test_the_resolver_forgets_its_answers_when_the_generation_moves(tmp_path: Pa
     replica.commit()
     second = resolver.resolve("example.com")
     assert [k.selector for k in second.keys] == ["s2"]
+
+
+def test_what_the_replica_says_of_itself_follows_the_feeds_own_commits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The end of a refresh and a new cookie are committed by the feed itself, not through
+    the facade: the entries and generation it reports (status.json, metrics) follow at once,
+    not up to META_FRESH later (made long here, so that only a commit can refresh them)."""
+    monkeypatch.setattr(sync_module, "META_FRESH", 3600.0)
+    replica = SyncReplica(ReplicaSettings.of(_settings(tmp_path, "DirectorySync yes")), start=False)
+    assert replica.take_writer_role() and replica.feed is not None
+    feed = replica.feed
+    assert (replica.view().entries, replica.generation) == (0, 0)
+    feed.begin_refresh()
+    feed.entry("u-policy", DOMAIN, POLICY)
+    feed.entry("u-s1", f"dkimSignSelector=s1,{DOMAIN}", _key("s1"))
+    feed.present(["u-policy", "u-s1"], False)
+    feed.present(None, False)
+    feed.refresh_done()  # commits by itself
+    assert replica.view().entries == 2 and replica.generation == 1
+    feed.entry("u-s2", f"dkimSignSelector=s2,{DOMAIN}", _key("s2"))
+    feed.set_cookie("csn=2")  # commits by itself, with the entry before it
+    assert replica.view().entries == 3 and replica.generation == 2
+    replica.close()
 
 
 def test_a_reload_keeps_the_replica_only_when_nothing_it_is_made_from_changed(

@@ -240,8 +240,11 @@ class Consumer:
         keepalive = time.monotonic() + KEEPALIVE_INTERVAL
         first = True
         while not self.stop.is_set():
+            # A change waits DELAY for its commit, not until the server says more.
+            due_in = feed.due_in()
+            timeout = POLL_TIMEOUT if due_in is None else min(POLL_TIMEOUT, due_in)
             try:
-                if not conn.syncrepl_poll(msgid=msgid, timeout=POLL_TIMEOUT, all=0):
+                if not conn.syncrepl_poll(msgid=msgid, timeout=timeout, all=0):
                     log.info("%s ended the content sync search; reconnecting", uri)
                     return SessionEnd(Ended.SERVER_ENDED, refreshed)
             except ldap.TIMEOUT:

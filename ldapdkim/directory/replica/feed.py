@@ -178,6 +178,14 @@ class ReplicaFeed:
         """Whether waiting operations have waited long enough."""
         return bool(self._ops) and time.monotonic() - self._since >= DELAY
 
+    def due_in(self) -> float | None:
+        """Seconds until waiting operations are due (0: now), for a reader of the server to
+        wait no longer; None when nothing hurries (none wait, or commits fail: those are
+        tried again at the reader's own pace)."""
+        if not self._ops or self._failing:
+            return None
+        return max(0.0, DELAY - (time.monotonic() - self._since))
+
     def flush(self, **meta: str | None) -> bool:
         """Commit what waits (and ``meta``); whether it is all in the database now."""
         if not self._ops and not meta:

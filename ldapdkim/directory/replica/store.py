@@ -238,6 +238,8 @@ class ReplicaStore:
             self._children = self._env.open_db(b"children", txn=txn, dupsort=True)
             self._meta = self._env.open_db(b"meta", txn=txn)
         self._cached: Meta | None = None
+        self.commits = 0
+        """Commits made through this object: this process's own (another's show in the meta)."""
 
     # -- reading ------------------------------------------------------------
 
@@ -362,9 +364,11 @@ class ReplicaStore:
                             txn.delete(name.encode(), db=self._meta)
                         else:
                             txn.put(name.encode(), value.encode(), db=self._meta)
-                return
             except lmdb.MapFullError:
                 self._grow()
+                continue
+            self.commits += 1  # once committed: a reader of the count then sees the commit
+            return
 
     def _grow(self) -> None:
         size = int(self._env.info()["map_size"])

@@ -131,7 +131,9 @@ class SyncReplica:
         self.feed: ReplicaFeed | None = None
         """Set while this process holds the writer role."""
         self._role: WriterRole | None = None
-        self._meta: tuple[float, Meta] | None = None
+        self._meta: tuple[float, int, Meta] | None = None
+        """What the database said about itself: when (monotonic), after how many of this
+        process's commits (:attr:`ReplicaStore.commits`), and what."""
         self._lock = threading.Lock()
         self.link = Link()
         """The writer's connection: replaced whole, under ``_lock`` (:meth:`_relink`)."""
@@ -233,14 +235,18 @@ class SyncReplica:
         return True
 
     def _current(self) -> Meta:
-        """What the database says about itself, re-read at most every META_FRESH seconds."""
-        assert self.store is not None
+        """What the database says about itself, re-read at most every META_FRESH seconds,
+        and after every commit of this process's own (the feed commits by itself at the
+        end of a refresh or with a new cookie: status.json must not miss them)."""
+        store = self.store
+        assert store is not None
         now = time.monotonic()
         cached = self._meta
-        if cached is None or now - cached[0] > META_FRESH:
-            cached = (now, self.store.meta())
+        if cached is None or cached[1] != store.commits or now - cached[0] > META_FRESH:
+            commits = store.commits  # before the read: a commit meanwhile reads again
+            cached = (now, commits, store.meta())
             self._meta = cached
-        return cached[1]
+        return cached[2]
 
     def _relink(self, change: Callable[[Link], Link]) -> None:
         """Replace :attr:`link` by ``change(link)``; the lock keeps two changes from racing."""
@@ -420,7 +426,6 @@ class SyncReplica:
         """Commit what the feed holds (and the writer's ``word``); readers see it at once."""
         if self.feed is not None:
             self.feed.flush(**word)
-            self._meta = None
 
     def housekeeping(self, *, final: bool = False) -> None:
         """The writer's word and commits, the lookup probe, status.json: each when due."""

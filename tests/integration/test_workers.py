@@ -130,7 +130,7 @@ def pool(slapd: Slapd, ldap_base: str, tmp_path: Path) -> Iterator[Pool]:
 
 
 def test_the_supervisor_says_ready_once_both_workers_are(pool: Pool) -> None:
-    heard = []
+    heard: list[str] = []
     while not heard or "READY=1" not in heard[-1]:
         heard.append(pool.notify.recv(4096).decode())
     assert heard[-1] == "READY=1\nSTATUS=2 workers serving", heard

@@ -45,7 +45,7 @@ from pathlib import Path
 import ldap
 import ldap.ldapobject
 
-from harness.common import find_binary, skip_or_fail
+from harness.common import find_binary, skip_or_fail, wait_until_ready
 from harness.ldapserver import LdapServer, Resources, ServerError, wait_for_bind
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -166,8 +166,25 @@ class SambaDC(LdapServer):
             ),
         )
         if not self._set_up:
+            # _configure's tools bind over LDAPS, which can open after the plain port.
+            wait_until_ready(
+                "samba",
+                f"answering a bind as {self.root_dn} on {self.ldap_uri}",
+                self._binds_over_ldaps,
+                timeout=READY_TIMEOUT,
+                process=process,
+                log=self.log_path,
+                error=ServerError,
+            )
             self._configure()
             self._set_up = True
+
+    def _binds_over_ldaps(self) -> bool:
+        try:
+            self.connect(self.root_dn).unbind_s()
+        except ldap.SERVER_DOWN:
+            return False
+        return True
 
     # ---- clients ----------------------------------------------------------
 

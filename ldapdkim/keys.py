@@ -129,8 +129,22 @@ primes the replica keeps, an Ed25519 key in less, plus 0.2 ms of set-up at
 an RSA key's first signature."""
 
 
-_NOT_PLAINTEXT = (b"sealed:", b"pkcs11:")
-"""How a sealed value and a token URI start (:mod:`ldapdkim.sealing`); no key form can."""
+SEALED_PREFIX = b"sealed:"
+"""How a sealed value starts, whatever its version (:mod:`ldapdkim.sealing`)."""
+PKCS11_PREFIX = b"pkcs11:"
+"""How a reference to a key in a PKCS #11 token starts (RFC 7512)."""
+
+
+def stored_form(value: bytes) -> str:
+    """What a ``dkimSignPrivateKey`` value holds: ``sealed``, ``token`` (a ``pkcs11:``
+    URI) or ``plaintext`` (a key form :func:`load_private_key` reads; none starts as the
+    other two do)."""
+    head = value.lstrip()
+    if head.startswith(SEALED_PREFIX):
+        return "sealed"
+    if head.startswith(PKCS11_PREFIX):
+        return "token"
+    return "plaintext"
 
 
 def private_key_of(key: SigningKey) -> PrivateKey | None:
@@ -142,7 +156,7 @@ def private_key_of(key: SigningKey) -> PrivateKey | None:
         KeyFormatError: the stored key does not parse (the directory's entry reader
             checks it first, so only a key built by hand can get here).
     """
-    if key.key_data is None or key.key_data.lstrip().startswith(_NOT_PLAINTEXT):
+    if key.key_data is None or stored_form(key.key_data) != "plaintext":
         return None
     return load_private_key(key.key_data, where=f"entry {key.dn!r}")
 

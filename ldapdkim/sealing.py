@@ -109,26 +109,6 @@ class Sealed:
     ciphertext: bytes
 
 
-PKCS11_PREFIX = b"pkcs11:"
-"""How a reference to a key in a PKCS #11 token starts (RFC 7512)."""
-
-
-def stored_form(value: bytes) -> str:
-    """What a ``dkimSignPrivateKey`` value holds: ``sealed``, ``token`` (a ``pkcs11:``
-    URI) or ``plaintext``."""
-    head = value.lstrip()
-    if head.startswith(PREFIX):
-        return "sealed"
-    if head.startswith(PKCS11_PREFIX):
-        return "token"
-    return "plaintext"
-
-
-def is_sealed(value: bytes) -> bool:
-    """Whether a stored private key value is a sealed one (it may still be malformed)."""
-    return value.lstrip().startswith(PREFIX)
-
-
 def parse(value: bytes) -> Sealed:
     """Take a sealed value apart, checking its syntax (not whether it opens).
 
@@ -136,7 +116,7 @@ def parse(value: bytes) -> Sealed:
         KeyFormatError: not a well-formed sealed value of a version this ldapdkim reads.
     """
     text = value.strip()
-    if not text.startswith(b"sealed:"):
+    if not text.startswith(keys.SEALED_PREFIX):
         raise KeyFormatError("the value is not a sealed key")
     fields = text.split(b":")
     if len(fields) != 5 or fields[1] != b"v1":

@@ -204,7 +204,7 @@ def check_stored_key(stored: bytes, algorithm: Algorithm, minimum_bits: int, *, 
     Raises:
         KeyFormatError: the value cannot be a usable key; the message starts with ``where``.
     """
-    form = sealing.stored_form(stored)
+    form = keys.stored_form(stored)
     if form == "sealed":
         try:
             sealing.parse(stored)

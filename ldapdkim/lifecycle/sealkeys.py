@@ -161,7 +161,7 @@ def _form(entry: KeyEntry) -> str | Step:
     leave alone (no key; a key in a token)."""
     if entry.value is None:
         return Step(entry.dn, Outcome.NO_KEY)
-    form = sealing.stored_form(entry.value)
+    form = keys.stored_form(entry.value)
     return Step(entry.dn, Outcome.PKCS11) if form == "token" else form
 
 
@@ -323,7 +323,7 @@ def census(key_entries: Iterable[Entry], kek_ids: Collection[str]) -> Census:
         if not values:
             counted.no_key += 1
             continue
-        form = sealing.stored_form(values[0])
+        form = keys.stored_form(values[0])
         if form == "token":
             counted.token += 1
         elif form == "plaintext":

@@ -142,7 +142,7 @@ class Keyring:
         where = f"key {key.dn!r}"
         if stored is None:
             raise KeyUnavailable(f"{where} has no private key")
-        kind = sealing.stored_form(stored)
+        kind = keys.stored_form(stored)
         try:
             if kind == "sealed":
                 identities = [

@@ -8,6 +8,7 @@ with it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -164,7 +165,9 @@ def _module(path: Path) -> _Module:
         return found
 
 
+@functools.lru_cache(maxsize=1024)
 def _parse(uri: str) -> Pkcs11Uri:
+    """The key entry's URI, parsed once (a token key is looked up for every message)."""
     try:
         return pkcs11uri.parse(uri)
     except KeyFormatError as err:

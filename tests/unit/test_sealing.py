@@ -67,7 +67,7 @@ def _flip_ciphertext(value: bytes) -> bytes:
 def test_a_sealed_value_opens_to_the_same_key() -> None:
     value = _sealed()
     assert value.startswith(b"sealed:v1:k1:")
-    assert sealing.stored_form(value) == "sealed"
+    assert keys.stored_form(value) == "sealed"
     assert sealing.unseal(value, KEKS, IDENTITY) == _der()
     parsed = sealing.parse(value)
     assert (parsed.kek_id, len(parsed.nonce)) == ("k1", sealing.NONCE_BYTES)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import lmdb
 
-from ldapdkim import keys, schema, sealing
+from ldapdkim import keys, schema
 from ldapdkim.directory.entries import locate
 from ldapdkim.directory.replica.store import Cookie, Delete, Keep, Loaded, Op, Put, ReplicaStore
 
@@ -116,7 +116,7 @@ class ReplicaFeed:
         if private:
             # A sealed value or a token's URI is kept as the directory holds it.
             compact[_PRIVATE_KEY] = tuple(
-                keys.compact_private_key(v) if sealing.stored_form(v) == "plaintext" else v
+                keys.compact_private_key(v) if keys.stored_form(v) == "plaintext" else v
                 for v in private
             )
         self._add(Put(uuid, dn, key, parent, compact))

@@ -35,16 +35,18 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, utils
 from ldapdkim.errors import DnsTemporaryError
 from ldapdkim.model import Header
 from ldapdkim.signing.arc.chain import (
+    MAX_ARC_FIELDS,
     ArcField,
     ArcSet,
     _ChainBroken,
     arc_fields,
     beyond_limit,
     chain_sets,
+    field_kind,
     newest_instance,
 )
 from ldapdkim.signing.arc.fields import message_signature, seal_signature
-from ldapdkim.signing.arc.verdict import ArcVerdict, ChainValidation
+from ldapdkim.signing.arc.verdict import MAX_INSTANCES, ArcVerdict, ChainValidation
 from ldapdkim.signing.bodyhash import BodyHasher
 from ldapdkim.signing.canonicalization import canonical_header, without_b_value
 from ldapdkim.signing.keyfetch import DnsLookup, fetch_keys
@@ -80,6 +82,11 @@ def verify_chain(
     the colon with its CRLF), ``body`` its body.  ``timeout`` bounds all key
     lookups together; ``now`` (Unix time) is for AMS ``x=``.
     """
+    count = sum(1 for name, _ in headers if field_kind(name) is not None)
+    if count > MAX_ARC_FIELDS:
+        # More than 50 sets hold: refused before any field is read.
+        reason = f"{count} ARC fields: more than {MAX_INSTANCES} sets can hold"
+        return ArcVerdict(ChainValidation.FAIL, MAX_INSTANCES, 0, reason, None, True)
     fields = arc_fields(headers)
     if not fields:
         return ArcVerdict(ChainValidation.NONE, 0, 0, "", None, False)

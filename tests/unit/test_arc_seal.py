@@ -152,6 +152,17 @@ def test_5_1_2_a_broken_chain_is_sealed_with_cv_fail_over_the_new_set_only() -> 
     assert "instance 3 says cv=fail" in after.reason
 
 
+def test_5_1_2_arc_fields_without_a_readable_instance_are_sealed_as_a_failed_chain() -> None:
+    key = ed25519_key()
+    junk = (b"ARC-Seal", b" i=x; cv=none; a=ed25519-sha256; d=example.org; s=arc; b=\r\n")
+    message = Chain([junk, *HEADERS], BODY).message
+    verdict = ours(message, key)
+    assert (verdict.cv, verdict.instances) == (ChainValidation.FAIL, 0)
+    sealed = hop(message, key)
+    assert b"i=1; cv=fail;" in sealed.split(b"\r\n")[0]
+    assert ours(sealed, key).cv is ChainValidation.FAIL
+
+
 def test_4_2_1_a_chain_at_50_sets_is_not_sealed() -> None:
     chain = forge_chain(50)
     verdict = verify_chain(chain.headers, chain.body, keys(), timeout=2)

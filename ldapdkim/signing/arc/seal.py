@@ -107,7 +107,11 @@ def seal(
 
 
 def _cv(verdict: ArcVerdict) -> ChainValidation:
-    """``cv=`` of the new seal: none for the first set, else the chain's status (§5.1.1)."""
+    """``cv=`` of the new seal: the chain's status; none for the first set of a message
+    without ARC fields (§5.1.1).  ARC fields without one readable instance make a failed
+    chain of 0 sets: its first set says fail, which no later hop reads as a fresh start."""
+    if verdict.cv is ChainValidation.FAIL:
+        return ChainValidation.FAIL
     if verdict.instances == 0:
         return ChainValidation.NONE
     if verdict.cv is ChainValidation.NONE:

@@ -64,6 +64,7 @@ def sealed_by(
     results: str = "dkim=pass",
     timestamp: int | None = None,
     header_names: list[bytes] | None = None,
+    comments: bool = False,
 ) -> list[Header]:
     """:func:`seal` with this file's domain, selector and authserv-id."""
     return seal(
@@ -76,6 +77,7 @@ def sealed_by(
         results=results,
         timestamp=timestamp,
         header_names=header_names,
+        comments=comments,
     )
 
 
@@ -184,9 +186,11 @@ def test_the_ams_covers_dkim_signatures_and_never_arc_seal_or_authentication_res
             sealed_by(key, headers, header_names=[b"From", refused])
 
 
-def test_the_fields_are_folded_like_dkim_signature_and_the_aar_has_no_comment() -> None:
-    results = "dkim=pass  header.d=example.com;\r\n spf=pass smtp.mailfrom=example.com"
+def test_the_fields_are_folded_like_dkim_signature_and_the_aar_has_no_comment_by_default() -> None:
+    results = "dkim=pass (good; key) header.d=example.com;\r\n spf=pass smtp.mailfrom=example.com"
     fields = sealed_by(rsa_key(), results=results, timestamp=NOW)
+    kept = sealed_by(rsa_key(), results=results, comments=True)
+    assert b"dkim=pass (good; key) header.d=example.com;" in kept[2][1]
     names = [b"ARC-Seal", b"ARC-Message-Signature", b"ARC-Authentication-Results"]
     assert [name for name, _ in fields] == names
     for name, value in fields:

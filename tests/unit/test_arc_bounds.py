@@ -115,3 +115,18 @@ def test_no_mutation_of_a_chain_makes_verification_raise(caplog: pytest.LogCaptu
             verdict = verify_chain(headers, body, keys(), timeout=1)
         assert verdict.cv in (ChainValidation.PASS, ChainValidation.FAIL, ChainValidation.NONE)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_bug_meets_the_barrier_fails_the_chain_and_forbids_sealing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(fields: object) -> object:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("ldapdkim.signing.arc.verify.chain_sets", broken)
+    chain = forge_chain(1)
+    with caplog.at_level(logging.ERROR):
+        verdict = verify_chain(chain.headers, chain.body, keys(), timeout=1)
+    assert (verdict.cv, verdict.at_limit) == (ChainValidation.FAIL, True)
+    assert "internal error" in verdict.reason
+    assert "a bug" in caplog.text

@@ -80,8 +80,27 @@ def verify_chain(
 
     ``headers`` are all the message's fields as received (name, value after
     the colon with its CRLF), ``body`` its body.  ``timeout`` bounds all key
-    lookups together; ``now`` (Unix time) is for AMS ``x=``.
+    lookups together; ``now`` (Unix time) is for AMS ``x=``.  Should a bug
+    raise all the same, the chain fails and is marked ``at_limit``: a chain
+    nobody could read is not sealed.
     """
+    try:
+        moment = int(datetime.now(UTC).timestamp()) if now is None else now
+        return _verdict(headers, body, lookup, timeout, minimum_key_bits, moment)
+    except Exception:  # the barrier: a hostile chain must never crash the caller
+        log.exception("ARC verification failed unexpectedly; the chain is taken as failed")
+        reason = "internal error while verifying the chain"
+        return ArcVerdict(ChainValidation.FAIL, 0, 0, reason, None, True)
+
+
+def _verdict(
+    headers: Sequence[Header],
+    body: bytes,
+    lookup: DnsLookup,
+    timeout: float,
+    minimum_key_bits: int,
+    now: int,
+) -> ArcVerdict:
     count = sum(1 for name, _ in headers if field_kind(name) is not None)
     if count > MAX_ARC_FIELDS:
         # More than 50 sets hold: refused before any field is read.
@@ -93,21 +112,14 @@ def verify_chain(
     newest = newest_instance(fields)
     at_limit = beyond_limit(fields)
     sealer = _sealer(fields, newest)
-
-    def failed(reason: str, temporary: bool = False) -> ArcVerdict:
-        return ArcVerdict(ChainValidation.FAIL, newest, 0, reason, sealer, at_limit, temporary)
-
     try:
         sets = chain_sets(fields)
-        moment = int(datetime.now(UTC).timestamp()) if now is None else now
-        oldest_pass = _Chain(headers, body, sets, moment).verify(lookup, timeout, minimum_key_bits)
+        oldest_pass = _Chain(headers, body, sets, now, minimum_key_bits).verify(lookup, timeout)
     except _ChainBroken as err:
-        return failed(str(err))
+        return ArcVerdict(ChainValidation.FAIL, newest, 0, str(err), sealer, at_limit)
     except _Failed as err:
-        return failed(err.reason, err.temporary)
-    except Exception:  # the barrier: a hostile chain must never crash the caller
-        log.exception("ARC verification failed unexpectedly; the chain is taken as failed")
-        return failed("internal error while verifying the chain")
+        fail = ChainValidation.FAIL
+        return ArcVerdict(fail, newest, 0, err.reason, sealer, at_limit, err.temporary)
     return ArcVerdict(ChainValidation.PASS, newest, oldest_pass, "", sealer, at_limit)
 
 
@@ -125,17 +137,22 @@ class _Chain:
     """The checks of RFC 8617 §5.2 steps 5 to 7 on a chain of valid structure."""
 
     def __init__(
-        self, headers: Sequence[Header], body: bytes, sets: list[ArcSet], now: int
+        self,
+        headers: Sequence[Header],
+        body: bytes,
+        sets: list[ArcSet],
+        now: int,
+        minimum_key_bits: int,
     ) -> None:
         self.headers = headers
         self.body = body
         self.sets = sets
         self.now = now
+        self.minimum_key_bits = minimum_key_bits
         self._body_hashes: dict[str, bytes] = {}
         self.answers: dict[str, list[bytes] | DnsTemporaryError] = {}
-        self.minimum_key_bits = 1024
 
-    def verify(self, lookup: DnsLookup, timeout: float, minimum_key_bits: int) -> int:
+    def verify(self, lookup: DnsLookup, timeout: float) -> int:
         """The oldest-pass of a chain that passes.
 
         Raises:
@@ -150,7 +167,6 @@ class _Chain:
             s.key_name for s in (*signatures.values(), *seals.values()) if isinstance(s, Signature)
         ]
         self.answers = fetch_keys(names, lookup, timeout)
-        self.minimum_key_bits = minimum_key_bits
         newest = len(self.sets)
         self._message_signature(newest, signatures[newest])  # step 5
         oldest_pass = 0

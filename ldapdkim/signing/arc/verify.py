@@ -150,6 +150,7 @@ class _Chain:
         self.now = now
         self.minimum_key_bits = minimum_key_bits
         self._body_hashes: dict[str, bytes] = {}
+        self._keys: dict[tuple[str, str], PublicKey | str] = {}
         self.answers: dict[str, list[bytes] | DnsTemporaryError] = {}
 
     def verify(self, lookup: DnsLookup, timeout: float) -> int:
@@ -182,13 +183,21 @@ class _Chain:
         return oldest_pass
 
     def _key(self, signature: Signature, what: str) -> PublicKey:
+        """The key of ``signature``'s record, checked once per name and key type: a
+        sealer's AMS and seal, and its sets at every hop, share one."""
         answer = self.answers[signature.key_name]
         if isinstance(answer, DnsTemporaryError):
             raise _Failed(f"{what}: key lookup failed: {answer}", temporary=True)
-        try:
-            return choose_record(answer, signature, self.minimum_key_bits)
-        except _Verdict as verdict:
-            raise _Failed(f"{what}: {verdict.reason}") from None
+        cache_key = (signature.key_name, signature.key_type)
+        if cache_key not in self._keys:
+            try:
+                self._keys[cache_key] = choose_record(answer, signature, self.minimum_key_bits)
+            except _Verdict as verdict:
+                self._keys[cache_key] = verdict.reason
+        key = self._keys[cache_key]
+        if isinstance(key, str):
+            raise _Failed(f"{what}: {key}")
+        return key
 
     def _message_signature(self, instance: int, parsed: Signature | _Verdict) -> None:
         what = f"ARC-Message-Signature of instance {instance}"

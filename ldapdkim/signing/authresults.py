@@ -8,11 +8,14 @@ a reader can tell several signatures of one domain apart.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 
 import authres
+import authres.arc
 
 from ldapdkim.model import DkimResult, VerifyResult
+from ldapdkim.signing.arc import ArcVerdict, ChainValidation
 
 HEADER = "Authentication-Results"
 
@@ -42,6 +45,39 @@ def _clause(result: VerifyResult) -> object:
         header_a=result.algorithm or None,
         properties=properties or None,
     )
+
+
+def arc_clause(verdict: ArcVerdict, remote_ip: str | None = None, *, comment: bool = True) -> str:
+    """The ``arc=`` result of RFC 8617 §4.4 / RFC 8601 for ``verdict``, one clause.
+
+    Properties: ``header.oldest-pass`` when it is not 0 (RFC 8617 §5.2 step 6)
+    and ``smtp.remote-ip`` when the caller gives the client's address.  The
+    comment (the reason of a failure; the newest instance and its sealer on a
+    pass) is left out with ``comment=False``, as in an ARC-Authentication-Results:
+    some A-R parsers break on ``;`` inside comments.
+    """
+    text = ""
+    if comment:
+        if verdict.cv is ChainValidation.PASS:
+            text = f"i={verdict.instances} sealer {verdict.sealer or 'unknown'}"
+        else:
+            text = verdict.reason
+    result = authres.arc.ARCAuthenticationResult(
+        result=verdict.cv.value,
+        result_comment=_comment(text).replace(";", ",") or None,
+        header_oldest_pass=str(verdict.oldest_pass) if verdict.oldest_pass else None,
+        smtp_remote_ip=_address(remote_ip),
+    )
+    return str(result)
+
+
+def _address(text: str | None) -> str | None:
+    """An IP address as the A-R property carries it; None for anything else (the MTA's
+    macro may hold a name or nothing)."""
+    try:
+        return str(ipaddress.ip_address((text or "").strip().removeprefix("IPv6:")))
+    except ValueError:
+        return None
 
 
 def _comment(reason: str) -> str:

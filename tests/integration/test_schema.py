@@ -63,6 +63,8 @@ ATTRIBUTES = {
     16: "dkimSignAllowedSender",
     17: "dkimSignAllowedNetwork",
     18: "dkimSignSenderAlignment",
+    19: "dkimSignArcSelector",
+    20: "dkimSignArcAddress",
 }
 CLASSES = {1: "dkimSignDomainPolicy", 2: "dkimSignKey"}
 

@@ -92,6 +92,8 @@ LAYERS: list[tuple[str, list[str]]] = [
             "author",
             "policy",
             "authresults",
+            "arc",
+            "arcchoice",
         ],
     ),
     ("publish", ["dnsexport", "dnscheck", "dnsupdate", "audit"]),

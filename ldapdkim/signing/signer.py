@@ -80,15 +80,16 @@ def select_header_names(headers: Sequence[Header], params: SigningParams) -> lis
     return names
 
 
-def _fold(tags: Sequence[tuple[str, str]]) -> bytes:
-    """The header value for ``tags``, folded near 78 columns, ending in an empty ``b=``.
+def fold_tags(tags: Sequence[tuple[str, str]], field_name: str = "DKIM-Signature") -> bytes:
+    """The value of a ``field_name`` field for ``tags``, folded near 78 columns, ending in
+    an empty ``b=`` (ARC's fields are folded here too).
 
     ``b=`` comes last, on a line of its own, so that inserting the signature
     changes nothing before it.  ``h=`` may fold after a colon (RFC 6376 §3.5).
     """
     lines: list[str] = []
     current = ""
-    indent = len("DKIM-Signature: ")
+    indent = len(field_name) + 2
 
     def add(token: str, joiner: str) -> None:
         nonlocal current, indent
@@ -111,7 +112,7 @@ def _fold(tags: Sequence[tuple[str, str]]) -> bytes:
     return (" " + "\r\n\t".join(lines) + "\r\n\tb=").encode("ascii")
 
 
-def _fold_signature(signature: bytes) -> bytes:
+def fold_signature(signature: bytes) -> bytes:
     """The base64 ``b=`` value in 72-character lines (FWS is allowed inside it)."""
     text = base64.b64encode(signature)
     return b"\r\n\t".join(text[i : i + 72] for i in range(0, len(text), 72))
@@ -164,10 +165,10 @@ def sign_parsed(
         if params.expire_seconds:
             tags.append(("x", str(timestamp + params.expire_seconds)))
         tags += [("h", ":".join(n.decode("ascii") for n in include)), ("bh", body_hash)]
-        unsigned = _fold(tags)
+        unsigned = fold_tags(tags)
         own = (b"DKIM-Signature", unsigned)
         digest = hash_header_fields(headers, include, own, relaxed=relaxed)
-        values.append(unsigned + _fold_signature(signer.sign_digest(digest)))
+        values.append(unsigned + fold_signature(signer.sign_digest(digest)))
     return values
 
 

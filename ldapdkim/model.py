@@ -316,6 +316,9 @@ class NotSealedReason(enum.StrEnum):
     DIRECTORY_UNAVAILABLE = "directory_unavailable"
     CHAIN_AT_LIMIT = "chain_at_limit"
     """The chain already holds 50 sets (RFC 8617 §4.2.1)."""
+    CHAIN_UNCHECKED = "chain_unchecked"
+    """A key of the chain could not be looked up now: sealing it cv=fail would end a
+    chain that may be sound, so the message goes on as it came."""
     MESSAGE_UNSEALABLE = "message_unsealable"
     """The message cannot be sealed as it is (no From, broken header fields)."""
 

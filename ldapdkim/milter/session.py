@@ -671,8 +671,9 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         """Seal with the key the sealing domain's entry names (dkimSignArcSelector).
 
         Raises:
-            _NotSealed: why not: the chain is full, the domain is not ours or does
-                not seal, its key cannot sign, the message cannot be sealed.
+            _NotSealed: why not: the chain is full or could not be checked now,
+                the domain is not ours or does not seal, its key cannot sign, the
+                message cannot be sealed.
         """
         runtime, settings = self.runtime, self.runtime.settings
         verdict = self._verdict()
@@ -680,6 +681,12 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             raise _NotSealed(
                 NotSealedReason.CHAIN_AT_LIMIT,
                 f"the ARC chain holds {verdict.instances} sets, the most RFC 8617 allows",
+            )
+        if verdict.temporary:
+            raise _NotSealed(
+                NotSealedReason.CHAIN_UNCHECKED,
+                f"the ARC chain could not be checked now ({verdict.reason}); "
+                "not sealing it cv=fail",
             )
         domain = arcchoice.sealing_domain(
             settings, self.mail_from, self.recipients, self._policy_of
@@ -727,6 +734,8 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             )
         except (MessageError, ValueError) as err:
             raise _NotSealed(NotSealedReason.MESSAGE_UNSEALABLE, err) from None
+        except KeyUnavailable as err:
+            raise _NotSealed(NotSealedReason.NO_SEALING_KEY, err) from None
         for name, value in reversed(fields):
             text = value.decode("ascii").replace("\r\n", "\n").lstrip()
             self.addheader(name.decode("ascii"), self._space(text), 0)

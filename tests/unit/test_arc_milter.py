@@ -231,6 +231,17 @@ def test_a_chain_at_the_limit_is_not_sealed_and_the_reason_is_logged(
     assert _count(metrics.ARC_NOT_SEALED) == {NotSealedReason.CHAIN_AT_LIMIT.value: 1}
 
 
+def test_a_chain_that_could_not_be_checked_now_is_not_marked_failed(
+    make: Any, arc: FakeArc
+) -> None:
+    """A DNS timeout is no proof of a broken chain: cv=fail would end it for good."""
+    arc.verdict = ArcVerdict(ChainValidation.FAIL, 1, 0, "key timeout", "x.test", False, True)
+    feed = make("ARCSeal yes", "ARCSealDomain recipient")
+    rc, _ = feed(LISTMAIL, ip="192.0.2.7", sender="carol@example.org", recipients=[LIST])
+    assert rc == Milter.ACCEPT and arc.sealed == []
+    assert _count(metrics.ARC_NOT_SEALED) == {NotSealedReason.CHAIN_UNCHECKED.value: 1}
+
+
 @pytest.mark.parametrize(
     ("sender", "rule", "reason"),
     [

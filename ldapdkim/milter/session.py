@@ -650,12 +650,9 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             self.arc_verdict = verdict
         return self.arc_verdict
 
-    def _arc_result(self) -> authresults.ArcResult:
+    def _arc_result(self, *, comment: bool = True) -> str:
         """The ``arc=`` clause of our A-R and of the AAR, with the client's address."""
-        verdict = self._verdict()
-        return authresults.ArcResult(
-            verdict.cv.value, verdict.reason, verdict.oldest_pass, self.client_address
-        )
+        return authresults.arc_clause(self._verdict(), self.client_address, comment=comment)
 
     def _then_seal(self, reply: int) -> int:
         """After signing or verifying: add an ARC set to mail that passes and ARCSeal chose."""
@@ -716,10 +713,9 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         except KeyUnavailable as err:
             raise _NotSealed(NotSealedReason.NO_SEALING_KEY, err) from None
         body = b"".join(self.chunks)
+        comments = settings.arc_auth_results_comments
         results = authresults.payload(
-            self._dkim_results(body),
-            self._arc_result(),
-            comments=settings.arc_auth_results_comments,
+            self._dkim_results(body), self._arc_result(comment=comments), comments=comments
         )
         try:
             fields = seal(

@@ -10,40 +10,33 @@ a reader can tell several signatures of one domain apart.  An ARC result
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import authres
 import authres.arc
 
 from ldapdkim.model import DkimResult, VerifyResult
+from ldapdkim.signing.arc import ArcVerdict, ChainValidation
 
 HEADER = "Authentication-Results"
 
 
-@dataclass(frozen=True)
-class ArcResult:
-    """The ``arc=`` clause: a chain's validation result as the milter saw it."""
-
-    result: str
-    """none, pass or fail (the chain's cv)."""
-    reason: str = ""
-    oldest_pass: int = 0
-    remote_ip: str | None = None
-
-
-def build(authserv_id: str, results: Sequence[VerifyResult], arc: ArcResult | None = None) -> str:
-    """The header field value (without the name) for ``results``; ``dkim=none`` when empty."""
-    header = authres.AuthenticationResultsHeader(
-        authserv_id=authserv_id, results=_clauses(results, arc)
-    )
-    text = str(header)
-    return text.split(":", 1)[1].strip()
+def build(authserv_id: str, results: Sequence[VerifyResult], arc: str | None = None) -> str:
+    """The header field value (without the name) for ``results``; ``dkim=none`` when
+    empty.  ``arc``: an ``arc=`` clause (:func:`arc_clause`) to add after them."""
+    if results:
+        clauses = [_clause(r) for r in results]
+    else:
+        clauses = [authres.DKIMAuthenticationResult(result=DkimResult.NONE.value)]
+    header = authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=clauses)
+    text = str(header).split(":", 1)[1].strip()
+    return f"{text}; {arc}" if arc else text
 
 
 def payload(
-    results: Sequence[VerifyResult], arc: ArcResult | None = None, *, comments: bool = False
+    results: Sequence[VerifyResult], arc: str | None = None, *, comments: bool = False
 ) -> str:
     """The results part of an A-R value, without authserv-id, for an
     ARC-Authentication-Results field; comments (reasons) only when asked for."""
@@ -55,23 +48,6 @@ def payload(
 
 _COMMENT = re.compile(r" ?\((?:[^()\\]|\\.)*\)")
 """One comment; :func:`_comment` leaves no parenthesis or backslash inside reasons."""
-
-
-def _clauses(results: Sequence[VerifyResult], arc: ArcResult | None) -> list[object]:
-    if results:
-        clauses = [_clause(r) for r in results]
-    else:
-        clauses = [authres.DKIMAuthenticationResult(result=DkimResult.NONE.value)]
-    if arc is not None:
-        clauses.append(
-            authres.arc.ARCAuthenticationResult(
-                result=arc.result,
-                result_comment=_comment(arc.reason) or None,
-                header_oldest_pass=str(arc.oldest_pass) if arc.oldest_pass else None,
-                smtp_remote_ip=arc.remote_ip or None,
-            )
-        )
-    return clauses
 
 
 def _clause(result: VerifyResult) -> object:
@@ -88,6 +64,39 @@ def _clause(result: VerifyResult) -> object:
         header_a=result.algorithm or None,
         properties=properties or None,
     )
+
+
+def arc_clause(verdict: ArcVerdict, remote_ip: str | None = None, *, comment: bool = True) -> str:
+    """The ``arc=`` result of RFC 8617 §4.4 / RFC 8601 for ``verdict``, one clause.
+
+    Properties: ``header.oldest-pass`` when it is not 0 (RFC 8617 §5.2 step 6)
+    and ``smtp.remote-ip`` when the caller gives the client's address.  The
+    comment (the reason of a failure; the newest instance and its sealer on a
+    pass) is left out with ``comment=False``, as in an ARC-Authentication-Results:
+    some A-R parsers break on ``;`` inside comments.
+    """
+    text = ""
+    if comment:
+        if verdict.cv is ChainValidation.PASS:
+            text = f"i={verdict.instances} sealer {verdict.sealer or 'unknown'}"
+        else:
+            text = verdict.reason
+    result = authres.arc.ARCAuthenticationResult(
+        result=verdict.cv.value,
+        result_comment=_comment(text).replace(";", ",") or None,
+        header_oldest_pass=str(verdict.oldest_pass) if verdict.oldest_pass else None,
+        smtp_remote_ip=_address(remote_ip),
+    )
+    return str(result)
+
+
+def _address(text: str | None) -> str | None:
+    """An IP address as the A-R property carries it; None for anything else (the MTA's
+    macro may hold a name or nothing)."""
+    try:
+        return str(ipaddress.ip_address((text or "").strip().removeprefix("IPv6:")))
+    except ValueError:
+        return None
 
 
 def _comment(reason: str) -> str:

@@ -4,6 +4,7 @@
 #
 # Usage: mail_dkim_verify.pl PORT [TIMEOUT_SECONDS] < message
 #        mail_dkim_verify.pl PORT TIMEOUT_SECONDS --batch < framed messages
+#        mail_dkim_verify.pl PORT TIMEOUT_SECONDS --arc < message
 #
 # With --batch, standard input holds any number of messages, each preceded
 # by a line with its length in octets; each message's lines are followed by
@@ -19,6 +20,10 @@
 # (DomainKey-Signature, RFC 4870) are not DKIM and are not reported. A
 # DKIM-Signature too broken for Mail::DKIM to parse is reported as
 #   invalid domain=- selector=- algorithm=- detail=invalid (REASON)
+# With --arc, the message's ARC chain (RFC 8617) is verified instead, with
+# Mail::DKIM::ARC::Verifier, and one line printed:
+#   RESULT detail=DETAIL
+# where RESULT is $arc->result (pass, fail, none) and DETAIL its result_detail.
 # First line on stderr: "version V" (the Mail::DKIM version in use).
 use strict;
 use warnings;
@@ -26,6 +31,7 @@ use warnings;
 use Mail::DKIM 0.40;
 use Mail::DKIM::DNS;
 use Mail::DKIM::Verifier;
+use Mail::DKIM::ARC::Verifier;
 use Net::DNS::Resolver;
 
 my ( $port, $timeout ) = @ARGV;
@@ -62,10 +68,25 @@ if ( ( $ARGV[2] // '' ) eq '--batch' ) {
         print "end\n";
     }
 }
+elsif ( ( $ARGV[2] // '' ) eq '--arc' ) {
+    verify_chain( do { local $/; <STDIN> } );
+}
 else {
     verify_message( do { local $/; <STDIN> } );
 }
 exit 0;
+
+sub verify_chain {
+    my ($message) = @_;
+    $message =~ s/\r?\n/\r\n/g;
+    my $arc = Mail::DKIM::ARC::Verifier->new();
+    $arc->PRINT($message);
+    $arc->CLOSE;
+    my $detail = $arc->result_detail // '';
+    $detail =~ s/[\r\n]+/ /g;
+    printf "%s detail=%s\n", $arc->result // 'none', $detail;
+    return;
+}
 
 sub verify_message {
     my ($message) = @_;

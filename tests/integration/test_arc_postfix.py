@@ -21,9 +21,8 @@ from pathlib import Path
 import dkim
 import ldap
 import pytest
-from cryptography.hazmat.primitives import serialization
-from harness import forge
-from harness.arcpeers import dkimpy_seal, dkimpy_verify, mail_dkim_seal, mail_dkim_verify_arc
+from cryptography.hazmat.primitives.asymmetric import rsa
+from harness import arcpeers, forge
 from harness.dnsserver import DnsServer
 from harness.mailsite import AUTHSERV_ID, MailSite
 from harness.mta import PostfixMta, milter_behind
@@ -43,8 +42,7 @@ class Peer:
 
     domain: str
     selector: str
-    pem: bytes
-    key_file: Path
+    key: rsa.RSAPrivateKey
     srv_id: str
 
 
@@ -74,17 +72,10 @@ class ArcSite:
         return delivered
 
 
-def _peer(dns: DnsServer, workdir: Path, domain: str, selector: str, srv_id: str) -> Peer:
+def _peer(dns: DnsServer, domain: str, selector: str, srv_id: str) -> Peer:
     key = forge.rsa_key()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
     dns.set_txt(f"{selector}._domainkey.{domain}", forge.key_record(key).decode())
-    key_file = workdir / f"{domain}.pem"
-    key_file.write_bytes(pem)
-    return Peer(domain, selector, pem, key_file, srv_id)
+    return Peer(domain, selector, key, srv_id)
 
 
 def _seal_with_first_key(slapd: Slapd, base: str, domain: str) -> str:
@@ -108,8 +99,8 @@ def arc_site(slapd: Slapd, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         site = MailSite(slapd, base, dns, workdir)
         site.add_domains([LIST_DOMAIN], "rsa-sha256")
         _seal_with_first_key(slapd, base, LIST_DOMAIN)
-        author = _peer(dns, workdir, "example.org", "dkpy", "mx.example.org")
-        relay = _peer(dns, workdir, "relay.example.net", "mdk", "mx.relay.example.net")
+        author = _peer(dns, "example.org", "dkpy", "mx.example.org")
+        relay = _peer(dns, "relay.example.net", "mdk", "mx.relay.example.net")
         postfix = PostfixMta(workdir / "postfix")
         config = (
             "ARCVerify yes",
@@ -132,7 +123,8 @@ def _carols_mail(site: ArcSite, subject: str) -> bytes:
         f"Message-ID: <{abs(hash(subject))}@example.org>\r\n\r\nHello list.\r\n"
     ).encode()
     a = site.author
-    signature: bytes = dkim.sign(body, a.selector.encode(), a.domain.encode(), a.pem)
+    pem = arcpeers._pem(a.key)
+    signature: bytes = dkim.sign(body, a.selector.encode(), a.domain.encode(), pem)
     return signature + body
 
 
@@ -141,12 +133,17 @@ def _ours(message: bytes) -> str:
     return next(v for v in header_values(message, "Authentication-Results") if AUTHSERV_ID in v)
 
 
+def _dkimpy_verify(message: bytes, site: ArcSite) -> arcpeers.PeerVerdict:
+    """dkimpy's verdict, with the key records the test DNS server publishes."""
+    keys = {name: "".join(texts).encode() for name, texts in site.site.dns.records().items()}
+    return arcpeers.dkimpy_verify(message, keys)
+
+
 def _both_pass(message: bytes, site: ArcSite) -> None:
-    dns_port = site.site.dns.port
-    cv, reason = dkimpy_verify(message, dns_port)
-    assert cv == "pass", (reason, message.decode(errors="replace"))
-    verdict = mail_dkim_verify_arc(message, dns_port)
-    assert verdict.split()[0] == "pass", (verdict, message.decode(errors="replace"))
+    by_dkimpy = _dkimpy_verify(message, site)
+    assert by_dkimpy.result == "pass", (by_dkimpy, message.decode(errors="replace"))
+    by_mail_dkim = arcpeers.mail_dkim_verify(message, site.site.dns.port)
+    assert by_mail_dkim.result == "pass", (by_mail_dkim, message.decode(errors="replace"))
 
 
 def _seal_by(message: bytes) -> list[str]:
@@ -170,13 +167,20 @@ def test_one_hop_sealed_by_ldapdkim_verifies_with_dkimpy_and_mail_dkim(arc_site:
 
 
 def _sealed_by(site: ArcSite, sealer: str, message: bytes, srv_id: str | None = None) -> bytes:
-    """``message`` with a set of ``sealer``'s: dkimpy as example.org, Mail::DKIM as the relay."""
-    dns_port = site.site.dns.port
+    """``message`` as the next hop passes it on: ``sealer`` (dkimpy as example.org,
+    Mail::DKIM as the relay) checks the chain, writes its Authentication-Results
+    with that ``arc=`` result, and seals."""
     if sealer == "dkimpy":
-        a = site.author
-        return dkimpy_seal(message, dns_port, a.domain, a.selector, a.pem, srv_id or a.srv_id)
-    r = site.relay
-    return mail_dkim_seal(message, dns_port, r.domain, r.selector, r.key_file, srv_id or r.srv_id)
+        peer, seal, cv = site.author, arcpeers.dkimpy_seal, _dkimpy_verify(message, site)
+    else:
+        peer, seal = site.relay, arcpeers.mail_dkim_seal
+        cv = arcpeers.mail_dkim_verify(message, site.site.dns.port)
+    srv_id = srv_id or peer.srv_id
+    received = arcpeers.with_results(message, srv_id, f"arc={cv.result}")
+    fields = seal(
+        received, domain=peer.domain, selector=peer.selector, authserv_id=srv_id, key=peer.key
+    )
+    return arcpeers.prepend(fields, received)
 
 
 @pytest.mark.parametrize(("first", "last"), [("dkimpy", "mail-dkim"), ("mail-dkim", "dkimpy")])

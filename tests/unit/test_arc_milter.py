@@ -193,7 +193,7 @@ def test_a_list_address_the_directory_names_is_sealed_by_the_list_domain(
         "Authentication-Results",
     ]
     [ar] = [v for n, v, _ in ctx.added if n == "Authentication-Results"]
-    assert "arc=pass smtp.remote-ip=192.0.2.7" in ar
+    assert "arc=pass (i=1 sealer example.org) smtp.remote-ip=192.0.2.7" in ar
     [call] = arc.sealed
     assert (call["domain"], call["selector"]) == ("lists.example.com", "arc1")
     assert call["results"] == "dkim=none; arc=pass smtp.remote-ip=192.0.2.7"

@@ -24,6 +24,11 @@ MESSAGE_SIGNATURE = b"arc-message-signature"
 RESULTS = b"arc-authentication-results"
 KINDS = (RESULTS, MESSAGE_SIGNATURE, SEAL)
 """The three fields of a set, in the order the ARC-Seal hashes them (RFC 8617 §5.1.1)."""
+LABELS = {
+    SEAL: "ARC-Seal",
+    MESSAGE_SIGNATURE: "ARC-Message-Signature",
+    RESULTS: "ARC-Authentication-Results",
+}
 
 MAX_ARC_FIELDS = 3 * MAX_INSTANCES
 """ARC fields in a message; more cannot form a valid chain and are not read."""
@@ -105,7 +110,7 @@ def arc_fields(headers: Sequence[Header]) -> list[ArcField]:
 
 
 def _read(index: int, kind: bytes, value: bytes) -> ArcField:
-    label = kind.decode()
+    label = LABELS[kind]
     if len(value) > MAX_ARC_FIELD:
         return ArcField(index, kind, None, None, None, f"an {label} field is too long")
     tags: dict[str, bytes] | None = None
@@ -171,7 +176,7 @@ def chain_sets(fields: Sequence[ArcField]) -> list[ArcSet]:
             count = len(group.get(kind, []))
             if count != 1:
                 how = "no" if count == 0 else f"{count}"
-                raise _ChainBroken(f"instance {instance} has {how} {kind.decode()} fields")
+                raise _ChainBroken(f"instance {instance} has {how} {LABELS[kind]} fields")
         arc_set = ArcSet(instance, group[RESULTS][0], group[MESSAGE_SIGNATURE][0], group[SEAL][0])
         _check_seal(arc_set)
         sets.append(arc_set)

@@ -1,3 +1,3 @@
-"""Signing and verifying one message: signer, body hash, policy, Authentication-Results and the
-DNS key lookup.
+"""Signing and verifying one message: signer, body hash, policy, Authentication-Results, the
+DNS key lookup, and ARC (verifying and sealing a message's chain).
 """

@@ -26,6 +26,7 @@ from ldapdkim.signing import authresults
 from ldapdkim.signing.arc import ArcVerdict, ChainValidation, seal, verify_chain
 from ldapdkim.signing.canonicalization import split_message
 from ldapdkim.signing.keyring import MemorySigner
+from ldapdkim.signing.taglist import parse_tag_list
 
 NOW = 1796644800
 SERV = "mx.example.org"
@@ -63,6 +64,7 @@ def sealed_by(
     results: str = "dkim=pass",
     timestamp: int | None = None,
     header_names: list[bytes] | None = None,
+    comments: bool = False,
 ) -> list[Header]:
     """:func:`seal` with this file's domain, selector and authserv-id."""
     return seal(
@@ -75,6 +77,7 @@ def sealed_by(
         results=results,
         timestamp=timestamp,
         header_names=header_names,
+        comments=comments,
     )
 
 
@@ -151,6 +154,17 @@ def test_5_1_2_a_broken_chain_is_sealed_with_cv_fail_over_the_new_set_only() -> 
     assert "instance 3 says cv=fail" in after.reason
 
 
+def test_5_1_2_arc_fields_without_a_readable_instance_are_sealed_as_a_failed_chain() -> None:
+    key = ed25519_key()
+    junk = (b"ARC-Seal", b" i=x; cv=none; a=ed25519-sha256; d=example.org; s=arc; b=\r\n")
+    message = Chain([junk, *HEADERS], BODY).message
+    verdict = ours(message, key)
+    assert (verdict.cv, verdict.instances) == (ChainValidation.FAIL, 0)
+    sealed = hop(message, key)
+    assert b"i=1; cv=fail;" in sealed.split(b"\r\n")[0]
+    assert ours(sealed, key).cv is ChainValidation.FAIL
+
+
 def test_4_2_1_a_chain_at_50_sets_is_not_sealed() -> None:
     chain = forge_chain(50)
     verdict = verify_chain(chain.headers, chain.body, keys(), timeout=2)
@@ -172,9 +186,11 @@ def test_the_ams_covers_dkim_signatures_and_never_arc_seal_or_authentication_res
             sealed_by(key, headers, header_names=[b"From", refused])
 
 
-def test_the_fields_are_folded_like_dkim_signature_and_the_aar_has_no_comment() -> None:
-    results = "dkim=pass  header.d=example.com;\r\n spf=pass smtp.mailfrom=example.com"
+def test_the_fields_are_folded_like_dkim_signature_and_the_aar_has_no_comment_by_default() -> None:
+    results = "dkim=pass (good; key) header.d=example.com;\r\n spf=pass smtp.mailfrom=example.com"
     fields = sealed_by(rsa_key(), results=results, timestamp=NOW)
+    kept = sealed_by(rsa_key(), results=results, comments=True)
+    assert b"dkim=pass (good; key) header.d=example.com;" in kept[2][1]
     names = [b"ARC-Seal", b"ARC-Message-Signature", b"ARC-Authentication-Results"]
     assert [name for name, _ in fields] == names
     for name, value in fields:
@@ -186,7 +202,8 @@ def test_the_fields_are_folded_like_dkim_signature_and_the_aar_has_no_comment() 
         b" i=1; mx.example.org;\r\n\tdkim=pass header.d=example.com; "
         b"spf=pass smtp.mailfrom=example.com"
     )
-    assert b"cv=none;" in fields[0][1] and b"t=1796644800;" in fields[0][1]
+    seal_tags = parse_tag_list(fields[0][1])
+    assert (seal_tags["cv"], seal_tags["t"], "h" in seal_tags) == (b"none", b"1796644800", False)
 
 
 def test_a_verdict_that_does_not_fit_the_chain_is_refused() -> None:

@@ -1,4 +1,5 @@
-"""Every RFC clause in tests/data/rfc-clauses.tsv names a test that exists, or why not."""
+"""Every RFC clause in tests/data/rfc-clauses.tsv (DKIM) and rfc8617-clauses.tsv (ARC) names a
+test that exists, or why not."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-TABLE = REPO / "tests" / "data" / "rfc-clauses.tsv"
+TABLES = [REPO / "tests" / "data" / name for name in ("rfc-clauses.tsv", "rfc8617-clauses.tsv")]
 COLUMNS = ["id", "rfc", "section", "level", "party", "requirement", "test"]
 
 
-def _rows() -> list[dict[str, str]]:
+def _rows(tables: list[Path] = TABLES) -> list[dict[str, str]]:
     rows = []
-    for line in TABLE.read_text().splitlines():
+    for line in (row for table in tables for row in table.read_text().splitlines()):
         if line.strip() and not line.startswith("#"):
             cells = line.split("\t")
             assert len(cells) == len(COLUMNS), f"{line[:40]}: {len(cells)} columns"
@@ -43,6 +44,12 @@ def test_every_section_the_issue_names_has_clauses() -> None:
     assert any(rfc == "6376" and s.startswith("5") for rfc, s in seen)
     assert any(rfc == "6376" and s.startswith("6") for rfc, s in seen)
     assert any(rfc == "8463" for rfc, _ in seen) and any(rfc == "8301" for rfc, _ in seen)
+
+
+def test_every_section_of_arc_the_issue_names_has_clauses() -> None:
+    sections = {r["section"] for r in _rows(TABLES[1:]) if r["rfc"] == "8617"}
+    for section in ("4.1.1", "4.1.2", "4.1.3", "4.2.1", "5.1", "5.1.1", "5.1.2", "5.2"):
+        assert section in sections, section
 
 
 @pytest.mark.parametrize("row", _rows(), ids=lambda r: r["id"])

@@ -5,6 +5,12 @@ records are fetched and checked (:func:`~ldapdkim.signing.keyrecord.choose_recor
 RFC 8617 §4.1.2 and §4.1.3 reuse DKIM's ``selector._domainkey`` records, RFC 8301
 key sizes) and header fields hashed exactly as for DKIM.  Algorithms are
 DKIM's: rsa-sha256 and ed25519-sha256; rsa-sha1 is refused (RFC 8301).
+
+An AMS is read as a DKIM-Signature without ``v=`` (RFC 8617 §4.1.2): ``c=``
+defaults to simple/simple as in DKIM (every sealer we know writes it), From
+must be signed, and ``l=`` is not honoured: the body hash covers the whole
+body, so an AMS that left part of the body unsigned fails rather than vouch
+for content added after it.
 """
 
 from __future__ import annotations

@@ -56,6 +56,7 @@ def seal(
     results: str,
     timestamp: int | None = None,
     header_names: Sequence[bytes] | None = None,
+    comments: bool = False,
 ) -> list[Header]:
     """The three fields of the new set, top to bottom: ARC-Seal, ARC-Message-Signature,
     ARC-Authentication-Results.
@@ -64,8 +65,10 @@ def seal(
     own DKIM-Signature among them, and the chain so far); ``verdict`` what
     :func:`~ldapdkim.signing.arc.verify.verify_chain` said of that chain.
     ``results``: the A-R payload for the AAR (``method=result ...; ...``),
-    without the authserv-id.  ``header_names``: the fields the AMS covers, in
-    place of :data:`DEFAULT_ARC_HEADERS` (From is always covered).  Insert the
+    without the authserv-id; its ``(comments)`` are left out unless ``comments``
+    (some A-R parsers, Microsoft's among them, break on ``;`` inside one).
+    ``header_names``: the fields the AMS covers, in place of
+    :data:`DEFAULT_ARC_HEADERS` (From is always covered).  Insert the
     fields so that the ARC-Seal ends up on top (the order is only custom: the
     seal orders the sets by instance).
 
@@ -85,7 +88,8 @@ def seal(
     algorithm = signer.algorithm.value
     common = [("a", algorithm), ("d", domain), ("s", signer.selector), ("t", str(now))]
 
-    aar = (b"ARC-Authentication-Results", _results_value(instance, authserv_id, results))
+    payload = results if comments else without_comments(results)
+    aar = (b"ARC-Authentication-Results", _results_value(instance, authserv_id, payload))
 
     names = _names(headers, header_names)
     hasher = BodyHasher(relaxed=True)
@@ -107,7 +111,11 @@ def seal(
 
 
 def _cv(verdict: ArcVerdict) -> ChainValidation:
-    """``cv=`` of the new seal: none for the first set, else the chain's status (§5.1.1)."""
+    """``cv=`` of the new seal: the chain's status; none for the first set of a message
+    without ARC fields (§5.1.1).  ARC fields without one readable instance make a failed
+    chain of 0 sets: its first set says fail, which no later hop reads as a fresh start."""
+    if verdict.cv is ChainValidation.FAIL:
+        return ChainValidation.FAIL
     if verdict.instances == 0:
         return ChainValidation.NONE
     if verdict.cv is ChainValidation.NONE:
@@ -156,6 +164,29 @@ def _results_value(instance: int, authserv_id: str, results: str) -> bytes:
     if len(payload.encode("utf-8")) > 990:
         raise ValueError("the ARC-Authentication-Results would hold a line over 998 octets")
     return f" i={instance}; {authserv_id};\r\n\t{payload}".encode()
+
+
+_TOKEN = re.compile(r'\\.|"|\(|\)|[^\\"()]+', re.DOTALL)
+
+
+def without_comments(results: str) -> str:
+    """``results`` without its RFC 5322 comments (nested ones too); quoted strings kept.
+
+    >>> without_comments('dkim=pass (good; "x") header.d="a (b)" (c (d))')
+    'dkim=pass  header.d="a (b)" '
+    """
+    kept: list[str] = []
+    depth = 0
+    quoted = False
+    for part in _TOKEN.findall(results):
+        if depth == 0 and (quoted or part == '"'):
+            quoted = quoted != (part == '"')
+            kept.append(part)
+        elif part in ("(", ")"):
+            depth = max(depth + (1 if part == "(" else -1), 0)
+        elif depth == 0:
+            kept.append(part)
+    return "".join(kept)
 
 
 def _b64(data: bytes) -> str:

@@ -35,16 +35,18 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, utils
 from ldapdkim.errors import DnsTemporaryError
 from ldapdkim.model import Header
 from ldapdkim.signing.arc.chain import (
+    MAX_ARC_FIELDS,
     ArcField,
     ArcSet,
     _ChainBroken,
     arc_fields,
     beyond_limit,
     chain_sets,
+    field_kind,
     newest_instance,
 )
 from ldapdkim.signing.arc.fields import message_signature, seal_signature
-from ldapdkim.signing.arc.verdict import ArcVerdict, ChainValidation
+from ldapdkim.signing.arc.verdict import MAX_INSTANCES, ArcVerdict, ChainValidation
 from ldapdkim.signing.bodyhash import BodyHasher
 from ldapdkim.signing.canonicalization import canonical_header, without_b_value
 from ldapdkim.signing.keyfetch import DnsLookup, fetch_keys
@@ -78,29 +80,46 @@ def verify_chain(
 
     ``headers`` are all the message's fields as received (name, value after
     the colon with its CRLF), ``body`` its body.  ``timeout`` bounds all key
-    lookups together; ``now`` (Unix time) is for AMS ``x=``.
+    lookups together; ``now`` (Unix time) is for AMS ``x=``.  Should a bug
+    raise all the same, the chain fails and is marked ``at_limit``: a chain
+    nobody could read is not sealed.
     """
+    try:
+        moment = int(datetime.now(UTC).timestamp()) if now is None else now
+        return _verdict(headers, body, lookup, timeout, minimum_key_bits, moment)
+    except Exception:  # the barrier: a hostile chain must never crash the caller
+        log.exception("ARC verification failed unexpectedly; the chain is taken as failed")
+        reason = "internal error while verifying the chain"
+        return ArcVerdict(ChainValidation.FAIL, 0, 0, reason, None, True)
+
+
+def _verdict(
+    headers: Sequence[Header],
+    body: bytes,
+    lookup: DnsLookup,
+    timeout: float,
+    minimum_key_bits: int,
+    now: int,
+) -> ArcVerdict:
+    count = sum(1 for name, _ in headers if field_kind(name) is not None)
+    if count > MAX_ARC_FIELDS:
+        # More than 50 sets hold: refused before any field is read.
+        reason = f"{count} ARC fields: more than {MAX_INSTANCES} sets can hold"
+        return ArcVerdict(ChainValidation.FAIL, MAX_INSTANCES, 0, reason, None, True)
     fields = arc_fields(headers)
     if not fields:
         return ArcVerdict(ChainValidation.NONE, 0, 0, "", None, False)
     newest = newest_instance(fields)
     at_limit = beyond_limit(fields)
     sealer = _sealer(fields, newest)
-
-    def failed(reason: str, temporary: bool = False) -> ArcVerdict:
-        return ArcVerdict(ChainValidation.FAIL, newest, 0, reason, sealer, at_limit, temporary)
-
     try:
         sets = chain_sets(fields)
-        moment = int(datetime.now(UTC).timestamp()) if now is None else now
-        oldest_pass = _Chain(headers, body, sets, moment).verify(lookup, timeout, minimum_key_bits)
+        oldest_pass = _Chain(headers, body, sets, now, minimum_key_bits).verify(lookup, timeout)
     except _ChainBroken as err:
-        return failed(str(err))
+        return ArcVerdict(ChainValidation.FAIL, newest, 0, str(err), sealer, at_limit)
     except _Failed as err:
-        return failed(err.reason, err.temporary)
-    except Exception:  # the barrier: a hostile chain must never crash the caller
-        log.exception("ARC verification failed unexpectedly; the chain is taken as failed")
-        return failed("internal error while verifying the chain")
+        fail = ChainValidation.FAIL
+        return ArcVerdict(fail, newest, 0, err.reason, sealer, at_limit, err.temporary)
     return ArcVerdict(ChainValidation.PASS, newest, oldest_pass, "", sealer, at_limit)
 
 
@@ -118,17 +137,23 @@ class _Chain:
     """The checks of RFC 8617 §5.2 steps 5 to 7 on a chain of valid structure."""
 
     def __init__(
-        self, headers: Sequence[Header], body: bytes, sets: list[ArcSet], now: int
+        self,
+        headers: Sequence[Header],
+        body: bytes,
+        sets: list[ArcSet],
+        now: int,
+        minimum_key_bits: int,
     ) -> None:
         self.headers = headers
         self.body = body
         self.sets = sets
         self.now = now
+        self.minimum_key_bits = minimum_key_bits
         self._body_hashes: dict[str, bytes] = {}
+        self._keys: dict[tuple[str, str], PublicKey | str] = {}
         self.answers: dict[str, list[bytes] | DnsTemporaryError] = {}
-        self.minimum_key_bits = 1024
 
-    def verify(self, lookup: DnsLookup, timeout: float, minimum_key_bits: int) -> int:
+    def verify(self, lookup: DnsLookup, timeout: float) -> int:
         """The oldest-pass of a chain that passes.
 
         Raises:
@@ -143,7 +168,6 @@ class _Chain:
             s.key_name for s in (*signatures.values(), *seals.values()) if isinstance(s, Signature)
         ]
         self.answers = fetch_keys(names, lookup, timeout)
-        self.minimum_key_bits = minimum_key_bits
         newest = len(self.sets)
         self._message_signature(newest, signatures[newest])  # step 5
         oldest_pass = 0
@@ -159,13 +183,21 @@ class _Chain:
         return oldest_pass
 
     def _key(self, signature: Signature, what: str) -> PublicKey:
+        """The key of ``signature``'s record, checked once per name and key type: a
+        sealer's AMS and seal, and its sets at every hop, share one."""
         answer = self.answers[signature.key_name]
         if isinstance(answer, DnsTemporaryError):
             raise _Failed(f"{what}: key lookup failed: {answer}", temporary=True)
-        try:
-            return choose_record(answer, signature, self.minimum_key_bits)
-        except _Verdict as verdict:
-            raise _Failed(f"{what}: {verdict.reason}") from None
+        cache_key = (signature.key_name, signature.key_type)
+        if cache_key not in self._keys:
+            try:
+                self._keys[cache_key] = choose_record(answer, signature, self.minimum_key_bits)
+            except _Verdict as verdict:
+                self._keys[cache_key] = verdict.reason
+        key = self._keys[cache_key]
+        if isinstance(key, str):
+            raise _Failed(f"{what}: {key}")
+        return key
 
     def _message_signature(self, instance: int, parsed: Signature | _Verdict) -> None:
         what = f"ARC-Message-Signature of instance {instance}"

@@ -650,9 +650,9 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             self.arc_verdict = verdict
         return self.arc_verdict
 
-    def _arc_result(self, *, comment: bool = True) -> str:
+    def _arc_result(self) -> str:
         """The ``arc=`` clause of our A-R and of the AAR, with the client's address."""
-        return authresults.arc_clause(self._verdict(), self.client_address, comment=comment)
+        return authresults.arc_clause(self._verdict(), self.client_address)
 
     def _then_seal(self, reply: int) -> int:
         """After signing or verifying: add an ARC set to mail that passes and ARCSeal chose."""
@@ -677,7 +677,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         if verdict.at_limit:
             raise _NotSealed(
                 NotSealedReason.CHAIN_AT_LIMIT,
-                f"the ARC chain holds {verdict.instances} sets, the most RFC 8617 allows",
+                f"the ARC chain may not grow: {verdict.reason or 'it holds 50 sets'}",
             )
         if verdict.temporary:
             raise _NotSealed(
@@ -713,10 +713,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         except KeyUnavailable as err:
             raise _NotSealed(NotSealedReason.NO_SEALING_KEY, err) from None
         body = b"".join(self.chunks)
-        comments = settings.arc_auth_results_comments
-        results = authresults.payload(
-            self._dkim_results(body), self._arc_result(comment=comments), comments=comments
-        )
+        results = authresults.payload(self._dkim_results(body), self._arc_result())
         try:
             fields = seal(
                 [*self.added_fields, *self.headers],
@@ -727,6 +724,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
                 authserv_id=runtime.authserv_id,
                 results=results,
                 timestamp=int(now.timestamp()),
+                comments=settings.arc_auth_results_comments,
             )
         except (MessageError, ValueError) as err:
             raise _NotSealed(NotSealedReason.MESSAGE_UNSEALABLE, err) from None

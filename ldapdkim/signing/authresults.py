@@ -11,7 +11,6 @@ a reader can tell several signatures of one domain apart.  An ARC result
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Sequence
 
 import authres
@@ -35,19 +34,10 @@ def build(authserv_id: str, results: Sequence[VerifyResult], arc: str | None = N
     return f"{text}; {arc}" if arc else text
 
 
-def payload(
-    results: Sequence[VerifyResult], arc: str | None = None, *, comments: bool = False
-) -> str:
-    """The results part of an A-R value, without authserv-id, for an
-    ARC-Authentication-Results field; comments (reasons) only when asked for."""
-    text = build("x", results, arc).split(";", 1)[1]
-    if not comments:
-        text = _COMMENT.sub("", text)
-    return " ".join(text.split()).replace(" ;", ";")
-
-
-_COMMENT = re.compile(r" ?\((?:[^()\\]|\\.)*\)")
-"""One comment; :func:`_comment` leaves no parenthesis or backslash inside reasons."""
+def payload(results: Sequence[VerifyResult], arc: str | None = None) -> str:
+    """The results part of an A-R value, without authserv-id, on one line: what an
+    ARC-Authentication-Results records (the sealer drops the comments unless asked)."""
+    return " ".join(build("x", results, arc).split(";", 1)[1].split())
 
 
 def _clause(result: VerifyResult) -> object:

@@ -58,9 +58,11 @@ class FakeArc:
         results: str,
         timestamp: int | None = None,
         header_names: Sequence[bytes] | None = None,
+        comments: bool = False,
     ) -> list[Header]:
         self.sealed.append(
             {
+                "comments": comments,
                 "headers": list(headers),
                 "body": body,
                 "domain": domain,
@@ -155,6 +157,7 @@ def test_mail_from_a_seal_host_is_signed_then_sealed_above_its_signature(
     assert call["headers"][0][1].startswith(b" v=1; a=rsa-sha256;")
     assert call["headers"][0][1].endswith(b"\r\n")
     assert call["results"] == "dkim=none; arc=none smtp.remote-ip=127.0.0.1"
+    assert call["comments"] is False  # the AAR goes without comments by default
     assert _count(metrics.ARC_SEALS) == {"none": 1}
     assert _count(metrics.ARC_CHAINS_VERIFIED) == {"none": 1}
 
@@ -196,7 +199,9 @@ def test_a_list_address_the_directory_names_is_sealed_by_the_list_domain(
     assert "arc=pass (i=1 sealer example.org) smtp.remote-ip=192.0.2.7" in ar
     [call] = arc.sealed
     assert (call["domain"], call["selector"]) == ("lists.example.com", "arc1")
-    assert call["results"] == "dkim=none; arc=pass smtp.remote-ip=192.0.2.7"
+    assert (
+        call["results"] == "dkim=none; arc=pass (i=1 sealer example.org) smtp.remote-ip=192.0.2.7"
+    )
     assert call["headers"][0][0] == b"Authentication-Results"
     assert arc.checked == 1  # one check serves the A-R and the seal
     assert _count(metrics.ARC_SEALS) == {"pass": 1}
@@ -214,6 +219,7 @@ def test_a_broken_chain_is_sealed_with_its_failure(make: Any, arc: FakeArc) -> N
     feed(LISTMAIL, ip="192.0.2.7", sender="carol@example.org", recipients=[LIST])
     [call] = arc.sealed
     assert "arc=fail (AMS 2 did not verify)" in call["results"]
+    assert call["comments"] is True
     assert _count(metrics.ARC_SEALS) == {"fail": 1}
     assert _count(metrics.ARC_CHAINS_VERIFIED) == {"fail": 1}
 
@@ -227,7 +233,7 @@ def test_a_chain_at_the_limit_is_not_sealed_and_the_reason_is_logged(
     rc, ctx = feed(LISTMAIL, ip="192.0.2.7", sender="carol@example.org", recipients=[LIST])
     assert rc == Milter.ACCEPT and arc.sealed == []
     assert "ARC-Seal" not in ctx.top_down()
-    assert "not sealed: the ARC chain holds 50 sets, the most RFC 8617 allows" in caplog.text
+    assert "not sealed: the ARC chain may not grow: it holds 50 sets" in caplog.text
     assert _count(metrics.ARC_NOT_SEALED) == {NotSealedReason.CHAIN_AT_LIMIT.value: 1}
 
 

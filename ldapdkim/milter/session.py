@@ -270,11 +270,20 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         waits in Nagle's algorithm for our delayed ACK: through Postfix, 48 ms
         a message instead of 5.  A Unix socket has no such delay.
         """
+        offered = opts[1]
         reply: int = super().negotiate(opts)
+        if reply == CONTINUE:
+            self._recipients_only_to_seal(opts, offered)
         if reply == CONTINUE and not self.runtime.settings.socket_is_local:
             opts[1] &= ~NO_REPLY_STEPS
             self._protocol = opts[1]
         return reply
+
+    def _recipients_only_to_seal(self, opts: list[int], offered: int) -> None:
+        """Without ARCSeal the MTA need not send RCPT TO at all (one round trip each)."""
+        if not self.runtime.settings.arc_seal and offered & Milter.P_NORCPT:
+            opts[1] |= Milter.P_NORCPT
+            self._protocol = opts[1]
 
     def reply_for(self, outcome: Outcome, reason: str) -> int:
         """The milter reply for an ``On-*`` outcome, with the SMTP text set."""

@@ -298,3 +298,13 @@ def test_the_domain_entry_says_which_key_seals_and_which_addresses() -> None:
 def test_provisioning_can_name_the_sealing_key() -> None:
     _, attrs = ldifout.domain_record("example.com", BASE, ldifout.Delegation(arc_selector="arc1"))
     assert attrs[schema.ARC_SELECTOR] == [b"arc1"]
+
+
+@pytest.mark.parametrize(("arc_seal", "asked"), [("no", False), ("yes", True)])
+def test_recipients_are_asked_for_only_when_sealing(make: Any, arc_seal: str, asked: bool) -> None:
+    """RCPT TO costs a round trip per recipient: without ARCSeal the MTA skips it."""
+    holder = make(f"ARCSeal {arc_seal}").holder
+    opts = [0, 0x1FFFFF, 0, 0]  # every protocol option an MTA can offer
+    assert session.DkimMilter(holder.current).negotiate(opts) == Milter.CONTINUE
+    assert bool(opts[1] & Milter.P_NORCPT) is not asked
+    assert not opts[1] & Milter.P_NR_RCPT  # each recipient is answered when asked for

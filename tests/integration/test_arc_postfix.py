@@ -7,7 +7,8 @@ sealing key (``dkimSignArcSelector``).  The message goes through Postfix and
 ``ldapdkim run``; what Postfix delivers is checked by dkimpy's ``arc_verify``
 and Perl Mail::DKIM's ARC verifier, one hop and three hops (ldapdkim after
 each of the others, each of them after ldapdkim).  ldapdkim's own check of
-their chains is the ``arc=`` of its Authentication-Results.  Postfix, the
+their chains is the ``arc=`` of its Authentication-Results; a chain broken on
+the way is sealed ``cv=fail`` and fails everywhere.  Postfix, the
 milter, slapd and DNS start once for the module.
 """
 
@@ -207,3 +208,17 @@ def test_ldapdkim_verifies_and_extends_a_three_hop_chain_of_the_others(arc_site:
     assert "arc=pass" in _ours(delivered), _ours(delivered)
     assert _seal_by(delivered)[0] == LIST_DOMAIN
     _both_pass(delivered, arc_site)
+
+
+def test_a_broken_chain_is_sealed_failed_and_fails_everywhere(arc_site: ArcSite) -> None:
+    """dkimpy's set no longer matches the body (a list footer added after it sealed):
+    ldapdkim says arc=fail and seals cv=fail over its own set only; both others fail it."""
+    sealed = _sealed_by(arc_site, "dkimpy", _carols_mail(arc_site, "arc broken"))
+    footer = sealed + b"-- \r\nlist footer\r\n"
+    delivered = arc_site.relay_through_list(footer, "arc broken", 2)
+    assert "arc=fail" in _ours(delivered), _ours(delivered)
+    [newest, _] = header_values(delivered, "ARC-Seal")
+    assert "cv=fail" in newest.replace(" ", "") and "i=2" in newest.replace(" ", ""), newest
+    assert _dkimpy_verify(delivered, arc_site).result == "fail"
+    by_mail_dkim = arcpeers.mail_dkim_verify(delivered, arc_site.site.dns.port)
+    assert by_mail_dkim.result == "fail", by_mail_dkim

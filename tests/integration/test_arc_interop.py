@@ -8,7 +8,8 @@ each of the others and they after ldapdkim, must verify with all three.
 
 Ed25519: neither peer seals with it (both sign rsa-sha256 only), and
 neither verifies it (dkimpy 1.1.4 calls it an unknown algorithm, Mail::DKIM
-1.20240923's ARC verifier dies on it); the Ed25519 cases show that, so
+1.20230212 an unsupported one, and 1.20240923's ARC verifier dies on it); the
+Ed25519 cases show that, so
 they fail once a peer learns it and the case can be made a real one.
 """
 
@@ -202,8 +203,12 @@ def test_ed25519_chains_verify_with_ldapdkim_and_neither_peer_knows_them(
     assert dkimpy_verify(message, RECORDS) == PeerVerdict(
         "fail", "unknown signature algorithm: b'ed25519-sha256'"
     )
-    with pytest.raises(VerifierError, match="Ed25519"):
-        mail_dkim_verify(message, dns.port)
+    try:
+        perl = mail_dkim_verify(message, dns.port)
+    except VerifierError as err:  # 1.20240923 dies asking an Ed25519 key for its size
+        assert "Crypt::PK::Ed25519" in str(err)
+    else:  # 1.20230212 knows no ed25519-sha256
+        assert perl.result != "pass" and "unsupported algorithm ed25519-sha256" in perl.detail
 
 
 def test_ldapdkim_seals_with_ed25519_after_rsa_peers(dns: DnsServer) -> None:

@@ -25,6 +25,7 @@ from ldapdkim.directory import ldifout
 from ldapdkim.directory.entries import policy_from_entry
 from ldapdkim.milter import session
 from ldapdkim.model import Algorithm, Header, NotSealedReason
+from ldapdkim.signing import arcchoice
 from ldapdkim.signing.arc import ArcVerdict, ChainValidation
 from ldapdkim.signing.keyring import KeySigner
 
@@ -308,3 +309,18 @@ def test_recipients_are_asked_for_only_when_sealing(make: Any, arc_seal: str, as
     assert session.DkimMilter(holder.current).negotiate(opts) == Milter.CONTINUE
     assert bool(opts[1] & Milter.P_NORCPT) is not asked
     assert not opts[1] & Milter.P_NR_RCPT  # each recipient is answered when asked for
+
+
+@pytest.mark.parametrize(
+    ("address", "domain"),
+    [
+        ("List@Lists.Example.COM", "lists.example.com"),
+        ("<bounce@lists.example.com.>", "lists.example.com"),
+        ("", None),
+        ("<>", None),
+        ("postmaster", None),
+        ("@example.com", None),
+    ],
+)
+def test_the_domain_of_an_envelope_address(address: str, domain: str | None) -> None:
+    assert arcchoice.domain_of(address) == domain

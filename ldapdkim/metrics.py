@@ -20,7 +20,7 @@ import prometheus_client
 import prometheus_client.metrics
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, values
 
-from ldapdkim.model import DkimResult, NotSignedReason, Outcome
+from ldapdkim.model import DkimResult, NotSealedReason, NotSignedReason, Outcome
 
 # No ``*_created`` series beside every counter: they double what is scraped and
 # say nothing that process_start_time_seconds does not.
@@ -44,6 +44,12 @@ ERRORS: Counter
 LDAP_SEARCHES: Histogram
 CACHE_LOOKUPS: Counter
 DNS_QUERIES: Histogram
+ARC_CHAINS_VERIFIED: Counter
+ARC_SEALS: Counter
+ARC_NOT_SEALED: Counter
+
+ARC_RESULTS = ("none", "pass", "fail")
+"""The cv values of an ARC chain (RFC 8617 §4.1.3), the label values of the ARC series."""
 
 
 _series: list[Counter | Histogram] = []
@@ -54,6 +60,7 @@ def _define(registry: CollectorRegistry | None) -> None:
     """(Re)make every series, registered in ``registry`` (None: in none)."""
     global MESSAGES_SIGNED, MESSAGES_VERIFIED, MESSAGES_NOT_SIGNED, ACTIONS, SIGNATURES_MADE
     global SIGNATURES_VERIFIED, ERRORS, LDAP_SEARCHES, CACHE_LOOKUPS, DNS_QUERIES
+    global ARC_CHAINS_VERIFIED, ARC_SEALS, ARC_NOT_SEALED
     MESSAGES_SIGNED = Counter("ldapdkim_messages_signed", "Messages signed.", registry=registry)
     MESSAGES_VERIFIED = Counter(
         "ldapdkim_messages_verified",
@@ -114,9 +121,29 @@ def _define(registry: CollectorRegistry | None) -> None:
         buckets=_LATENCY_BUCKETS,
         registry=registry,
     )
+    ARC_CHAINS_VERIFIED = Counter(
+        "ldapdkim_arc_chains_verified",
+        "ARC chains checked (ARCVerify, or before sealing), by chain validation result: "
+        "none when the message had no chain.",
+        ["cv"],
+        registry=registry,
+    )
+    ARC_SEALS = Counter(
+        "ldapdkim_arc_seals",
+        "ARC sets added (ARCSeal), by the cv= of the new ARC-Seal.",
+        ["cv"],
+        registry=registry,
+    )
+    ARC_NOT_SEALED = Counter(
+        "ldapdkim_arc_not_sealed",
+        "Messages ARCSeal chose to seal that were not sealed, by reason.",
+        ["reason"],
+        registry=registry,
+    )
     _series[:] = [
         MESSAGES_SIGNED, MESSAGES_VERIFIED, MESSAGES_NOT_SIGNED, ACTIONS, SIGNATURES_MADE,
         SIGNATURES_VERIFIED, ERRORS, LDAP_SEARCHES, CACHE_LOOKUPS, DNS_QUERIES,
+        ARC_CHAINS_VERIFIED, ARC_SEALS, ARC_NOT_SEALED,
     ]  # fmt: skip
     _zero_series()
 
@@ -144,6 +171,11 @@ def _zero_series() -> None:
         LDAP_SEARCHES.labels(result=search_result)
     for dns_result in ("answer", "nxdomain", "timeout", "error"):
         DNS_QUERIES.labels(result=dns_result)
+    for cv in ARC_RESULTS:
+        ARC_CHAINS_VERIFIED.labels(cv=cv)
+        ARC_SEALS.labels(cv=cv)
+    for not_sealed in NotSealedReason:
+        ARC_NOT_SEALED.labels(reason=not_sealed.value)
 
 
 _define(REGISTRY)

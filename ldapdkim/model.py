@@ -140,6 +140,10 @@ class DomainPolicy:
     allowed_networks: tuple[IPNetwork, ...] = ()
     """Networks whose mail is signed for the domain without a login."""
     sender_alignment: Alignment | None = None
+    arc_selector: str | None = None
+    """The selector of the key that seals ARC sets for the domain; None: it does not seal."""
+    arc_addresses: tuple[str, ...] = ()
+    """Addresses of the domain (lists, forwarders), lowercase, whose incoming mail is sealed."""
 
     @property
     def delegates(self) -> bool:
@@ -291,6 +295,32 @@ class NotSignedReason(enum.StrEnum):
     TOKEN_UNAVAILABLE = "token_unavailable"  # noqa: S105 - a label value, not a password
     MESSAGE_UNSIGNABLE = "message_unsignable"
     SENDER_MISMATCH = "sender_mismatch"
+
+
+@enum.unique
+class NotSealedReason(enum.StrEnum):
+    """Why a message ARCSeal would seal was not sealed (docs/arc.md).
+
+    The value is the ``reason`` label of ``ldapdkim_arc_not_sealed_total``;
+    a value never changes.
+    """
+
+    NO_SEALING_DOMAIN = "no_sealing_domain"
+    """The ARCSealDomain rule names no domain (no MAIL FROM, no recipient of ours)."""
+    DOMAIN_NOT_OURS = "domain_not_ours"
+    """The sealing domain has no entry in the directory."""
+    DOMAIN_DOES_NOT_SEAL = "domain_does_not_seal"
+    """Its entry names no key in dkimSignArcSelector."""
+    NO_SEALING_KEY = "no_sealing_key"
+    """No active key of that selector, or the key cannot sign here."""
+    DIRECTORY_UNAVAILABLE = "directory_unavailable"
+    CHAIN_AT_LIMIT = "chain_at_limit"
+    """The chain already holds 50 sets (RFC 8617 §4.2.1)."""
+    CHAIN_UNCHECKED = "chain_unchecked"
+    """A key of the chain could not be looked up now: sealing it cv=fail would end a
+    chain that may be sound, so the message goes on as it came."""
+    MESSAGE_UNSEALABLE = "message_unsealable"
+    """The message cannot be sealed as it is (no From, broken header fields)."""
 
 
 @enum.unique

@@ -23,6 +23,8 @@ EXPIRE_SECONDS = "dkimSignExpireSeconds"
 ALLOWED_SENDER = "dkimSignAllowedSender"
 ALLOWED_NETWORK = "dkimSignAllowedNetwork"
 SENDER_ALIGNMENT = "dkimSignSenderAlignment"
+ARC_SELECTOR = "dkimSignArcSelector"
+ARC_ADDRESS = "dkimSignArcAddress"
 
 SELECTOR = "dkimSignSelector"
 PRIVATE_KEY = "dkimSignPrivateKey"
@@ -44,5 +46,7 @@ POLICY_ATTRIBUTES = (
     ALLOWED_SENDER,
     ALLOWED_NETWORK,
     SENDER_ALIGNMENT,
+    ARC_SELECTOR,
+    ARC_ADDRESS,
 )
 KEY_ATTRIBUTES = (SELECTOR, ALGORITHM, KEY_STATE, PRIVATE_KEY, PUBLIC_KEY, NOT_BEFORE, NOT_AFTER)

@@ -82,6 +82,11 @@ def delegation_options(p: argparse.ArgumentParser) -> None:
         choices=[a.value for a in Alignment],
         help="MAIL FROM must match From before signing (default: SenderAlignment)",
     )
+    p.add_argument(
+        "--arc-selector",
+        metavar="SELECTOR",
+        help="the domain seals ARC sets with its key of this selector (dkimSignArcSelector)",
+    )
 
 
 def delegation_arg(args: argparse.Namespace) -> ldifout.Delegation:
@@ -96,7 +101,13 @@ def delegation_arg(args: argparse.Namespace) -> ldifout.Delegation:
                 "192.0.2.0/24 or 2001:db8::/32"
             ) from None
     senders = tuple(s.strip() for s in args.allowed_sender if s.strip())
-    return ldifout.Delegation(senders, tuple(networks), args.sender_alignment)
+    arc_selector = None
+    if args.arc_selector:
+        try:
+            arc_selector = normalize_selector(args.arc_selector)
+        except InvalidSelector as err:
+            raise UsageError(f"--arc-selector {args.arc_selector!r}: {err}") from None
+    return ldifout.Delegation(senders, tuple(networks), args.sender_alignment, arc_selector)
 
 
 def key_options(p: argparse.ArgumentParser, *, single: bool) -> None:

@@ -186,6 +186,23 @@ KEYWORDS: tuple[Keyword, ...] = (
     Keyword("MaximumSignaturesToVerify", "maximum_signatures_to_verify", values.signature_count,
             "3", "how many signatures of one message are checked, author signatures first; "
             "those whose key is missing do not count", opendkim=True),
+    # ARC (RFC 8617; docs/arc.md)
+    Keyword("ARCVerify", "arc_verify", values.boolean, "no",
+            "check the ARC chain of verified mail and add arc= to Authentication-Results"),
+    Keyword("ARCSeal", "arc_seal", values.boolean, "no",
+            "add an ARC set to the mail ARCSealHosts or ARCSealLogins send, and to mail for "
+            "an address a domain entry lists in dkimSignArcAddress, when the sealing domain's "
+            "entry names a key in dkimSignArcSelector"),
+    Keyword("ARCSealHosts", "arc_seal_hosts", values.host_list, None,
+            "clients (list servers, forwarders) whose mail is sealed", empty=HostList()),
+    Keyword("ARCSealLogins", "arc_seal_logins", values.logins, None,
+            "authenticated logins ({auth_authen}) whose mail is sealed", empty=()),
+    Keyword("ARCSealDomain", "arc_seal_domain", values.arc_seal_domain, "envelope-sender",
+            "the domain that seals: envelope-sender (the MAIL FROM domain, as lists and SRS "
+            "forwarders rewrite it), recipient (the first recipient's domain that seals), or "
+            "a fixed domain; it must be one of the directory's, never the author's otherwise"),
+    Keyword("ARCAuthResultsComments", "arc_auth_results_comments", values.boolean, "no",
+            "keep the comments (reasons) in ARC-Authentication-Results"),
     # Key rotation (ldapdkim rotate)
     Keyword("RotationOverlap", "rotation_overlap", values.duration, "2d",
             "how long a new key's DNS record must have been seen before rotate --advance "

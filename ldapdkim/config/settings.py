@@ -113,6 +113,13 @@ class Settings:
     nameservers: tuple[tuple[str, int], ...] = _DEFAULTS["nameservers"]
     dns_timeout: float = _DEFAULTS["dns_timeout"]
     maximum_signatures_to_verify: int = _DEFAULTS["maximum_signatures_to_verify"]
+    arc_verify: bool = _DEFAULTS["arc_verify"]
+    arc_seal: bool = _DEFAULTS["arc_seal"]
+    arc_seal_hosts: HostList = _DEFAULTS["arc_seal_hosts"]
+    arc_seal_logins: tuple[str, ...] = _DEFAULTS["arc_seal_logins"]
+    arc_seal_domain: str = _DEFAULTS["arc_seal_domain"]
+    """``envelope-sender``, ``recipient`` or a fixed domain (:data:`values.ARC_SEAL_RULES`)."""
+    arc_auth_results_comments: bool = _DEFAULTS["arc_auth_results_comments"]
     rotation_overlap: float = _DEFAULTS["rotation_overlap"]
     rotation_retire_after: float = _DEFAULTS["rotation_retire_after"]
     user_id: str | None = _DEFAULTS["user_id"]

@@ -575,6 +575,32 @@ def alignment(ctx: Context, value: str) -> Alignment:
         )
 
 
+ARC_SEAL_RULES = ("envelope-sender", "recipient")
+"""The ``ARCSealDomain`` rules that are not a fixed domain (docs/arc.md, Which domain seals)."""
+
+
+def arc_seal_domain(ctx: Context, value: str) -> str:
+    """``envelope-sender``, ``recipient``, or a fixed domain name (normalised)."""
+    text = value.strip().lower()
+    if text in ARC_SEAL_RULES:
+        return text
+    try:
+        return normalize_domain(text)
+    except InvalidDomain as err:
+        ctx.fail(
+            f"{ctx.keyword} {value!r} is neither a rule nor a domain name ({err})",
+            "use envelope-sender, recipient or a domain such as lists.example.org",
+        )
+
+
+def logins(ctx: Context, value: str) -> tuple[str, ...]:
+    """SASL login names (``{auth_authen}``), lowercase."""
+    names = [text.lower() for text, _ in _entries(ctx, value) if text]
+    if not names:
+        ctx.fail(f"{ctx.keyword} lists no login", "name logins separated by commas")
+    return tuple(names)
+
+
 MAX_WORKERS = 256
 
 

@@ -112,6 +112,7 @@ def policy_from_entry(entry: Entry) -> DomainPolicy:
     algorithms = _values(attrs, schema.ALGORITHM)
     alignment = _single(attrs, schema.SENDER_ALIGNMENT)
     senders = [v for v in _values(attrs, schema.ALLOWED_SENDER) if v]
+    arc_selector = _single(attrs, schema.ARC_SELECTOR)
     try:
         return DomainPolicy(
             dn=dn,
@@ -133,6 +134,10 @@ def policy_from_entry(entry: Entry) -> DomainPolicy:
                 for v in _values(attrs, schema.ALLOWED_NETWORK)
             ),
             sender_alignment=Alignment.parse(alignment) if alignment else None,
+            arc_selector=arc_selector.strip().lower() or None if arc_selector else None,
+            arc_addresses=tuple(
+                v.strip().lower() for v in _values(attrs, schema.ARC_ADDRESS) if v.strip()
+            ),
         )
     except ValueError as err:
         raise DirectoryError(f"entry {dn!r}: {err}") from None

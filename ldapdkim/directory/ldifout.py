@@ -48,6 +48,8 @@ class Delegation:
     """Networks (``dkimSignAllowedNetwork``)."""
     alignment: str | None = None
     """``dkimSignSenderAlignment``: none, exact or organizational."""
+    arc_selector: str | None = None
+    """``dkimSignArcSelector``: the key that seals ARC sets for the domain (docs/arc.md)."""
 
 
 def domain_record(domain: str, base: str, delegation: Delegation | None = None) -> Record:
@@ -64,6 +66,8 @@ def domain_record(domain: str, base: str, delegation: Delegation | None = None) 
             attrs[schema.ALLOWED_NETWORK] = [n.encode() for n in delegation.networks]
         if delegation.alignment:
             attrs[schema.SENDER_ALIGNMENT] = [delegation.alignment.encode()]
+        if delegation.arc_selector:
+            attrs[schema.ARC_SELECTOR] = [delegation.arc_selector.encode()]
     return domain_dn(domain, base), attrs
 
 

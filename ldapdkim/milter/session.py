@@ -29,13 +29,22 @@ from ldapdkim import __version__, metrics
 from ldapdkim.config.settings import Settings
 from ldapdkim.directory.cache import CachedResolver
 from ldapdkim.directory.owners import SenderDirectory
-from ldapdkim.errors import SIGNING_REFUSALS, DomainNotSigned, KeyUnavailable, MessageError
+from ldapdkim.errors import (
+    SIGNING_REFUSALS,
+    DomainNotSigned,
+    InvalidDomain,
+    KeyUnavailable,
+    LdapDkimError,
+    MessageError,
+)
 from ldapdkim.milter import refusals
 from ldapdkim.milter.refusals import Refusal
 from ldapdkim.model import (
     Action,
     DkimResult,
+    DomainPolicy,
     Header,
+    NotSealedReason,
     NotSignedReason,
     Outcome,
     Resolution,
@@ -43,7 +52,8 @@ from ldapdkim.model import (
     SigningParams,
     VerifyResult,
 )
-from ldapdkim.signing import authresults, policy
+from ldapdkim.signing import arcchoice, authresults, policy
+from ldapdkim.signing.arc import ArcVerdict, ChainValidation, seal, verify_chain
 from ldapdkim.signing.authorization import Sender, authorize
 from ldapdkim.signing.bodyhash import BodyHasher
 from ldapdkim.signing.keyfetch import DnsLookup
@@ -208,6 +218,15 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         self.params: SigningParams | None = None
         self.hasher: BodyHasher | None = None
         self.refusal: Exception | None = None
+        self.recipients: list[str] = []
+        """Envelope recipients, kept only with ARCSeal."""
+        self.arc_wanted = False
+        """ARCSeal chose this message (:meth:`_arc_wanted`); its body is kept for the seal."""
+        self.arc_verdict: ArcVerdict | None = None
+        self.dkim_results: list[VerifyResult] | None = None
+        """The DKIM results of a verified message, for the ARC-Authentication-Results."""
+        self.added_fields: list[Header] = []
+        """Fields this milter put above the message's, as the next hop will see them."""
 
     # -- helpers ----------------------------------------------------------------
 
@@ -251,11 +270,20 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         waits in Nagle's algorithm for our delayed ACK: through Postfix, 48 ms
         a message instead of 5.  A Unix socket has no such delay.
         """
+        offered = opts[1]
         reply: int = super().negotiate(opts)
+        if reply == CONTINUE:
+            self._recipients_only_to_seal(opts, offered)
         if reply == CONTINUE and not self.runtime.settings.socket_is_local:
             opts[1] &= ~NO_REPLY_STEPS
             self._protocol = opts[1]
         return reply
+
+    def _recipients_only_to_seal(self, opts: list[int], offered: int) -> None:
+        """Without ARCSeal the MTA need not send RCPT TO at all (one round trip each)."""
+        if not self.runtime.settings.arc_seal and offered & Milter.P_NORCPT:
+            opts[1] |= Milter.P_NORCPT
+            self._protocol = opts[1]
 
     def reply_for(self, outcome: Outcome, reason: str) -> int:
         """The milter reply for an ``On-*`` outcome, with the SMTP text set."""
@@ -298,6 +326,13 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             return ACCEPT
         return CONTINUE
 
+    @barrier
+    def envrcpt(self, to: str, *params: str) -> int:
+        """Recipients matter to ARCSeal only (dkimSignArcAddress, ARCSealDomain recipient)."""
+        if self.runtime.settings.arc_seal:
+            self.recipients.append(to.strip().removeprefix("<").removesuffix(">"))
+        return CONTINUE
+
     @no_reply
     def data(self) -> int:
         """Kept, not negotiated away: without a DATA step Postfix sends the DATA
@@ -322,13 +357,14 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         if self.role is policy.Role.SIGN:
             self._resolve_signer()
             self._settle_role()
+        self.arc_wanted = self._arc_wanted()
         return CONTINUE
 
     @no_reply
     def body(self, chunk: bytes) -> int:
-        if self.hasher is not None:  # signing: hash as it comes, keep nothing
+        if self.hasher is not None:  # signing: hash as it comes, keep nothing (but to seal)
             self.hasher.update(chunk)
-        elif self.role is policy.Role.VERIFY:
+        if self.role is policy.Role.VERIFY or self.arc_wanted:
             self.chunks.append(chunk)
         return CONTINUE
 
@@ -339,10 +375,10 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         self._set_queue_id()
         try:
             if self.role is policy.Role.SIGN:
-                return self._sign()
+                return self._then_seal(self._sign())
             if self.role is policy.Role.VERIFY:
-                return self._verify()
-            return ACCEPT
+                return self._then_seal(self._verify())
+            return self._then_seal(ACCEPT)
         except _Done as done:
             return done.reply
         finally:
@@ -455,6 +491,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         for value in reversed(values):
             text = value.decode("ascii").replace("\r\n", "\n")
             self.addheader("DKIM-Signature", text if leading is not None else text.lstrip(), 0)
+            self.added_fields.insert(0, (b"DKIM-Signature", value + b"\r\n"))
         if self.runtime.settings.software_header:
             self.addheader("DKIM-Filter", self._space(f"ldapdkim {__version__} {self.queue_id}"), 0)
 
@@ -515,11 +552,14 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             minimum_key_bits=settings.minimum_key_bits,
             timeout=settings.dns_timeout,
         )
+        self.dkim_results = results
+        arc = self._arc_result() if settings.arc_verify else None
         self._remove_forged_results()
-        if results or settings.always_add_ar_header:
+        if results or arc or settings.always_add_ar_header:
             # One result per line: libmilter takes LF, the MTA writes CRLF.
-            value = authresults.build(runtime.authserv_id, results).replace("; ", ";\n\t")
+            value = authresults.build(runtime.authserv_id, results, arc).replace("; ", ";\n\t")
             self.addheader(authresults.HEADER, self._space(value), 0)
+            self._added(authresults.HEADER, value)
         runtime.counters.add("verified")
         _count_verified(results)
         for r in results:
@@ -573,6 +613,161 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             domain,
         )
 
+    # -- ARC (docs/arc.md) --------------------------------------------------------
+
+    def _policy_of(self, domain: str) -> DomainPolicy | None:
+        """The domain's entry, or None when it has none or the directory cannot say."""
+        try:
+            return self.runtime.resolver.resolve(domain).policy
+        except LdapDkimError:
+            return None
+
+    def _arc_wanted(self) -> bool:
+        """ARCSeal: the client is one whose mail is sealed, or a recipient is a listed address."""
+        settings = self.runtime.settings
+        if not settings.arc_seal:
+            return False
+        return arcchoice.client_seals(
+            settings, self.client_address, self.client_name, self.login
+        ) or any(arcchoice.listed(address, self._policy_of) for address in self.recipients)
+
+    def _added(self, name: str, value: str) -> None:
+        """Remember a field inserted at the top, in the form of :attr:`headers`."""
+        wire = value.lstrip().replace("\r\n", "\n").replace("\n", "\r\n")
+        self.added_fields.insert(0, (name.encode("ascii"), f" {wire}\r\n".encode()))
+
+    def _verdict(self) -> ArcVerdict:
+        """The message's ARC chain, checked once (for A-R and seal alike) and counted."""
+        if self.arc_verdict is None:
+            settings = self.runtime.settings
+            verdict = verify_chain(
+                self.headers,
+                b"".join(self.chunks),
+                self.runtime.lookup,
+                timeout=settings.dns_timeout,
+                minimum_key_bits=settings.minimum_key_bits,
+            )
+            metrics.ARC_CHAINS_VERIFIED.labels(cv=verdict.cv.value).inc()
+            if verdict.cv is ChainValidation.FAIL or settings.syslog_success:
+                self.log.info(
+                    "ARC chain cv=%s sets=%d sealer=%s%s",
+                    verdict.cv.value,
+                    verdict.instances,
+                    verdict.sealer or "-",
+                    f" ({verdict.reason})" if verdict.reason else "",
+                )
+            self.arc_verdict = verdict
+        return self.arc_verdict
+
+    def _arc_result(self) -> str:
+        """The ``arc=`` clause of our A-R and of the AAR, with the client's address."""
+        return authresults.arc_clause(self._verdict(), self.client_address)
+
+    def _then_seal(self, reply: int) -> int:
+        """After signing or verifying: add an ARC set to mail that passes and ARCSeal chose."""
+        if reply == ACCEPT and self.arc_wanted:
+            try:
+                self._seal()
+            except _NotSealed as not_sealed:
+                metrics.ARC_NOT_SEALED.labels(reason=not_sealed.reason.value).inc()
+                self.log.info("not sealed: %s", not_sealed)
+        return reply
+
+    def _seal(self) -> None:
+        """Seal with the key the sealing domain's entry names (dkimSignArcSelector).
+
+        Raises:
+            _NotSealed: why not: the chain is full or could not be checked now,
+                the domain is not ours or does not seal, its key cannot sign, the
+                message cannot be sealed.
+        """
+        runtime, settings = self.runtime, self.runtime.settings
+        verdict = self._verdict()
+        if verdict.at_limit:
+            raise _NotSealed(
+                NotSealedReason.CHAIN_AT_LIMIT,
+                f"the ARC chain may not grow: {verdict.reason or 'it holds 50 sets'}",
+            )
+        if verdict.temporary:
+            raise _NotSealed(
+                NotSealedReason.CHAIN_UNCHECKED,
+                f"the ARC chain could not be checked now ({verdict.reason}); "
+                "not sealing it cv=fail",
+            )
+        domain = arcchoice.sealing_domain(
+            settings, self.mail_from, self.recipients, self._policy_of
+        )
+        if domain is None:
+            raise _NotSealed(
+                NotSealedReason.NO_SEALING_DOMAIN,
+                f"ARCSealDomain {settings.arc_seal_domain} names no domain for this message",
+            )
+        try:
+            resolution = runtime.resolver.resolve(domain)
+        except (DomainNotSigned, InvalidDomain):
+            raise _NotSealed(
+                NotSealedReason.DOMAIN_NOT_OURS,
+                f"sealing domain {domain} has no entry in the directory",
+            ) from None
+        except LdapDkimError as err:
+            raise _NotSealed(NotSealedReason.DIRECTORY_UNAVAILABLE, err) from None
+        now = datetime.now(UTC)
+        choice = arcchoice.sealing_key(resolution, now)
+        if choice.key is None or choice.reason is not None:
+            raise _NotSealed(choice.reason or NotSealedReason.NO_SEALING_KEY, choice.why)
+        try:
+            signer = runtime.keyring.signer_for(
+                choice.key, resolution.signing_domain, names=resolution.policy.names
+            )
+        except KeyUnavailable as err:
+            raise _NotSealed(NotSealedReason.NO_SEALING_KEY, err) from None
+        body = b"".join(self.chunks)
+        results = authresults.payload(self._dkim_results(body), self._arc_result())
+        try:
+            fields = seal(
+                [*self.added_fields, *self.headers],
+                body,
+                verdict,
+                domain=resolution.signing_domain,
+                signer=signer,
+                authserv_id=runtime.authserv_id,
+                results=results,
+                timestamp=int(now.timestamp()),
+                comments=settings.arc_auth_results_comments,
+            )
+        except (MessageError, ValueError) as err:
+            raise _NotSealed(NotSealedReason.MESSAGE_UNSEALABLE, err) from None
+        except KeyUnavailable as err:
+            raise _NotSealed(NotSealedReason.NO_SEALING_KEY, err) from None
+        for name, value in reversed(fields):
+            text = value.decode("ascii").replace("\r\n", "\n").lstrip()
+            self.addheader(name.decode("ascii"), self._space(text), 0)
+        cv = ChainValidation.NONE if verdict.instances == 0 else verdict.cv
+        metrics.ARC_SEALS.labels(cv=cv.value).inc()
+        if settings.syslog_success or settings.log_why:
+            self.log.info(
+                "sealed i=%d d=%s s=%s cv=%s",
+                verdict.instances + 1,
+                resolution.signing_domain,
+                signer.selector,
+                cv.value,
+            )
+
+    def _dkim_results(self, body: bytes) -> list[VerifyResult]:
+        """The DKIM results for the AAR: the verifier's, or (mail we signed) checked now."""
+        if self.dkim_results is None:
+            settings = self.runtime.settings
+            self.dkim_results = verify(
+                self.headers,
+                body,
+                self.runtime.lookup,
+                author_domain=policy.readable_author_domain(self.headers),
+                max_signatures=settings.maximum_signatures_to_verify,
+                minimum_key_bits=settings.minimum_key_bits,
+                timeout=settings.dns_timeout,
+            )
+        return self.dkim_results
+
 
 _KNOWN_ALGORITHMS = frozenset({"rsa-sha256", "ed25519-sha256", "rsa-sha1"})
 
@@ -589,3 +784,11 @@ def _count_verified(results: list[VerifyResult]) -> None:
     for r in results:
         algorithm = r.algorithm if r.algorithm in _KNOWN_ALGORITHMS else "unknown"
         metrics.SIGNATURES_VERIFIED.labels(algorithm=algorithm, result=r.result.value).inc()
+
+
+class _NotSealed(Exception):
+    """Ends sealing: the message goes on without an ARC set, for a counted reason."""
+
+    def __init__(self, reason: NotSealedReason, why: object) -> None:
+        super().__init__(str(why))
+        self.reason = reason

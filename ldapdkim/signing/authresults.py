@@ -3,7 +3,9 @@
 Built with the ``authres`` package, the only module that touches it.  A
 DKIM result carries ``header.d``, ``header.i``, ``header.s``, ``header.a``
 and ``header.b`` (the first eight characters of the signature, RFC 6008), so
-a reader can tell several signatures of one domain apart.
+a reader can tell several signatures of one domain apart.  An ARC result
+(RFC 8617 §10.1) carries ``header.oldest-pass`` when an older set failed and
+``smtp.remote-ip``, the client the chain was received from.
 """
 
 from __future__ import annotations
@@ -20,15 +22,22 @@ from ldapdkim.signing.arc import ArcVerdict, ChainValidation
 HEADER = "Authentication-Results"
 
 
-def build(authserv_id: str, results: Sequence[VerifyResult]) -> str:
-    """The header field value (without the name) for ``results``; ``dkim=none`` when empty."""
+def build(authserv_id: str, results: Sequence[VerifyResult], arc: str | None = None) -> str:
+    """The header field value (without the name) for ``results``; ``dkim=none`` when
+    empty.  ``arc``: an ``arc=`` clause (:func:`arc_clause`) to add after them."""
     if results:
         clauses = [_clause(r) for r in results]
     else:
         clauses = [authres.DKIMAuthenticationResult(result=DkimResult.NONE.value)]
     header = authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=clauses)
-    text = str(header)
-    return text.split(":", 1)[1].strip()
+    text = str(header).split(":", 1)[1].strip()
+    return f"{text}; {arc}" if arc else text
+
+
+def payload(results: Sequence[VerifyResult], arc: str | None = None) -> str:
+    """The results part of an A-R value, without authserv-id, on one line: what an
+    ARC-Authentication-Results records (the sealer drops the comments unless asked)."""
+    return " ".join(build("x", results, arc).split(";", 1)[1].split())
 
 
 def _clause(result: VerifyResult) -> object:

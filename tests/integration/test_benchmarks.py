@@ -8,6 +8,7 @@ when every message was signed and every sampled signature verified.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -40,3 +41,14 @@ def test_load_driver_runs_alone_against_the_null_milter() -> None:
     run = subprocess.run(argv, cwd=REPO / "tests", capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stdout + run.stderr
     assert '"ok": 40' in run.stdout
+
+
+def test_arc_benchmark_runs_and_its_seals_verify() -> None:
+    """bench_arc.py --quick: both variants run and the sampled ARC chains pass dkimpy."""
+    require_binaries(*SLAPD_BINARIES)
+    argv = [sys.executable, "bench/bench_arc.py", "--quick"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # this checkout's ldapdkim, in any worktree
+    run = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60, env=env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "sampled sealed messages: ARC chain passes with dkimpy" in run.stdout
+    assert "sealing: " in run.stdout

@@ -63,6 +63,8 @@ ATTRIBUTES = {
     16: "dkimSignAllowedSender",
     17: "dkimSignAllowedNetwork",
     18: "dkimSignSenderAlignment",
+    19: "dkimSignArcSelector",
+    20: "dkimSignArcAddress",
 }
 CLASSES = {1: "dkimSignDomainPolicy", 2: "dkimSignKey"}
 
@@ -555,6 +557,7 @@ def test_ldif_defines_the_assigned_oids_names_and_syntaxes(reference: dict[str, 
         15: ("1.3.6.1.4.1.1466.115.121.1.24", True),
         16: ("1.3.6.1.4.1.1466.115.121.1.15", False),  # Directory String: logins, DNs
         17: (ia5_string, False),
+        20: (ia5_string, False),  # ARC addresses
         1: (ia5_string, False),
         4: (ia5_string, False),
         5: (ia5_string, False),
@@ -568,7 +571,7 @@ def test_ldif_defines_the_assigned_oids_names_and_syntaxes(reference: dict[str, 
     kind, _, _, oc_kind, sup, must, may = reference[f"{ARC}.2.1"]
     assert (kind, sup, must) == ("class", ("top",), ("dkimsigndomainname",))
     assert oc_kind == 2  # AUXILIARY
-    policy_attributes = [*range(2, 10), 16, 17, 18]
+    policy_attributes = [*range(2, 10), 16, 17, 18, 19, 20]
     assert may == tuple(
         sorted([ATTRIBUTES[n].lower() for n in policy_attributes] + ["description"])
     )

@@ -70,7 +70,7 @@ LDAP, AD = ldap_definitions(), ad_definitions()
 
 
 def test_the_same_names_are_defined() -> None:
-    assert len(LDAP) == 20
+    assert len(LDAP) == 22
     assert set(AD) == set(LDAP)
 
 

@@ -98,6 +98,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "arc.seal",
             "arc",
             "authresults",
+            "arcchoice",
         ],
     ),
     ("publish", ["dnsexport", "dnscheck", "dnsupdate", "audit"]),

@@ -118,6 +118,12 @@ DEFAULTS = {
     "sender_login_attributes": (),
     "sender_alignment": Alignment.NONE,
     "public_suffix_list": Path("/usr/share/publicsuffix/public_suffix_list.dat"),
+    "arc_verify": False,
+    "arc_seal": False,
+    "arc_seal_hosts": HostList(),
+    "arc_seal_logins": (),
+    "arc_seal_domain": "envelope-sender",
+    "arc_auth_results_comments": False,
 }
 
 ACTION_DEFAULTS = {
@@ -1333,3 +1339,28 @@ def test_workers_out_of_range_names_the_line_and_a_fix(value: str) -> None:
     fix = r"test\.conf:2: Workers .* from 1 to 256; .* auto for one per CPU"
     with pytest.raises(ConfigError, match=fix):
         parse(f"Mode v\nWorkers {value}\n", "test.conf")
+
+
+def test_arc_keywords_read_as_written() -> None:
+    settings = verifier(
+        "ARCSeal yes\nARCVerify yes\nARCSealHosts 192.0.2.0/24, lists.example.org\n"
+        "ARCSealLogins Mailman, relay\nARCSealDomain Lists.Example.ORG\n"
+        "ARCAuthResultsComments yes\n"
+    )
+    assert settings.arc_seal and settings.arc_verify and settings.arc_auth_results_comments
+    assert settings.arc_seal_hosts.matches("192.0.2.7")
+    assert settings.arc_seal_hosts.matches("198.51.100.1", "lists.example.org")
+    assert not settings.arc_seal_hosts.matches("198.51.100.1", "mx.example.org")
+    assert settings.arc_seal_logins == ("mailman", "relay")
+    assert settings.arc_seal_domain == "lists.example.org"
+
+
+@pytest.mark.parametrize("rule", ["envelope-sender", "recipient", "Recipient"])
+def test_arc_seal_domain_rules(rule: str) -> None:
+    assert verifier(f"ARCSealDomain {rule}\n").arc_seal_domain == rule.lower()
+
+
+def test_arc_seal_domain_that_is_neither_rule_nor_domain_says_both_forms() -> None:
+    message = verifier_error("ARCSealDomain envelope_sender!\n")
+    assert "ARCSealDomain 'envelope_sender!' is neither a rule nor a domain name" in message
+    assert "use envelope-sender, recipient or a domain such as lists.example.org" in message

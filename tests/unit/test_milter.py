@@ -8,6 +8,7 @@ made here; DNS: a table.  End-to-end behaviour through a real Postfix is in
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import os
 import re
@@ -18,10 +19,10 @@ from typing import Any
 import Milter
 import pytest
 from harness import milterclient
+from harness.milterctx import RecordingCtx, feeder
 from harness.milterproc import MilterProcess
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from Milter import testctx
 from prometheus_client import Counter
 
 from ldapdkim import config, keys, metrics
@@ -50,28 +51,6 @@ from ldapdkim.signing.keyring import Keyring
 BASE = "ou=domains,dc=example,dc=com"
 
 
-class RecordingCtx(testctx.TestCtx):  # type: ignore[misc]
-    """pymilter's TestCtx, recording header changes in order (it keeps no positions)."""
-
-    def __init__(self) -> None:
-        super().__init__(logfile="/dev/null")
-        self.added: list[tuple[str, str, int]] = []
-        self.changed: list[tuple[str, int, str | None]] = []
-        self.replies: list[tuple[str, str | None, str | None]] = []
-
-    def addheader(self, field: str, value: str, idx: int) -> None:
-        self.added.append((field, value, idx))
-
-    def chgheader(self, field: str, idx: int, value: str | None) -> None:
-        self.changed.append((field, idx, value))
-
-    def setreply(self, rcode: str, xcode: str | None, *msg: str) -> None:
-        self.replies.append((rcode, xcode, msg[0] if msg else None))
-
-    def headers_named(self, name: str) -> list[str]:
-        return [v for f, v, _ in self.added if f == name]
-
-
 @pytest.fixture(scope="module")
 def directory_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("dir") / "directory.ldif"
@@ -86,42 +65,8 @@ def directory_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def make(directory_file: Path) -> Iterator[Any]:
     """make(*config lines) -> a function feeding one message, returning (rc, ctx)."""
-    saved = Milter.factory
-
-    def factory(*lines: str) -> Any:
-        text = "\n".join(
-            [
-                "Mode sv",
-                f"Directory ldif:{directory_file}",
-                "AuthservID mx.example.net",
-                "Nameservers 127.0.0.1:9",
-                "DNSTimeout 0.5",
-                *lines,
-            ]
-        )
-        holder = Holder(build_runtime(config.parse(text + "\n", "test.conf")))
-
-        def feed(
-            message: bytes,
-            *,
-            ip: str = "127.0.0.1",
-            macros: dict[str, str] | None = None,
-            sender: str = "alice@example.com",
-        ) -> tuple[int, RecordingCtx]:
-            Milter.factory = lambda: DkimMilter(holder.current)
-            ctx = RecordingCtx()
-            ctx._setsymval("i", "4XyZ1")
-            for name, value in (macros or {}).items():
-                ctx._setsymval(name, value)
-            rc = ctx._connect(ip=ip)
-            if rc == Milter.CONTINUE:
-                rc = ctx._feedFile(io.BytesIO(message), sender, "bob@example.net")
-            return rc, ctx
-
-        feed.holder = holder  # type: ignore[attr-defined]
-        return feed
-
-    yield factory
+    saved = Milter.factory  # some tests below set it themselves
+    yield functools.partial(feeder, directory_file)
     Milter.factory = saved
 
 

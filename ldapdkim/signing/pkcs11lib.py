@@ -114,21 +114,15 @@ class _Module:
             pkcs11 = _binding()
             try:
                 if self.lib is None or self.pid != pid:
-                    if self.lib is not None:
-                        # The parent's: its destructor would finalize the module here.
-                        _ABANDONED.append(self.lib)
-                    self._calls = 0  # the parent's threads are not in this process
-                    lib = pkcs11.PyKCS11Lib()
-                    lib.load(str(self.path))
-                    self.lib = lib
-                    if not self._tried_direct:
-                        self._tried_direct = True
-                        self.direct = self._find_direct()
-                while self._calls:
-                    self._no_calls.wait()
-                self._initialise(pkcs11)
+                    self._load(pkcs11)
+                else:
+                    while self._calls:
+                        self._no_calls.wait()
+                    if not self._initialise_direct():
+                        self._initialise(pkcs11)
             except pkcs11.PyKCS11Error as err:
                 self.lib = None
+                self._tried_direct = False
                 raise KeyUnavailable(
                     f"cannot load PKCS11Module {self.path} ({_code(err)}): it is not a PKCS#11 "
                     "module, a library it needs is missing, or it cannot reach its token; "
@@ -136,10 +130,35 @@ class _Module:
                     "your HSM's client)",
                     in_token=True,
                 ) from None
+            if self.direct is not None:
+                self._say_how("through ctypes; other threads run while the token signs")
+            else:
+                self._say_how(
+                    "through PyKCS11, which holds the interpreter lock while the token signs: "
+                    + self._without_direct
+                )
             self.pid = pid
             self.stale = False
             self.generation += 1
             return self.lib, self.generation
+
+    def _load(self, pkcs11: Any) -> None:
+        """Load the module in this process, initialised once: for threads through ctypes
+        when it can (then PyKCS11's own C_Initialize finds it initialised), else by
+        PyKCS11."""
+        forked = self.lib is not None
+        if forked:
+            _ABANDONED.append(self.lib)  # the parent's: its destructor would finalize here
+        self._calls = 0  # the parent's threads are not in this process
+        if not self._tried_direct:
+            self._tried_direct = True
+            self.direct = self._find_direct()
+        direct = self._initialise_direct()
+        lib = pkcs11.PyKCS11Lib()
+        lib.load(str(self.path))
+        self.lib = lib
+        if forked and not direct:
+            self._initialise(pkcs11)
 
     def _find_direct(self) -> DirectSigner | None:
         """The module's C_Sign through ctypes, or None (then PyKCS11 signs)."""
@@ -149,26 +168,32 @@ class _Module:
             self._without_direct = str(err)
             return None
 
-    def _initialise(self, pkcs11: Any) -> None:
-        """C_Finalize (whatever state this process has) and C_Initialize again: for threads
-        that call it at once if it signs directly (:mod:`ldapdkim.signing.pkcs11sign`)."""
-        self.lib.lib.C_Finalize()
-        if self.direct is not None:
-            rv = self.direct.initialize()
-            if rv != CKR_CANT_LOCK:
-                if rv != pkcs11.CKR_OK:
-                    raise pkcs11.PyKCS11Error(rv)
-                self._say_how("through ctypes; other threads run while the token signs")
-                return
+    def _initialise_direct(self) -> bool:
+        """C_Finalize (whatever state this process has) and C_Initialize for threads that
+        call the module at once (:mod:`ldapdkim.signing.pkcs11sign`); False if it cannot
+        sign directly.
+
+        Raises:
+            PyKCS11.PyKCS11Error: the module did not initialise.
+        """
+        if self.direct is None:
+            return False
+        self.direct.finalize()
+        rv = self.direct.initialize()
+        if rv == CKR_CANT_LOCK:
             self.direct = None
             self._without_direct = "it cannot lock for threads (CKR_CANT_LOCK)"
+            return False
+        if rv != CKR_OK:
+            raise _binding().PyKCS11Error(rv)
+        return True
+
+    def _initialise(self, pkcs11: Any) -> None:
+        """C_Finalize (whatever state this process has) and C_Initialize again, by PyKCS11."""
+        self.lib.lib.C_Finalize()
         rv = self.lib.lib.C_Initialize()
         if rv != pkcs11.CKR_OK:
             raise pkcs11.PyKCS11Error(rv)
-        self._say_how(
-            "through PyKCS11, which holds the interpreter lock while the token signs: "
-            + self._without_direct
-        )
 
     def _say_how(self, how: str) -> None:
         """Log how it signs, once per process (and again if that changes)."""

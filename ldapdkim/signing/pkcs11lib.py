@@ -18,14 +18,17 @@ from typing import Any
 from ldapdkim import pkcs11uri
 from ldapdkim.errors import KeyFormatError, KeyUnavailable
 from ldapdkim.pkcs11uri import Pkcs11Uri
+from ldapdkim.signing.pkcs11sign import CKR_CANT_LOCK, CKR_OK, DirectSigner
 
 log = logging.getLogger(__name__)
 
 # PKCS #11 v3.0 values that PyKCS11 1.5 (Debian 12) may lack.
 CKM_EC_EDWARDS_KEY_PAIR_GEN = 0x1055
 CKM_EDDSA = 0x1057
+CKM_RSA_PKCS = 0x0001
 CKK_EC_EDWARDS = 0x40
 CKF_TOKEN_INITIALIZED = 0x400
+CKR_SESSION_HANDLE_INVALID = 0xB3
 ED25519_OID = bytes.fromhex("06032b6570")
 """CKA_EC_PARAMS of Ed25519: the DER of the OID 1.3.101.112 (RFC 8410)."""
 ED25519_NAME = b"\x13\x0cedwards25519"
@@ -88,6 +91,15 @@ class _Module:
         self.stale = False
         self.users = 0
         self.lock = threading.Lock()
+        self.direct: DirectSigner | None = None
+        """C_Sign outside the interpreter lock, when the module was initialised for threads."""
+        self._tried_direct = False
+        self._without_direct = ""
+        self._told = (0, "")
+        """The process that logged how the module signs, and what it logged."""
+        self._calls = 0
+        """Direct calls in flight (the interpreter lock does not keep C_Finalize from them)."""
+        self._no_calls = threading.Condition(self.lock)
 
     def library(self) -> tuple[Any, int]:
         """The module, initialised in this process, and its generation.
@@ -102,19 +114,15 @@ class _Module:
             pkcs11 = _binding()
             try:
                 if self.lib is None or self.pid != pid:
-                    if self.lib is not None:
-                        # The parent's: its destructor would finalize the module here.
-                        _ABANDONED.append(self.lib)
-                    forked = self.lib is not None
-                    lib = pkcs11.PyKCS11Lib()
-                    lib.load(str(self.path))
-                    self.lib = lib
-                    if forked:
-                        self._initialise(pkcs11)
+                    self._load(pkcs11)
                 else:
-                    self._initialise(pkcs11)
+                    while self._calls:
+                        self._no_calls.wait()
+                    if not self._initialise_direct():
+                        self._initialise(pkcs11)
             except pkcs11.PyKCS11Error as err:
                 self.lib = None
+                self._tried_direct = False
                 raise KeyUnavailable(
                     f"cannot load PKCS11Module {self.path} ({_code(err)}): it is not a PKCS#11 "
                     "module, a library it needs is missing, or it cannot reach its token; "
@@ -122,17 +130,101 @@ class _Module:
                     "your HSM's client)",
                     in_token=True,
                 ) from None
+            if self.direct is not None:
+                self._say_how("through ctypes; other threads run while the token signs")
+            else:
+                self._say_how(
+                    "through PyKCS11, which holds the interpreter lock while the token signs: "
+                    + self._without_direct
+                )
             self.pid = pid
             self.stale = False
             self.generation += 1
             return self.lib, self.generation
 
+    def _load(self, pkcs11: Any) -> None:
+        """Load the module in this process, initialised once: for threads through ctypes
+        when it can (then PyKCS11's own C_Initialize finds it initialised), else by
+        PyKCS11."""
+        forked = self.lib is not None
+        if forked:
+            _ABANDONED.append(self.lib)  # the parent's: its destructor would finalize here
+        self._calls = 0  # the parent's threads are not in this process
+        if not self._tried_direct:
+            self._tried_direct = True
+            self.direct = self._find_direct()
+        direct = self._initialise_direct()
+        lib = pkcs11.PyKCS11Lib()
+        lib.load(str(self.path))
+        self.lib = lib
+        if forked and not direct:
+            self._initialise(pkcs11)
+
+    def _find_direct(self) -> DirectSigner | None:
+        """The module's C_Sign through ctypes, or None (then PyKCS11 signs)."""
+        try:
+            return DirectSigner(self.path)
+        except OSError as err:
+            self._without_direct = str(err)
+            return None
+
+    def _initialise_direct(self) -> bool:
+        """C_Finalize (whatever state this process has) and C_Initialize for threads that
+        call the module at once (:mod:`ldapdkim.signing.pkcs11sign`); False if it cannot
+        sign directly.
+
+        Raises:
+            PyKCS11.PyKCS11Error: the module did not initialise.
+        """
+        if self.direct is None:
+            return False
+        self.direct.finalize()
+        rv = self.direct.initialize()
+        if rv == CKR_CANT_LOCK:
+            self.direct = None
+            self._without_direct = "it cannot lock for threads (CKR_CANT_LOCK)"
+            return False
+        if rv != CKR_OK:
+            raise _binding().PyKCS11Error(rv)
+        return True
+
     def _initialise(self, pkcs11: Any) -> None:
-        """C_Finalize (whatever state this process has) and C_Initialize again."""
+        """C_Finalize (whatever state this process has) and C_Initialize again, by PyKCS11."""
         self.lib.lib.C_Finalize()
         rv = self.lib.lib.C_Initialize()
         if rv != pkcs11.CKR_OK:
             raise pkcs11.PyKCS11Error(rv)
+
+    def _say_how(self, how: str) -> None:
+        """Log how it signs, once per process (and again if that changes)."""
+        told = (os.getpid(), how)
+        if self._told != told:
+            self._told = told
+            log.info("PKCS#11 module %s signs %s", self.path, how)
+
+    def sign(self, generation: int, session: int, key: int, mechanism: int, data: bytes) -> bytes:
+        """C_SignInit and C_Sign through :attr:`direct`, never while the module is finalized.
+
+        Raises:
+            PyKCS11.PyKCS11Error: as PyKCS11's own ``sign`` would: the module refused, or
+                ``generation``'s sessions are gone (CKR_SESSION_HANDLE_INVALID).
+        """
+        with self.lock:
+            direct = self.direct
+            gone = generation != self.generation or self.stale or self.pid != os.getpid()
+            if direct is None or gone:
+                raise _binding().PyKCS11Error(CKR_SESSION_HANDLE_INVALID)
+            self._calls += 1
+        try:
+            rv, signature = direct.sign(session, key, mechanism, data)
+        finally:
+            with self.lock:
+                self._calls -= 1
+                if not self._calls:
+                    self._no_calls.notify_all()
+        if rv != CKR_OK:
+            raise _binding().PyKCS11Error(rv)
+        return signature
 
     def fail(self, generation: int) -> None:
         """Sessions of ``generation`` broke: initialise the module again before the next one."""
@@ -145,6 +237,8 @@ class _Module:
         with self.lock:
             self.users -= 1
             if self.users <= 0 and self.lib is not None and self.pid == os.getpid():
+                while self._calls:
+                    self._no_calls.wait()
                 self.lib.lib.C_Finalize()
                 self.stale = True
 

@@ -13,13 +13,16 @@ Processes and threads.  The module is loaded and initialised in the process
 that signs, at its first signature: a worker process does it after the
 fork.  A process forked from one that had the module initialised
 initialises it again before use (PKCS #11 v2.40 §6.7.7) and never touches
-the parent's sessions.  PyKCS11 initialises the module without locking
-callbacks, which promises the module that the application does not call it
-from two threads at once; PyKCS11 holds the interpreter lock through each
-call, so calls never overlap.  Each signature takes a session of its own
-from a small pool (:data:`MAX_SESSIONS` per token and process), so no two
-threads share a session's sign operation; each session keeps the handles of
-the keys it found.
+the parent's sessions.  The module is initialised for threads that call it
+at once (``CKF_OS_LOCKING_OK``) and C_SignInit and C_Sign are called
+through ctypes, outside the interpreter lock, so that other threads run
+while the token signs (:mod:`ldapdkim.signing.pkcs11sign`); a module that
+cannot lock is initialised without, and PyKCS11, which holds the
+interpreter lock through each call, signs so that calls never overlap.
+Each signature takes a session of its own from a small pool
+(:data:`MAX_SESSIONS` per token and process), so no two threads share a
+session's sign operation; each session keeps the handles of the keys it
+found, so a key is looked up once per session, not per message.
 
 Trouble.  A token that cannot sign raises
 :class:`~ldapdkim.errors.KeyUnavailable` with ``in_token`` set, naming the
@@ -62,6 +65,7 @@ from ldapdkim.signing.pkcs11lib import (
     CKK_EC_EDWARDS,
     CKM_EC_EDWARDS_KEY_PAIR_GEN,
     CKM_EDDSA,
+    CKM_RSA_PKCS,
     ED25519_NAME,
     ED25519_OID,
     SHA256_DIGEST_INFO,
@@ -185,10 +189,8 @@ class Pkcs11Token:
                     if algorithm is Algorithm.ED25519_SHA256:
                         data, mechanism = digest, CKM_EDDSA
                     else:
-                        data, mechanism = SHA256_DIGEST_INFO + digest, _binding().CKM_RSA_PKCS
-                    signature = bytes(
-                        held.session.sign(handle, data, _binding().Mechanism(mechanism, None))
-                    )
+                        data, mechanism = SHA256_DIGEST_INFO + digest, CKM_RSA_PKCS
+                    signature = self._sign_in(held, handle, mechanism, data)
                 except _binding().PyKCS11Error as err:
                     held.session = None  # broken: not back into the pool
                     self._module.fail(held.generation)
@@ -203,6 +205,16 @@ class Pkcs11Token:
             self._came_up()
             return signature
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _sign_in(self, held: _Session, handle: Any, mechanism: int, data: bytes) -> bytes:
+        """C_SignInit and C_Sign in ``held``: outside the interpreter lock when the module
+        allows it (:mod:`ldapdkim.signing.pkcs11sign`), else through PyKCS11."""
+        module = self._module
+        if module.direct is not None:
+            return module.sign(
+                held.generation, held.session.session.value(), handle.value(), mechanism, data
+            )
+        return bytes(held.session.sign(handle, data, _binding().Mechanism(mechanism, None)))
 
     def _check_up(self) -> None:
         if self._pin_refused is not None:

@@ -83,6 +83,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "sigfield",
             "keyrecord",
             "keyfetch",
+            "pkcs11sign",
             "pkcs11lib",
             "token",
             "keyring",

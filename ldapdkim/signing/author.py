@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from ldapdkim.domainname import normalize_domain
 from ldapdkim.errors import MessageError
 
+_UNDECODED = re.compile("[\udc80-\udcff]")
+"""What ``surrogateescape`` makes of bytes that are not UTF-8."""
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff"
@@ -66,7 +68,7 @@ def author_address(value: bytes) -> str:
         InvalidDomain: its domain is not a valid host name.
     """
     text = value.decode("utf-8", "surrogateescape").replace("\r\n", "")
-    if any("\udc80" <= c <= "\udcff" for c in text):
+    if not text.isascii() and _UNDECODED.search(text):
         raise MessageError("From holds bytes that are not UTF-8")
     if _CONTROL.search(text):
         raise MessageError("From holds a control character")

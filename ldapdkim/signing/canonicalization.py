@@ -23,7 +23,9 @@ def canonical_header(name: bytes, value: bytes, relaxed: bool) -> bytes:
     if not relaxed:
         return name + b":" + value
     unfolded = value.replace(b"\r\n", b"")
-    return name.strip(b" \t").lower() + b":" + _WSP_RUN.sub(b" ", unfolded).strip(b" \t") + b"\r\n"
+    if b"\t" in unfolded or b"  " in unfolded:  # else every run of WSP is one SP already
+        unfolded = _WSP_RUN.sub(b" ", unfolded)
+    return name.strip(b" \t").lower() + b":" + unfolded.strip(b" \t") + b"\r\n"
 
 
 def hash_header_fields(

@@ -38,9 +38,12 @@ def hash_header_fields(
     contributes nothing (§5.4.2).  ``signature_field`` has an empty ``b=``
     value and is hashed without its final CRLF.
     """
+    named = set(names)
     by_name: dict[bytes, list[Header]] = {}
     for name, value in headers:
-        by_name.setdefault(name.strip(b" \t").lower(), []).append((name, value))
+        key = name.strip(b" \t").lower()
+        if key in named:
+            by_name.setdefault(key, []).append((name, value))
     digest = hashlib.sha256()
     for wanted in names:
         instances = by_name.get(wanted)

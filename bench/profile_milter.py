@@ -270,6 +270,8 @@ def py_spy(pid: int, seconds: float, output: Path, rate: int) -> None:
     (py-spy's raw format): Python's own CPU time, not libmilter's threads nor C code
     that lets the lock go (OpenSSL's RSA)."""
     program = Path(sys.executable).with_name("py-spy")
+    if not program.exists():
+        raise SystemExit(f"{program} is missing: pip install py-spy (or run with --no-profile)")
     subprocess.run(
         [str(program), "record", "--pid", str(pid), "--duration", str(int(seconds)),
          "--rate", str(rate), "--format", "raw", "--gil", "--nonblocking", "--output", str(output)],

@@ -168,6 +168,10 @@ def _client_host(hostname: str | None) -> str | None:
     return text
 
 
+REMEMBERED_CLIENTS = 4096
+"""Clients whose answer a :class:`HostList` keeps (then it starts afresh)."""
+
+
 @dataclass(frozen=True, repr=False)
 class HostList:
     """A set of SMTP clients: addresses, networks, host names, domains, patterns."""
@@ -197,7 +201,23 @@ class HostList:
         ``address`` may be IPv4, IPv6, IPv4-mapped IPv6 or in brackets; an
         unparsable or absent one matches no address entry.  ``hostname`` as
         reported by the MTA; ``None`` or ``[192.0.2.1]`` matches no name entry.
+        The answers for the last :data:`REMEMBERED_CLIENTS` clients are kept:
+        the milter asks for every message.
         """
+        answers: dict[tuple[str | None, str | None], bool] | None = self.__dict__.get("_answers")
+        if answers is None:
+            answers = {}
+            object.__setattr__(self, "_answers", answers)  # not a field: equality ignores it
+        key = (address, hostname)
+        answer = answers.get(key)
+        if answer is None:
+            answer = self._matches(address, hostname)
+            if len(answers) >= REMEMBERED_CLIENTS:
+                answers.clear()
+            answers[key] = answer
+        return answer
+
+    def _matches(self, address: str | None, hostname: str | None) -> bool:
         by_address = self._by_address(_client_address(address))
         by_name = self._by_name(_client_host(hostname))
         if by_address is False or by_name is False:

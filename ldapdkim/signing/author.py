@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import quopri
 import re
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from dataclasses import dataclass
 from ldapdkim.domainname import normalize_domain
 from ldapdkim.errors import MessageError
 
+_UNDECODED = re.compile("[\udc80-\udcff]")
+"""What ``surrogateescape`` makes of bytes that are not UTF-8."""
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _ENCODED_WORD = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff"
@@ -60,13 +63,26 @@ def author_address(value: bytes) -> str:
     """The one author address of a From field value (the bytes after the colon).
 
     Returns ``local@domain`` with the domain normalized (IDNs as A-labels).
+    A sender's From field comes back message after message: the address read
+    from a short value is kept (:data:`KEPT_AUTHORS` values; a refusal is not kept).
 
     Raises:
         MessageError: the field is not one mailbox that every parser reads alike.
         InvalidDomain: its domain is not a valid host name.
     """
+    if len(value) <= _KEPT_LENGTH:
+        return _kept_author_address(value)
+    return _author_address(value)
+
+
+KEPT_AUTHORS = 4096
+"""How many From field values, each at most :data:`_KEPT_LENGTH` octets, keep their address."""
+_KEPT_LENGTH = 256
+
+
+def _author_address(value: bytes) -> str:
     text = value.decode("utf-8", "surrogateescape").replace("\r\n", "")
-    if any("\udc80" <= c <= "\udcff" for c in text):
+    if not text.isascii() and _UNDECODED.search(text):
         raise MessageError("From holds bytes that are not UTF-8")
     if _CONTROL.search(text):
         raise MessageError("From holds a control character")
@@ -79,6 +95,9 @@ def author_address(value: bytes) -> str:
         _check_display_name(display, text)
     local, domain = _addr_spec(address)
     return f"{local}@{normalize_domain(domain)}"
+
+
+_kept_author_address = functools.lru_cache(maxsize=KEPT_AUTHORS)(_author_address)
 
 
 def _tokens(text: str) -> list[_Token]:

@@ -1,37 +1,41 @@
 """Our ``Authentication-Results`` header field (RFC 8601), and which existing ones are ours.
 
-Built with the ``authres`` package, the only module that touches it.  A
-DKIM result carries ``header.d``, ``header.i``, ``header.s``, ``header.a``
+A DKIM result carries ``header.d``, ``header.i``, ``header.s``, ``header.a``
 and ``header.b`` (the first eight characters of the signature, RFC 6008), so
 a reader can tell several signatures of one domain apart.  An ARC result
 (RFC 8617 §10.1) carries ``header.oldest-pass`` when an older set failed and
-``smtp.remote-ip``, the client the chain was received from.
+``smtp.remote-ip``, the client the chain was received from.  The DKIM clauses
+are written here, in the form the ``authres`` package writes (a test holds the
+two to the same text), without building its objects for every message;
+existing fields are read with ``authres``.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 
 import authres
 import authres.arc
 
-from ldapdkim.model import DkimResult, VerifyResult
+from ldapdkim.model import VerifyResult
 from ldapdkim.signing.arc import ArcVerdict, ChainValidation
 
 HEADER = "Authentication-Results"
+
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+\Z")
+"""RFC 2045 token: a property value written as it is."""
+_QUOTED = re.compile(r'(["\\])')
 
 
 def build(authserv_id: str, results: Sequence[VerifyResult], arc: str | None = None) -> str:
     """The header field value (without the name) for ``results``; ``dkim=none`` when
     empty.  ``arc``: an ``arc=`` clause (:func:`arc_clause`) to add after them."""
-    if results:
-        clauses = [_clause(r) for r in results]
-    else:
-        clauses = [authres.DKIMAuthenticationResult(result=DkimResult.NONE.value)]
-    header = authres.AuthenticationResultsHeader(authserv_id=authserv_id, results=clauses)
-    text = str(header).split(":", 1)[1].strip()
-    return f"{text}; {arc}" if arc else text
+    clauses = [_clause(r) for r in results] or ["dkim=none"]
+    if arc:
+        clauses.append(arc)
+    return "; ".join([authserv_id.lower(), *clauses])
 
 
 def payload(results: Sequence[VerifyResult], arc: str | None = None) -> str:
@@ -40,20 +44,28 @@ def payload(results: Sequence[VerifyResult], arc: str | None = None) -> str:
     return " ".join(build("x", results, arc).split(";", 1)[1].split())
 
 
-def _clause(result: VerifyResult) -> object:
-    properties = []
-    if result.signature_prefix:
-        prefix = result.signature_prefix
-        properties.append(authres.AuthenticationResultProperty("header", "b", prefix))
-    return authres.DKIMAuthenticationResult(
-        result=result.result.value,
-        result_comment=_comment(result.reason) or None,
-        header_d=result.domain or None,
-        header_i=result.identity or None,
-        header_s=result.selector or None,
-        header_a=result.algorithm or None,
-        properties=properties or None,
+def _clause(result: VerifyResult) -> str:
+    """``dkim=RESULT (comment) header.b=.. header.d=.. header.i=.. header.a=.. header.s=..``."""
+    parts = [f"dkim={result.result.value}"]
+    comment = _comment(result.reason)
+    if comment:
+        parts.append(f"({comment})")
+    properties = (
+        ("b", result.signature_prefix),
+        ("d", result.domain),
+        ("i", result.identity),
+        ("a", result.algorithm),
+        ("s", result.selector),
     )
+    parts += [f"header.{name}={_value(value)}" for name, value in properties if value]
+    return " ".join(parts)
+
+
+def _value(value: str) -> str:
+    """A property value: as it is when it holds an ``@`` or is a token, else quoted."""
+    if "@" in value or _TOKEN.match(value):
+        return value
+    return '"' + _QUOTED.sub(r"\\\1", value) + '"'
 
 
 def arc_clause(verdict: ArcVerdict, remote_ip: str | None = None, *, comment: bool = True) -> str:

@@ -23,7 +23,9 @@ def canonical_header(name: bytes, value: bytes, relaxed: bool) -> bytes:
     if not relaxed:
         return name + b":" + value
     unfolded = value.replace(b"\r\n", b"")
-    return name.strip(b" \t").lower() + b":" + _WSP_RUN.sub(b" ", unfolded).strip(b" \t") + b"\r\n"
+    if b"\t" in unfolded or b"  " in unfolded:  # else every run of WSP is one SP already
+        unfolded = _WSP_RUN.sub(b" ", unfolded)
+    return name.strip(b" \t").lower() + b":" + unfolded.strip(b" \t") + b"\r\n"
 
 
 def hash_header_fields(
@@ -36,9 +38,12 @@ def hash_header_fields(
     contributes nothing (§5.4.2).  ``signature_field`` has an empty ``b=``
     value and is hashed without its final CRLF.
     """
+    named = set(names)
     by_name: dict[bytes, list[Header]] = {}
     for name, value in headers:
-        by_name.setdefault(name.strip(b" \t").lower(), []).append((name, value))
+        key = name.strip(b" \t").lower()
+        if key in named:
+            by_name.setdefault(key, []).append((name, value))
     digest = hashlib.sha256()
     for wanted in names:
         instances = by_name.get(wanted)

@@ -143,8 +143,10 @@ def choose_record(records: Sequence[bytes], signature: Signature, minimum_bits: 
             found.append(parse_key_record(record, signature, minimum_bits))
         except _Verdict as verdict:
             problem = problem or verdict
-    distinct = {_key_bytes(k.key) for k in found}
-    if len(distinct) > 1:
+    # Records with the same p= share one parsed key (_public_key's cache); only
+    # different encodings of one key need comparing as DER.
+    distinct = {id(k.key) for k in found}
+    if len(distinct) > 1 and len({_key_bytes(k.key) for k in found}) > 1:
         raise permerror(Failure.KEY_UNUSABLE, f"{len(records)} different key records at {name}")
     if not found:
         assert problem is not None

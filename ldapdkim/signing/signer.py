@@ -16,6 +16,7 @@ signature holds with ``simple`` header canonicalization too.
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Sequence
 
 from ldapdkim.errors import MessageError
@@ -71,13 +72,26 @@ def select_header_names(headers: Sequence[Header], params: SigningParams) -> lis
 
     From is always signed (RFC 6376 §5.4).
     """
-    wanted = params.sign_headers if params.sign_headers is not None else DEFAULT_SIGN_HEADERS
-    wanted_set = {w.lower() for w in wanted} | {"from"}
-    oversign = {o.lower() for o in params.oversign_headers}
-    names = [n.lower() for n, _ in headers if n.decode("ascii", "replace").lower() in wanted_set]
-    for name in sorted(oversign):
-        names.append(name.encode("ascii"))
-    return names
+    wanted, oversigned = _header_names(params.sign_headers, params.oversign_headers)
+    return [n.lower() for n, _ in headers if n.lower() in wanted] + oversigned
+
+
+@functools.lru_cache(maxsize=256)
+def _header_names(
+    sign_headers: tuple[str, ...] | None, oversign_headers: tuple[str, ...]
+) -> tuple[frozenset[bytes], list[bytes]]:
+    """The names to sign when present (lowercase, From among them) and the oversigned
+    names in order, for a policy's lists: worked out once, not per message.
+
+    A name that is not ASCII matches no field (field names are ASCII, RFC 5322 §2.2).
+    """
+    wanted = sign_headers if sign_headers is not None else DEFAULT_SIGN_HEADERS
+    names = {w.lower() for w in wanted} | {"from"}
+    oversigned = sorted({o.lower() for o in oversign_headers})
+    return (
+        frozenset(n.encode("ascii") for n in names if n.isascii()),
+        [n.encode("ascii") for n in oversigned],
+    )
 
 
 def fold_tags(tags: Sequence[tuple[str, str]], field_name: str = "DKIM-Signature") -> bytes:

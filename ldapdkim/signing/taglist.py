@@ -58,6 +58,8 @@ def parse_tag_list(
 
 def strip_fws(text: bytes) -> bytes:
     text = text.strip(b" \t")
+    if b"\n" not in text:  # most tags are not folded
+        return text
     while text.startswith(b"\r\n") and text[2:3] in (b" ", b"\t"):
         text = text[2:].lstrip(b" \t")
     while text.endswith(b"\r\n"):

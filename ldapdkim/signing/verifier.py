@@ -55,7 +55,7 @@ from ldapdkim.signing.sigfield import (
     parse_signature,
     permerror,
 )
-from ldapdkim.signing.taglist import FWS, parse_tag_list, plain
+from ldapdkim.signing.taglist import parse_tag_list, plain
 
 # -- canonicalization and hashing (RFC 6376 §3.4, §3.7) -----------------------------
 
@@ -240,7 +240,8 @@ def _verdict_of(
         signature.selector,
         signature.algorithm,
         reason,
-        FWS.sub(b"", signature.tags["b"]).decode("ascii")[:8],
+        # b= passed base64_value: base64 characters and FWS only.
+        signature.tags["b"].translate(None, b" \t\r\n")[:8].decode("ascii"),
         signature.identity,
         failure=failure,
         testing=testing,

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from harness.authdns import require_knot
 from harness.slapd import SLAPD_BINARIES, require_binaries
 from harness.verifiers import require_mail_dkim, require_opendkim
 
@@ -52,3 +53,18 @@ def test_arc_benchmark_runs_and_its_seals_verify() -> None:
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "sampled sealed messages: ARC chain passes with dkimpy" in run.stdout
     assert "sealing: " in run.stdout
+
+
+@pytest.mark.parametrize("mode", ["sign", "verify"])
+def test_the_profiling_tool_runs_and_every_message_signs_or_passes(mode: str) -> None:
+    """profile_milter.py exits 0 only when every message came back signed (sign) or with
+    dkim=pass (verify), the do-nothing floor milter's included."""
+    require_binaries(*SLAPD_BINARIES)
+    if mode == "verify":
+        require_knot()
+    argv = [sys.executable, "bench/profile_milter.py", "--mode", mode, "--floor", "--rounds", "1",
+            "--round-seconds", "1", "--seconds", "2", "--top", "5"]  # fmt: skip
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "floor: pymilter doing nothing" in done.stdout
+    assert "top 5 by own time" in done.stdout

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ldapdkim.config.datasets import read_dataset
-from ldapdkim.config.hostlist import HostList
+from ldapdkim.config.hostlist import REMEMBERED_CLIENTS, HostList
 
 
 def hosts(value: str, base: Path | None = None) -> HostList:
@@ -331,3 +331,16 @@ FORMS = (
 )
 def test_bad_entries_say_what_is_wrong_and_what_is_accepted(value: str, message: str) -> None:
     assert bad_entry(value) == message
+
+
+def test_kept_answers_stay_right_when_more_clients_come_than_are_kept() -> None:
+    hosts = HostList.parse("10.0.0.0/8, !10.1.2.3, mail.example.com")
+    first = [("10.1.2.3", None), ("10.9.9.9", None), (None, "mail.example.com"), ("192.0.2.1", "x")]
+    expected = [False, True, True, False]
+    assert [hosts.matches(a, h) for a, h in first] == expected
+    for n in range(REMEMBERED_CLIENTS + 10):  # more than are kept: the table starts afresh
+        assert hosts.matches(f"10.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}") != (
+            n == (1 << 16) + (2 << 8) + 3
+        )
+    assert [hosts.matches(a, h) for a, h in first] == expected
+    assert hosts == HostList.parse("10.0.0.0/8, !10.1.2.3, mail.example.com")

@@ -7,10 +7,12 @@ hashing is dkimpy's, so the verifier is not checked against itself.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from harness.forge import (
     BODY,
     HEADERS,
@@ -461,6 +463,9 @@ def test_3_6_2_2_several_records_one_usable_or_all_the_same() -> None:
     junk = b"v=spf1 -all"
     assert check(forge(BASE, rsa_key()), dns(junk, good)).result is DkimResult.PASS
     assert check(forge(BASE, rsa_key()), dns(good, good)).result is DkimResult.PASS
+    pkcs1 = rsa_key().public_key().public_bytes(Encoding.DER, PublicFormat.PKCS1)
+    same_key = b"v=DKIM1; k=rsa; p=" + base64.b64encode(pkcs1)
+    assert check(forge(BASE, rsa_key()), dns(good, same_key)).result is DkimResult.PASS
     other = key_record(rsa_key(1024))
     result = check(forge(BASE, rsa_key()), dns(good, other))
     assert result.result is DkimResult.PERMERROR and "different key records" in result.reason

@@ -32,6 +32,9 @@ initialised again and the signature tried once more at once; if that fails
 too, no further attempt is made for :data:`RETRY_AFTER` seconds (each
 message meanwhile fails at once with the same reason), then the next
 message tries again, so signing resumes by itself when the token is back.
+Until a process has signed once, a token that is not there is asked again
+after short pauses (:data:`STARTING_PAUSES`, 0.35 s in all) before it counts
+as down, so workers that start together do not trip over each other's login.
 A PIN the token refuses is not tried again by this :class:`Pkcs11Token`:
 repeated logins with a wrong PIN would lock the token.  A reload
 (``SIGHUP``, which reads ``PKCS11PinFile`` again) or a restart tries once
@@ -86,6 +89,10 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER = 5.0
 """Seconds after a token failure before a message tries the token again."""
+STARTING_PAUSES = (0.05, 0.1, 0.2)
+"""Pauses (seconds) between the first attempts of a process, before its token has
+signed once: a worker that starts while another logs in can find SoftHSM2's
+file store mid-update (no token, or CKR_GENERAL_ERROR) for a moment."""
 MAX_SESSIONS = 8
 """Sessions a process keeps open with one token at most (signatures in flight)."""
 
@@ -149,6 +156,7 @@ class Pkcs11Token:
         self._down: KeyUnavailable | None = None
         self._down_until = 0.0
         self._pin_refused: KeyUnavailable | None = None
+        self._has_signed = False
 
     def signer(self, uri: str, selector: str, algorithm: Algorithm, *, where: str) -> TokenSigner:
         """The signer of the token key ``uri`` (the token is asked when it signs).
@@ -167,12 +175,20 @@ class Pkcs11Token:
             KeyUnavailable: the token cannot sign now; ``in_token`` is set unless the
                 key itself is wrong for the entry (another algorithm, ambiguous).
         """
-        try:
-            return self._sign(key, algorithm, digest)
-        except KeyUnavailable as err:
-            if err is not self._down:
-                raise
-            raise KeyUnavailable(f"{err}{self._retry_note()}", in_token=True) from None
+        pauses = iter(() if self._has_signed else STARTING_PAUSES)
+        while True:
+            try:
+                return self._sign(key, algorithm, digest)
+            except KeyUnavailable as err:
+                if err is not self._down:
+                    raise
+                pause = next(pauses, None)
+                if pause is None or self._pin_refused is not None:
+                    raise KeyUnavailable(f"{err}{self._retry_note()}", in_token=True) from None
+                log.info("PKCS#11 token not ready yet (%s); trying again in %g s", err, pause)
+                with self._cond:
+                    self._down = None
+                time.sleep(pause)
 
     def _retry_note(self) -> str:
         return (
@@ -233,6 +249,7 @@ class Pkcs11Token:
         return err
 
     def _came_up(self) -> None:
+        self._has_signed = True
         if self._down is not None:
             with self._cond:
                 was, self._down = self._down, None

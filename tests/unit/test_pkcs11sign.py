@@ -15,6 +15,7 @@ import base64
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from harness.softhsm import PIN, TOKEN, SoftHsm
 
 from ldapdkim.config.secret import Secret
+from ldapdkim.errors import KeyUnavailable
 from ldapdkim.model import Algorithm
 from ldapdkim.pkcs11uri import Pkcs11Uri
 from ldapdkim.signing import pkcs11lib, pkcs11sign
@@ -41,7 +43,7 @@ from ldapdkim.signing.pkcs11lib import (
     _code,
 )
 from ldapdkim.signing.pkcs11sign import CKR_OK, DirectSigner
-from ldapdkim.signing.token import Pkcs11Token
+from ldapdkim.signing.token import STARTING_PAUSES, Pkcs11Token
 
 DIGEST = hashlib.sha256(b"header fields").digest()
 
@@ -286,3 +288,36 @@ def test_pykcs11_signs_when_the_direct_way_cannot_and_the_log_says_why(
     assert (
         "signs through PyKCS11, which holds the interpreter lock while the token signs: " + said
     ) in caplog.text
+
+
+def test_a_token_missing_for_a_moment_at_start_is_waited_for_not_reported_down(
+    hsm: SoftHsm, made: Made, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that starts while another logs in can find SoftHSM2's store mid-update:
+    before a process has signed once, a missing token is asked again for a moment."""
+    monkeypatch.setattr(pkcs11lib, "_MODULES", {})
+    hsm.remove()
+    back = threading.Timer(0.1, hsm.restore)
+    back.start()
+    with opened(hsm.module) as token:
+        signer = token.signer(made.uri, "k1", Algorithm.RSA_SHA256, where="key")
+        made.verify(signer.sign_digest(DIGEST))
+    back.join()
+
+
+def test_a_token_still_missing_after_the_start_pauses_is_down_until_retry_after(
+    hsm: SoftHsm, made: Made, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pkcs11lib, "_MODULES", {})
+    hsm.remove()
+    with opened(hsm.module) as token:
+        signer = token.signer(made.uri, "k1", Algorithm.RSA_SHA256, where="key")
+        started = time.monotonic()
+        with pytest.raises(KeyUnavailable, match="no PKCS#11 token matching"):
+            signer.sign_digest(DIGEST)
+        assert time.monotonic() - started >= sum(STARTING_PAUSES)
+        hsm.restore()
+        started = time.monotonic()
+        with pytest.raises(KeyUnavailable, match="tries the token again every 5 s"):
+            signer.sign_digest(DIGEST)  # down: not asked again before RETRY_AFTER
+        assert time.monotonic() - started < 0.05

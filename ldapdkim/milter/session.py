@@ -160,8 +160,9 @@ def no_reply(method: F) -> F:
     """A step that always continues, so the MTA need not wait for its answer.
 
     libmilter sends no reply when the MTA agreed to it (``SMFIP_NR_*``, offered
-    on a Unix socket only: see :meth:`DkimMilter.negotiate`), and Postfix and
-    Sendmail then stream the steps without a round trip each.  An exception is
+    on a Unix socket, and over TCP with ``NoReplyOverTCP``: see
+    :meth:`DkimMilter.negotiate`), and Postfix and Sendmail then stream the
+    steps without a round trip each.  An exception is
     logged at once and answered with ``On-InternalError`` at end of message,
     since this step cannot answer; the steps between do nothing more.
     """
@@ -245,14 +246,16 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             return TEMPFAIL
 
     def negotiate(self, opts: list[int]) -> int:
-        """Skip the replies to :func:`no_reply` steps on a Unix socket only.
+        """Skip the replies to :func:`no_reply` steps on a Unix socket, and over TCP only
+        with ``NoReplyOverTCP``.
 
         Over TCP, a write of the MTA's that follows one we did not answer
         waits in Nagle's algorithm for our delayed ACK: through Postfix, 48 ms
-        a message instead of 5.  A Unix socket has no such delay.
+        a message instead of 4, unless the route to the MTA has quickack
+        (docs/mta.md).  A Unix socket has no such delay.
         """
         reply: int = super().negotiate(opts)
-        if reply == CONTINUE and not self.runtime.settings.socket_is_local:
+        if reply == CONTINUE and not self.runtime.settings.streams_steps:
             opts[1] &= ~NO_REPLY_STEPS
             self._protocol = opts[1]
         return reply

@@ -482,6 +482,18 @@ def test_on_a_unix_socket_the_steps_that_always_continue_are_streamed(make: Any)
         assert not protocol & getattr(Milter, step), step
 
 
+def test_over_tcp_the_steps_are_streamed_too_when_the_route_acknowledges_at_once(
+    make: Any,
+) -> None:
+    """NoReplyOverTCP: the site set quickack on the route to the MTA, so no write of the
+    MTA's waits for a delayed ACK (docs/mta.md: 4 ms a message, as on a Unix socket)."""
+    protocol = _negotiated(make, "inet:8891@127.0.0.1\nNoReplyOverTCP yes")
+    for step in _STREAMED:
+        assert protocol & getattr(Milter, step), step
+    for step in _ALWAYS_ANSWERED:
+        assert not protocol & getattr(Milter, step), step
+
+
 def test_a_failure_in_a_step_without_a_reply_is_answered_at_end_of_message(
     make: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

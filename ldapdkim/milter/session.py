@@ -59,6 +59,7 @@ ACCEPT: int = Milter.ACCEPT
 REJECT: int = Milter.REJECT
 TEMPFAIL: int = Milter.TEMPFAIL
 DISCARD: int = Milter.DISCARD
+SKIP: int = Milter.SKIP
 LEADSPC: int = Milter.P_HDR_LEADSPC
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -321,18 +322,31 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
 
     @no_reply
     def eoh(self) -> int:
+        """Where this step is answered (over TCP), a message that turned out to be neither
+        signed nor verified is accepted here, and its body is not sent."""
         self._set_queue_id()
         if self.role is policy.Role.SIGN:
             self._resolve_signer()
             self._settle_role()
+            if self._left_alone() and not self._protocol & Milter.P_NR_EOH:
+                self._reset()
+                return ACCEPT
         return CONTINUE
+
+    def _left_alone(self) -> bool:
+        """Neither signed nor verified: the message is let through as it is."""
+        return self.role is policy.Role.SKIP
 
     @no_reply
     def body(self, chunk: bytes) -> int:
+        """Where this step is answered (over TCP) and the body is not hashed (signing was
+        refused at end of header), the rest of it is skipped (``SMFIS_SKIP``)."""
         if self.hasher is not None:  # signing: hash as it comes, keep nothing
             self.hasher.update(chunk)
         elif self.role is policy.Role.VERIFY:
             self.chunks.append(chunk)
+        elif self._protocol & Milter.P_SKIP and not self._protocol & Milter.P_NR_BODY:
+            return SKIP
         return CONTINUE
 
     @barrier

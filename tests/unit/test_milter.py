@@ -71,6 +71,42 @@ class RecordingCtx(testctx.TestCtx):  # type: ignore[misc]
     def headers_named(self, name: str) -> list[str]:
         return [v for f, v, _ in self.added if f == name]
 
+    def _negotiate(self) -> int:
+        """Offer every option each time: TestCtx hands the milter its class-wide list, which
+        a negotiation that clears options changes for every later context."""
+        testctx.TestCtx.default_opts = [Milter.CURR_ACTS, 0x1FFFFF, 0, 0]
+        return int(super()._negotiate())
+
+    # As libmilter, and unlike TestCtx: a step without a reply (NOREPLY) goes on; after
+    # SKIP the MTA sends no more of the body, then end of message.
+
+    def _data(self) -> int:
+        return _going_on(super()._data())
+
+    def _header(self, field: str, value: str) -> int:
+        return _going_on(super()._header(field, value))
+
+    def _eoh(self) -> int:
+        return _going_on(super()._eoh())
+
+    def _feed_body(self, bfp: io.BytesIO) -> int:
+        self.body_chunks = 0
+        self.body_skipped = False
+        while not self._protocol & Milter.P_NOBODY and (chunk := bfp.read(8192)):
+            self.body_chunks += 1
+            rc = _going_on(self._priv.body(chunk))
+            if rc == Milter.SKIP:
+                self.body_skipped = True
+                break
+            if rc != Milter.CONTINUE:
+                return rc
+        return int(Milter.CONTINUE)
+
+
+def _going_on(rc: int) -> int:
+    """A step's reply as the MTA acts on it: NOREPLY (none was sent) is CONTINUE."""
+    return int(Milter.CONTINUE if rc == Milter.NOREPLY else rc)
+
 
 @pytest.fixture(scope="module")
 def directory_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -492,6 +528,42 @@ def test_over_tcp_the_steps_are_streamed_too_when_the_route_acknowledges_at_once
         assert protocol & getattr(Milter, step), step
     for step in _ALWAYS_ANSWERED:
         assert not protocol & getattr(Milter, step), step
+
+
+_UNSIGNABLE = b"To: bob@example.net\nSubject: no author\n\n" + b"Hello\n" * 3000
+"""From an internal host, but with no author to sign for: refused at end of header."""
+
+
+@pytest.mark.parametrize(
+    ("socket", "skipped"), [("inet:8891@127.0.0.1", True), ("local:/run/l.sock", False)]
+)
+def test_a_body_that_is_not_hashed_is_skipped_where_the_body_step_is_answered(
+    make: Any, socket: str, skipped: bool
+) -> None:
+    """Over TCP the body step is answered, so SKIP spares the MTA sending the rest of a
+    body that nothing hashes; on a Unix socket the body streams without replies."""
+    rc, ctx = make(f"Socket {socket}")(_UNSIGNABLE, ip="127.0.0.1")
+    assert rc == Milter.ACCEPT and ctx.headers_named("DKIM-Signature") == []
+    assert ctx.body_skipped is skipped
+    assert ctx.body_chunks == (1 if skipped else 3)
+    rc, ctx = make(f"Socket {socket}")(MESSAGE.replace(b"Hello", b"Hello" * 3000))
+    assert not ctx.body_skipped and ctx.headers_named("DKIM-Signature")
+
+
+@pytest.mark.parametrize(
+    ("socket", "answered_at_eoh"), [("inet:8891@127.0.0.1", True), ("local:/run/l.sock", False)]
+)
+def test_a_message_left_alone_is_accepted_at_end_of_header_where_that_step_is_answered(
+    make: Any, socket: str, answered_at_eoh: bool
+) -> None:
+    """Mode v leaves internal mail of our domains alone: over TCP it is accepted at end of
+    header and the MTA sends no body; on a Unix socket end of message accepts it."""
+    feed = make("Mode v", f"Socket {socket}")
+    rc, ctx = feed(MESSAGE, ip="127.0.0.1")
+    assert rc == Milter.ACCEPT and ctx.added == []
+    assert hasattr(ctx, "body_chunks") is not answered_at_eoh
+    _, ctx = feed(FOREIGN, ip="127.0.0.1")  # still verified, body and all
+    assert ctx.headers_named("Authentication-Results") == [" mx.example.net;\n\tdkim=none"]
 
 
 def test_a_failure_in_a_step_without_a_reply_is_answered_at_end_of_message(

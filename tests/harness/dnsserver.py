@@ -91,9 +91,19 @@ class DnsServer:
 
     Args:
         records: initial table, owner name -> TXT texts (one record per text).
+        host, port: where to listen (default: a free port on 127.0.0.1); a verifier that
+            takes no port (OpenDKIM's ``Nameservers``) needs port 53.
     """
 
-    def __init__(self, records: Mapping[str, Sequence[str]] | None = None) -> None:
+    def __init__(
+        self,
+        records: Mapping[str, Sequence[str]] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.host = host
+        self._wanted_port = port
         self._lock = threading.Lock()
         self._entries: dict[dns.name.Name, _Entry] = {}
         self.queries: list[str] = []
@@ -183,11 +193,11 @@ class DnsServer:
         for _attempt in range(20):
             tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            tcp.bind(("127.0.0.1", 0))
+            tcp.bind((self.host, self._wanted_port))
             port = tcp.getsockname()[1]
             udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             try:
-                udp.bind(("127.0.0.1", port))
+                udp.bind((self.host, port))
             except OSError as err:
                 last_error = err
                 tcp.close()

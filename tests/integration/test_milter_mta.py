@@ -109,6 +109,27 @@ def test_over_tcp_the_steps_can_stream_without_replies_too(
         assert re.findall(r"dkim=(\w+)", value) == ["pass", "pass"]
 
 
+def test_mail_the_milter_lets_go_early_over_tcp_arrives_whole(
+    mta_name: str, site: MailSite, tmp_path: Path
+) -> None:
+    """Over inet: ldapdkim accepts at end of header what it will neither sign nor verify
+    (Mode v, internal mail of our domain), and skips the body it will not hash (no
+    author to sign for); the MTA still delivers each message, body and all."""
+    body = "a line of the body\r\n" * 8000  # three milter chunks
+    no_author = message(subject="no author", body=body).replace(
+        b"From: Alice <alice@example.com>\r\n", b""
+    )
+    with _start(mta_name, site, tmp_path, "Mode sv") as setup:
+        delivered = setup.send(no_author)
+        assert delivered.endswith(body.encode()) and b"DKIM-Signature" not in delivered
+        assert "not signed: no From header field" in setup.milter.log()
+        setup.milter.reload(site.milter_config("Mode v"))
+        ours = setup.send(message(subject="ours, Mode v", body=body))
+        assert ours.endswith(body.encode())
+        assert header_values(ours, "DKIM-Signature") == []
+        assert header_values(ours, "Authentication-Results") == []
+
+
 def test_submission_listener_signs_outside_clients(setup: Setup) -> None:
     delivered = setup.send(
         message(subject="via submission"), source=OUTSIDE, port=setup.mta.submission_port

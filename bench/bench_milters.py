@@ -87,6 +87,8 @@ SENDER_DOMAIN = "sender.example.org"
 DNS), not one ldapdkim signs for."""
 OUTSIDE_CLIENT = "192.0.2.1"
 DNS53_HOST = "127.0.0.1"
+KEY_TTL = 3600
+"""The key records' TTL, as a site publishes them: the verifiers cache them for the run."""
 """The verify rows' client: outside InternalHosts (127.0.0.1), so every engine verifies."""
 
 TARGETS = {
@@ -138,8 +140,8 @@ class Site:
 def bench_site(workdir: Path) -> Iterator[Site]:
     with (
         Slapd(workdir / "slapd") as slapd,
-        DnsServer() as dns,
-        DnsServer(host=DNS53_HOST, port=53) as dns53,
+        DnsServer(ttl=KEY_TTL) as dns,
+        DnsServer(host=DNS53_HOST, port=53, ttl=KEY_TTL) as dns53,
     ):
         base = slapd.new_container()
         ldif_text = provision([DOMAIN], base, workdir, "rsa-sha256")

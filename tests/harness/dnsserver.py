@@ -93,6 +93,8 @@ class DnsServer:
         records: initial table, owner name -> TXT texts (one record per text).
         host, port: where to listen (default: a free port on 127.0.0.1); a verifier that
             takes no port (OpenDKIM's ``Nameservers``) needs port 53.
+        ttl: the TTL of TXT answers (default 0, see ``_TTL``); a benchmark gives keys a
+            real one, so that verifiers cache them as in production.
     """
 
     def __init__(
@@ -101,8 +103,10 @@ class DnsServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        ttl: int = _TTL,
     ) -> None:
         self.host = host
+        self.ttl = ttl
         self._wanted_port = port
         self._lock = threading.Lock()
         self._entries: dict[dns.name.Name, _Entry] = {}
@@ -373,7 +377,7 @@ class DnsServer:
                 rdata = dns.rdtypes.ANY.TXT.TXT(
                     dns.rdataclass.IN, dns.rdatatype.TXT, _split_character_strings(data)
                 )
-                rrset.add(rdata, _TTL)
+                rrset.add(rdata, self.ttl)
             return response
         if not exists:
             response.set_rcode(dns.rcode.NXDOMAIN)

@@ -129,6 +129,24 @@ class Engine:
         raise NotImplementedError
 
 
+class ProcessEngine(Engine):
+    """An engine that is one process started here, logging to ``log_path``."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    stop_timeout = 15.0
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        stop_process(self.process, self.stop_timeout)
+
+    def log_tail(self) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
+
+
 class LdapdkimEngine(Engine):
     """``ldapdkim run`` (tests/harness/milterproc.py) against the bench slapd."""
 
@@ -144,13 +162,14 @@ class LdapdkimEngine(Engine):
         base: str,
         token: SoftHsm | None = None,
         extra: Sequence[str] = (),
+        mode: str = "s",
     ) -> None:
         """``base``: the container of the domain's entries; ``token``: sign with the keys
         in that SoftHSM2 token (the entries there hold their URIs); ``extra``: more
-        configuration lines (a KeyEncryptionKey)."""
+        configuration lines (a KeyEncryptionKey); ``mode``: ``Mode``."""
         lines = [
             f"Workers {workers}",
-            "Mode s",
+            f"Mode {mode}",
             f"Directory {slapd.ldap_uri}/{base}",
             f"LDAPBindUser {slapd.milter_dn}",
             f"LDAPBindPassword {slapd.milter_pw}",
@@ -194,7 +213,7 @@ class LdapdkimEngine(Engine):
         return "\n".join(self.milter.log().splitlines()[-20:])
 
 
-class OpendkimEngine(Engine):
+class OpendkimEngine(ProcessEngine):
     """``opendkim -f -x CONF``, in one of two key configurations.
 
     ``opendkim`` (single-key mode: Domain, Selector, KeyFile): OpenDKIM reads
@@ -212,8 +231,19 @@ class OpendkimEngine(Engine):
     """
 
     def __init__(
-        self, workdir: Path, selector: str, pem: bytes, keytable: bool = False, unix: bool = True
+        self,
+        workdir: Path,
+        selector: str,
+        pem: bytes,
+        keytable: bool = False,
+        unix: bool = True,
+        *,
+        mode: str = "s",
+        extra: Sequence[str] = (),
+        domain: str = DOMAIN,
     ) -> None:
+        """``mode``: ``Mode``; ``extra``: more configuration lines (a resolver); ``domain``:
+        the signing domain."""
         self.name = "opendkim-kt" if keytable else "opendkim"
         workdir.mkdir(parents=True, exist_ok=True)
         key = workdir / "bench.private"
@@ -222,12 +252,12 @@ class OpendkimEngine(Engine):
             out.write(pem)
         if keytable:
             key_table = workdir / "KeyTable"
-            key_table.write_text(f"benchkey {DOMAIN}:{selector}:{key}\n")
+            key_table.write_text(f"benchkey {domain}:{selector}:{key}\n")
             signing_table = workdir / "SigningTable"
-            signing_table.write_text(f"*@{DOMAIN} benchkey\n")
+            signing_table.write_text(f"*@{domain} benchkey\n")
             key_lines = [f"KeyTable file:{key_table}", f"SigningTable refile:{signing_table}"]
         else:
-            key_lines = [f"Domain {DOMAIN}", f"Selector {selector}", f"KeyFile {key}"]
+            key_lines = [f"Domain {domain}", f"Selector {selector}", f"KeyFile {key}"]
         port = free_port()
         socket_path = workdir / "milter.sock"
         self.socket = f"local:{socket_path}" if unix else f"inet:{port}@127.0.0.1"
@@ -235,7 +265,7 @@ class OpendkimEngine(Engine):
         self.config_path.write_text(
             "\n".join(
                 [
-                    "Mode s",
+                    f"Mode {mode}",
                     *key_lines,
                     "SignatureAlgorithm rsa-sha256",
                     "Canonicalization relaxed/simple",
@@ -247,22 +277,13 @@ class OpendkimEngine(Engine):
                     "Syslog no",
                     "RequireSafeKeys no",
                     f"PidFile {workdir / 'opendkim.pid'}",
+                    *extra,
                 ]
             )
             + "\n"
         )
         self.log_path = workdir / "opendkim.log"
         self.process = start_opendkim(self.config_path, self.log_path, self.socket)
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self) -> None:
-        stop_process(self.process, 15)
-
-    def log_tail(self) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
 
 
 # -- LDAP operations, from slapd's cn=monitor --------------------------------------
@@ -420,15 +441,20 @@ def measure(
     spec: RowSpec,
     args: argparse.Namespace,
     counter: LdapCounter | None,
+    **load: Any,
 ) -> RoundStat:
+    """One round of ``spec`` against ``engine``; ``load``: more :class:`LoadOptions`."""
     options = milterload.LoadOptions(
-        socket=engine.socket,
-        concurrency=spec.concurrency,
-        duration=spec.seconds or args.round_seconds,
-        body_size=spec.size,
-        domain=DOMAIN,
-        quickack=spec.quickack,
-        processes=min(spec.concurrency, args.driver_processes),
+        **{
+            "socket": engine.socket,
+            "concurrency": spec.concurrency,
+            "duration": spec.seconds or args.round_seconds,
+            "body_size": spec.size,
+            "domain": DOMAIN,
+            "quickack": spec.quickack,
+            "processes": min(spec.concurrency, args.driver_processes),
+            **load,
+        }
     )
     hwm_reset = reset_peak_rss(engine.pid)
     ldap_before = counter.read() if counter is not None else None
@@ -513,16 +539,21 @@ def bench_site(workdir: Path, engines: Sequence[str], unix: bool) -> Iterator[di
             started[name] = engine
         dns = stack.enter_context(DnsServer())
         for container in [base, *(b for b in (token_base, sealed_base) if b)]:
-            config = workdir / "dns-records.conf"
-            config.write_text(
-                f"Directory {slapd.ldap_uri}/{container}\n"
-                f"LDAPBindUser {slapd.milter_dn}\nLDAPBindPassword {slapd.milter_pw}\n"
-            )
-            status, zone, err = run_cli("dns-records", "-c", str(config))
-            if status != 0:
-                raise RuntimeError(f"ldapdkim dns-records failed: {err}")
-            dns.load_zone_lines(zone.decode())
+            dns.load_zone_lines(dns_records(workdir, slapd, container))
         yield {"slapd": slapd, "engines": started, "counter": counter, "dns": dns}
+
+
+def dns_records(workdir: Path, slapd: Slapd, container: str) -> str:
+    """The zone lines ``ldapdkim dns-records`` prints for the domains in ``container``."""
+    config = workdir / "dns-records.conf"
+    config.write_text(
+        f"Directory {slapd.ldap_uri}/{container}\n"
+        f"LDAPBindUser {slapd.milter_dn}\nLDAPBindPassword {slapd.milter_pw}\n"
+    )
+    status, zone, err = run_cli("dns-records", "-c", str(config))
+    if status != 0:
+        raise RuntimeError(f"ldapdkim dns-records failed: {err}")
+    return str(zone.decode())
 
 
 def token_site(workdir: Path, slapd: Slapd) -> tuple[SoftHsm, str]:
@@ -593,14 +624,16 @@ def token_ratios(summaries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return found
 
 
-def verify_samples(samples: list[bytes], dns_port: int) -> tuple[int, list[str]]:
-    """(passed, problems) of Perl Mail::DKIM over ``samples``."""
+def verify_samples(
+    samples: list[bytes], dns_port: int, domain: str = DOMAIN
+) -> tuple[int, list[str]]:
+    """(passed, problems) of Perl Mail::DKIM over ``samples``, each signed by ``domain``."""
     passed = 0
     problems: list[str] = []
     for sample in samples:
         verdicts = mail_dkim_verify(sample, dns_port)
         results = [f"{v.result} ({v.detail})" if v.detail else v.result for v in verdicts]
-        if len(verdicts) == 1 and verdicts[0].result == "pass" and verdicts[0].domain == DOMAIN:
+        if len(verdicts) == 1 and verdicts[0].result == "pass" and verdicts[0].domain == domain:
             passed += 1
         elif len(problems) < 3:
             problems.append(", ".join(results) or "no signature")

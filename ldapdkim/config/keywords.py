@@ -79,6 +79,11 @@ KEYWORDS: tuple[Keyword, ...] = (
     Keyword("Socket", "socket", values.socket, "inet:8891@127.0.0.1",
             "where the MTA connects: inet:PORT@HOST, inet6:PORT@HOST or local:/PATH",
             opendkim=True),
+    Keyword("NoReplyOverTCP", "no_reply_over_tcp", values.boolean, "no",
+            "on an inet: Socket, let the MTA send DATA, the header fields, end of header and "
+            "the body without waiting for a reply to each, as on a Unix socket: only where the "
+            "route to the MTA has quickack (ip route ... quickack 1), else each message waits "
+            "about 40 ms for delayed ACKs (docs/mta.md)"),
     # The directory
     Keyword("Directory", "directory", directory, None,
             "LDAP URLs with the base DN as path (failover order), or ldif:PATH",

@@ -79,6 +79,7 @@ class Settings:
     source: str = "<defaults>"
     mode: str = _DEFAULTS["mode"]
     socket: str = _DEFAULTS["socket"]
+    no_reply_over_tcp: bool = _DEFAULTS["no_reply_over_tcp"]
     directory: DirectorySource | None = _DEFAULTS["directory"]
     ldap_bind_user: str | None = _DEFAULTS["ldap_bind_user"]
     ldap_bind_password: Secret | None = _DEFAULTS["ldap_bind_password"]
@@ -181,6 +182,12 @@ class Settings:
     def socket_is_local(self) -> bool:
         """``Socket`` is a Unix socket (``local:`` or ``unix:``), which has no Nagle delay."""
         return self.socket.startswith(("local:", "unix:"))
+
+    @property
+    def streams_steps(self) -> bool:
+        """The MTA may send the steps that always continue without waiting for their replies:
+        on a Unix socket, or over TCP with ``NoReplyOverTCP``."""
+        return self.socket_is_local or self.no_reply_over_tcp
 
     @property
     def signs(self) -> bool:

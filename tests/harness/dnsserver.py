@@ -91,9 +91,23 @@ class DnsServer:
 
     Args:
         records: initial table, owner name -> TXT texts (one record per text).
+        host, port: where to listen (default: a free port on 127.0.0.1); a verifier that
+            takes no port (OpenDKIM's ``Nameservers``) needs port 53.
+        ttl: the TTL of TXT answers (default 0, see ``_TTL``); a benchmark gives keys a
+            real one, so that verifiers cache them as in production.
     """
 
-    def __init__(self, records: Mapping[str, Sequence[str]] | None = None) -> None:
+    def __init__(
+        self,
+        records: Mapping[str, Sequence[str]] | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ttl: int = _TTL,
+    ) -> None:
+        self.host = host
+        self.ttl = ttl
+        self._wanted_port = port
         self._lock = threading.Lock()
         self._entries: dict[dns.name.Name, _Entry] = {}
         self.queries: list[str] = []
@@ -183,11 +197,11 @@ class DnsServer:
         for _attempt in range(20):
             tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            tcp.bind(("127.0.0.1", 0))
+            tcp.bind((self.host, self._wanted_port))
             port = tcp.getsockname()[1]
             udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             try:
-                udp.bind(("127.0.0.1", port))
+                udp.bind((self.host, port))
             except OSError as err:
                 last_error = err
                 tcp.close()
@@ -363,7 +377,7 @@ class DnsServer:
                 rdata = dns.rdtypes.ANY.TXT.TXT(
                     dns.rdataclass.IN, dns.rdatatype.TXT, _split_character_strings(data)
                 )
-                rrset.add(rdata, _TTL)
+                rrset.add(rdata, self.ttl)
             return response
         if not exists:
             response.set_rcode(dns.rcode.NXDOMAIN)

@@ -12,6 +12,9 @@ write with the next one that does, as an MTA's buffered stream sends them.
 Every end-of-message reply must carry an inserted (or added) DKIM-Signature
 header and a final accept/continue; anything else is counted as a failure by
 kind (no signature, tempfail, reject, early verdict, protocol error, timeout).
+To measure verifying, ``message_file`` names a signed message sent as it is
+(its Message-ID too), and ``require_pass`` wants an Authentication-Results
+field saying ``dkim=pass`` instead (else ``not_pass``).
 Latency is measured per message from the start of its session (connect, for
 the first message of a connection) to the final reply, and separately from
 BODYEOB sent to the final reply.  A sample of signed messages can be kept,
@@ -62,6 +65,7 @@ SIGNATURE_HEADER = "DKIM-Signature"
 
 FAILURE_KINDS = (
     "no_signature",
+    "not_pass",
     "tempfail",
     "reject",
     "discard",
@@ -124,6 +128,21 @@ def make_message(domain: str, body_size: int) -> TestMessage:
     return TestMessage(sender, ("bob@example.net",), headers, make_body(body_size))
 
 
+def read_message(path: str, sender: str, recipient: str = "bob@example.net") -> TestMessage:
+    """The message in ``path`` (as written, CRLF or LF line ends), to send as it is."""
+    data = Path(path).read_bytes().replace(b"\r\n", b"\n")
+    head, _, body = data.partition(b"\n\n")
+    headers: list[tuple[str, str]] = []
+    for line in head.decode("utf-8", "surrogateescape").split("\n"):
+        if line[:1] in (" ", "\t") and headers:  # a folded line: LF inside the value
+            name, value = headers[-1]
+            headers[-1] = (name, value + "\n" + line)
+        else:
+            name, _, value = line.partition(":")
+            headers.append((name, value.removeprefix(" ")))
+    return TestMessage(sender, (recipient,), tuple(headers), body.replace(b"\n", b"\r\n"))
+
+
 def with_domain(message: TestMessage, domain: str) -> TestMessage:
     """``message`` sent from ``alice@domain`` instead (envelope sender and From)."""
     sender = f"alice@{domain}"
@@ -172,6 +191,10 @@ class LoadOptions:
     """Keep this many signed messages (rebuilt as the MTA would write them)."""
     processes: int = 1
     require_signature: bool = True
+    message_file: str | None = None
+    """Send this message (a file) as it is, instead of a generated one of ``body_size``."""
+    require_pass: bool = False
+    """Want an Authentication-Results field with ``dkim=pass``, not a DKIM-Signature."""
 
 
 @dataclass
@@ -370,6 +393,8 @@ class MessagePlan:
         self.leadspc = bool(p & mp.SMFIP_HDR_LEADSPC)
         self.message = message
         self.options = options
+        self.fixed = options.message_file is not None
+        """The message goes as it is: its Message-ID is not rewritten per message."""
         sep = " " if self.leadspc else ""
         self.header_packets: list[tuple[str, bytes]] = [
             (name, mp.packet(mp.SMFIC_HEADER, mp.nul_strings(name, sep + value)))
@@ -437,7 +462,8 @@ def send_message(session: Session, plan: MessagePlan, queue_id: str, first: bool
     if not p & mp.SMFIP_NOHDRS:
         message_id = message_id_packet(plan, queue_id)
         for name, header in plan.header_packets:
-            step(message_id if name == "Message-ID" else header, mp.SMFIP_NR_HDR, "header")
+            own = name == "Message-ID" and not plan.fixed
+            step(message_id if own else header, mp.SMFIP_NR_HDR, "header")
     if not p & mp.SMFIP_NOEOH:
         data = mp.macros(mp.SMFIC_EOH, {"i": queue_id}) + mp.packet(mp.SMFIC_EOH)
         step(data, mp.SMFIP_NR_EOH, "eoh")
@@ -476,8 +502,9 @@ def message_id_packet(plan: MessagePlan, queue_id: str) -> bytes:
     return mp.packet(mp.SMFIC_HEADER, mp.nul_strings("Message-ID", value))
 
 
-def judge(outcome: Outcome, require_signature: bool) -> None:
-    """Raise MessageFailed unless the message was accepted with a DKIM-Signature inserted."""
+def judge(outcome: Outcome, require_signature: bool, require_pass: bool = False) -> None:
+    """Raise MessageFailed unless the message was accepted with a DKIM-Signature inserted
+    (or, ``require_pass``, with an Authentication-Results field saying dkim=pass)."""
     final = outcome.final
     text = outcome.final_data.rstrip(b"\0").decode("ascii", "replace")
     if final == mp.SMFIR_TEMPFAIL or (final == mp.SMFIR_REPLYCODE and text.startswith("4")):
@@ -492,6 +519,12 @@ def judge(outcome: Outcome, require_signature: bool) -> None:
         if command in (mp.SMFIR_INSHEADER, mp.SMFIR_ADDHEADER)
     ):
         raise MessageFailed("no_signature", "end of message: accepted without DKIM-Signature")
+    if require_pass and not any(
+        _header_name(command, data).lower() == "authentication-results" and b"dkim=pass" in data
+        for command, data in outcome.modifications
+        if command in (mp.SMFIR_INSHEADER, mp.SMFIR_ADDHEADER)
+    ):
+        raise MessageFailed("not_pass", "end of message: no Authentication-Results dkim=pass")
 
 
 def _header_name(command: bytes, data: bytes) -> str:
@@ -502,7 +535,10 @@ def _header_name(command: bytes, data: bytes) -> str:
 def rebuild(plan: MessagePlan, queue_id: str, outcome: Outcome) -> bytes:
     """The message as the MTA would write it after the milter's header changes."""
     headers = [
-        (name, message_id_value(plan, queue_id) if name == "Message-ID" else value)
+        (
+            name,
+            message_id_value(plan, queue_id) if name == "Message-ID" and not plan.fixed else value,
+        )
         for name, value in plan.message.headers
     ]
     sep = " " if plan.leadspc else ""
@@ -614,7 +650,7 @@ def _worker(
                     session.send(mp.packet(mp.SMFIC_ABORT))
                 outcome = send_message(session, plan, queue_id, first=index == 0)
                 eom_done = clock()
-                judge(outcome, options.require_signature)
+                judge(outcome, options.require_signature, options.require_pass)
             except Exception as err:  # counted by kind; the run goes on
                 failures[_kind_of(err)] += 1
                 if len(errors) < 5:
@@ -669,7 +705,11 @@ def run_threads(
     ready: Callable[[], None] | None = None,
 ) -> LoadResult:
     """Run ``concurrency`` worker threads in this process until ``count`` or the duration."""
-    message = make_message(options.domain, options.body_size)
+    message = (
+        read_message(options.message_file, f"alice@{options.domain}")
+        if options.message_file
+        else make_message(options.domain, options.body_size)
+    )
     domains = read_domains(options.domains_file) if options.domains_file else []
     shared = _Shared(options, count, None)
     gate = threading.Barrier(concurrency + 1)

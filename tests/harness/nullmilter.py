@@ -12,6 +12,9 @@ header fields, end of header and the body; a reply to every other step), so
 the driver does the same work per message as against the real milters.
 ``--split-eom`` writes the inserted header and the final reply separately
 with Nagle on, as libmilter does, to show the delayed-ACK stall on demand.
+``--quickack`` sets TCP_QUICKACK after every read, so that the MTA's writes
+are acknowledged at once even when nothing is answered (``--protocol`` with
+``SMFIP_NR_*`` bits over TCP).
 
 From ``tests/``: ``python -m harness.nullmilter --socket inet:PORT@127.0.0.1``
 """
@@ -32,7 +35,7 @@ from harness import milterproto as mp
 DEFAULT_PROTOCOL = mp.SMFIP_NOHELO | mp.SMFIP_NORCPT | mp.SMFIP_NOUNKNOWN
 UNIX_NO_REPLIES = mp.SMFIP_NR_DATA | mp.SMFIP_NR_HDR | mp.SMFIP_NR_EOH | mp.SMFIP_NR_BODY
 """Added to the default on a Unix socket, as ldapdkim does."""
-_DUMMY_SIGNATURE = (
+DUMMY_SIGNATURE = (
     " v=1; a=rsa-sha256; c=relaxed/simple; d=example.com; s=null;\n\th=from; "
     "bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=;\n\tb=AAAA"
 )
@@ -54,9 +57,11 @@ _NO_REPLY = {
 class NullMilter(asyncio.Protocol):
     """One MTA connection."""
 
-    def __init__(self, wanted_protocol: int, split_eom: bool) -> None:
+    def __init__(self, wanted_protocol: int, split_eom: bool, quickack: bool = False) -> None:
         self.wanted = wanted_protocol
         self.split_eom = split_eom
+        self.quickack = quickack
+        self.sock: socket.socket | None = None
         self.protocol = 0
         self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
@@ -65,11 +70,15 @@ class NullMilter(asyncio.Protocol):
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         sock = transport.get_extra_info("socket")
+        if self.quickack and sock is not None and sock.family != socket.AF_UNIX:
+            self.sock = sock
         if self.split_eom and sock is not None and sock.family != socket.AF_UNIX:
             # libmilter leaves Nagle on; asyncio turns it off by default.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
 
     def data_received(self, data: bytes) -> None:
+        if self.sock is not None:  # quick mode ends on its own: renew it after each read
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
         buffer = self.buffer
         buffer += data
         replies: list[bytes] = []
@@ -99,7 +108,7 @@ class NullMilter(asyncio.Protocol):
             actions = mp.SMFIF_ADDHDRS & mta_actions
             replies.append(mp.optneg(mp.MILTER_VERSION, actions, self.protocol))
         elif command == mp.SMFIC_BODYEOB:
-            header = struct.pack("!I", 0) + mp.nul_strings("DKIM-Signature", _DUMMY_SIGNATURE)
+            header = struct.pack("!I", 0) + mp.nul_strings("DKIM-Signature", DUMMY_SIGNATURE)
             replies.append(mp.packet(mp.SMFIR_INSHEADER, header))
             if self.split_eom:
                 self._flush(replies)
@@ -113,14 +122,14 @@ class NullMilter(asyncio.Protocol):
         return True
 
 
-async def serve(spec: str, protocol: int, split_eom: bool) -> None:
+async def serve(spec: str, protocol: int, split_eom: bool, quickack: bool = False) -> None:
     address = mp.MilterAddress.parse(spec)
     loop = asyncio.get_running_loop()
     if protocol == DEFAULT_PROTOCOL and not address.is_tcp:
         protocol |= UNIX_NO_REPLIES
 
     def factory() -> NullMilter:
-        return NullMilter(protocol, split_eom)
+        return NullMilter(protocol, split_eom, quickack)
 
     server: asyncio.base_events.Server
     if address.is_tcp:
@@ -146,9 +155,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--split-eom", action="store_true", help="two writes at end of message, Nagle on"
     )
+    parser.add_argument(
+        "--quickack", action="store_true", help="TCP_QUICKACK after every read (TCP only)"
+    )
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(args.socket, args.protocol, args.split_eom))
+        asyncio.run(serve(args.socket, args.protocol, args.split_eom, args.quickack))
     return 0
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from harness.mailsite import AUTHSERV_ID, MailSite, example_site, message
+from harness.milterload import LoadOptions, open_session
+from harness.milterproto import SMFIP_NR_BODY, SMFIP_NR_HDR, MilterAddress
 from harness.mta import MTAS, Mta, MtaSetup, make_mta, milter_behind
 from harness.slapd import Slapd
 from harness.smtp import header_values
@@ -28,9 +30,11 @@ Setup = MtaSetup[Mta]
 
 
 @contextmanager
-def _start(name: str, site: MailSite, tmp_path: Path, *, unix: bool = False) -> Iterator[Setup]:
+def _start(
+    name: str, site: MailSite, tmp_path: Path, *config: str, unix: bool = False
+) -> Iterator[Setup]:
     with closing(make_mta(name, tmp_path / name)) as mta:
-        with milter_behind(mta, site, tmp_path / "milter", unix=unix) as milter:
+        with milter_behind(mta, site, tmp_path / "milter", *config, unix=unix) as milter:
             yield Setup(site, milter, mta)
 
 
@@ -80,6 +84,50 @@ def test_unix_socket_works_as_well(mta_name: str, site: MailSite, tmp_path: Path
             delivered = setup.send(sent)
             verdicts = mail_dkim_verify(delivered, site.dns.port)
             assert [v.result for v in verdicts] == ["pass", "pass"], verdicts
+
+
+def test_over_tcp_the_steps_can_stream_without_replies_too(
+    mta_name: str, site: MailSite, tmp_path: Path
+) -> None:
+    """``NoReplyOverTCP yes``: over inet: the MTA sends DATA, the header fields, end of
+    header and the body without a reply to each; mail is signed and verified as before."""
+    require_mail_dkim()
+    long_one = message(subject="streamed over tcp, long", body="line of the body\r\n" * 12000)
+    with _start(mta_name, site, tmp_path, "NoReplyOverTCP yes") as setup:
+        address = MilterAddress.parse(setup.milter.socket)
+        session = open_session(address, LoadOptions(socket=setup.milter.socket))
+        session.close(polite=True)
+        assert address.is_tcp
+        assert session.negotiated.protocol & SMFIP_NR_HDR and session.negotiated.protocol & (
+            SMFIP_NR_BODY
+        )
+        for sent in (message(subject="streamed over tcp"), long_one):
+            verdicts = mail_dkim_verify(setup.send(sent), site.dns.port)
+            assert [v.result for v in verdicts] == ["pass", "pass"], verdicts
+        good = setup.send(setup.site.signed_elsewhere("streamed outside"), source=OUTSIDE)
+        [value] = header_values(good, "Authentication-Results")
+        assert re.findall(r"dkim=(\w+)", value) == ["pass", "pass"]
+
+
+def test_mail_the_milter_lets_go_early_over_tcp_arrives_whole(
+    mta_name: str, site: MailSite, tmp_path: Path
+) -> None:
+    """Over inet: ldapdkim accepts at end of header what it will neither sign nor verify
+    (Mode v, internal mail of our domain), and skips the body it will not hash (no
+    author to sign for); the MTA still delivers each message, body and all."""
+    body = "a line of the body\r\n" * 8000  # three milter chunks
+    no_author = message(subject="no author", body=body).replace(
+        b"From: Alice <alice@example.com>\r\n", b""
+    )
+    with _start(mta_name, site, tmp_path, "Mode sv") as setup:
+        delivered = setup.send(no_author)
+        assert delivered.endswith(body.encode()) and b"DKIM-Signature" not in delivered
+        assert "not signed: no From header field" in setup.milter.log()
+        setup.milter.reload(site.milter_config("Mode v"))
+        ours = setup.send(message(subject="ours, Mode v", body=body))
+        assert ours.endswith(body.encode())
+        assert header_values(ours, "DKIM-Signature") == []
+        assert header_values(ours, "Authentication-Results") == []
 
 
 def test_submission_listener_signs_outside_clients(setup: Setup) -> None:

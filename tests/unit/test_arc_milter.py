@@ -324,3 +324,20 @@ def test_recipients_are_asked_for_only_when_sealing(make: Any, arc_seal: str, as
 )
 def test_the_domain_of_an_envelope_address(address: str, domain: str | None) -> None:
     assert arcchoice.domain_of(address) == domain
+
+
+def test_over_tcp_mail_to_seal_is_not_let_go_at_end_of_header_though_it_is_not_signed(
+    make: Any, arc: FakeArc
+) -> None:
+    """Where end of header is answered (TCP), mail left alone (here: Mode v, our own
+    domain's) is accepted there and sends no body; mail chosen for sealing keeps its whole
+    body for the seal."""
+    long = OURS.replace(b"Hello\n", b"Hello\n" * 3000)
+    tcp = "Socket inet:8891@127.0.0.1"
+    rc, ctx = make("Mode v", tcp, "ARCSeal yes", "ARCSealHosts 127.0.0.1")(long)
+    assert rc == Milter.ACCEPT and ctx.headers_named("DKIM-Signature") == []
+    assert ctx.body_chunks == 3 and not ctx.body_skipped
+    [call] = arc.sealed
+    assert call["body"] == b"Hello\n" * 3000
+    rc, ctx = make("Mode v", tcp)(long)
+    assert rc == Milter.ACCEPT and ctx.added == [] and not hasattr(ctx, "body_chunks")

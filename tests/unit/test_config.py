@@ -60,6 +60,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 DEFAULTS = {
     "mode": "v",  # sv is the default; 'Mode v' lets the file need no keys
     "socket": "inet:8891@127.0.0.1",
+    "no_reply_over_tcp": False,
     "directory": None,
     "ldap_bind_user": None,
     "ldap_bind_password": None,

@@ -427,6 +427,54 @@ def test_on_a_unix_socket_the_steps_that_always_continue_are_streamed(make: Any)
         assert not protocol & getattr(Milter, step), step
 
 
+def test_over_tcp_the_steps_are_streamed_too_when_the_route_acknowledges_at_once(
+    make: Any,
+) -> None:
+    """NoReplyOverTCP: the site set quickack on the route to the MTA, so no write of the
+    MTA's waits for a delayed ACK (docs/mta.md: 4 ms a message, as on a Unix socket)."""
+    protocol = _negotiated(make, "inet:8891@127.0.0.1\nNoReplyOverTCP yes")
+    for step in _STREAMED:
+        assert protocol & getattr(Milter, step), step
+    for step in _ALWAYS_ANSWERED:
+        assert not protocol & getattr(Milter, step), step
+
+
+_UNSIGNABLE = b"To: bob@example.net\nSubject: no author\n\n" + b"Hello\n" * 3000
+"""From an internal host, but with no author to sign for: refused at end of header."""
+
+
+@pytest.mark.parametrize(
+    ("socket", "skipped"), [("inet:8891@127.0.0.1", True), ("local:/run/l.sock", False)]
+)
+def test_a_body_that_is_not_hashed_is_skipped_where_the_body_step_is_answered(
+    make: Any, socket: str, skipped: bool
+) -> None:
+    """Over TCP the body step is answered, so SKIP spares the MTA sending the rest of a
+    body that nothing hashes; on a Unix socket the body streams without replies."""
+    rc, ctx = make(f"Socket {socket}")(_UNSIGNABLE, ip="127.0.0.1")
+    assert rc == Milter.ACCEPT and ctx.headers_named("DKIM-Signature") == []
+    assert ctx.body_skipped is skipped
+    assert ctx.body_chunks == (1 if skipped else 3)
+    rc, ctx = make(f"Socket {socket}")(MESSAGE.replace(b"Hello", b"Hello" * 3000))
+    assert not ctx.body_skipped and ctx.headers_named("DKIM-Signature")
+
+
+@pytest.mark.parametrize(
+    ("socket", "answered_at_eoh"), [("inet:8891@127.0.0.1", True), ("local:/run/l.sock", False)]
+)
+def test_a_message_left_alone_is_accepted_at_end_of_header_where_that_step_is_answered(
+    make: Any, socket: str, answered_at_eoh: bool
+) -> None:
+    """Mode v leaves internal mail of our domains alone: over TCP it is accepted at end of
+    header and the MTA sends no body; on a Unix socket end of message accepts it."""
+    feed = make("Mode v", f"Socket {socket}")
+    rc, ctx = feed(MESSAGE, ip="127.0.0.1")
+    assert rc == Milter.ACCEPT and ctx.added == []
+    assert hasattr(ctx, "body_chunks") is not answered_at_eoh
+    _, ctx = feed(FOREIGN, ip="127.0.0.1")  # still verified, body and all
+    assert ctx.headers_named("Authentication-Results") == [" mx.example.net;\n\tdkim=none"]
+
+
 def test_a_failure_in_a_step_without_a_reply_is_answered_at_end_of_message(
     make: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

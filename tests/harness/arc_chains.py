@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,10 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from harness import arcreseal
 from harness.arc_judges import MailDkimArc, sealed_fields
 from harness.forge import Header, PrivateKey, key_record, rsa_key
+from ldapdkim.model import Algorithm
+from ldapdkim.signing.arc import seal, verify_chain
+from ldapdkim.signing.keyfetch import DnsLookup
+from ldapdkim.signing.keyring import MemorySigner
 
 DOMAINS = ["relay.example", "list.example", "fwd.example"]
 SELECTORS = {
@@ -155,9 +160,11 @@ SEALERS = [
     "perl-rsa",
     "perl-rsa",
     "forge-ed",
+    "ldapdkim-rsa",
 ]
 """Who seals a hop (repeated for weight): dkimpy or Mail::DKIM with RSA keys of 2048 or
-1024 bits, :mod:`harness.arcreseal` with Ed25519 (the only sealer that can)."""
+1024 bits, :mod:`harness.arcreseal` with Ed25519 (neither of those can), and
+ldapdkim's own ``seal``."""
 
 
 def forged_set(
@@ -186,8 +193,25 @@ def forged_set(
     return fields[:3]
 
 
-def build_base(number: int, rng: random.Random, keys: Keys, perl: MailDkimArc) -> Base:
-    """A message sealed by 1-3 hops, each by dkimpy (RSA or Ed25519) or Mail::DKIM (RSA)."""
+def _ldapdkim_seal(
+    headers: Sequence[Header], body: bytes, keys: Keys, domain: str, srvid: str, t: int,
+    lookup: DnsLookup,
+) -> list[Header]:  # fmt: skip
+    """ldapdkim's own sealer after its own verdict, as the milter seals a hop: its chains
+    are then judged by dkimpy and Mail::DKIM like everyone else's."""
+    verdict = verify_chain(headers, body, lookup, timeout=2)
+    signer = MemorySigner("rsa", Algorithm.RSA_SHA256, keys.private[(domain, "rsa")])
+    results = f"spf=pass smtp.mailfrom=origin.example; arc={verdict.cv.value}"
+    fields = seal(headers, body, verdict, domain=domain, signer=signer, authserv_id=srvid,
+                  results=results, timestamp=t)  # fmt: skip
+    # Folded as for the milter's addheader (LF or CRLF): the message travels with CRLF.
+    return [(n, re.sub(rb"\r?\n", b"\r\n", v.rstrip(b"\r\n")) + b"\r\n") for n, v in fields]
+
+
+def build_base(
+    number: int, rng: random.Random, keys: Keys, perl: MailDkimArc, lookup: DnsLookup
+) -> Base:
+    """A message sealed by 1-3 hops, each by one of :data:`SEALERS`."""
     hops = rng.choice([1, 1, 2, 2, 3])
     body = rng.choice(BODIES)
     headers: list[Header] = [
@@ -225,9 +249,12 @@ def build_base(number: int, rng: random.Random, keys: Keys, perl: MailDkimArc) -
             "forge-ed": "ed",
             "dkimpy-short": "short",
             "perl-rsa": "rsa",
+            "ldapdkim-rsa": "rsa",
         }[sealer]
         if sealer == "forge-ed":
             new = forged_set(headers, body, keys, domain, selector, hop)
+        elif sealer == "ldapdkim-rsa":
+            new = _ldapdkim_seal(headers, body, keys, domain, srvid, T0 + hop, lookup)
         elif sealer.startswith("perl"):
             new = perl.seal(
                 message_of(headers, body),

@@ -50,6 +50,7 @@ from harness.arc_judges import (
 from harness.arc_mutations import LONG, MUTATIONS, NEEDS_HOPS, Mutable, required
 from harness.dnsserver import DnsServer
 from ldapdkim.signing.dnslookup import TxtLookup
+from ldapdkim.signing.keyfetch import DnsLookup
 
 
 @dataclass(frozen=True)
@@ -66,12 +67,12 @@ WEIGHTS = {**dict.fromkeys(MUTATIONS, 1.0), "fifty-sets": 0.01, "fifty-one-sets"
 
 
 def cases(
-    count: int, seed: int, keys: Keys, perl: MailDkimArc, pool_size: int = 0
+    count: int, seed: int, keys: Keys, perl: MailDkimArc, lookup: DnsLookup, pool_size: int = 0
 ) -> Iterator[Case]:
     """``count`` cases, each a base chain of a pool (one base per 40 cases) mutated."""
     rng = random.Random(seed)
     pool_size = pool_size or max(16, count // 40)
-    pool = [build_base(n, rng, keys, perl) for n in range(pool_size)]
+    pool = [build_base(n, rng, keys, perl, lookup) for n in range(pool_size)]
     long: dict[int, Base] = {}
     kinds, weights = list(WEIGHTS), list(WEIGHTS.values())
     key_for = keys.key_for()
@@ -217,7 +218,7 @@ def run(count: int, seed: int = 1, batch_size: int = 500) -> Report:
         perl = MailDkimArc(dns.port, Path(tmp) / "mail_dkim_arc.log")
         report.mail_dkim = perl.version
         try:
-            generated = cases(count, seed, keys, perl)
+            generated = cases(count, seed, keys, perl, lookup)
             while True:
                 batch = [c for _, c in zip(range(batch_size), generated, strict=False)]
                 if not batch:

@@ -42,10 +42,13 @@ MESSAGE_SIGNATURE_TAGS = frozenset(
 )
 """The ARC-Message-Signature tags (RFC 8617 §4.1.2: DKIM-Signature's, ``i=`` an instance)."""
 
-# RFC 8617 §4.1.1: instance = [CFWS] %s"i" [CFWS] "=" [CFWS] 1*2DIGIT [CFWS]
-_FWS = rb"(?:[ \t]|\r\n[ \t])*"
+# RFC 8617 §4.1.1: instance = [CFWS] %s"i" [CFWS] "=" [CFWS] 1*2DIGIT [CFWS]; CFWS is
+# folding white space and comments (RFC 5322 §3.2.2), which hold quoted pairs and nest
+# (read here to two levels: a deeper comment leaves the AAR without an instance).
+_COMMENT = rb"\((?:[^()\\]|\\.|\((?:[^()\\]|\\.)*\))*\)"
+_CFWS = rb"(?:[ \t]|\r\n[ \t]|" + _COMMENT + rb")*"
 _AAR_INSTANCE = re.compile(
-    rb"\A" + _FWS + rb"i" + _FWS + rb"=" + _FWS + rb"([0-9]+)" + _FWS + rb";"
+    rb"\A" + _CFWS + rb"i" + _CFWS + rb"=" + _CFWS + rb"([0-9]+)" + _CFWS + rb";", re.DOTALL
 )
 _INSTANCE = re.compile(r"[0-9]{1,2}\Z")
 

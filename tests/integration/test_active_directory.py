@@ -44,6 +44,8 @@ SCHEMA_NAMES = {
     "dkimSignPrivateKey": ("2.5.5.10", 4, True),
     "dkimSignPublicKey": ("2.5.5.5", 22, True),
     "dkimSignNotAfter": ("2.5.5.11", 24, True),
+    "dkimSignArcSelector": ("2.5.5.12", 64, True),
+    "dkimSignArcAddress": ("2.5.5.12", 64, False),
 }
 INDEXED, CONFIDENTIAL = 0x1, 0x80
 
@@ -85,7 +87,7 @@ def test_the_ldf_loads_with_active_directory_syntaxes_and_search_flags(samba_ad:
     finally:
         conn.unbind_s()
     schema = {a["lDAPDisplayName"][0].decode(): a for dn, a in found if dn}
-    assert len(schema) == 20  # 18 attributes, 2 classes
+    assert len(schema) == 22  # 20 attributes, 2 classes
     for name, (syntax, om, single) in SCHEMA_NAMES.items():
         entry = schema[name]
         assert entry["attributeSyntax"] == [syntax.encode()], name

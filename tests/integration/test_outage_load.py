@@ -92,7 +92,7 @@ class Outage:
         reached = threading.Event()
         happened = threading.Event()
 
-        def counting_judge(outcome: milterload.Outcome, require_signature: bool) -> None:
+        def counting_judge(outcome: milterload.Outcome, *wanted: bool) -> None:
             with lock:
                 self.answered_at.append(time.monotonic())
                 answered = len(self.answered_at)
@@ -100,7 +100,7 @@ class Outage:
                     reached.set()
             if answered >= OUTAGE_AFTER:
                 happened.wait(60)
-            judge(outcome, require_signature)
+            judge(outcome, *wanted)
 
         monkeypatch.setattr(milterload, "judge", counting_judge)
         results: list[milterload.LoadResult] = []

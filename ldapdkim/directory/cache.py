@@ -108,10 +108,10 @@ class CachedResolver:
             cached = self._cached(name)
         if cached is not None:
             self.stats.hits += 1
-            metrics.CACHE_LOOKUPS.labels(result="hit").inc()
+            metrics.labelled(metrics.CACHE_LOOKUPS, "hit").inc()
             return _deliver(cached)
         self.stats.misses += 1
-        metrics.CACHE_LOOKUPS.labels(result="miss").inc()
+        metrics.labelled(metrics.CACHE_LOOKUPS, "miss").inc()
         try:
             answer: Answer = self.directory.resolve(name)
         except (DomainNotSigned, DirectoryError) as refusal:

@@ -800,10 +800,10 @@ def _count_verified(results: list[VerifyResult]) -> None:
         verdict = DkimResult.PASS
     else:
         verdict = results[0].result
-    metrics.MESSAGES_VERIFIED.labels(result=verdict.value).inc()
+    metrics.labelled(metrics.MESSAGES_VERIFIED, verdict.value).inc()
     for r in results:
         algorithm = r.algorithm if r.algorithm in _KNOWN_ALGORITHMS else "unknown"
-        metrics.SIGNATURES_VERIFIED.labels(algorithm=algorithm, result=r.result.value).inc()
+        metrics.labelled(metrics.SIGNATURES_VERIFIED, algorithm, r.result.value).inc()
 
 
 class _NotSealed(Exception):

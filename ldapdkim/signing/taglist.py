@@ -74,10 +74,16 @@ def strip_fws(text: bytes) -> bytes:
 
 
 def unfolded(value: bytes) -> bytes:
-    """``value`` without FWS; most values have none, and a long b= need not be scanned."""
+    """``value`` without FWS; most values have none, and a long b= need not be scanned.
+
+    The same as ``FWS.sub(b"", value)``, without a regular expression: FWS
+    takes every blank, and a CRLF exactly when a blank follows it.
+    """
     if b" " not in value and b"\t" not in value:
         return value
-    return FWS.sub(b"", value)
+    if b"\r" in value:
+        value = value.replace(b"\r\n ", b" ").replace(b"\r\n\t", b"\t")
+    return value.translate(None, b" \t")
 
 
 def plain(value: bytes) -> str:

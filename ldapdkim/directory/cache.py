@@ -19,6 +19,7 @@ the caches only; directory queries run outside it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -42,6 +43,10 @@ from ldapdkim.model import Resolution
 log = logging.getLogger(__name__)
 
 Answer = Resolution | DomainNotSigned | DirectoryError
+
+_normalized = functools.lru_cache(maxsize=4096)(normalize_domain)
+"""normalize_domain, remembered for the From domains mail repeats (bounded; a name
+that is no domain raises each time)."""
 
 
 @dataclass
@@ -98,7 +103,7 @@ class CachedResolver:
             DirectoryUnavailable: the directory cannot be asked and nothing
                 recent enough is known.
         """
-        name = normalize_domain(domain)
+        name = _normalized(domain)
         generation = self.directory.backend.generation
         with self._lock:
             if generation != self._generation:

@@ -168,12 +168,12 @@ def _define(registry: CollectorRegistry | None) -> None:
 
 def count_action(outcome: Outcome, action: str) -> None:
     """Count an ``On-*`` action taken."""
-    ACTIONS.labels(outcome=outcome.keyword, action=action).inc()
+    labelled(ACTIONS, outcome.keyword, action).inc()
 
 
 def count_not_signed(reason: NotSignedReason) -> None:
     """Count a message to sign that was not signed."""
-    MESSAGES_NOT_SIGNED.labels(reason=reason.value).inc()
+    labelled(MESSAGES_NOT_SIGNED, reason.value).inc()
 
 
 def _zero_series() -> None:

@@ -188,7 +188,7 @@ class CachedResolver:
             age = self._clock() - fetched
             if age <= self.max_stale:
                 self.stats.stale_served += 1
-                metrics.CACHE_LOOKUPS.labels(result="stale").inc()
+                metrics.labelled(metrics.CACHE_LOOKUPS, "stale").inc()
                 log.warning(
                     "directory unavailable; using what it said about %s %.0f s ago", name, age
                 )

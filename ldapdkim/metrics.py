@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TypeVar
 
 import prometheus_client
 import prometheus_client.metrics
@@ -54,6 +55,22 @@ ARC_RESULTS = ("none", "pass", "fail")
 
 _series: list[Counter | Histogram] = []
 """What :func:`_define` made last, for :func:`use_multiprocess` to take out of REGISTRY."""
+
+_Series = TypeVar("_Series", Counter, Histogram)
+_children: dict[tuple[Counter | Histogram, tuple[str, ...]], Counter | Histogram] = {}
+"""The labelled series :func:`labelled` handed out; bounded, as label values are closed sets."""
+
+
+def labelled(series: _Series, *values: str) -> _Series:
+    """``series.labels(*values)``, looked up once (per-message paths count several times).
+
+    ``values`` in the order of the series' label names, from closed sets only.
+    """
+    key = (series, values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = series.labels(*values)
+    return child  # type: ignore[return-value]
 
 
 def _define(registry: CollectorRegistry | None) -> None:
@@ -145,17 +162,18 @@ def _define(registry: CollectorRegistry | None) -> None:
         SIGNATURES_VERIFIED, ERRORS, LDAP_SEARCHES, CACHE_LOOKUPS, DNS_QUERIES,
         ARC_CHAINS_VERIFIED, ARC_SEALS, ARC_NOT_SEALED,
     ]  # fmt: skip
+    _children.clear()
     _zero_series()
 
 
 def count_action(outcome: Outcome, action: str) -> None:
     """Count an ``On-*`` action taken."""
-    ACTIONS.labels(outcome=outcome.keyword, action=action).inc()
+    labelled(ACTIONS, outcome.keyword, action).inc()
 
 
 def count_not_signed(reason: NotSignedReason) -> None:
     """Count a message to sign that was not signed."""
-    MESSAGES_NOT_SIGNED.labels(reason=reason.value).inc()
+    labelled(MESSAGES_NOT_SIGNED, reason.value).inc()
 
 
 def _zero_series() -> None:

@@ -19,6 +19,7 @@ the caches only; directory queries run outside it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -42,6 +43,10 @@ from ldapdkim.model import Resolution
 log = logging.getLogger(__name__)
 
 Answer = Resolution | DomainNotSigned | DirectoryError
+
+_normalized = functools.lru_cache(maxsize=4096)(normalize_domain)
+"""normalize_domain, remembered for the From domains mail repeats (bounded; a name
+that is no domain raises each time)."""
 
 
 @dataclass
@@ -98,7 +103,7 @@ class CachedResolver:
             DirectoryUnavailable: the directory cannot be asked and nothing
                 recent enough is known.
         """
-        name = normalize_domain(domain)
+        name = _normalized(domain)
         generation = self.directory.backend.generation
         with self._lock:
             if generation != self._generation:
@@ -108,10 +113,10 @@ class CachedResolver:
             cached = self._cached(name)
         if cached is not None:
             self.stats.hits += 1
-            metrics.CACHE_LOOKUPS.labels(result="hit").inc()
+            metrics.labelled(metrics.CACHE_LOOKUPS, "hit").inc()
             return _deliver(cached)
         self.stats.misses += 1
-        metrics.CACHE_LOOKUPS.labels(result="miss").inc()
+        metrics.labelled(metrics.CACHE_LOOKUPS, "miss").inc()
         try:
             answer: Answer = self.directory.resolve(name)
         except (DomainNotSigned, DirectoryError) as refusal:
@@ -183,7 +188,7 @@ class CachedResolver:
             age = self._clock() - fetched
             if age <= self.max_stale:
                 self.stats.stale_served += 1
-                metrics.CACHE_LOOKUPS.labels(result="stale").inc()
+                metrics.labelled(metrics.CACHE_LOOKUPS, "stale").inc()
                 log.warning(
                     "directory unavailable; using what it said about %s %.0f s ago", name, age
                 )

@@ -107,7 +107,7 @@ def _timed_search() -> Iterator[None]:
         result = "ok"
         raise
     finally:
-        metrics.LDAP_SEARCHES.labels(result=result).observe(time.monotonic() - started)
+        metrics.labelled(metrics.LDAP_SEARCHES, result).observe(time.monotonic() - started)
 
 
 class LdapBackend:

@@ -521,7 +521,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         self.runtime.counters.add("signed")
         metrics.MESSAGES_SIGNED.inc()
         for signer in signers:
-            metrics.SIGNATURES_MADE.labels(algorithm=signer.algorithm.value).inc()
+            metrics.labelled(metrics.SIGNATURES_MADE, signer.algorithm.value).inc()
         if settings.syslog_success or settings.log_why:
             for signer in signers:
                 self.log.info(
@@ -667,7 +667,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
                 timeout=settings.dns_timeout,
                 minimum_key_bits=settings.minimum_key_bits,
             )
-            metrics.ARC_CHAINS_VERIFIED.labels(cv=verdict.cv.value).inc()
+            metrics.labelled(metrics.ARC_CHAINS_VERIFIED, verdict.cv.value).inc()
             if verdict.cv is ChainValidation.FAIL or settings.syslog_success:
                 self.log.info(
                     "ARC chain cv=%s sets=%d sealer=%s%s",
@@ -689,7 +689,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             try:
                 self._seal()
             except _NotSealed as not_sealed:
-                metrics.ARC_NOT_SEALED.labels(reason=not_sealed.reason.value).inc()
+                metrics.labelled(metrics.ARC_NOT_SEALED, not_sealed.reason.value).inc()
                 self.log.info("not sealed: %s", not_sealed)
         return reply
 
@@ -763,7 +763,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             text = value.decode("ascii").replace("\r\n", "\n").lstrip()
             self.addheader(name.decode("ascii"), self._space(text), 0)
         cv = ChainValidation.NONE if verdict.instances == 0 else verdict.cv
-        metrics.ARC_SEALS.labels(cv=cv.value).inc()
+        metrics.labelled(metrics.ARC_SEALS, cv.value).inc()
         if settings.syslog_success or settings.log_why:
             self.log.info(
                 "sealed i=%d d=%s s=%s cv=%s",
@@ -800,10 +800,10 @@ def _count_verified(results: list[VerifyResult]) -> None:
         verdict = DkimResult.PASS
     else:
         verdict = results[0].result
-    metrics.MESSAGES_VERIFIED.labels(result=verdict.value).inc()
+    metrics.labelled(metrics.MESSAGES_VERIFIED, verdict.value).inc()
     for r in results:
         algorithm = r.algorithm if r.algorithm in _KNOWN_ALGORITHMS else "unknown"
-        metrics.SIGNATURES_VERIFIED.labels(algorithm=algorithm, result=r.result.value).inc()
+        metrics.labelled(metrics.SIGNATURES_VERIFIED, algorithm, r.result.value).inc()
 
 
 class _NotSealed(Exception):

@@ -60,7 +60,7 @@ class TxtLookup:
         except (dns.resolver.NoNameservers, dns.exception.DNSException) as err:
             raise DnsTemporaryError(f"DNS query for {name} TXT failed: {err}") from None
         finally:
-            metrics.DNS_QUERIES.labels(result=result).observe(time.monotonic() - started)
+            metrics.labelled(metrics.DNS_QUERIES, result).observe(time.monotonic() - started)
         return [b"".join(rdata.strings) for rdata in answer]
 
     def cached(self, name: str, /) -> list[bytes] | None:
@@ -79,5 +79,5 @@ class TxtLookup:
         if answer is None or answer.rrset is None:
             return None
         found = [b"".join(rdata.strings) for rdata in answer]
-        metrics.DNS_QUERIES.labels(result="answer").observe(time.monotonic() - started)
+        metrics.labelled(metrics.DNS_QUERIES, "answer").observe(time.monotonic() - started)
         return found

@@ -44,78 +44,139 @@ def parse_key_record(record: bytes, signature: Signature, minimum_bits: int) -> 
     name = signature.key_name
     if len(record) > MAX_KEY_RECORD:
         raise permerror(Failure.KEY_UNUSABLE, f"key record at {name} is too long")
-    # A TXT record is no header field: a line break in it is a blank like any other.
-    text = record.replace(b"\r\n", b" ").replace(b"\n", b" ").replace(b"\r", b" ")
-    try:
-        tags = parse_tag_list(text, KEY_RECORD_TAGS, strict_values=False)
-    except ValueError as err:
-        raise permerror(Failure.KEY_UNUSABLE, f"key record at {name} is malformed: {err}") from None
-    if "v" in tags and plain(tags["v"]).upper() != "DKIM1":
+    fields = _record_fields(record)
+    if fields.malformed is not None:
+        raise permerror(
+            Failure.KEY_UNUSABLE, f"key record at {name} is malformed: {fields.malformed}"
+        )
+    if not fields.dkim1:
         # §3.6.1: records with another version are discarded.  (That v= comes
         # first binds whoever publishes the record; a verifier gains nothing by
         # refusing a DKIM1 record that lists it later, and none of the others do.)
         raise permerror(Failure.KEY_UNUSABLE, f"key record at {name} is not v=DKIM1")
-    if "h" in tags and "sha256" not in colon_list(tags["h"]):
+    if not fields.sha256:
         raise permerror(Failure.KEY_UNUSABLE, f"key record at {name} does not allow sha256 (h=)")
-    key_type = plain(tags.get("k", b"rsa")).lower()
+    key_type = fields.key_type
     if key_type != signature.key_type:
         raise permerror(
             Failure.KEY_UNUSABLE,
             f"key record at {name} is k={key_type}, the signature a={signature.algorithm}",
         )
-    services = colon_list(tags.get("s", b"*"))
-    if "*" not in services and "email" not in services:
+    if not fields.email:
         raise permerror(Failure.KEY_UNUSABLE, f"key record at {name} is not for email (s=)")
-    flags = colon_list(tags.get("t", b""))
-    if "s" in flags and signature.identity and signature.identity_domain != signature.domain:
+    if fields.strict and signature.identity and signature.identity_domain != signature.domain:
         raise permerror(
             Failure.KEY_UNUSABLE, f"key record at {name} has t=s: i= must be in d= itself"
         )
-    if "p" not in tags:
+    if fields.p is None:
         raise permerror(Failure.KEY_UNUSABLE, f"key record at {name} has no p=")
-    data = base64_value(tags["p"], f"p= of the key record at {name}")
+    data = fields.data
+    if data is None:  # not base64: say so as for any other base64 value
+        data = base64_value(fields.p, f"p= of the key record at {name}")
     if not data:
         raise permerror(Failure.KEY_UNUSABLE, f"key at {name} is revoked (empty p=)")
     key = _load_key(data, key_type, name, minimum_bits)
-    return PublicKey(key, "y" in flags)
+    return PublicKey(key, fields.testing)
+
+
+@dataclass(frozen=True)
+class _RecordFields:
+    """What a key record says, whichever signature it is checked for."""
+
+    malformed: str | None
+    """Why the record is no tag list, or None."""
+    dkim1: bool = True
+    sha256: bool = True
+    """Its ``h=`` (if any) allows sha256."""
+    key_type: str = "rsa"
+    email: bool = True
+    """Its ``s=`` (if any) allows email."""
+    strict: bool = False
+    """``t=s``: ``i=`` must be in ``d=`` itself."""
+    testing: bool = False
+    p: bytes | None = None
+    """``p=`` as written, None when the record has none."""
+    data: bytes | None = None
+    """``p=`` decoded, None when it is absent or not base64."""
+
+
+@functools.lru_cache(maxsize=1024)
+def _record_fields(record: bytes) -> _RecordFields:
+    """The tags of ``record`` (at most MAX_KEY_RECORD octets), read once for the many
+    messages signed with one key."""
+    # A TXT record is no header field: a line break in it is a blank like any other.
+    text = record.replace(b"\r\n", b" ").replace(b"\n", b" ").replace(b"\r", b" ")
+    try:
+        tags = parse_tag_list(text, KEY_RECORD_TAGS, strict_values=False)
+    except ValueError as err:
+        return _RecordFields(str(err))
+    if "v" in tags and plain(tags["v"]).upper() != "DKIM1":
+        return _RecordFields(None, dkim1=False)
+    if "h" in tags and "sha256" not in colon_list(tags["h"]):
+        return _RecordFields(None, sha256=False)
+    key_type = plain(tags.get("k", b"rsa")).lower()
+    services = colon_list(tags.get("s", b"*"))
+    flags = colon_list(tags.get("t", b""))
+    p = tags.get("p")
+    data: bytes | None = None
+    if p is not None:
+        try:
+            data = base64_value(p, "p=")
+        except _Verdict:
+            data = None
+    return _RecordFields(
+        None,
+        key_type=key_type,
+        email="*" in services or "email" in services,
+        strict="s" in flags,
+        testing="y" in flags,
+        p=p,
+        data=data,
+    )
 
 
 def _load_key(
     data: bytes, key_type: str, name: str, minimum_bits: int
 ) -> rsa.RSAPublicKey | ed25519.Ed25519PublicKey:
-    key = _public_key(data, key_type)
-    if key is None:
+    loaded = _public_key(data, key_type)
+    if loaded is None:
         what = "a 32-octet Ed25519 key" if key_type == "ed25519" else "an RSA key"
         raise permerror(Failure.KEY_UNUSABLE, f"key at {name} is not {what}")
-    if isinstance(key, rsa.RSAPublicKey):
-        if key.key_size < minimum_bits:
+    key, bits = loaded
+    if bits:  # an RSA key
+        if bits < minimum_bits:
             # RFC 8301 invalidates keys under 1024 bits; a larger one refused only by a
             # stricter MinimumKeyBits is this site's policy (RFC 8601 "policy", as OpenDKIM).
-            result = DkimResult.POLICY if key.key_size >= RFC_8301_BITS else DkimResult.PERMERROR
+            result = DkimResult.POLICY if bits >= RFC_8301_BITS else DkimResult.PERMERROR
             raise _Verdict(
                 result,
                 Failure.KEY_UNUSABLE,
-                f"key at {name} has {key.key_size} bits, fewer than MinimumKeyBits {minimum_bits}",
+                f"key at {name} has {bits} bits, fewer than MinimumKeyBits {minimum_bits}",
             )
-        if key.key_size > MAX_RSA_BITS:
+        if bits > MAX_RSA_BITS:
             raise permerror(
                 Failure.KEY_UNUSABLE,
-                f"key at {name} has {key.key_size} bits, more than {MAX_RSA_BITS}",
+                f"key at {name} has {bits} bits, more than {MAX_RSA_BITS}",
             )
     return key
 
 
 @functools.lru_cache(maxsize=1024)
-def _public_key(data: bytes, key_type: str) -> rsa.RSAPublicKey | ed25519.Ed25519PublicKey | None:
-    """The key ``p=`` holds, or None; parsed once for the many signatures that share it."""
+def _public_key(
+    data: bytes, key_type: str
+) -> tuple[rsa.RSAPublicKey | ed25519.Ed25519PublicKey, int] | None:
+    """The key ``p=`` holds and its bits (0 for Ed25519), or None; parsed once for the
+    many signatures that share it."""
     if key_type == "ed25519":
-        return ed25519.Ed25519PublicKey.from_public_bytes(data) if len(data) == 32 else None
+        if len(data) != 32:
+            return None
+        return ed25519.Ed25519PublicKey.from_public_bytes(data), 0
     key: object
     try:
         key = serialization.load_der_public_key(data)
     except (ValueError, TypeError):
         key = _pkcs1_key(data)
-    return key if isinstance(key, rsa.RSAPublicKey) else None
+    return (key, key.key_size) if isinstance(key, rsa.RSAPublicKey) else None
 
 
 def _pkcs1_key(data: bytes) -> object:

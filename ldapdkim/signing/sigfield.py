@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from ldapdkim.model import DkimResult, Failure
-from ldapdkim.signing.taglist import FWS, colon_list, parse_tag_list, plain, unfolded
+from ldapdkim.signing.taglist import colon_list, parse_tag_list, plain, unfolded
 
 MAX_SIGNATURES = 64
 """Signature fields considered per message; the rest are ignored."""
@@ -136,7 +136,7 @@ def parse_signature(index: int, value: bytes, now: int) -> Signature:
     header_canon, body_canon = _canonicalization(tags.get("c", b"simple"))
     domain = checked_domain(plain(tags["d"]), "d=")
     selector = checked_selector(tags["s"])
-    headers = tuple(h.strip(b" \t\r\n").lower() for h in FWS.sub(b"", tags["h"]).split(b":"))
+    headers = tuple(h.strip(b" \t\r\n").lower() for h in unfolded(tags["h"]).split(b":"))
     if len(headers) > MAX_HEADER_NAMES:
         raise permerror(Failure.SYNTAX, f"h= names {len(headers)} fields; too many")
     if not all(_FIELD_NAME.match(h) for h in headers):
@@ -198,7 +198,7 @@ def _identity(value: bytes | None, domain: str) -> tuple[str, str]:
     """``i=`` decoded from dkim-quoted-printable, and its domain (``d=`` when absent)."""
     if value is None:
         return "", domain
-    raw = FWS.sub(b"", value)
+    raw = unfolded(value)
     decoded = _QP.sub(lambda m: bytes([int(m.group(1), 16)]), raw)
     local, at, host = decoded.rpartition(b"@")
     if not at:

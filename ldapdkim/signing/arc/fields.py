@@ -29,7 +29,7 @@ from ldapdkim.signing.sigfield import (
     checked_selector,
     permerror,
 )
-from ldapdkim.signing.taglist import FWS, plain
+from ldapdkim.signing.taglist import plain, unfolded
 
 _MESSAGE_SIGNATURE_REQUIRED = ("i", "a", "b", "bh", "d", "h", "s")
 _SEAL_REQUIRED = ("i", "a", "b", "cv", "d", "s")
@@ -44,7 +44,7 @@ def message_signature(field: ArcField, now: int) -> Signature:
     tags = _required(field, _MESSAGE_SIGNATURE_REQUIRED, "ARC-Message-Signature")
     algorithm = _algorithm(tags["a"])
     header_canon, body_canon = _canonicalization(tags.get("c", b"simple"))
-    headers = tuple(h.strip(b" \t\r\n").lower() for h in FWS.sub(b"", tags["h"]).split(b":"))
+    headers = tuple(h.strip(b" \t\r\n").lower() for h in unfolded(tags["h"]).split(b":"))
     if len(headers) > MAX_HEADER_NAMES:
         raise permerror(Failure.SYNTAX, f"h= names {len(headers)} fields; too many")
     if b"from" not in headers:

@@ -346,63 +346,23 @@ def profiled(
 # -- the floor and the key operations -------------------------------------------------
 
 
-def serve_floor(socket: str, mode: str) -> None:
-    """A pymilter milter with ldapdkim's callbacks and negotiation that does no work: at end
-    of message it adds the one field the driver checks for, with a fixed value."""
-    import Milter  # only the floor process needs pymilter
-
-    name, value = (
-        ("DKIM-Signature", "v=1; a=rsa-sha256; d=floor.test; s=floor; bh=; b=")
-        if mode == "sign"
-        else ("Authentication-Results", f"{AUTHSERV_ID}; dkim=pass header.d=floor.test")
-    )
-
-    @Milter.header_leading_space
-    class Floor(Milter.Base):  # type: ignore[misc]
-        def connect(self, *args: object) -> int:
-            return Milter.CONTINUE  # type: ignore[no-any-return]
-
-        def envfrom(self, *args: object) -> int:
-            return Milter.CONTINUE  # type: ignore[no-any-return]
-
-        @Milter.noreply  # type: ignore[untyped-decorator]
-        def data(self) -> int:
-            return Milter.CONTINUE  # type: ignore[no-any-return]
-
-        @Milter.noreply  # type: ignore[untyped-decorator]
-        def header(self, *args: object) -> int:
-            return Milter.CONTINUE  # type: ignore[no-any-return]
-
-        @Milter.noreply  # type: ignore[untyped-decorator]
-        def eoh(self) -> int:
-            return Milter.CONTINUE  # type: ignore[no-any-return]
-
-        @Milter.noreply  # type: ignore[untyped-decorator]
-        def body(self, chunk: bytes) -> int:
-            return Milter.CONTINUE  # type: ignore[no-any-return]
-
-        def eom(self) -> int:
-            self.addheader(name, f" {value}", 0)
-            return Milter.ACCEPT  # type: ignore[no-any-return]
-
-    Milter.factory = Floor
-    Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.QUARANTINE)
-    print(f"listening on {socket}", flush=True)
-    Milter.runmilter("floor", socket.replace("local:", "unix:", 1), 240)
-
-
 class FloorProcess:
-    """:func:`serve_floor` in a subprocess, on a Unix socket."""
+    """:mod:`harness.pynullmilter` (ldapdkim's callbacks and negotiation, no work) in a
+    subprocess, on a Unix socket, answering as ldapdkim does in ``mode``."""
 
     def __init__(self, workdir: Path, mode: str) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.socket = f"local:{workdir / 'floor.sock'}"
         self.process = start_and_wait(
-            [sys.executable, __file__, "--mode", mode, "--serve-floor", self.socket],
+            [
+                *(sys.executable, "-m", "harness.pynullmilter", "--socket", self.socket),
+                *("--answer", mode, "--authserv-id", AUTHSERV_ID),
+            ],
             name="floor milter",
             until=f"listening on {self.socket}",
             ready=lambda: accepts(self.socket),
             timeout=15,
+            cwd=milterload.TESTS_DIR,
             log_path=workdir / "floor.log",
         )
 
@@ -510,11 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--save", type=Path, help="write tree N's profile to SAVE-N.txt")
-    parser.add_argument("--serve-floor", metavar="SOCKET", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve_floor:
-        serve_floor(args.serve_floor, args.mode)
-        return 0
     trees = [t.resolve() for t in args.tree or [REPO]]
     failed = 0
     with (

@@ -5,8 +5,10 @@ header, body chunks, end of message, abort, close), the same decorators on
 them and the same negotiation (:data:`ldapdkim.milter.session.NO_REPLY_STEPS`
 skipped on a Unix socket, or on any socket with ``--no-reply``), and at end of
 message inserts one ``DKIM-Signature`` field of a fixed dummy value, as
-ldapdkim does when it signs.  Its CPU per message is what libmilter, pymilter
-and the protocol cost before ldapdkim does any work of its own.
+ldapdkim does when it signs (``--answer verify``: an ``Authentication-Results``
+field saying ``dkim=pass``, as ldapdkim adds when it verifies).  Its CPU per
+message is what libmilter, pymilter and the protocol cost before ldapdkim
+does any work of its own.
 
 From ``tests/``: ``python -m harness.pynullmilter --socket inet:PORT@127.0.0.1``
 """
@@ -30,6 +32,8 @@ class NullPyMilter(Milter.Base):  # type: ignore[misc]
 
     no_reply = False
     """Skip the replies to the no-reply steps on any socket (class-wide, set by main)."""
+    answer = ("DKIM-Signature", DUMMY_SIGNATURE)
+    """The field inserted at end of message (class-wide, set by main)."""
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
@@ -67,7 +71,7 @@ class NullPyMilter(Milter.Base):  # type: ignore[misc]
         return Milter.CONTINUE  # type: ignore[no-any-return]
 
     def eom(self) -> int:
-        self.addheader("DKIM-Signature", DUMMY_SIGNATURE, 0)
+        self.addheader(*self.answer, 0)
         return Milter.ACCEPT  # type: ignore[no-any-return]
 
 
@@ -80,12 +84,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="auto",
         help="skip the no-reply steps' replies: auto (Unix sockets only, as ldapdkim), on, off",
     )
+    parser.add_argument(
+        "--answer",
+        choices=("sign", "verify"),
+        default="sign",
+        help="insert a dummy DKIM-Signature (sign) or Authentication-Results dkim=pass (verify)",
+    )
+    parser.add_argument("--authserv-id", default="mx.example.net", help="of the verify answer")
     args = parser.parse_args(argv)
+    if args.answer == "verify":
+        value = f" {args.authserv_id}; dkim=pass header.d=floor.test"
+        NullPyMilter.answer = ("Authentication-Results", value)
     local = not args.socket.startswith("inet")
     NullPyMilter.no_reply = args.no_reply == "on" or (args.no_reply == "auto" and local)
     Milter.factory = NullPyMilter
     print(f"listening on {args.socket}", flush=True)
-    Milter.runmilter("pynullmilter", args.socket, 30)
+    Milter.runmilter("pynullmilter", args.socket.replace("local:", "unix:", 1), 30)
     return 0
 
 

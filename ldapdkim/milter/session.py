@@ -554,6 +554,13 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             raise first
         return signers
 
+    def _body(self) -> bytes:
+        """The body kept for verifying or sealing, joined once however many of DKIM
+        verification, the ARC check and the seal read it."""
+        if len(self.chunks) != 1:
+            self.chunks = [b"".join(self.chunks)]
+        return self.chunks[0]
+
     def _space(self, text: str) -> str:
         return f" {text}" if self._protocol & LEADSPC else text
 
@@ -565,7 +572,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
         author = policy.readable_author_domain(self.headers)
         results = verify(
             self.headers,
-            b"".join(self.chunks),
+            self._body(),
             runtime.lookup,
             author_domain=author,
             max_signatures=settings.maximum_signatures_to_verify,
@@ -662,7 +669,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             settings = self.runtime.settings
             verdict = verify_chain(
                 self.headers,
-                b"".join(self.chunks),
+                self._body(),
                 self.runtime.lookup,
                 timeout=settings.dns_timeout,
                 minimum_key_bits=settings.minimum_key_bits,
@@ -741,7 +748,7 @@ class DkimMilter(Milter.Base):  # type: ignore[misc]
             )
         except KeyUnavailable as err:
             raise _NotSealed(NotSealedReason.NO_SEALING_KEY, err) from None
-        body = b"".join(self.chunks)
+        body = self._body()
         results = authresults.payload(self._dkim_results(body), self._arc_result())
         try:
             fields = seal(

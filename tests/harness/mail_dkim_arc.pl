@@ -23,11 +23,12 @@ use strict;
 use warnings;
 
 use Mail::DKIM 0.50;
-use Mail::DKIM::DNS;
 use Mail::DKIM::ARC::Verifier;
 use Mail::DKIM::ARC::Signer;
 use Mail::DKIM::TextWrap;    # folded fields, as MTAs using it seal
-use Net::DNS::Resolver;
+use FindBin;
+use lib $FindBin::RealBin;
+use LoopbackDns;
 
 my ( $port, $timeout ) = @ARGV;
 defined $port && $port =~ /^\d+$/
@@ -39,21 +40,7 @@ binmode STDOUT;
 $| = 1;
 print "version $Mail::DKIM::VERSION\n";
 
-# Only our server: no /etc/resolv.conf, no search list.
-my $resolver = Net::DNS::Resolver->new(
-    config_file => '/dev/null',
-    nameservers => ['127.0.0.1'],
-    port        => $port,
-    recurse     => 1,
-    defnames    => 0,
-    dnsrch      => 0,
-    retry       => 1,
-    retrans     => $timeout,
-    udp_timeout => $timeout,
-    tcp_timeout => $timeout,
-);
-Mail::DKIM::DNS::resolver($resolver);
-$Mail::DKIM::DNS::TIMEOUT = $timeout + 1;
+LoopbackDns::use_only( $port, $timeout );    # only our DNS server
 
 while ( defined( my $line = <STDIN> ) ) {
     chomp $line;

@@ -29,10 +29,11 @@ use strict;
 use warnings;
 
 use Mail::DKIM 0.40;
-use Mail::DKIM::DNS;
 use Mail::DKIM::Verifier;
 use Mail::DKIM::ARC::Verifier;
-use Net::DNS::Resolver;
+use FindBin;
+use lib $FindBin::RealBin;
+use LoopbackDns;
 
 my ( $port, $timeout ) = @ARGV;
 defined $port && $port =~ /^\d+$/
@@ -41,22 +42,7 @@ $timeout = 2 unless defined $timeout && $timeout =~ /^\d+$/;
 
 print STDERR "version $Mail::DKIM::VERSION\n";
 
-# Only our server: no /etc/resolv.conf, no search list, no retries beyond
-# the timeout, so a swallowed query becomes a temperror in about $timeout s.
-my $resolver = Net::DNS::Resolver->new(
-    config_file => '/dev/null',
-    nameservers => ['127.0.0.1'],
-    port        => $port,
-    recurse     => 1,
-    defnames    => 0,
-    dnsrch      => 0,
-    retry       => 1,
-    retrans     => $timeout,
-    udp_timeout => $timeout,
-    tcp_timeout => $timeout,
-);
-Mail::DKIM::DNS::resolver($resolver);
-$Mail::DKIM::DNS::TIMEOUT = $timeout + 1;
+LoopbackDns::use_only( $port, $timeout );    # only our DNS server
 
 binmode STDIN;
 $| = 1;
